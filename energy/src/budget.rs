@@ -1,0 +1,223 @@
+//! A joule budget: a token bucket of energy, and with a refill rate, a power cap.
+
+use std::time::Instant;
+
+use crate::{Joules, Watts};
+
+/// An energy budget with a total, an amount used and an amount remaining.
+///
+/// Work is admitted in two steps so that concurrent work cannot overdraw it: [`reserve`] holds
+/// the estimated cost, and [`settle`] releases the hold and charges the measured cost.
+/// With a refill rate the budget is a token bucket: it regains `rate × elapsed` joules, up to its
+/// total, which caps the average power of the work it admits.
+///
+/// The budget never reads a clock; callers pass `now` to [`refill`], so its behaviour is exact
+/// under test.
+///
+/// [`reserve`]: EnergyBudget::reserve
+/// [`settle`]: EnergyBudget::settle
+/// [`refill`]: EnergyBudget::refill
+#[derive(Debug, Clone)]
+pub struct EnergyBudget {
+    total: Joules,
+    remaining: Joules,
+    reserved: Joules,
+    consumed: Joules,
+    refill: Option<(Watts, Instant)>,
+}
+
+/// Energy held for work that has been admitted but not yet charged.
+#[derive(Debug)]
+#[must_use = "a reservation holds energy until it is settled or released"]
+pub struct Reservation {
+    amount: Joules,
+}
+
+impl Reservation {
+    /// The energy held.
+    pub fn amount(&self) -> Joules {
+        self.amount
+    }
+}
+
+/// The budget cannot cover a cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("needs {needed}, but only {available} of the budget is available")]
+pub struct Shortfall {
+    /// The estimated cost.
+    pub needed: Joules,
+    /// Remaining energy not already held by other reservations.
+    pub available: Joules,
+}
+
+impl EnergyBudget {
+    /// A full budget of `total` joules with no refill.
+    pub fn new(total: Joules) -> Self {
+        EnergyBudget {
+            total,
+            remaining: total,
+            reserved: Joules::ZERO,
+            consumed: Joules::ZERO,
+            refill: None,
+        }
+    }
+
+    /// A full budget that regains `rate` watts' worth of energy, counted from `now`.
+    pub fn with_refill(total: Joules, rate: Watts, now: Instant) -> Self {
+        EnergyBudget { refill: Some((rate, now)), ..EnergyBudget::new(total) }
+    }
+
+    /// The budget's capacity.
+    pub fn total(&self) -> Joules {
+        self.total
+    }
+
+    /// Energy left, including what reservations hold.
+    pub fn remaining(&self) -> Joules {
+        self.remaining
+    }
+
+    /// `total − remaining`.
+    pub fn used(&self) -> Joules {
+        self.total.saturating_sub(self.remaining)
+    }
+
+    /// Everything ever charged, refills notwithstanding.
+    pub fn consumed(&self) -> Joules {
+        self.consumed
+    }
+
+    /// Energy that a new reservation may take.
+    pub fn available(&self) -> Joules {
+        self.remaining.saturating_sub(self.reserved)
+    }
+
+    /// The fraction of the total that is used, in `[0, 1]` (1 for an empty budget of zero).
+    pub fn used_fraction(&self) -> f64 {
+        if self.total == Joules::ZERO {
+            1.0
+        } else {
+            (self.used().get() / self.total.get()).clamp(0.0, 1.0)
+        }
+    }
+
+    /// The refill rate, if the budget has one.
+    pub fn refill_rate(&self) -> Option<Watts> {
+        self.refill.map(|(rate, _)| rate)
+    }
+
+    /// Adds the energy regained since the last refill, up to the total.
+    pub fn refill(&mut self, now: Instant) {
+        if let Some((rate, last)) = self.refill {
+            let gained = rate * now.saturating_duration_since(last);
+            self.remaining = (self.remaining + gained).min(self.total);
+            self.refill = Some((rate, now.max(last)));
+        }
+    }
+
+    /// Holds `estimate` for admitted work, or says by how much the budget falls short.
+    pub fn reserve(&mut self, estimate: Joules) -> Result<Reservation, Shortfall> {
+        let available = self.available();
+        if estimate > available {
+            return Err(Shortfall { needed: estimate, available });
+        }
+        self.reserved += estimate;
+        Ok(Reservation { amount: estimate })
+    }
+
+    /// Releases a hold and charges the measured cost, which may differ from the estimate.
+    ///
+    /// A cost above what remains empties the budget; the returned amount is the part that could
+    /// not be paid (zero in the usual case), so that callers can report the overdraft.
+    pub fn settle(&mut self, hold: Reservation, actual: Joules) -> Joules {
+        self.reserved = self.reserved.saturating_sub(hold.amount);
+        let overdraft = actual.saturating_sub(self.remaining);
+        self.remaining = self.remaining.saturating_sub(actual);
+        self.consumed += actual;
+        overdraft
+    }
+
+    /// Releases a hold without charging anything.
+    pub fn release(&mut self, hold: Reservation) {
+        self.reserved = self.reserved.saturating_sub(hold.amount);
+    }
+
+    /// Grants more energy: both the total and the remaining amount grow by `amount`.
+    pub fn top_up(&mut self, amount: Joules) {
+        self.total += amount;
+        self.remaining += amount;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn j(v: f64) -> Joules {
+        Joules::new(v).unwrap()
+    }
+
+    #[test]
+    fn reservations_hold_energy_until_settled() {
+        let mut b = EnergyBudget::new(j(100.0));
+        let first = b.reserve(j(60.0)).unwrap();
+        assert_eq!(b.available(), j(40.0));
+        assert_eq!(b.reserve(j(50.0)).unwrap_err(), Shortfall { needed: j(50.0), available: j(40.0) });
+        assert_eq!(b.settle(first, j(55.0)), Joules::ZERO);
+        assert_eq!((b.remaining(), b.used(), b.available()), (j(45.0), j(55.0), j(45.0)));
+    }
+
+    #[test]
+    fn released_holds_charge_nothing() {
+        let mut b = EnergyBudget::new(j(10.0));
+        let hold = b.reserve(j(10.0)).unwrap();
+        b.release(hold);
+        assert_eq!((b.remaining(), b.available(), b.consumed()), (j(10.0), j(10.0), Joules::ZERO));
+    }
+
+    #[test]
+    fn an_overdraft_empties_the_budget_and_is_reported() {
+        let mut b = EnergyBudget::new(j(10.0));
+        let hold = b.reserve(j(8.0)).unwrap();
+        assert_eq!(b.settle(hold, j(12.0)), j(2.0));
+        assert_eq!(b.remaining(), Joules::ZERO);
+        assert_eq!(b.consumed(), j(12.0));
+        assert_eq!(b.used_fraction(), 1.0);
+    }
+
+    #[test]
+    fn refill_adds_power_times_time_up_to_the_total() {
+        let t0 = Instant::now();
+        let mut b = EnergyBudget::with_refill(j(100.0), Watts::new(5.0).unwrap(), t0);
+        let hold = b.reserve(j(50.0)).unwrap();
+        b.settle(hold, j(50.0));
+        b.refill(t0 + Duration::from_secs(4));
+        assert_eq!(b.remaining(), j(70.0));
+        // A clock that steps back gains nothing and does not move the refill mark backwards.
+        b.refill(t0 + Duration::from_secs(1));
+        assert_eq!(b.remaining(), j(70.0));
+        b.refill(t0 + Duration::from_secs(3600));
+        assert_eq!(b.remaining(), j(100.0));
+        assert_eq!(b.consumed(), j(50.0));
+    }
+
+    #[test]
+    fn a_budget_without_refill_does_not_grow_with_time() {
+        let mut b = EnergyBudget::new(j(10.0));
+        let hold = b.reserve(j(4.0)).unwrap();
+        b.settle(hold, j(4.0));
+        b.refill(Instant::now() + Duration::from_secs(60));
+        assert_eq!(b.remaining(), j(6.0));
+    }
+
+    #[test]
+    fn top_up_grows_total_and_remaining() {
+        let mut b = EnergyBudget::new(j(10.0));
+        let hold = b.reserve(j(10.0)).unwrap();
+        b.settle(hold, j(10.0));
+        b.top_up(j(25.0));
+        assert_eq!((b.total(), b.remaining(), b.used()), (j(35.0), j(25.0), j(10.0)));
+    }
+}

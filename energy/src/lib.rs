@@ -1,0 +1,36 @@
+//! Energy accounting for ergon: what a joule is, where a figure comes from, and how much is left.
+//!
+//! - [`Joules`] and [`Watts`] are finite, non-negative quantities; no bare `f64` crosses an API.
+//! - [`OpCounts`] are the operation counts that ergon's LLVM pass gathers per thread;
+//!   [`measure_ops`] reads them, and says so plainly when the build is not instrumented.
+//! - [`CostModel`] turns counts into joules (`Σ ops × weight × unit energy`).
+//! - [`Meter`] measures one run of a handler; every [`Sample`] says which [`Source`] produced it.
+//! - [`EnergyBudget`] is a token bucket of joules; [`EnergyMonitor`] raises alerts on it.
+//!
+//! This crate does no I/O of its own beyond reading clocks, and depends on nothing else of ergon.
+//!
+//! ```
+//! use energy::{EnergyBudget, Joules};
+//!
+//! let mut budget = EnergyBudget::new(Joules::new(100.0)?);
+//! let hold = budget.reserve(Joules::new(10.0)?).expect("fits");
+//! budget.settle(hold, Joules::new(12.5)?);
+//! assert_eq!(budget.remaining(), Joules::new(87.5)?);
+//! # Ok::<(), energy::QuantityError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod budget;
+mod meter;
+mod model;
+mod monitor;
+mod ops;
+mod quantity;
+
+pub use budget::{EnergyBudget, Reservation, Shortfall};
+pub use meter::{FixedMeter, Mark, Meter, Reading, Sample, Source, TimeMeter};
+pub use model::{CalibrationError, CostModel, OpWeights};
+pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds};
+pub use ops::{instrumentation, measure_ops, Instrumentation, NotInstrumented, OpCounts};
+pub use quantity::{Joules, QuantityError, Watts};

@@ -1,0 +1,123 @@
+//! From operation counts to joules.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Joules, OpCounts};
+
+/// Relative energy of one operation of each class, ALU = 1.
+///
+/// The defaults are the tutorial's thermal-design-power factors: a memory operation costs five ALU
+/// operations and a floating-point one three. Instructions in no class are not weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpWeights {
+    /// Weight of an ALU operation.
+    pub alu: f64,
+    /// Weight of a memory operation.
+    pub mem: f64,
+    /// Weight of a floating-point operation.
+    pub fp: f64,
+}
+
+impl Default for OpWeights {
+    fn default() -> Self {
+        OpWeights { alu: 1.0, mem: 5.0, fp: 3.0 }
+    }
+}
+
+impl OpWeights {
+    /// `alu × w_alu + mem × w_mem + fp × w_fp`: the counts in ALU-operation equivalents.
+    pub fn weighted(&self, ops: &OpCounts) -> f64 {
+        ops.alu as f64 * self.alu + ops.mem as f64 * self.mem + ops.fp as f64 * self.fp
+    }
+}
+
+/// `cost = Σ ops[class] × weight[class] × unit_energy`.
+///
+/// The tutorial charges "1 joule per ALU operation", which is not physical. The default unit energy
+/// is 70 pJ per ALU-equivalent operation: Horowitz's estimate ("Computing's energy problem",
+/// ISSCC 2014) of the energy of one simple instruction on a 45 nm core, where fetch, decode and
+/// control dominate the arithmetic itself. Calibrate it against a real meter with
+/// [`CostModel::calibrate`] where the machine has one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostModel {
+    /// Per-class weights.
+    pub weights: OpWeights,
+    /// Energy of one ALU-equivalent operation.
+    pub unit_energy: Joules,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel {
+            weights: OpWeights::default(),
+            unit_energy: Joules::new(70e-12).expect("a positive constant"),
+        }
+    }
+}
+
+/// Why a set of measurements cannot calibrate the model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CalibrationError {
+    /// No sample had any weighted operation, so no unit energy explains the joules.
+    #[error("calibration needs samples with operations in them; the {samples} given have none")]
+    NoOperations {
+        /// How many samples were given.
+        samples: usize,
+    },
+}
+
+impl CostModel {
+    /// The energy of `ops` under this model.
+    pub fn cost(&self, ops: &OpCounts) -> Joules {
+        self.unit_energy.scale(self.weights.weighted(ops))
+    }
+
+    /// The model with the unit energy that best explains measured `(ops, joules)` pairs
+    /// (least squares through the origin: `unit = Σ wᵢ·jᵢ / Σ wᵢ²` over weighted counts `wᵢ`).
+    pub fn calibrate(&self, samples: &[(OpCounts, Joules)]) -> Result<CostModel, CalibrationError> {
+        let (num, den) = samples.iter().fold((0.0, 0.0), |(num, den), (ops, j)| {
+            let w = self.weights.weighted(ops);
+            (num + w * j.get(), den + w * w)
+        });
+        if den == 0.0 {
+            return Err(CalibrationError::NoOperations { samples: samples.len() });
+        }
+        let unit = Joules::new(num / den).unwrap_or(Joules::ZERO);
+        Ok(CostModel { weights: self.weights, unit_energy: unit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(alu: u64, mem: u64, fp: u64) -> OpCounts {
+        OpCounts { alu, mem, fp, total: alu + mem + fp }
+    }
+
+    #[test]
+    fn cost_uses_the_tutorial_weights() {
+        let model = CostModel { unit_energy: Joules::new(1.0).unwrap(), ..CostModel::default() };
+        // 10 ALU × 1 + 2 mem × 5 + 3 fp × 3 = 29 ALU-equivalents.
+        assert_eq!(model.cost(&ops(10, 2, 3)).get(), 29.0);
+    }
+
+    #[test]
+    fn calibration_recovers_the_unit_energy_of_consistent_samples() {
+        let truth = CostModel { unit_energy: Joules::new(2e-10).unwrap(), ..CostModel::default() };
+        let samples: Vec<_> = [ops(1000, 10, 0), ops(50, 500, 70), ops(7, 0, 9000)]
+            .into_iter()
+            .map(|o| (o, truth.cost(&o)))
+            .collect();
+        let fitted = CostModel::default().calibrate(&samples).unwrap();
+        assert!((fitted.unit_energy.get() - 2e-10).abs() < 1e-22);
+    }
+
+    #[test]
+    fn calibration_without_operations_is_an_error() {
+        let err = CostModel::default().calibrate(&[(OpCounts::default(), Joules::ZERO)]);
+        assert_eq!(err, Err(CalibrationError::NoOperations { samples: 1 }));
+    }
+}
