@@ -1,0 +1,527 @@
+//! The durable audit log: a writer thread, segments, `HEAD`, and repair on open.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::chain::{self, LineError, GENESIS};
+use super::{list_segments, segment_name, AuditEntry, AuditSink, EntryKind, Outcome, HEAD_FILE};
+
+/// When written entries are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `fsync` after every entry: nothing acknowledged is lost, at a disk flush per entry.
+    EveryEntry,
+    /// `fsync` at most every this many milliseconds: a crash loses at most that window.
+    IntervalMs(u64),
+    /// Never `fsync`; the operating system writes back when it likes.
+    Never,
+}
+
+/// Where and how to keep an audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log's directory; created if missing.
+    pub dir: PathBuf,
+    /// When entries reach the disk.
+    #[serde(default = "default_durability")]
+    pub durability: Durability,
+    /// A segment is closed and a new one started before it would grow past this size.
+    #[serde(default = "default_segment_bytes")]
+    pub max_segment_bytes: u64,
+    /// Entries queued for the writer before [`AuditSink::record`] waits for it.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_durability() -> Durability {
+    Durability::IntervalMs(10)
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_queue() -> usize {
+    1 << 16
+}
+
+impl AuditConfig {
+    /// The defaults (fsync every 10 ms, 64 MiB segments) for a log in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            dir: dir.into(),
+            durability: default_durability(),
+            max_segment_bytes: default_segment_bytes(),
+            queue_capacity: default_queue(),
+        }
+    }
+}
+
+/// Why the audit log cannot be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A file operation failed.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The newest complete entry is not a valid entry: the log was damaged, not torn by a crash.
+    #[error("audit log {path}, line {line}: {reason}; refusing to extend a damaged chain (run `ergon audit verify`)")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `HEAD` names an entry past the end of the log: the newest entries were removed.
+    #[error(
+        "audit log {dir}: HEAD records entry {head_seq}, but the log ends {}; the newest entries were removed \
+         (run `ergon audit verify`)",
+        .last_seq.map_or("before its first entry".to_string(), |s| format!("at entry {s}"))
+    )]
+    HeadAhead {
+        /// The log directory.
+        dir: PathBuf,
+        /// The sequence number `HEAD` records.
+        head_seq: u64,
+        /// The last sequence number present.
+        last_seq: Option<u64>,
+    },
+    /// The writer thread could not write; the entries it holds are kept and retried.
+    #[error("audit writer: {message} ({pending} entries waiting to be written)")]
+    Writer {
+        /// The last error.
+        message: String,
+        /// Entries not yet on disk.
+        pending: usize,
+    },
+    /// The writer thread has stopped.
+    #[error("the audit writer thread has stopped")]
+    WriterGone,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io { path: path.to_owned(), source }
+}
+
+/// What opening the log found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenReport {
+    /// The sequence number the next entry gets.
+    pub next_seq: u64,
+    /// Segments present after opening.
+    pub segments: usize,
+    /// How a torn final line was repaired, if there was one.
+    pub repaired: Option<TailRepair>,
+}
+
+/// A torn final line found on open (a crash during a write), and what was done with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TailRepair {
+    /// The line was whole but for its newline, and chained correctly: the newline was added.
+    Completed {
+        /// The segment.
+        file: PathBuf,
+        /// The entry's sequence number.
+        seq: u64,
+    },
+    /// The bytes were not a whole entry: they were moved to a side file and cut from the segment.
+    Moved {
+        /// The segment.
+        file: PathBuf,
+        /// How many bytes.
+        bytes: usize,
+        /// Where they were saved.
+        saved_to: PathBuf,
+    },
+}
+
+enum Command {
+    Entry(AuditEntry),
+    Flush(SyncSender<Result<(), AuditError>>),
+}
+
+/// The durable [`AuditSink`]: entries are queued and written by a writer thread in batches.
+///
+/// [`record`](AuditSink::record) returns after queuing; it waits only when the queue is full, so
+/// that a writer that falls behind slows the gate down rather than losing entries.
+/// [`flush`](Self::flush) waits until everything recorded before it is on disk. Dropping the log
+/// writes what is queued; [`close`](Self::close) does so and reports any error.
+pub struct AuditLog {
+    queue: Option<SyncSender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `config.dir`, repairing a torn final line.
+    pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenReport), AuditError> {
+        let (writer, report) = Writer::open(&config)?;
+        let (queue, commands) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let handle = std::thread::Builder::new()
+            .name("ergon-audit".into())
+            .spawn(move || writer.run(commands))
+            .map_err(io_err(&config.dir))?;
+        Ok((AuditLog { queue: Some(queue), writer: Some(handle), dir: config.dir }, report))
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Waits until every entry recorded before this call is written, synced (unless durability is
+    /// [`Durability::Never`]) and recorded in `HEAD`.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let queue = self.queue.as_ref().ok_or(AuditError::WriterGone)?;
+        queue.send(Command::Flush(reply)).map_err(|_| AuditError::WriterGone)?;
+        answer.recv().map_err(|_| AuditError::WriterGone)?
+    }
+
+    /// Flushes and stops the writer.
+    pub fn close(mut self) -> Result<(), AuditError> {
+        let result = self.flush();
+        self.stop();
+        result
+    }
+
+    fn stop(&mut self) {
+        self.queue.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, entry: AuditEntry) {
+        let sent = self.queue.as_ref().map(|q| q.send(Command::Entry(entry)));
+        if !matches!(sent, Some(Ok(()))) {
+            tracing::error!(dir = %self.dir.display(), "audit writer has stopped; entry not recorded");
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    seq: Option<u64>,
+    hash: String,
+}
+
+/// The writer thread's state. Everything here happens off the gate's path.
+struct Writer {
+    dir: PathBuf,
+    durability: Durability,
+    max_segment_bytes: u64,
+    segment: u32,
+    file: File,
+    /// Length of the current segment up to its last complete entry.
+    segment_bytes: u64,
+    next_seq: u64,
+    last_hash: String,
+    /// Lines encoded but not yet written.
+    batch: Vec<u8>,
+    scratch: Vec<u8>,
+    line: Vec<u8>,
+    /// Entries whose write failed; retried before anything newer.
+    pending: Vec<AuditEntry>,
+    /// Entries written since the last checkpoint (fsync + `HEAD`).
+    unsynced: bool,
+    last_checkpoint: Instant,
+    last_error: Option<String>,
+}
+
+/// How long the writer waits before retrying after a failed write.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// `HEAD` is rewritten at least this often under [`Durability::Never`].
+const NEVER_CHECKPOINT: Duration = Duration::from_secs(1);
+/// Most commands taken from the queue per batch.
+const BATCH: usize = 4096;
+
+impl Writer {
+    fn open(config: &AuditConfig) -> Result<(Writer, OpenReport), AuditError> {
+        let dir = &config.dir;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let segments = list_segments(dir).map_err(io_err(dir))?;
+        let mut repaired = None;
+        let mut last: Option<(u64, String)> = None;
+        // Walk back from the newest segment to the newest complete entry.
+        for (i, (_, path)) in segments.iter().enumerate().rev() {
+            let is_newest = i + 1 == segments.len();
+            let mut bytes = fs::read(path).map_err(io_err(path))?;
+            if is_newest {
+                let before_tail = last_entry(path, &bytes)?;
+                repaired = repair_tail(path, &mut bytes, before_tail.as_ref())?;
+            }
+            if let Some(found) = last_entry(path, &bytes)? {
+                last = Some(found);
+                break;
+            }
+        }
+        let head_path = dir.join(HEAD_FILE);
+        if let Ok(text) = fs::read_to_string(&head_path) {
+            let head: Head = serde_json::from_str(&text).map_err(|e| AuditError::Corrupt {
+                path: head_path.clone(),
+                line: 1,
+                reason: format!("HEAD is not a head record: {e}"),
+            })?;
+            let last_seq = last.as_ref().map(|(s, _)| *s);
+            if let Some(head_seq) = head.seq {
+                if last_seq.is_none_or(|l| l < head_seq) {
+                    return Err(AuditError::HeadAhead { dir: dir.clone(), head_seq, last_seq });
+                }
+            }
+        }
+        let segment = segments.last().map_or(1, |(index, _)| *index);
+        let path = dir.join(segment_name(segment));
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let segment_bytes = file.metadata().map_err(io_err(&path))?.len();
+        let (next_seq, last_hash) = last.map_or((0, GENESIS.to_owned()), |(seq, hash)| (seq + 1, hash));
+        let mut writer = Writer {
+            dir: dir.clone(),
+            durability: config.durability,
+            max_segment_bytes: config.max_segment_bytes,
+            segment,
+            file,
+            segment_bytes,
+            next_seq,
+            last_hash,
+            batch: Vec::new(),
+            scratch: Vec::new(),
+            line: Vec::new(),
+            pending: Vec::new(),
+            unsynced: false,
+            last_checkpoint: Instant::now(),
+            last_error: None,
+        };
+        if let Some(TailRepair::Moved { file, bytes, saved_to }) = &repaired {
+            tracing::warn!(file = %file.display(), bytes, saved_to = %saved_to.display(), "audit log: torn final line moved aside");
+            let mut entry = AuditEntry::new(EntryKind::LogRepair, Outcome::Allowed, "audit-log", "system", "repair", &file.display().to_string());
+            entry.reason = Some(format!(
+                "torn final line of {bytes} bytes (a crash during a write) moved to {}",
+                saved_to.display()
+            ));
+            writer.pending.push(entry);
+        }
+        let pending = std::mem::take(&mut writer.pending);
+        writer.write_all(pending).map_err(io_err(dir))?;
+        writer.checkpoint().map_err(io_err(dir))?;
+        let segments = list_segments(dir).map_err(io_err(dir))?.len();
+        let next_seq = writer.next_seq;
+        Ok((writer, OpenReport { next_seq, segments, repaired }))
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        let interval = match self.durability {
+            Durability::EveryEntry => Duration::ZERO,
+            Durability::IntervalMs(ms) => Duration::from_millis(ms),
+            Durability::Never => NEVER_CHECKPOINT,
+        };
+        loop {
+            let first = if self.unsynced || !self.pending.is_empty() {
+                let wait = if self.pending.is_empty() { interval } else { RETRY_AFTER };
+                match commands.recv_timeout(wait.saturating_sub(self.last_checkpoint.elapsed())) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match commands.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
+            };
+            let mut entries = std::mem::take(&mut self.pending);
+            let mut waiters = Vec::new();
+            for command in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok()).take(BATCH)) {
+                match command {
+                    Command::Entry(entry) => entries.push(entry),
+                    Command::Flush(reply) => waiters.push(reply),
+                }
+            }
+            let mut result = self.write_all(entries);
+            let due = !waiters.is_empty() || self.last_checkpoint.elapsed() >= interval;
+            if result.is_ok() && self.unsynced && due {
+                result = self.checkpoint();
+            }
+            match result {
+                Ok(()) => self.last_error = None,
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, pending = self.pending.len(), "audit log write failed; will retry");
+                    self.last_error = Some(e.to_string());
+                    self.last_checkpoint = Instant::now();
+                }
+            }
+            for reply in waiters {
+                let answer = match &self.last_error {
+                    None => Ok(()),
+                    Some(message) => Err(AuditError::Writer { message: message.clone(), pending: self.pending.len() }),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        // The queue is closed: write what is left, once more if the first try fails.
+        for _ in 0..2 {
+            let left = std::mem::take(&mut self.pending);
+            if self.write_all(left).and_then(|()| self.checkpoint()).is_ok() {
+                return;
+            }
+        }
+        tracing::error!(dir = %self.dir.display(), lost = self.pending.len(), "audit log closed with entries that could not be written");
+    }
+
+    /// Writes entries in order; on failure, the unwritten ones stay in `pending`.
+    fn write_all(&mut self, entries: Vec<AuditEntry>) -> io::Result<()> {
+        let mut seq = self.next_seq;
+        let mut prev = self.last_hash.clone();
+        let mut written = 0;
+        let mut outcome = Ok(());
+        for (i, entry) in entries.iter().enumerate() {
+            let hash = chain::encode(seq, &prev, entry, &mut self.scratch, &mut self.line);
+            let full = self.segment_bytes + (self.batch.len() + self.line.len()) as u64 > self.max_segment_bytes;
+            if full && self.segment_bytes + self.batch.len() as u64 > 0 {
+                outcome = self.commit(seq, &prev).and_then(|()| self.rotate());
+                if outcome.is_err() {
+                    break;
+                }
+                written = i;
+            }
+            self.batch.extend_from_slice(&self.line);
+            seq += 1;
+            prev = hash;
+            if self.durability == Durability::EveryEntry {
+                outcome = self.commit(seq, &prev).and_then(|()| self.file.sync_data());
+                if outcome.is_err() {
+                    break;
+                }
+                written = i + 1;
+            }
+        }
+        if outcome.is_ok() {
+            outcome = self.commit(seq, &prev);
+            if outcome.is_ok() {
+                written = entries.len();
+            }
+        }
+        self.pending.extend(entries.into_iter().skip(written));
+        outcome
+    }
+
+    /// Appends the encoded batch, whose last entry is `next_seq - 1` with hash `last_hash`.
+    /// A failed write is cut back so the segment ends at a complete entry.
+    fn commit(&mut self, next_seq: u64, last_hash: &str) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let result = self.file.write_all(&self.batch);
+        match result {
+            Ok(()) => {
+                self.segment_bytes += self.batch.len() as u64;
+                self.next_seq = next_seq;
+                self.last_hash = last_hash.to_owned();
+                self.unsynced = true;
+            }
+            Err(_) => {
+                let _ = self.file.set_len(self.segment_bytes);
+            }
+        }
+        self.batch.clear();
+        result
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.checkpoint()?;
+        let path = self.dir.join(segment_name(self.segment + 1));
+        self.file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        self.segment += 1;
+        self.segment_bytes = 0;
+        if self.durability != Durability::Never {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs what was written (per the durability) and records the newest entry in `HEAD`.
+    fn checkpoint(&mut self) -> io::Result<()> {
+        let sync = self.durability != Durability::Never;
+        if sync {
+            self.file.sync_data()?;
+        }
+        let head = Head { seq: self.next_seq.checked_sub(1), hash: self.last_hash.clone() };
+        let tmp = self.dir.join("HEAD.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(serde_json::to_string(&head).expect("a head serialises").as_bytes())?;
+        if sync {
+            file.sync_data()?;
+        }
+        fs::rename(&tmp, self.dir.join(HEAD_FILE))?;
+        self.unsynced = false;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
+
+/// The sequence number and hash of the last complete line of a segment, if it has one.
+fn last_entry(path: &Path, bytes: &[u8]) -> Result<Option<(u64, String)>, AuditError> {
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => return Ok(None),
+    };
+    let start = complete.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let line_no = complete.iter().filter(|b| **b == b'\n').count() + 1;
+    match chain::decode(&complete[start..]) {
+        Ok(stored) => Ok(Some((stored.seq, stored.hash))),
+        Err(e) => Err(AuditError::Corrupt {
+            path: path.to_owned(),
+            line: line_no,
+            reason: match e {
+                LineError::Malformed(why) => format!("not an audit entry ({why})"),
+                LineError::HashMismatch { .. } => "its content does not match its hash (edited)".into(),
+            },
+        }),
+    }
+}
+
+/// Handles bytes after the last newline of the newest segment: a write a crash cut short.
+fn repair_tail(path: &Path, bytes: &mut Vec<u8>, last: Option<&(u64, String)>) -> Result<Option<TailRepair>, AuditError> {
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if keep == bytes.len() {
+        return Ok(None);
+    }
+    let tail = &bytes[keep..];
+    let (expected_seq, expected_prev) = last.map_or((0, GENESIS), |(seq, hash)| (seq + 1, hash.as_str()));
+    if let Ok(stored) = chain::decode(tail) {
+        if stored.seq == expected_seq && stored.prev == expected_prev {
+            let mut file = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
+            file.write_all(b"\n").and_then(|()| file.sync_data()).map_err(io_err(path))?;
+            bytes.push(b'\n');
+            tracing::warn!(file = %path.display(), seq = stored.seq, "audit log: final entry lacked its newline; completed");
+            return Ok(Some(TailRepair::Completed { file: path.to_owned(), seq: stored.seq }));
+        }
+    }
+    let saved_to = path.with_extension(format!("jsonl.torn-{expected_seq}"));
+    fs::write(&saved_to, tail).map_err(io_err(&saved_to))?;
+    let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    file.set_len(keep as u64).and_then(|()| file.sync_all()).map_err(io_err(path))?;
+    let moved = bytes.len() - keep;
+    bytes.truncate(keep);
+    Ok(Some(TailRepair::Moved { file: path.to_owned(), bytes: moved, saved_to }))
+}

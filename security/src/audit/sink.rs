@@ -1,0 +1,43 @@
+//! Where the gate sends its entries.
+
+use std::sync::Mutex;
+
+use super::AuditEntry;
+
+/// Takes audit entries on the hot path of every gated message.
+///
+/// Implementations must be cheap: hand the entry off and return. [`AuditLog`](super::AuditLog)
+/// queues it for its writer thread; [`MemorySink`] keeps it in memory.
+pub trait AuditSink: Send + Sync {
+    /// Takes one entry.
+    fn record(&self, entry: AuditEntry);
+}
+
+/// Keeps entries in memory: for tests, and for applications that ship them elsewhere.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    entries: Mutex<Vec<AuditEntry>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        MemorySink::default()
+    }
+
+    /// A copy of every entry so far, oldest first.
+    pub fn entries(&self) -> Vec<AuditEntry> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Removes and returns every entry so far.
+    pub fn take(&self) -> Vec<AuditEntry> {
+        std::mem::take(&mut *self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn record(&self, entry: AuditEntry) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    }
+}

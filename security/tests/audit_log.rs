@@ -1,0 +1,274 @@
+//! The audit log's promises: every kind of tampering is found, crashes are repaired and reported,
+//! rotation keeps the chain, and bad input gives clear errors.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use security::audit::{
+    verify, AuditConfig, AuditEntry, AuditError, AuditLog, AuditReader, AuditSink, Durability, EntryKind, Filter,
+    Outcome, Problem, ReadError, Summary, TailRepair, VerifyError,
+};
+
+fn entry(i: usize) -> AuditEntry {
+    let mut e = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "node-manager/n1", "alice", "join", &format!("node-{i}"));
+    e.energy = Some(security::audit::EnergyRecord {
+        charged_j: 10.0,
+        measured_j: 1e-6,
+        estimate_j: 10.0,
+        remaining_j: 990.0,
+        source: "time-model".into(),
+        elapsed_ns: 1000,
+        ops: None,
+    });
+    e
+}
+
+fn write_log(dir: &Path, n: usize, config: impl FnOnce(&mut AuditConfig)) {
+    let mut cfg = AuditConfig::new(dir);
+    config(&mut cfg);
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    (0..n).for_each(|i| log.record(entry(i)));
+    log.close().unwrap();
+}
+
+fn segment(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("segment-{index:06}.jsonl"))
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+}
+
+fn set_lines(path: &Path, lines: &[String]) {
+    fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+fn problem(result: Result<security::audit::VerifyReport, VerifyError>) -> (Option<usize>, Option<u64>, Problem) {
+    match result {
+        Err(VerifyError::Broken { line, seq, problem, .. }) => (line, seq, problem),
+        other => panic!("expected a broken log, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_intact_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 20, |_| {});
+    let report = verify(dir.path()).unwrap();
+    assert_eq!((report.entries, report.first_seq, report.last_seq, report.head_checked), (20, 0, 19, true));
+}
+
+#[test]
+fn an_edit_is_found_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut l = lines(&seg);
+    l[4] = l[4].replace("\"charged_j\":10.0", "\"charged_j\":1.0");
+    set_lines(&seg, &l);
+    assert_eq!(problem(verify(dir.path())), (Some(5), Some(4), Problem::Edited));
+    let message = verify(dir.path()).unwrap_err().to_string();
+    assert!(message.contains("segment-000001.jsonl, line 5 (entry 4)") && message.contains("edited"), "{message}");
+}
+
+#[test]
+fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 5, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut l = lines(&seg);
+    // Forge entry 2 with a valid hash of its own.
+    let edited = l[2].replace("node-2", "node-X");
+    let body = &edited[..edited.len() - 75];
+    let hash = hex::encode(Sha256::digest(format!("{body}}}").as_bytes()));
+    l[2] = format!("{body},\"hash\":\"{hash}\"}}");
+    set_lines(&seg, &l);
+    assert_eq!(problem(verify(dir.path())), (Some(4), Some(3), Problem::Relinked));
+}
+
+#[test]
+fn a_deletion_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut l = lines(&seg);
+    l.remove(3);
+    set_lines(&seg, &l);
+    assert_eq!(problem(verify(dir.path())), (Some(4), Some(4), Problem::Missing { expected: 3, found: 4 }));
+}
+
+#[test]
+fn deleting_the_first_entry_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3, |_| {});
+    let seg = segment(dir.path(), 1);
+    let l = lines(&seg);
+    set_lines(&seg, &l[1..]);
+    assert_eq!(problem(verify(dir.path())).2, Problem::Missing { expected: 0, found: 1 });
+}
+
+#[test]
+fn a_reordering_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut l = lines(&seg);
+    l.swap(5, 6);
+    set_lines(&seg, &l);
+    assert_eq!(problem(verify(dir.path())), (Some(6), Some(6), Problem::Reordered { expected: 5, found: 6 }));
+}
+
+#[test]
+fn removing_the_newest_entries_is_found_through_head() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, |_| {});
+    let seg = segment(dir.path(), 1);
+    let l = lines(&seg);
+    set_lines(&seg, &l[..7]);
+    assert_eq!(problem(verify(dir.path())).2, Problem::Truncated { head_seq: 9, last_seq: Some(6) });
+    // And the writer refuses to extend it, which would hide the gap.
+    let err = AuditLog::open(AuditConfig::new(dir.path())).err().unwrap();
+    assert!(matches!(err, AuditError::HeadAhead { head_seq: 9, last_seq: Some(6), .. }), "{err}");
+}
+
+#[test]
+fn a_missing_head_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 2, |_| {});
+    fs::remove_file(dir.path().join("HEAD")).unwrap();
+    assert!(matches!(problem(verify(dir.path())).2, Problem::HeadMissing(_)));
+}
+
+#[test]
+fn a_torn_tail_is_reported_by_verify_and_repaired_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 4, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(br#"{"seq":4,"prev":"ab"#);
+    fs::write(&seg, &bytes).unwrap();
+    assert_eq!(problem(verify(dir.path())), (Some(5), None, Problem::TornTail { bytes: 19 }));
+
+    let (log, report) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
+    let Some(TailRepair::Moved { bytes: 19, saved_to, .. }) = report.repaired else { panic!("{report:?}") };
+    assert_eq!(fs::read(&saved_to).unwrap(), br#"{"seq":4,"prev":"ab"#, "the torn bytes are kept, not dropped");
+    log.record(entry(99));
+    log.close().unwrap();
+
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.entries, 6);
+    let kinds: Vec<_> = AuditReader::open(dir.path()).unwrap().entries().map(|e| e.unwrap().entry.kind).collect();
+    assert_eq!(kinds[4], EntryKind::LogRepair, "the repair is recorded in the chain");
+}
+
+#[test]
+fn a_whole_entry_missing_only_its_newline_is_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.pop();
+    fs::write(&seg, &bytes).unwrap();
+    let (log, report) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
+    assert!(matches!(report.repaired, Some(TailRepair::Completed { seq: 2, .. })), "{report:?}");
+    assert_eq!(report.next_seq, 3);
+    log.close().unwrap();
+    assert_eq!(verify(dir.path()).unwrap().entries, 3);
+}
+
+#[test]
+fn rotation_continues_the_chain_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 50, |c| c.max_segment_bytes = 2_000);
+    let report = verify(dir.path()).unwrap();
+    assert!(report.files >= 10, "expected many segments, got {}", report.files);
+    assert_eq!((report.entries, report.last_seq), (50, 49));
+    for i in 1..=report.files as u32 {
+        assert!(fs::metadata(segment(dir.path(), i)).unwrap().len() <= 2_000);
+    }
+    // Reopening continues in the newest segment, from the right place.
+    write_log(dir.path(), 5, |c| c.max_segment_bytes = 2_000);
+    assert_eq!(verify(dir.path()).unwrap().last_seq, 54);
+    // Deleting a whole middle segment is a deletion.
+    fs::remove_file(segment(dir.path(), 3)).unwrap();
+    assert!(matches!(problem(verify(dir.path())).2, Problem::Missing { .. }));
+}
+
+#[test]
+fn every_durability_mode_writes_a_verifiable_log() {
+    for durability in [Durability::EveryEntry, Durability::IntervalMs(5), Durability::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 25, |c| c.durability = durability);
+        assert_eq!(verify(dir.path()).unwrap().entries, 25, "{durability:?}");
+    }
+}
+
+#[test]
+fn garbage_missing_and_empty_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.jsonl");
+    fs::write(&garbage, b"\x00\xffthis is not json\n{}\n").unwrap();
+    let message = verify(&garbage).unwrap_err().to_string();
+    assert!(message.contains("garbage.jsonl, line 1: not an audit entry"), "{message}");
+
+    let empty = dir.path().join("empty.jsonl");
+    fs::write(&empty, b"").unwrap();
+    assert!(matches!(verify(&empty), Err(VerifyError::Read(ReadError::Empty(_)))));
+
+    let missing = dir.path().join("nope");
+    assert_eq!(verify(&missing).unwrap_err().to_string(), format!("{}: no such file or directory", missing.display()));
+
+    let not_a_log = tempfile::tempdir().unwrap();
+    assert!(verify(not_a_log.path()).unwrap_err().to_string().contains("not an audit log"));
+}
+
+#[test]
+fn a_damaged_log_is_not_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3, |_| {});
+    let seg = segment(dir.path(), 1);
+    let mut l = lines(&seg);
+    l[2] = l[2].replace("alice", "mallory");
+    set_lines(&seg, &l);
+    let err = AuditLog::open(AuditConfig::new(dir.path())).err().unwrap();
+    assert!(matches!(err, AuditError::Corrupt { line: 3, .. }), "{err}");
+}
+
+#[test]
+fn a_single_segment_verifies_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 30, |c| c.max_segment_bytes = 2_000);
+    let report = verify(&segment(dir.path(), 2)).unwrap();
+    assert!(report.first_seq > 0 && !report.head_checked);
+}
+
+#[test]
+fn the_reader_filters_and_the_summary_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
+    for i in 0..6 {
+        let mut e = entry(i);
+        if i % 3 == 0 {
+            e.outcome = Outcome::Denied;
+            e.kind = EntryKind::SecurityViolation;
+            e.principal = "mallory".into();
+            e.energy.as_mut().unwrap().charged_j = 0.0;
+        }
+        log.record(e);
+    }
+    log.close().unwrap();
+    let reader = AuditReader::open(dir.path()).unwrap();
+    let all: Vec<_> = reader.entries().map(|e| e.unwrap().entry).collect();
+    let denied = Filter { denied: true, ..Filter::default() };
+    assert_eq!(all.iter().filter(|e| denied.matches(e)).count(), 2);
+    let alice = Filter { principal: Some("alice".into()), operation: Some("join".into()), ..Filter::default() };
+    assert_eq!(all.iter().filter(|e| alice.matches(e)).count(), 4);
+    let future = Filter { since: Some(chrono::Utc::now() + chrono::Duration::hours(1)), ..Filter::default() };
+    assert_eq!(all.iter().filter(|e| future.matches(e)).count(), 0);
+
+    let summary: Summary = all.iter().collect();
+    assert_eq!((summary.total.requests, summary.total.denied, summary.total.joules), (6, 2, 40.0));
+    assert_eq!(summary.by_principal["mallory"].denied, 2);
+    assert_eq!(summary.by_actor["node-manager/n1"].joules, 40.0);
+}
