@@ -29,15 +29,22 @@ pub enum Source {
     Fixed,
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Source {
+    /// The name used in logs and audit entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Source::Rapl => "rapl",
             Source::PerfCounters => "perf-counters",
             Source::OpCountModel => "op-count-model",
             Source::TimeModel => "time-model",
             Source::Fixed => "fixed",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -59,6 +59,14 @@ impl Scope {
         &*self.0 == "*"
     }
 
+    /// Whether `other` is this scope or lies below it (`node_management` includes
+    /// `node_management.n4`, not `node`).
+    pub fn includes(&self, other: &Scope) -> bool {
+        self.is_root()
+            || other.0 == self.0
+            || (other.0.len() > self.0.len() && other.0.starts_with(&*self.0) && other.0.as_bytes()[self.0.len()] == b'.')
+    }
+
     /// Whether a context in this scope may run `operation` on an actor in `actor_scope`, that is,
     /// whether this scope is `actor_scope.operation` or one of its ancestors.
     ///
@@ -137,6 +145,15 @@ mod tests {
         assert!(!s("node_management.join.extra").covers(&actor, "join"));
         assert!(!s("communication_management").covers(&actor, "join"));
         assert!(!s("node").covers(&actor, "join"), "prefixes must end at a segment boundary");
+    }
+
+    #[test]
+    fn inclusion_follows_segments() {
+        assert!(s("node_management").includes(&s("node_management.n4")));
+        assert!(s("node_management").includes(&s("node_management")));
+        assert!(!s("node_management").includes(&s("node_management_x")));
+        assert!(!s("node_management.n4").includes(&s("node_management")));
+        assert!(Scope::root().includes(&s("anything")));
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! What the actors of one process share.
+
+use std::sync::Arc;
+
+use energy::{Meter, TimeMeter};
+use security::audit::AuditSink;
+use security::{GrantTable, Scope};
+
+use crate::config::{ActorConfig, Config};
+use crate::gate::{Gate, GateSetup};
+
+type MeterFactory = Arc<dyn Fn() -> Box<dyn Meter> + Send + Sync>;
+
+/// Configuration, grants, audit sink and meter: everything an actor needs to build its gate.
+///
+/// ```
+/// use std::sync::Arc;
+/// use actors::{Config, Environment};
+/// use actors::security::{audit::MemorySink, GrantTable};
+///
+/// let env = Environment::new(Config::default(), Arc::new(GrantTable::new()), Arc::new(MemorySink::new()));
+/// assert_eq!(env.config().node_manager.budget_joules.get(), 1000.0);
+/// ```
+#[derive(Clone)]
+pub struct Environment {
+    config: Arc<Config>,
+    grants: Arc<GrantTable>,
+    audit: Arc<dyn AuditSink>,
+    meter: MeterFactory,
+}
+
+impl Environment {
+    /// An environment that meters with the time model of `config.meter`.
+    ///
+    /// The build has no operation counters and this release reads no RAPL, so the time model
+    /// is the best meter available; every audit entry says so in its `source`.
+    pub fn new(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
+        let watts = config.meter.watts_per_core;
+        Environment {
+            config: Arc::new(config),
+            grants,
+            audit,
+            meter: Arc::new(move || Box::new(TimeMeter::new(watts))),
+        }
+    }
+
+    /// The same environment with another meter for every gate built from it (tests use
+    /// [`energy::FixedMeter`] for exact costs).
+    pub fn with_meter(mut self, meter: impl Fn() -> Box<dyn Meter> + Send + Sync + 'static) -> Self {
+        self.meter = Arc::new(meter);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The grant table.
+    pub fn grants(&self) -> &Arc<GrantTable> {
+        &self.grants
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
+    /// A gate for an actor named `actor`, acting in `scope`. The actor's own principal (its
+    /// name) is granted what the actor holds, so that it can present a context to its peers.
+    pub fn gate(&self, actor: &str, scope: &str, config: &ActorConfig) -> Gate {
+        self.grants.grant(actor, config.grants);
+        Gate::new(GateSetup {
+            actor: actor.to_owned(),
+            scope: Scope::new(scope).expect("actor scopes are constants"),
+            config: config.clone(),
+            limits: self.config.limits,
+            thresholds: self.config.alerts,
+            grants: self.grants.clone(),
+            audit: self.audit.clone(),
+            meter: (self.meter)(),
+        })
+    }
+}

@@ -1,0 +1,586 @@
+//! The gate: the one place where a request to a gated actor is checked, metered, charged and
+//! audited.
+//!
+//! An actor declares what differs: its messages implement [`Operation`] (name, required
+//! capabilities, validation), its error type implements [`GateError`], and its handlers call
+//! [`run`] (or [`run_async`]) with the body of the operation. The gate does the rest, in this order:
+//!
+//! 1. **authority**: the context presents only capabilities its principal was granted
+//!    (`InvalidCapabilities`), its scope covers the operation (`InvalidScope`), and both the
+//!    principal and the actor hold what the operation requires (`PermissionDenied`);
+//! 2. **validation**: [`Operation::validate`] (`InvalidRequest` or the actor's own variant);
+//! 3. **energy**: the estimate (base cost + running mean of the measured cost) is reserved from the
+//!    budget (`InsufficientEnergy`);
+//! 4. **metered run** of the body;
+//! 5. **charge** of the actual cost (base + measured), metrics, alerts at the thresholds;
+//! 6. **audit** of every outcome, allowed or not, and the same record as a `tracing` event;
+//! 7. **reply** with the body's result or the typed refusal.
+//!
+//! A refused request is measured and audited but not charged.
+
+mod error;
+mod metered;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::fut::{self, ActorFutureExt};
+use actix::{Actor, ActorFuture, Message, ResponseActFuture};
+use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
+use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome};
+use security::{CapSet, GrantTable, Scope, SecurityContext};
+use serde::Serialize;
+
+pub use error::GateError;
+use metered::Metered;
+
+use crate::config::{ActorConfig, Limits};
+
+/// A request to a gated actor: what it is called, what it needs, and what makes it valid.
+pub trait Operation: Message<Result = Result<Self::Output, Self::Error>> + 'static {
+    /// What a successful run returns.
+    type Output: 'static;
+    /// The actor's typed error.
+    type Error: GateError;
+    /// The operation's name in configuration, scopes and the audit log (`join`).
+    const NAME: &'static str;
+    /// Capabilities that both the requester and the actor must hold.
+    const REQUIRES: CapSet;
+
+    /// The authority the request carries.
+    fn context(&self) -> &SecurityContext;
+    /// What the request is about, for the audit log (a node id, a channel).
+    fn resource(&self) -> &str;
+    /// Checks the request itself: ids, sizes, numbers, what it asks to be granted.
+    fn validate(&self, _rules: &Rules<'_>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// What validation may consult.
+pub struct Rules<'a> {
+    /// Size limits.
+    pub limits: &'a Limits,
+    /// The capabilities the actor holds (and so may delegate).
+    pub actor_grants: CapSet,
+    /// The actor's scope.
+    pub actor_scope: &'a Scope,
+}
+
+impl Rules<'_> {
+    /// Checks an identifier: non-empty, at most `limits.max_id_bytes`, of `A-Z a-z 0-9 . _ - : /`.
+    pub fn id(&self, what: &str, value: &str) -> Result<(), String> {
+        if value.is_empty() {
+            return Err(format!("{what} is empty"));
+        }
+        if value.len() > self.limits.max_id_bytes {
+            return Err(format!("{what} is {} bytes long; the limit is {}", value.len(), self.limits.max_id_bytes));
+        }
+        match value.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-:/".contains(*c))) {
+            Some(c) => Err(format!("{what} {value:?} contains {c:?}; use letters, digits and . _ - : /")),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a payload's size against `limits.max_payload_bytes`.
+    pub fn payload(&self, what: &str, len: usize) -> Result<(), String> {
+        if len > self.limits.max_payload_bytes {
+            return Err(format!("{what} is {len} bytes; the limit is {}", self.limits.max_payload_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// An actor whose messages pass the gate.
+pub trait GatedActor: Actor {
+    /// The actor's gate.
+    fn gate(&mut self) -> &mut Gate;
+}
+
+/// Per-operation state: its base cost and what it has measured so far.
+struct OperationState {
+    name: String,
+    base: Joules,
+    /// `actor_scope.name`, built once: the audit entry of every run carries it.
+    scope: Arc<str>,
+    runs: u64,
+    mean_measured: f64,
+}
+
+/// What the gate has counted.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GateCounters {
+    /// Requests that ran and succeeded.
+    pub allowed: u64,
+    /// Requests that ran and failed.
+    pub failed: u64,
+    /// Requests refused before running.
+    pub denied: u64,
+    /// Energy measured over all requests, refused ones included.
+    pub measured: Joules,
+    /// Energy charged.
+    pub charged: Joules,
+}
+
+/// A snapshot of a gate, for status queries and summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateStatus {
+    /// The actor.
+    pub actor: String,
+    /// Budget total.
+    pub total: Joules,
+    /// Budget used (`total − remaining`).
+    pub used: Joules,
+    /// Budget remaining.
+    pub remaining: Joules,
+    /// Refill rate, if any.
+    pub refill: Option<Watts>,
+    /// What the meter measures with.
+    pub source: Source,
+    /// Counters.
+    pub counters: GateCounters,
+    /// Recent alerts, oldest first.
+    pub alerts: Vec<EnergyAlert>,
+    /// Per operation: name, base cost, runs, mean measured cost.
+    pub operations: Vec<(String, Joules, u64, Joules)>,
+}
+
+/// Everything a gate is built from.
+pub struct GateSetup {
+    /// The actor's name in the audit log (`node-manager/n1`).
+    pub actor: String,
+    /// The actor's scope (`node_management`).
+    pub scope: Scope,
+    /// Budget, grants and base costs.
+    pub config: ActorConfig,
+    /// Limits for validation.
+    pub limits: Limits,
+    /// Alert thresholds.
+    pub thresholds: energy::Thresholds,
+    /// Who holds what.
+    pub grants: Arc<GrantTable>,
+    /// Where decisions are recorded.
+    pub audit: Arc<dyn AuditSink>,
+    /// How runs are measured.
+    pub meter: Box<dyn Meter>,
+}
+
+/// The gate of one actor. See the [module documentation](self).
+pub struct Gate {
+    actor: Arc<str>,
+    scope: Scope,
+    own: CapSet,
+    grants: Arc<GrantTable>,
+    budget: EnergyBudget,
+    monitor: EnergyMonitor,
+    limits: Limits,
+    operations: Vec<OperationState>,
+    meter: Box<dyn Meter>,
+    audit: Arc<dyn AuditSink>,
+    counters: GateCounters,
+}
+
+/// An admitted request: who asked, about what, and the energy held for it.
+pub struct Ticket {
+    operation: usize,
+    principal: Arc<str>,
+    resource: String,
+    hold: Reservation,
+}
+
+/// A refused request, ready to be audited.
+struct Refusal<E> {
+    operation: Option<usize>,
+    kind: EntryKind,
+    error: E,
+}
+
+impl Gate {
+    /// A gate with a full budget.
+    pub fn new(setup: GateSetup) -> Gate {
+        let config = setup.config;
+        let budget = match config.refill_watts {
+            Some(rate) => EnergyBudget::with_refill(config.budget_joules, rate, Instant::now()),
+            None => EnergyBudget::new(config.budget_joules),
+        };
+        let operations = config
+            .costs
+            .iter()
+            .map(|(name, base)| OperationState {
+                name: name.clone(),
+                base: *base,
+                scope: Arc::from(setup.scope.child(name).as_str()),
+                runs: 0,
+                mean_measured: 0.0,
+            })
+            .collect();
+        Gate {
+            actor: Arc::from(setup.actor),
+            scope: setup.scope,
+            own: config.grants,
+            grants: setup.grants,
+            budget,
+            monitor: EnergyMonitor::new(setup.thresholds),
+            limits: setup.limits,
+            operations,
+            meter: setup.meter,
+            audit: setup.audit,
+            counters: GateCounters::default(),
+        }
+    }
+
+    /// The actor's name.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// The capabilities the actor holds.
+    pub fn grants(&self) -> CapSet {
+        self.own
+    }
+
+    /// The shared grant table.
+    pub fn grant_table(&self) -> &Arc<GrantTable> {
+        &self.grants
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> &EnergyBudget {
+        &self.budget
+    }
+
+    /// Adds energy to the budget (the body of a gated top-up; the gate audits it).
+    pub fn top_up(&mut self, amount: Joules) -> Joules {
+        self.budget.top_up(amount);
+        self.watch_budget(None);
+        self.budget.remaining()
+    }
+
+    /// A snapshot for status queries.
+    pub fn status(&self) -> GateStatus {
+        GateStatus {
+            actor: self.actor.to_string(),
+            total: self.budget.total(),
+            used: self.budget.used(),
+            remaining: self.budget.remaining(),
+            refill: self.budget.refill_rate(),
+            source: self.meter.source(),
+            counters: self.counters.clone(),
+            alerts: self.monitor.recent().cloned().collect(),
+            operations: self
+                .operations
+                .iter()
+                .map(|o| (o.name.clone(), o.base, o.runs, Joules::new(o.mean_measured).unwrap_or(Joules::ZERO)))
+                .collect(),
+        }
+    }
+
+    fn operation(&self, name: &str) -> Option<usize> {
+        self.operations.iter().position(|o| o.name == name)
+    }
+
+    /// Steps 1 to 3: authority, validation, energy.
+    fn admit<M: Operation>(&mut self, msg: &M) -> Result<Ticket, Refusal<M::Error>> {
+        let ctx = msg.context();
+        let violation = |error| Refusal { operation: None, kind: EntryKind::SecurityViolation, error };
+        let Some(operation) = self.operation(M::NAME) else {
+            tracing::error!(actor = %self.actor, operation = M::NAME, "operation has no configured base cost");
+            let reason = format!("{} has no operation {:?} configured", self.actor, M::NAME);
+            return Err(Refusal { operation: None, kind: EntryKind::Rejected, error: M::Error::invalid_request(reason) });
+        };
+        let principal = &ctx.principal;
+        match self.grants.of(principal.as_str()) {
+            None => {
+                let reason = format!("principal {principal:?} holds no grants, so its context is not valid");
+                return Err(violation(M::Error::invalid_capabilities(reason)));
+            }
+            Some(held) if !held.contains_all(ctx.capabilities) => {
+                let extra = ctx.capabilities.difference(held);
+                let reason = format!("the context presents {extra}, which {principal:?} was never granted");
+                return Err(violation(M::Error::invalid_capabilities(reason)));
+            }
+            Some(_) => {}
+        }
+        if !ctx.scope.covers(&self.scope, M::NAME) {
+            let reason = format!("scope {} does not cover {}", ctx.scope, self.operations[operation].scope);
+            return Err(violation(M::Error::invalid_scope(reason)));
+        }
+        let lacking = M::REQUIRES.difference(ctx.capabilities);
+        if !lacking.is_empty() {
+            let reason = format!("{principal:?} lacks {lacking}, required for {}", M::NAME);
+            return Err(violation(M::Error::permission_denied(reason)));
+        }
+        let lacking = M::REQUIRES.difference(self.own);
+        if !lacking.is_empty() {
+            let reason = format!("actor {} itself lacks {lacking}, required for {}", self.actor, M::NAME);
+            return Err(violation(M::Error::permission_denied(reason)));
+        }
+
+        let rules = Rules { limits: &self.limits, actor_grants: self.own, actor_scope: &self.scope };
+        if let Err(error) = msg.validate(&rules) {
+            return Err(Refusal { operation: Some(operation), kind: EntryKind::Rejected, error });
+        }
+
+        let now = self.budget.refill_rate().map(|_| Instant::now());
+        if let Some(now) = now {
+            self.budget.refill(now);
+        }
+        let state = &self.operations[operation];
+        let estimate = state.base + Joules::new(state.mean_measured).unwrap_or(Joules::ZERO);
+        match self.budget.reserve(estimate) {
+            Ok(hold) => Ok(Ticket { operation, principal: principal.shared(), resource: msg.resource().to_owned(), hold }),
+            Err(short) => Err(Refusal {
+                operation: Some(operation),
+                kind: EntryKind::Rejected,
+                error: M::Error::insufficient_energy(short.needed, short.available),
+            }),
+        }
+    }
+
+    /// Audits a refusal (measured, not charged) and returns its error.
+    fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, reading: Reading) -> M::Error {
+        let sample = self.meter.assess(&reading);
+        self.counters.denied += 1;
+        self.counters.measured += sample.joules;
+        let ctx = msg.context();
+        let energy = self.energy_record(&sample, Joules::ZERO, refusal.operation);
+        self.record(
+            refusal.kind,
+            Outcome::Denied,
+            refusal.operation,
+            M::NAME,
+            ctx.principal.shared(),
+            msg.resource().to_owned(),
+            Some(&refusal.error),
+            energy,
+        );
+        refusal.error
+    }
+
+    /// Steps 5 and 6 for an admitted request.
+    fn settle<O, E: GateError>(&mut self, ticket: Ticket, reading: Reading, result: &Result<O, E>) {
+        let sample = self.meter.assess(&reading);
+        let state = &mut self.operations[ticket.operation];
+        state.runs += 1;
+        state.mean_measured += (sample.joules.get() - state.mean_measured) / state.runs as f64;
+        let name = state.name.clone();
+        let actual = state.base + sample.joules;
+        let overdraft = self.budget.settle(ticket.hold, actual);
+        if overdraft > Joules::ZERO {
+            tracing::warn!(actor = %self.actor, operation = %name, %overdraft, "measured cost exceeded the remaining budget");
+        }
+        self.counters.measured += sample.joules;
+        self.counters.charged += actual;
+        let outcome = match result {
+            Ok(_) => {
+                self.counters.allowed += 1;
+                Outcome::Allowed
+            }
+            Err(_) => {
+                self.counters.failed += 1;
+                Outcome::Failed
+            }
+        };
+        let energy = self.energy_record(&sample, actual, Some(ticket.operation));
+        self.record(
+            EntryKind::EnergyUsage,
+            outcome,
+            Some(ticket.operation),
+            "",
+            ticket.principal,
+            ticket.resource,
+            result.as_ref().err(),
+            energy,
+        );
+        self.watch_budget(Some(ticket.operation));
+    }
+
+    fn energy_record(&self, sample: &Sample, charged: Joules, operation: Option<usize>) -> EnergyRecord {
+        let estimate = operation.map_or(0.0, |i| self.operations[i].base.get() + self.operations[i].mean_measured);
+        EnergyRecord {
+            charged_j: charged.get(),
+            measured_j: sample.joules.get(),
+            estimate_j: estimate,
+            remaining_j: self.budget.remaining().get(),
+            source: Cow::Borrowed(sample.source.as_str()),
+            elapsed_ns: sample.elapsed.as_nanos().min(u64::MAX as u128) as u64,
+            ops: sample.ops.map(|o| OpTally { alu: o.alu, mem: o.mem, fp: o.fp, total: o.total }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record<E: GateError>(
+        &mut self,
+        kind: EntryKind,
+        outcome: Outcome,
+        operation: Option<usize>,
+        fallback_name: &'static str,
+        principal: Arc<str>,
+        resource: String,
+        error: Option<&E>,
+        energy: EnergyRecord,
+    ) {
+        let (name, scope) = match operation {
+            Some(i) => (Cow::Owned(self.operations[i].name.clone()), self.operations[i].scope.clone()),
+            None => (Cow::Borrowed(fallback_name), Arc::from(self.scope.as_str())),
+        };
+        let entry = AuditEntry {
+            ts: chrono_now(),
+            kind,
+            outcome,
+            actor: self.actor.clone(),
+            principal,
+            operation: name,
+            scope,
+            resource,
+            error: error.map(|e| Cow::Borrowed(e.code())),
+            reason: error.map(|e| e.to_string()),
+            alert: None,
+            energy: Some(energy),
+        };
+        emit(&entry);
+        self.audit.record(entry);
+    }
+
+    /// Raises an alert if the budget crossed a threshold.
+    fn watch_budget(&mut self, operation: Option<usize>) {
+        let Some(alert) = self.monitor.observe(&self.budget) else { return };
+        let level = match alert.level {
+            energy::AlertLevel::Info => "info",
+            energy::AlertLevel::Warning => "warning",
+            energy::AlertLevel::Critical => "critical",
+        };
+        match alert.level {
+            energy::AlertLevel::Critical => tracing::error!(actor = %self.actor, "{}", alert.message),
+            energy::AlertLevel::Warning => tracing::warn!(actor = %self.actor, "{}", alert.message),
+            energy::AlertLevel::Info => tracing::info!(actor = %self.actor, "{}", alert.message),
+        }
+        let (name, scope) = match operation {
+            Some(i) => (self.operations[i].name.clone(), self.operations[i].scope.clone()),
+            None => ("top_up".to_owned(), Arc::from(self.scope.as_str())),
+        };
+        self.audit.record(AuditEntry {
+            ts: chrono_now(),
+            kind: EntryKind::EnergyAlert,
+            outcome: Outcome::Allowed,
+            actor: self.actor.clone(),
+            principal: Arc::from("system"),
+            operation: Cow::Owned(name),
+            scope,
+            resource: self.actor.to_string(),
+            error: None,
+            reason: Some(alert.message),
+            alert: Some(Cow::Borrowed(level)),
+            energy: Some(EnergyRecord {
+                charged_j: 0.0,
+                measured_j: 0.0,
+                estimate_j: 0.0,
+                remaining_j: alert.remaining.get(),
+                source: Cow::Borrowed(self.meter.source().as_str()),
+                elapsed_ns: 0,
+                ops: None,
+            }),
+        });
+    }
+
+    fn begin(&self) -> Mark {
+        self.meter.begin()
+    }
+
+    fn end(&self, mark: Mark) -> Reading {
+        self.meter.end(mark)
+    }
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// The audit record as a `tracing` event: refusals of authority at WARN, other refusals and
+/// failures at INFO, successes at DEBUG.
+fn emit(entry: &AuditEntry) {
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(
+                target: "ergon::audit",
+                $level,
+                actor = %entry.actor,
+                principal = %entry.principal,
+                operation = %entry.operation,
+                resource = %entry.resource,
+                outcome = ?entry.outcome,
+                error = entry.error.as_deref(),
+                charged_j = entry.charged(),
+                "{}",
+                entry.reason.as_deref().unwrap_or("ok")
+            )
+        };
+    }
+    match (entry.kind, entry.outcome) {
+        (EntryKind::SecurityViolation, _) => event!(tracing::Level::WARN),
+        (_, Outcome::Denied | Outcome::Failed) => event!(tracing::Level::INFO),
+        _ => event!(tracing::Level::DEBUG),
+    }
+}
+
+/// Passes `msg` through the gate and runs `body` for it if admitted. For synchronous handlers.
+///
+/// ```ignore
+/// impl Handler<ListNodes> for NodeManager {
+///     type Result = Result<Vec<Node>, JoinError>;
+///     fn handle(&mut self, msg: ListNodes, _: &mut Context<Self>) -> Self::Result {
+///         gate::run(self, msg, |actor, _| Ok(actor.nodes.values().cloned().collect()))
+///     }
+/// }
+/// ```
+pub fn run<A, M>(actor: &mut A, msg: M, body: impl FnOnce(&mut A, M) -> Result<M::Output, M::Error>) -> Result<M::Output, M::Error>
+where
+    A: GatedActor,
+    M: Operation,
+{
+    let mark = actor.gate().begin();
+    match actor.gate().admit(&msg) {
+        Err(refusal) => {
+            let gate = actor.gate();
+            let reading = gate.end(mark);
+            Err(gate.refuse(&msg, refusal, reading))
+        }
+        Ok(ticket) => {
+            let result = body(actor, msg);
+            let gate = actor.gate();
+            let reading = gate.end(mark);
+            gate.settle(ticket, reading, &result);
+            result
+        }
+    }
+}
+
+/// Like [`run`], for a body that returns a future (it awaits replies from other actors).
+///
+/// Only the stretches in which the future runs on the actor are metered; time spent waiting for
+/// replies is not charged. Energy stays reserved until the future completes, so requests admitted
+/// meanwhile cannot overdraw the budget.
+pub fn run_async<A, M, F>(actor: &mut A, msg: M, body: impl FnOnce(&mut A, M) -> F) -> ResponseActFuture<A, Result<M::Output, M::Error>>
+where
+    A: GatedActor,
+    M: Operation,
+    F: ActorFuture<A, Output = Result<M::Output, M::Error>> + Unpin + 'static,
+{
+    let mark = actor.gate().begin();
+    match actor.gate().admit(&msg) {
+        Err(refusal) => {
+            let gate = actor.gate();
+            let reading = gate.end(mark);
+            Box::pin(fut::ready(Err(gate.refuse(&msg, refusal, reading))))
+        }
+        Ok(ticket) => {
+            let inner = body(actor, msg);
+            let reading = actor.gate().end(mark);
+            Box::pin(Metered::new(inner, reading).map(move |(result, reading), actor: &mut A, _| {
+                actor.gate().settle(ticket, reading, &result);
+                result
+            }))
+        }
+    }
+}
