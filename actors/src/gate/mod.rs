@@ -326,9 +326,7 @@ impl Gate {
         if let Some(now) = now {
             self.budget.refill(now);
         }
-        let state = &self.operations[operation];
-        let estimate = state.base + Joules::new(state.mean_measured).unwrap_or(Joules::ZERO);
-        match self.budget.reserve(estimate) {
+        match self.budget.reserve(self.estimate(operation)) {
             Ok(hold) => Ok(Ticket { operation, principal: principal.shared(), resource: msg.resource().to_owned(), hold }),
             Err(short) => Err(Refusal {
                 operation: Some(operation),
@@ -344,7 +342,8 @@ impl Gate {
         self.counters.denied += 1;
         self.counters.measured += sample.joules;
         let ctx = msg.context();
-        let energy = self.energy_record(&sample, Joules::ZERO, refusal.operation);
+        let estimate = refusal.operation.map_or(Joules::ZERO, |i| self.estimate(i));
+        let energy = self.energy_record(&sample, Joules::ZERO, estimate);
         self.record(
             refusal.kind,
             Outcome::Denied,
@@ -361,6 +360,7 @@ impl Gate {
     /// Steps 5 and 6 for an admitted request.
     fn settle<O, E: GateError>(&mut self, ticket: Ticket, reading: Reading, result: &Result<O, E>) {
         let sample = self.meter.assess(&reading);
+        let estimate = ticket.hold.amount();
         let state = &mut self.operations[ticket.operation];
         state.runs += 1;
         state.mean_measured += (sample.joules.get() - state.mean_measured) / state.runs as f64;
@@ -382,7 +382,7 @@ impl Gate {
                 Outcome::Failed
             }
         };
-        let energy = self.energy_record(&sample, actual, Some(ticket.operation));
+        let energy = self.energy_record(&sample, actual, estimate);
         self.record(
             EntryKind::EnergyUsage,
             outcome,
@@ -396,12 +396,17 @@ impl Gate {
         self.watch_budget(Some(ticket.operation));
     }
 
-    fn energy_record(&self, sample: &Sample, charged: Joules, operation: Option<usize>) -> EnergyRecord {
-        let estimate = operation.map_or(0.0, |i| self.operations[i].base.get() + self.operations[i].mean_measured);
+    /// Base cost plus the running mean of what the operation measured.
+    fn estimate(&self, operation: usize) -> Joules {
+        let state = &self.operations[operation];
+        state.base + Joules::new(state.mean_measured).unwrap_or(Joules::ZERO)
+    }
+
+    fn energy_record(&self, sample: &Sample, charged: Joules, estimate: Joules) -> EnergyRecord {
         EnergyRecord {
             charged_j: charged.get(),
             measured_j: sample.joules.get(),
-            estimate_j: estimate,
+            estimate_j: estimate.get(),
             remaining_j: self.budget.remaining().get(),
             source: Cow::Borrowed(sample.source.as_str()),
             elapsed_ns: sample.elapsed.as_nanos().min(u64::MAX as u128) as u64,

@@ -1,0 +1,106 @@
+//! A small world for actor tests: an environment with an in-memory audit sink, a fixed meter
+//! (so that costs are exact), and principals with known grants.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Context, Handler};
+use actors::communication::Delivery;
+use actors::energy::{FixedMeter, Joules};
+use actors::security::audit::{AuditEntry, MemorySink};
+use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::{Config, Environment};
+
+/// Energy the fixed meter attributes to every run.
+pub const MEASURED: f64 = 0.5;
+
+pub struct World {
+    pub env: Environment,
+    pub audit: Arc<MemorySink>,
+}
+
+pub fn j(v: f64) -> Joules {
+    Joules::new(v).unwrap()
+}
+
+impl World {
+    pub fn new(config: Config) -> World {
+        let audit = Arc::new(MemorySink::new());
+        let grants = Arc::new(GrantTable::new());
+        use Capability::*;
+        grants.grant("operator", CapSet::of(&[NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]));
+        grants.grant("guest", CapSet::of(&[BroadcastManagement]));
+        let env = Environment::new(config, grants, audit.clone()).with_meter(|| Box::new(FixedMeter { per_run: j(MEASURED) }));
+        World { env, audit }
+    }
+
+    pub fn ctx(&self, principal: &str, scope: &str) -> SecurityContext {
+        self.env.grants().context(principal, Scope::new(scope).unwrap()).unwrap()
+    }
+
+    pub fn entries(&self) -> Vec<AuditEntry> {
+        self.audit.entries()
+    }
+}
+
+/// Forwards deliveries to a channel the test reads.
+pub struct Subscriber {
+    pub out: std::sync::mpsc::Sender<Delivery>,
+    pub capacity: usize,
+}
+
+impl Actor for Subscriber {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.capacity);
+    }
+}
+
+impl Handler<Delivery> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, msg: Delivery, _: &mut Context<Self>) {
+        let _ = self.out.send(msg);
+    }
+}
+
+/// Blocks the subscriber's thread, so its mailbox fills up; signals when it has started.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Block(pub Duration, pub std::sync::mpsc::Sender<()>);
+
+impl Handler<Block> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, msg: Block, _: &mut Context<Self>) {
+        let _ = msg.1.send(());
+        std::thread::sleep(msg.0);
+    }
+}
+
+/// Stops the subscriber.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        actix::ActorContext::stop(ctx);
+    }
+}
+
+pub fn subscriber(capacity: usize) -> (Addr<Subscriber>, std::sync::mpsc::Receiver<Delivery>) {
+    let (out, rx) = std::sync::mpsc::channel();
+    (Subscriber { out, capacity }.start(), rx)
+}
+
+/// Waits until an actor has stopped.
+pub async fn stopped<A: Actor>(addr: &Addr<A>) {
+    for _ in 0..200 {
+        if !addr.connected() {
+            return;
+        }
+        actix::clock::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("actor did not stop");
+}

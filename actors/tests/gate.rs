@@ -1,0 +1,227 @@
+//! The gate's steps, their order, and what each outcome costs and records.
+//! Exercised through the communication manager, whose operations are synchronous, and the node
+//! manager for the asynchronous path.
+
+mod common;
+
+use std::time::Duration;
+
+use actix::Actor;
+use actors::communication::{Broadcast, CommunicationError, CommunicationManager};
+use actors::energy::Watts;
+use actors::node_manager::{Join, JoinError, NodeManager};
+use actors::security::audit::{EntryKind, Outcome};
+use actors::security::{CapSet, Capability, Scope, SecurityContext};
+use actors::{Config, Status, TopUp};
+use common::*;
+
+fn broadcast(ctx: SecurityContext, channel: &str) -> Broadcast {
+    Broadcast { ctx, channel: channel.into(), content: "hello".into() }
+}
+
+fn small_budget(joules: f64) -> Config {
+    let mut config = Config::default();
+    config.communication_manager.budget_joules = j(joules);
+    config.node_manager.budget_joules = j(joules);
+    config
+}
+
+#[actix::test]
+async fn an_allowed_request_is_charged_base_plus_measured_and_audited() {
+    let world = World::new(Config::default());
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let receipt = comm.send(broadcast(world.ctx("operator", "communication_management"), "news")).await.unwrap().unwrap();
+    assert_eq!(receipt.seq, 1);
+
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
+    // broadcast: 5 J base + 0.5 J measured; the status query itself is charged after the snapshot.
+    assert_eq!(status.used, j(5.5));
+    assert_eq!(status.counters.allowed, 1);
+
+    let entries = world.entries();
+    let e = &entries[0];
+    assert_eq!((e.kind, e.outcome, &*e.operation, &*e.principal), (EntryKind::EnergyUsage, Outcome::Allowed, "broadcast", "operator"));
+    assert_eq!(&*e.scope, "communication_management.broadcast");
+    assert_eq!(&*e.actor, "communication-manager/n1");
+    let energy = e.energy.as_ref().unwrap();
+    assert_eq!((energy.charged_j, energy.measured_j, energy.estimate_j, energy.remaining_j), (5.5, 0.5, 5.0, 994.5));
+    assert_eq!(energy.source, "fixed");
+}
+
+#[actix::test]
+async fn refusals_are_measured_and_audited_but_not_charged() {
+    let world = World::new(Config::default());
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let no_caps = world.ctx("operator", "communication_management").attenuate(CapSet::EMPTY);
+    let err = comm.send(broadcast(no_caps, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("BroadcastManagement")), "{err}");
+
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
+    assert_eq!(status.used, Joules::ZERO);
+    assert_eq!(status.counters.denied, 1);
+    let e = &world.entries()[0];
+    assert_eq!((e.kind, e.outcome, e.error.as_deref()), (EntryKind::SecurityViolation, Outcome::Denied, Some("PermissionDenied")));
+    let energy = e.energy.as_ref().unwrap();
+    assert_eq!((energy.charged_j, energy.measured_j), (0.0, MEASURED));
+    assert!(e.reason.as_ref().unwrap().contains("lacks {BroadcastManagement}"));
+}
+
+use actors::energy::Joules;
+
+#[actix::test]
+async fn steps_run_in_order_authority_then_validation_then_energy() {
+    // A budget too small for a broadcast, so every request below would also fail the energy step.
+    let world = World::new(small_budget(1.0));
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let ok = world.ctx("operator", "communication_management");
+
+    // Fails authority, validation and energy: authority is reported.
+    let mut bad = broadcast(ok.attenuate(CapSet::EMPTY), "");
+    let err = comm.send(bad.clone()).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(_)), "{err}");
+
+    // Fails validation and energy: validation is reported.
+    bad.ctx = ok.clone();
+    let err = comm.send(bad).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidRequest(ref why) if why.contains("channel is empty")), "{err}");
+
+    // Fails only energy.
+    let err = comm.send(broadcast(ok, "news")).await.unwrap().unwrap_err();
+    assert_eq!(err, CommunicationError::InsufficientEnergy { needed: j(5.0), available: j(1.0) });
+
+    let kinds: Vec<_> = world.entries().iter().map(|e| (e.kind, e.error.clone().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EntryKind::SecurityViolation, "PermissionDenied".into()),
+            (EntryKind::Rejected, "InvalidRequest".into()),
+            (EntryKind::Rejected, "InsufficientEnergy".into()),
+        ]
+    );
+}
+
+#[actix::test]
+async fn within_authority_forged_capabilities_come_before_scope_and_scope_before_permission() {
+    let world = World::new(Config::default());
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    // guest holds only BroadcastManagement; this context claims NodeManagement too, in a wrong scope.
+    let forged = SecurityContext::new("guest", CapSet::of(&[Capability::BroadcastManagement, Capability::NodeManagement]), Scope::new("node_management").unwrap());
+    let err = comm.send(broadcast(forged, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("NodeManagement")), "{err}");
+
+    let wrong_scope = world.ctx("guest", "node_management");
+    let err = comm.send(broadcast(wrong_scope.attenuate(CapSet::EMPTY), "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidScope(_)), "{err}");
+
+    let unknown = SecurityContext::new("stranger", CapSet::EMPTY, Scope::root());
+    let err = comm.send(broadcast(unknown, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("holds no grants")), "{err}");
+}
+
+#[actix::test]
+async fn the_actor_itself_must_hold_the_capability() {
+    let mut config = Config::default();
+    config.communication_manager.grants = CapSet::of(&[Capability::EnergyManagement]);
+    let world = World::new(config);
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let err = comm.send(broadcast(world.ctx("operator", "*"), "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("actor communication-manager/n1 itself lacks")), "{err}");
+}
+
+#[actix::test]
+async fn the_estimate_includes_the_running_mean_of_measured_costs() {
+    // 11 J: the first broadcast is estimated at 5 J and costs 5.5 J; the second is estimated at
+    // 5.5 J and fits exactly; the third does not.
+    let world = World::new(small_budget(11.0));
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let ctx = world.ctx("operator", "communication_management");
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    let err = comm.send(broadcast(ctx, "a")).await.unwrap().unwrap_err();
+    assert_eq!(err, CommunicationError::InsufficientEnergy { needed: j(5.5), available: Joules::ZERO });
+    let estimates: Vec<_> = world.entries().iter().filter_map(|e| e.energy.as_ref()).map(|e| e.estimate_j).collect();
+    assert_eq!(&estimates[..2], &[5.0, 5.5]);
+}
+
+#[actix::test]
+async fn alerts_fire_once_at_80_and_95_percent() {
+    // 100 J and 5.5 J per broadcast: 14 broadcasts use 77 J, the 15th crosses 80% (82.5 J),
+    // the 18th crosses 95% (99 J).
+    let world = World::new(small_budget(100.0));
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let ctx = world.ctx("operator", "communication_management");
+    for _ in 0..18 {
+        comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    }
+    let alerts: Vec<_> = world
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == EntryKind::EnergyAlert)
+        .map(|(i, e)| (i, e.alert.clone().unwrap().into_owned()))
+        .collect();
+    assert_eq!(alerts, vec![(15, "warning".to_string()), (19, "critical".to_string())]);
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
+    assert_eq!(status.alerts.len(), 2);
+}
+
+#[actix::test]
+async fn a_refill_rate_restores_the_budget_over_time() {
+    let mut config = small_budget(6.0);
+    config.communication_manager.refill_watts = Some(Watts::new(200.0).unwrap());
+    let world = World::new(config);
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let ctx = world.ctx("operator", "communication_management");
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    // 0.5 J left; 5.5 J estimated. At 200 W the bucket needs 25 ms to refill that much.
+    let err = comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InsufficientEnergy { .. }), "{err}");
+    actix::clock::sleep(Duration::from_millis(60)).await;
+    comm.send(broadcast(ctx, "a")).await.unwrap().unwrap();
+}
+
+#[actix::test]
+async fn top_up_needs_energy_management_and_restores_service() {
+    let world = World::new(small_budget(5.0));
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let ctx = world.ctx("operator", "communication_management");
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    assert!(comm.send(broadcast(ctx.clone(), "a")).await.unwrap().is_err());
+
+    let guest = world.ctx("guest", "*");
+    let err = comm.send(TopUp::<CommunicationError>::new(guest, j(100.0))).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("EnergyManagement")), "{err}");
+
+    let remaining = comm.send(TopUp::<CommunicationError>::new(world.ctx("operator", "*"), j(100.0))).await.unwrap().unwrap();
+    assert_eq!(remaining, j(100.0));
+    comm.send(broadcast(ctx, "a")).await.unwrap().unwrap();
+}
+
+#[actix::test]
+async fn an_asynchronous_operation_holds_its_estimate_until_it_completes() {
+    // While the first join awaits its peer's confirmation, the manager handles the second; the
+    // first join's 10 J stay reserved, so the second cannot spend them.
+    let world = World::new(small_budget(25.0));
+    let n1 = NodeManager::new(&world.env, "n1").start();
+    let n2 = NodeManager::new(&world.env, "n2").start();
+    let op = world.ctx("operator", "node_management");
+    n1.send(actors::node_manager::Connect { ctx: op.clone(), peer: "n2".into(), endpoint: n2.clone().recipient() })
+        .await
+        .unwrap()
+        .unwrap();
+    let join = |id: &str| Join {
+        ctx: op.clone(),
+        id: id.into(),
+        kind: "worker".into(),
+        energy_budget: j(100.0),
+        capabilities: CapSet::EMPTY,
+        scope: Scope::new("node_management").unwrap(),
+    };
+    let first = n1.send(join("w1"));
+    let second = n1.send(join("w2"));
+    let (first, second) = futures::join!(first, second);
+    first.unwrap().unwrap();
+    // 25 J − 5.5 J (connect) − 10 J (held for the first join) leaves 9.5 J < 10 J.
+    let err = second.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InsufficientEnergy { .. }), "{err}");
+}
