@@ -290,14 +290,15 @@ impl Gate {
             return Err(Refusal { operation: None, kind: EntryKind::Rejected, error: M::Error::invalid_request(reason) });
         };
         let principal = &ctx.principal;
-        match self.grants.of(principal.as_str()) {
+        let who = principal.as_str();
+        match self.grants.of(who) {
             None => {
-                let reason = format!("principal {principal:?} holds no grants, so its context is not valid");
+                let reason = format!("principal {who:?} holds no grants, so its context is not valid");
                 return Err(violation(M::Error::invalid_capabilities(reason)));
             }
             Some(held) if !held.contains_all(ctx.capabilities) => {
                 let extra = ctx.capabilities.difference(held);
-                let reason = format!("the context presents {extra}, which {principal:?} was never granted");
+                let reason = format!("the context presents {extra}, which {who:?} was never granted");
                 return Err(violation(M::Error::invalid_capabilities(reason)));
             }
             Some(_) => {}
@@ -308,7 +309,7 @@ impl Gate {
         }
         let lacking = M::REQUIRES.difference(ctx.capabilities);
         if !lacking.is_empty() {
-            let reason = format!("{principal:?} lacks {lacking}, required for {}", M::NAME);
+            let reason = format!("{who:?} lacks {lacking}, required for {}", M::NAME);
             return Err(violation(M::Error::permission_denied(reason)));
         }
         let lacking = M::REQUIRES.difference(self.own);

@@ -1,0 +1,195 @@
+//! The node manager: a three-node cluster, and every `JoinError` variant.
+
+mod common;
+
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actors::node_manager::{connect_all, Join, JoinError, Leave, ListNodes, NodeManager};
+use actors::security::{CapSet, Capability, Scope, SecurityContext};
+use actors::Config;
+use common::*;
+
+struct Cluster {
+    world: World,
+    managers: Vec<(String, Addr<NodeManager>)>,
+}
+
+async fn cluster(config: Config, n: usize) -> Cluster {
+    let world = World::new(config);
+    let managers: Vec<_> = (1..=n).map(|i| (format!("n{i}"), NodeManager::new(&world.env, &format!("n{i}")).start())).collect();
+    connect_all(&world.ctx("operator", "node_management"), &managers).await.unwrap();
+    Cluster { world, managers }
+}
+
+impl Cluster {
+    fn op(&self) -> SecurityContext {
+        self.world.ctx("operator", "node_management")
+    }
+
+    fn join(&self, id: &str) -> Join {
+        Join {
+            ctx: self.op(),
+            id: id.into(),
+            kind: "worker".into(),
+            energy_budget: j(500.0),
+            capabilities: CapSet::of(&[Capability::BroadcastManagement]),
+            scope: Scope::new(&format!("node_management.{id}")).unwrap(),
+        }
+    }
+
+    async fn members(&self, i: usize) -> Vec<String> {
+        let nodes = self.managers[i].1.send(ListNodes { ctx: self.op() }).await.unwrap().unwrap();
+        nodes.into_iter().map(|n| n.id).collect()
+    }
+}
+
+#[actix::test]
+async fn a_join_is_confirmed_by_every_peer_and_grants_what_was_asked() {
+    let c = cluster(Config::default(), 3).await;
+    let response = c.managers[0].1.send(c.join("w1")).await.unwrap().unwrap();
+    assert_eq!(response.confirmed_by, vec!["n2", "n3"]);
+    assert_eq!(response.granted_capabilities, CapSet::of(&[Capability::BroadcastManagement]));
+    assert_eq!(response.scope.as_str(), "node_management.w1");
+    for i in 0..3 {
+        assert_eq!(c.members(i).await, vec!["w1"], "manager {i}");
+    }
+    // The node's principal can now act with what it was granted.
+    assert_eq!(c.world.env.grants().of("w1"), Some(CapSet::of(&[Capability::BroadcastManagement])));
+
+    let left = c.managers[1].1.send(Leave { ctx: c.op(), id: "w1".into() }).await.unwrap().unwrap();
+    assert_eq!(left.id, "w1");
+    for i in 0..3 {
+        assert!(c.members(i).await.is_empty(), "manager {i}");
+    }
+    assert_eq!(c.world.env.grants().of("w1"), Some(CapSet::EMPTY));
+}
+
+#[actix::test]
+async fn invalid_request_for_a_malformed_or_duplicate_join() {
+    let c = cluster(Config::default(), 2).await;
+    let n1 = &c.managers[0].1;
+    let mut empty = c.join("w1");
+    empty.id.clear();
+    let err = n1.send(empty).await.unwrap().unwrap_err();
+    assert_eq!(err, JoinError::InvalidRequest("node id is empty".into()));
+    let mut no_energy = c.join("w1");
+    no_energy.energy_budget = j(0.0);
+    assert!(matches!(n1.send(no_energy).await.unwrap(), Err(JoinError::InvalidRequest(_))));
+    let mut bad_chars = c.join("w1");
+    bad_chars.id = "w 1\n".into();
+    assert!(matches!(n1.send(bad_chars).await.unwrap(), Err(JoinError::InvalidRequest(ref why)) if why.contains("contains ' '")));
+
+    n1.send(c.join("w1")).await.unwrap().unwrap();
+    let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InvalidRequest(ref why) if why.contains("already a member")), "{err}");
+    let err = n1.send(Leave { ctx: c.op(), id: "w9".into() }).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InvalidRequest(ref why) if why.contains("not a member")), "{err}");
+}
+
+#[actix::test]
+async fn broadcast_failed_when_a_peer_refuses_and_the_join_is_undone() {
+    // n2 can afford nothing: it refuses the announcement for lack of energy.
+    let c = cluster(Config::default(), 3).await;
+    let mut config = Config::default();
+    config.node_manager.budget_joules = j(0.0);
+    let env = actors::Environment::new(config, c.world.env.grants().clone(), c.world.env.audit().clone());
+    let poor = NodeManager::new(&env, "poor").start();
+    let n1 = &c.managers[0].1;
+    n1.send(actors::node_manager::Connect { ctx: c.op(), peer: "poor".into(), endpoint: poor.clone().recipient() })
+        .await
+        .unwrap()
+        .unwrap();
+    let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("poor refused: insufficient energy")), "{err}");
+    // n2 and n3 confirmed, then were told to undo.
+    actix::clock::sleep(Duration::from_millis(20)).await;
+    for i in 0..3 {
+        assert!(c.members(i).await.is_empty(), "manager {i}");
+    }
+}
+
+#[actix::test]
+async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
+    let mut config = Config::default();
+    config.node_manager.reply_timeout_ms = 50;
+    let c = cluster(config, 2).await;
+    // n2 runs on its own thread, which a blocking task keeps busy past the timeout.
+    let arbiter = actix::Arbiter::new();
+    let env = c.world.env.clone();
+    let slow = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, "slow"));
+    let n1 = &c.managers[0].1;
+    n1.send(actors::node_manager::Connect { ctx: c.op(), peer: "slow".into(), endpoint: slow.clone().recipient() })
+        .await
+        .unwrap()
+        .unwrap();
+    arbiter.spawn(async { std::thread::sleep(Duration::from_millis(300)) });
+    let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("slow did not answer within 50 ms")), "{err}");
+    arbiter.stop();
+}
+
+#[actix::test]
+async fn channel_closed_when_a_peer_has_stopped() {
+    let c = cluster(Config::default(), 2).await;
+    // n3 runs on its own arbiter; stopping the arbiter stops it, as a crash would.
+    let arbiter = actix::Arbiter::new();
+    let env = c.world.env.clone();
+    let n3 = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, "n3"));
+    let n1 = &c.managers[0].1;
+    n1.send(actors::node_manager::Connect { ctx: c.op(), peer: "n3".into(), endpoint: n3.clone().recipient() })
+        .await
+        .unwrap()
+        .unwrap();
+    arbiter.stop();
+    stopped(&n3).await;
+    let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::ChannelClosed(ref why) if why.contains("peer n3 has stopped")), "{err}");
+    // The dead peer was dropped; the next join goes through with n2 alone.
+    let ok = n1.send(c.join("w1")).await.unwrap().unwrap();
+    assert_eq!(ok.confirmed_by, vec!["n2"]);
+}
+
+#[actix::test]
+async fn permission_denied_without_node_management() {
+    let c = cluster(Config::default(), 1).await;
+    let mut join = c.join("w1");
+    join.ctx = c.world.ctx("guest", "node_management");
+    let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::PermissionDenied(ref why) if why.contains("\"guest\" lacks {NodeManagement}")), "{err}");
+}
+
+#[actix::test]
+async fn insufficient_energy_once_the_budget_is_spent() {
+    let mut config = Config::default();
+    config.node_manager.budget_joules = j(25.0);
+    let c = cluster(config, 1).await;
+    let n1 = &c.managers[0].1;
+    n1.send(c.join("w1")).await.unwrap().unwrap();
+    n1.send(c.join("w2")).await.unwrap().unwrap();
+    let err = n1.send(c.join("w3")).await.unwrap().unwrap_err();
+    assert_eq!(err, JoinError::InsufficientEnergy { needed: j(10.5), available: j(4.0) });
+}
+
+#[actix::test]
+async fn invalid_capabilities_when_asking_for_more_than_the_manager_holds() {
+    let c = cluster(Config::default(), 1).await;
+    let mut join = c.join("w1");
+    join.capabilities = CapSet::of(&[Capability::SecurityManagement]);
+    let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InvalidCapabilities(ref why) if why.contains("cannot grant {SecurityManagement}")), "{err}");
+}
+
+#[actix::test]
+async fn invalid_scope_when_asking_for_a_scope_outside_node_management() {
+    let c = cluster(Config::default(), 1).await;
+    let mut join = c.join("w1");
+    join.scope = Scope::new("communication_management").unwrap();
+    let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InvalidScope(ref why) if why.contains("outside node_management")), "{err}");
+    // And a context whose own scope does not cover the join.
+    let mut join = c.join("w1");
+    join.ctx = c.world.ctx("operator", "node_management.leave");
+    let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InvalidScope(ref why) if why.contains("does not cover node_management.join")), "{err}");
+}
