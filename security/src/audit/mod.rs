@@ -43,6 +43,15 @@ pub use sink::{AuditSink, MemorySink};
 pub use summary::{Summary, Tally};
 pub use verify::{verify, Problem, VerifyError, VerifyReport};
 
+/// Parses one line of a log (without its newline) and checks it against its own hash: for readers
+/// that follow a growing file. Chain links are [`verify`]'s business.
+pub fn decode_line(line: &[u8]) -> Result<StoredEntry, String> {
+    chain::decode(line).map_err(|e| match e {
+        chain::LineError::Malformed(why) => format!("not an audit entry: {why}"),
+        chain::LineError::HashMismatch { seq } => format!("entry {seq}: its content does not match its hash (edited)"),
+    })
+}
+
 /// The file name of segment `index` (1-based).
 fn segment_name(index: u32) -> String {
     format!("segment-{index:06}.jsonl")

@@ -1,0 +1,296 @@
+//! `ergon audit`: verify, summary, show.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use security::audit::{decode_line, verify, AuditReader, Filter, StoredEntry, Summary, Tally, VerifyError};
+
+/// The log was read and is damaged or tampered with.
+pub const EXIT_BROKEN: u8 = 1;
+/// The log could not be read: missing, empty, not a log, or an I/O error.
+pub const EXIT_UNREADABLE: u8 = 2;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check every hash, chain link and sequence number, and HEAD.
+    ///
+    /// Exits 0 on an intact log. Exits 1 on a damaged one (an edited, deleted, reordered or
+    /// removed entry, or a torn final line), naming the file, line and entry of the first problem.
+    /// Exits 2 when PATH cannot be read as a log at all.
+    ///
+    /// Example: ergon audit verify ergon-demo/audit
+    Verify {
+        /// A log directory or a single segment file.
+        path: PathBuf,
+    },
+    /// Count requests, refusals and joules, by actor, principal and operation.
+    ///
+    /// Example: ergon audit summary ergon-demo/audit --json
+    Summary {
+        /// A log directory or a single segment file.
+        path: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print entries, optionally filtered, optionally following the log as it grows.
+    ///
+    /// Examples:
+    ///   ergon audit show ergon-demo/audit --denied
+    ///   ergon audit show ergon-demo/audit --principal intruder --since 10m
+    ///   ergon audit show /var/log/ergon --follow --json
+    #[command(verbatim_doc_comment)]
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// A log directory or a single segment file.
+    path: PathBuf,
+    /// Only entries of this principal.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Only entries of this operation (join, broadcast, ...).
+    #[arg(long)]
+    operation: Option<String>,
+    /// Only entries of this actor (node-manager/n1, ...).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only requests refused before running.
+    #[arg(long)]
+    denied: bool,
+    /// Only entries at or after this time: RFC 3339 (2026-11-21T10:00:00Z) or an age (15m, 2h).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<DateTime<Utc>>,
+    /// Only entries before this time: RFC 3339 or an age.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<DateTime<Utc>>,
+    /// Print each entry as its JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Keep watching for new entries (and new segments) until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) => Ok(Utc::now() - chrono::Duration::from_std(age).map_err(|e| e.to_string())?),
+        Err(_) => Err(format!("{text:?} is neither an RFC 3339 time (2026-11-21T10:00:00Z) nor an age (15m, 2h)")),
+    }
+}
+
+pub fn run(command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { path } => Ok(verify_command(&path)),
+        AuditCommand::Summary { path, json } => summary(&path, json),
+        AuditCommand::Show(args) => show(args),
+    }
+}
+
+fn verify_command(path: &Path) -> ExitCode {
+    match verify(path) {
+        Ok(report) => {
+            println!(
+                "ok: {} entries ({} to {}) in {} file(s), every hash and link intact{}",
+                report.entries,
+                report.first_seq,
+                report.last_seq,
+                report.files,
+                if report.head_checked { ", HEAD matches" } else { " (a single file: HEAD not checked)" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ VerifyError::Broken { .. }) => {
+            eprintln!("ergon: audit log is damaged: {error}");
+            ExitCode::from(EXIT_BROKEN)
+        }
+        Err(error) => {
+            eprintln!("ergon: {error}");
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+fn summary(path: &Path, json: bool) -> Result<ExitCode> {
+    let reader = AuditReader::open(path)?;
+    let mut summary = Summary::default();
+    for entry in reader.entries() {
+        match entry {
+            Ok(stored) => summary.add(&stored.entry),
+            Err(security::audit::ReadError::TornTail { path, bytes }) => {
+                eprintln!("ergon: warning: {} ends in a partial line of {bytes} bytes, not counted", path.display());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if summary.total.requests + summary.alerts + summary.repairs == 0 {
+        bail!("{}: the audit log is empty", path.display());
+    }
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        let t = &summary.total;
+        writeln!(
+            out,
+            "{} requests: {} allowed, {} failed, {} denied; {:.3} J charged; {} energy alerts{}",
+            t.requests,
+            t.requests - t.failed - t.denied,
+            t.failed,
+            t.denied,
+            t.joules,
+            summary.alerts,
+            if summary.repairs > 0 { format!("; {} log repairs", summary.repairs) } else { String::new() }
+        )?;
+        for (title, table) in [("actor", &summary.by_actor), ("principal", &summary.by_principal), ("operation", &summary.by_operation)] {
+            writeln!(out)?;
+            print_table(&mut out, title, table)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTreeMap<String, Tally>) -> io::Result<()> {
+    let width = rows.keys().map(String::len).max().unwrap_or(0).max(title.len());
+    writeln!(out, "{title:<width$}  {:>8}  {:>7}  {:>7}  {:>12}", "requests", "denied", "failed", "joules")?;
+    for (name, t) in rows {
+        writeln!(out, "{name:<width$}  {:>8}  {:>7}  {:>7}  {:>12.3}", t.requests, t.denied, t.failed, t.joules)?;
+    }
+    Ok(())
+}
+
+fn show(args: ShowArgs) -> Result<ExitCode> {
+    let filter = Filter {
+        principal: args.principal,
+        operation: args.operation,
+        actor: args.actor,
+        denied: args.denied,
+        since: args.since,
+        until: args.until,
+    };
+    let mut tail = Tail::open(&args.path)?;
+    let mut out = io::stdout().lock();
+    let mut seen = 0u64;
+    loop {
+        let caught_up = tail.read_available(|line, path, number| {
+            let stored = decode_line(line).map_err(|why| anyhow::anyhow!("{}, line {number}: {why}", path.display()))?;
+            seen += 1;
+            if filter.matches(&stored.entry) {
+                if args.json {
+                    out.write_all(line)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    writeln!(out, "{}", render(&stored))?;
+                }
+            }
+            Ok(())
+        })?;
+        if caught_up && !args.follow {
+            break;
+        }
+        if caught_up {
+            out.flush()?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    if seen == 0 {
+        bail!("{}: the audit log is empty", args.path.display());
+    }
+    if let Some(bytes) = tail.partial_line() {
+        eprintln!("ergon: warning: the log ends in a partial line of {bytes} bytes (a write in progress, or torn by a crash)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(stored: &StoredEntry) -> String {
+    let e = &stored.entry;
+    let outcome = match (e.outcome, &e.alert) {
+        (_, Some(level)) => format!("alert:{level}"),
+        (o, None) => format!("{o:?}").to_lowercase(),
+    };
+    let charged = e.energy.as_ref().map_or(String::new(), |en| format!("{:.3} J", en.charged_j));
+    let detail = e.error.as_deref().map(|code| format!(" {code}: {}", e.reason.as_deref().unwrap_or(""))).unwrap_or_else(|| {
+        e.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default()
+    });
+    format!(
+        "{:>6} {} {} {} {} {} {} {}{}",
+        stored.seq,
+        e.ts.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        e.actor,
+        e.principal,
+        e.operation,
+        e.resource,
+        outcome,
+        charged,
+        detail
+    )
+}
+
+/// Reads complete lines from a log as it grows, moving to the next segment when one appears.
+struct Tail {
+    path: PathBuf,
+    file_index: usize,
+    reader: Option<BufReader<File>>,
+    offset: u64,
+    line_number: usize,
+    partial: usize,
+}
+
+impl Tail {
+    fn open(path: &Path) -> Result<Tail> {
+        AuditReader::open(path)?;
+        Ok(Tail { path: path.to_owned(), file_index: 0, reader: None, offset: 0, line_number: 0, partial: 0 })
+    }
+
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        Ok(AuditReader::open(&self.path)?.files().to_vec())
+    }
+
+    /// Passes every complete line not yet seen to `each`; returns whether it reached the end.
+    fn read_available(&mut self, mut each: impl FnMut(&[u8], &Path, usize) -> Result<()>) -> Result<bool> {
+        loop {
+            let files = self.files()?;
+            let Some(path) = files.get(self.file_index).cloned() else { return Ok(true) };
+            if self.reader.is_none() {
+                let mut file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                file.seek(SeekFrom::Start(self.offset))?;
+                self.reader = Some(BufReader::new(file));
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            let mut line = Vec::new();
+            let read = reader.read_until(b'\n', &mut line)?;
+            if read > 0 && line.last() == Some(&b'\n') {
+                self.offset += read as u64;
+                self.line_number += 1;
+                line.pop();
+                each(&line, &path, self.line_number)?;
+                continue;
+            }
+            // End of what is complete in this file: a partial line is re-read next time.
+            self.partial = line.len();
+            self.reader = None;
+            if self.file_index + 1 < files.len() && self.partial == 0 {
+                self.file_index += 1;
+                self.offset = 0;
+                self.line_number = 0;
+                continue;
+            }
+            return Ok(true);
+        }
+    }
+
+    fn partial_line(&self) -> Option<usize> {
+        (self.partial > 0).then_some(self.partial)
+    }
+}

@@ -1,0 +1,41 @@
+//! `ergon`: the operator's tool for ergon's energy audit logs.
+
+mod audit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Read, check and summarise the audit logs that ergon's gated actors write.
+///
+/// Every request to a gated actor, allowed or denied, is one entry of a hash-chained JSON Lines
+/// log: who asked, what for, whether it was allowed, and how many joules it cost. A log is a
+/// directory of `segment-NNNNNN.jsonl` files with a `HEAD` file beside them; every command
+/// also accepts a single segment file.
+#[derive(Parser)]
+#[command(name = "ergon", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with audit logs.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Audit(command) => audit::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ergon: {error:#}");
+            ExitCode::from(audit::EXIT_UNREADABLE)
+        }
+    }
+}
