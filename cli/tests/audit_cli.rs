@@ -1,0 +1,163 @@
+//! `ergon audit` as an operator uses it: exit codes, messages and output.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, EnergyRecord, EntryKind, Outcome};
+
+fn ergon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ergon")).args(args).output().expect("the ergon binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_log(dir: &Path) {
+    let (log, _) = AuditLog::open(AuditConfig::new(dir)).unwrap();
+    for (principal, operation, outcome, joules) in [
+        ("alice", "join", Outcome::Allowed, 10.0),
+        ("alice", "broadcast", Outcome::Allowed, 5.0),
+        ("mallory", "join", Outcome::Denied, 0.0),
+        ("bob", "broadcast", Outcome::Failed, 5.0),
+    ] {
+        let kind = if outcome == Outcome::Denied { EntryKind::SecurityViolation } else { EntryKind::EnergyUsage };
+        let mut e = AuditEntry::new(kind, outcome, "node-manager/n1", principal, operation, "w1");
+        e.energy = Some(EnergyRecord {
+            charged_j: joules,
+            measured_j: 0.0,
+            estimate_j: joules,
+            remaining_j: 100.0,
+            source: "fixed".into(),
+            elapsed_ns: 0,
+            ops: None,
+        });
+        log.record(e);
+    }
+    log.close().unwrap();
+}
+
+#[test]
+fn verify_passes_an_intact_log_and_fails_an_edited_one_naming_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let out = ergon(&["audit", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ok: 4 entries"));
+
+    let segment = dir.path().join("segment-000001.jsonl");
+    let edited = fs::read_to_string(&segment).unwrap().replacen("\"charged_j\":5.0", "\"charged_j\":0.5", 1);
+    fs::write(&segment, edited).unwrap();
+    let out = ergon(&["audit", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("segment-000001.jsonl, line 2 (entry 1)") && err.contains("edited"), "{err}");
+}
+
+#[test]
+fn verify_reports_a_truncated_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let segment = dir.path().join("segment-000001.jsonl");
+    let text_ = fs::read_to_string(&segment).unwrap();
+    let kept: String = text_.lines().take(3).map(|l| format!("{l}\n")).collect();
+    fs::write(&segment, kept).unwrap();
+    let out = ergon(&["audit", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("newest entries were removed"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unreadable_inputs_exit_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.jsonl");
+    fs::write(&garbage, [0xff, 0x00, b'\n']).unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    fs::write(&empty, "").unwrap();
+    let missing = dir.path().join("missing");
+    for (path, expected) in [
+        (&missing, "no such file or directory"),
+        (&empty, "the audit log is empty"),
+        (&garbage, "line 1: not an audit entry"),
+    ] {
+        for command in ["verify", "summary", "show"] {
+            let out = ergon(&["audit", command, path.to_str().unwrap()]);
+            let err = text(&out.stderr);
+            let code = out.status.code();
+            // Garbage is a damaged log for verify (1) and unreadable for the readers (2).
+            let allowed = if command == "verify" && path == &garbage { Some(1) } else { Some(2) };
+            assert_eq!(code, allowed, "{command} {}: {err}", path.display());
+            assert!(err.contains(expected), "{command} {}: {err}", path.display());
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn summary_adds_up_by_principal_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let out = ergon(&["audit", "summary", dir.path().to_str().unwrap()]);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("4 requests: 2 allowed, 1 failed, 1 denied; 20.000 J charged"), "{table}");
+    let out = ergon(&["audit", "summary", dir.path().to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["by_principal"]["alice"]["joules"], 15.0);
+    assert_eq!(json["by_principal"]["mallory"]["denied"], 1);
+    assert_eq!(json["by_operation"]["broadcast"]["failed"], 1);
+}
+
+#[test]
+fn show_filters_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let path = dir.path().to_str().unwrap();
+    let lines = |args: &[&str]| {
+        let mut all = vec!["audit", "show", path];
+        all.extend_from_slice(args);
+        text(&ergon(&all).stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(lines(&[]).len(), 4);
+    let denied = lines(&["--denied"]);
+    assert_eq!(denied.len(), 1);
+    assert!(denied[0].contains("mallory") && denied[0].contains("denied"), "{denied:?}");
+    assert_eq!(lines(&["--principal", "alice", "--operation", "broadcast"]).len(), 1);
+    assert_eq!(lines(&["--actor", "node-manager/n2"]).len(), 0);
+    assert_eq!(lines(&["--since", "1h"]).len(), 4);
+    assert_eq!(lines(&["--until", "1h"]).len(), 0);
+    let json = lines(&["--json", "--principal", "bob"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+    assert_eq!(parsed["outcome"], "failed");
+
+    let out = ergon(&["audit", "show", path, "--since", "yesterday-ish"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("neither an RFC 3339 time"));
+}
+
+#[test]
+fn follow_prints_entries_written_after_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ergon"))
+        .args(["audit", "show", dir.path().to_str().unwrap(), "--follow", "--principal", "carol"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A second writer session appends, rotating into new segments.
+    let mut config = AuditConfig::new(dir.path());
+    config.max_segment_bytes = 600;
+    let (log, _) = AuditLog::open(config).unwrap();
+    for i in 0..3 {
+        log.record(AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "carol", "join", &format!("x{i}")));
+    }
+    log.close().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert_eq!(shown.lines().count(), 3, "{shown}");
+    assert!(shown.contains(" x2 "), "{shown}");
+    assert!(fs::read_dir(dir.path()).unwrap().count() > 3, "the writer rotated");
+}
