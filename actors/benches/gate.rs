@@ -1,1 +1,200 @@
-fn main(){}
+//! The gate's price: the same handler body through plain actix request-reply and through the
+//! gate, side by side, and the audit log's batched throughput.
+//!
+//! Rounds interleave the three variants (plain, gate with an in-memory sink, gate with the file
+//! log) so that machine noise hits them alike; each ratio is the median of its per-round ratios.
+//! Run with `cargo bench -p ergon-actors --bench gate` (or `make bench`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Context, Handler, Message};
+use actors::config::{ActorConfig, Limits};
+use actors::energy::{Joules, Thresholds, TimeMeter, Watts};
+use actors::gate::{self, Gate, GateSetup, GatedActor, Operation};
+use actors::security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, Durability, EntryKind, MemorySink, Outcome};
+use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+
+const REQUESTS_PER_ROUND: u32 = 20_000;
+const ROUNDS: usize = 15;
+const AUDIT_ENTRIES: usize = 500_000;
+
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+enum BenchError {
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("insufficient energy: {needed} > {available}")]
+    InsufficientEnergy { needed: Joules, available: Joules },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+actors::gate_error!(BenchError);
+
+/// The handler body both variants run: a little arithmetic on the actor's state.
+fn body(state: &mut u64, x: u64) -> u64 {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(x);
+    *state
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<u64, BenchError>")]
+struct Work {
+    ctx: SecurityContext,
+    x: u64,
+}
+
+impl Operation for Work {
+    type Output = u64;
+    type Error = BenchError;
+    const NAME: &'static str = "work";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::ResourceManagement]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        "bench"
+    }
+}
+
+struct Plain {
+    state: u64,
+}
+
+impl Actor for Plain {
+    type Context = Context<Self>;
+}
+
+impl Handler<Work> for Plain {
+    type Result = Result<u64, BenchError>;
+    fn handle(&mut self, msg: Work, _: &mut Context<Self>) -> Self::Result {
+        Ok(body(&mut self.state, msg.x))
+    }
+}
+
+struct Gated {
+    gate: Gate,
+    state: u64,
+}
+
+impl Actor for Gated {
+    type Context = Context<Self>;
+}
+
+impl GatedActor for Gated {
+    fn gate(&mut self) -> &mut Gate {
+        &mut self.gate
+    }
+}
+
+impl Handler<Work> for Gated {
+    type Result = Result<u64, BenchError>;
+    fn handle(&mut self, msg: Work, _: &mut Context<Self>) -> Self::Result {
+        gate::run(self, msg, |actor, msg| Ok(body(&mut actor.state, msg.x)))
+    }
+}
+
+fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
+    let caps = CapSet::of(&[Capability::ResourceManagement]);
+    let config = ActorConfig {
+        budget_joules: Joules::new(1e15).unwrap(),
+        refill_watts: None,
+        grants: caps,
+        costs: [("work".to_string(), Joules::new(1e-3).unwrap())].into_iter().collect(),
+        mailbox_capacity: 1024,
+        reply_timeout_ms: 1000,
+    };
+    let gate = Gate::new(GateSetup {
+        actor: "bench".into(),
+        scope: Scope::new("bench").unwrap(),
+        config,
+        limits: Limits { max_id_bytes: 128, max_payload_bytes: 1 << 16 },
+        thresholds: Thresholds::default(),
+        grants: grants.clone(),
+        audit,
+        meter: Box::new(TimeMeter::new(Watts::new(12.5).unwrap())),
+    });
+    Gated { gate, state: 1 }
+}
+
+async fn round<A: Actor<Context = Context<A>> + Handler<Work>>(addr: &Addr<A>, ctx: &SecurityContext) -> Duration {
+    let start = Instant::now();
+    for x in 0..REQUESTS_PER_ROUND {
+        let reply = addr.send(Work { ctx: ctx.clone(), x: x as u64 }).await.unwrap();
+        std::hint::black_box(reply.unwrap());
+    }
+    start.elapsed()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn audit_throughput(dir: &std::path::Path) -> f64 {
+    let mut config = AuditConfig::new(dir);
+    config.durability = Durability::IntervalMs(10);
+    let (log, _) = AuditLog::open(config).unwrap();
+    let template = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "node-manager/n1", "operator", "join", "worker-1");
+    let start = Instant::now();
+    for _ in 0..AUDIT_ENTRIES {
+        log.record(template.clone());
+    }
+    log.flush().unwrap();
+    let elapsed = start.elapsed();
+    log.close().unwrap();
+    AUDIT_ENTRIES as f64 / elapsed.as_secs_f64()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = actix::System::new();
+    let (plain_ns, memory_ns, file_ns, memory_ratio, file_ratio) = system.block_on(async {
+        let grants = Arc::new(GrantTable::new());
+        grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
+        let ctx = grants.context("bench-user", Scope::root()).unwrap();
+        let memory = Arc::new(MemorySink::new());
+        let mut config = AuditConfig::new(dir.path().join("gate-log"));
+        config.durability = Durability::IntervalMs(10);
+        let (file, _) = AuditLog::open(config).unwrap();
+        let file = Arc::new(file);
+
+        let plain = Plain { state: 1 }.start();
+        let with_memory = gated(&grants, memory.clone()).start();
+        let with_file = gated(&grants, file.clone()).start();
+
+        // Warm-up.
+        round(&plain, &ctx).await;
+        round(&with_memory, &ctx).await;
+        round(&with_file, &ctx).await;
+        memory.take();
+
+        let (mut plain_t, mut memory_t, mut file_t) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut memory_r, mut file_r) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let p = round(&plain, &ctx).await.as_secs_f64();
+            let m = round(&with_memory, &ctx).await.as_secs_f64();
+            let f = round(&with_file, &ctx).await.as_secs_f64();
+            memory.take();
+            let per_request = |t: f64| t * 1e9 / REQUESTS_PER_ROUND as f64;
+            plain_t.push(per_request(p));
+            memory_t.push(per_request(m));
+            file_t.push(per_request(f));
+            memory_r.push(m / p);
+            file_r.push(f / p);
+        }
+        file.flush().unwrap();
+        (median(plain_t), median(memory_t), median(file_t), median(memory_r), median(file_r))
+    });
+    let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
+
+    println!("gate benchmark: {ROUNDS} interleaved rounds of {REQUESTS_PER_ROUND} request-reply messages each, one arbiter");
+    println!("RESULT plain_request_reply_ns {plain_ns:.0} ns");
+    println!("RESULT gated_request_reply_memory_sink_ns {memory_ns:.0} ns");
+    println!("RESULT gated_request_reply_file_sink_ns {file_ns:.0} ns");
+    println!("RESULT gate_ratio_memory_sink {memory_ratio:.2} x");
+    println!("RESULT gate_ratio_file_sink {file_ratio:.2} x");
+    println!("RESULT audit_entries_per_s {entries_per_s:.0} entries/s");
+}
