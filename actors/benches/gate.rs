@@ -16,7 +16,10 @@ use actors::security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, Dura
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
 
 const REQUESTS_PER_ROUND: u32 = 20_000;
-const ROUNDS: usize = 15;
+/// Rounds; `ERGON_BENCH_ROUNDS` overrides (a profiler wants fewer).
+fn rounds() -> usize {
+    std::env::var("ERGON_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15)
+}
 const AUDIT_ENTRIES: usize = 500_000;
 
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -148,14 +151,45 @@ fn audit_throughput(dir: &std::path::Path) -> f64 {
     AUDIT_ENTRIES as f64 / elapsed.as_secs_f64()
 }
 
+/// The gate alone, called directly on an actor value (no mailbox): what it adds per message.
+fn direct_gate_ns(grants: &Arc<GrantTable>, ctx: &SecurityContext, sink: Arc<dyn AuditSink>) -> f64 {
+    let mut actor = gated(grants, sink);
+    let n = 200_000u32;
+    let start = Instant::now();
+    for x in 0..n {
+        let msg = Work { ctx: ctx.clone(), x: x as u64 };
+        let reply = gate::run(&mut actor, msg, |actor, msg| Ok(body(&mut actor.state, msg.x)));
+        std::hint::black_box(reply.unwrap());
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+struct Discard;
+impl AuditSink for Discard {
+    fn record(&self, entry: AuditEntry) {
+        std::hint::black_box(entry);
+    }
+}
+
 fn main() {
+    if std::env::var("ERGON_BENCH_DIRECT").is_ok() {
+        let grants = Arc::new(GrantTable::new());
+        grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
+        let ctx = grants.context("bench-user", Scope::root()).unwrap();
+        for _ in 0..3 {
+            let d = direct_gate_ns(&grants, &ctx, Arc::new(Discard));
+            let m = direct_gate_ns(&grants, &ctx, Arc::new(MemorySink::with_capacity(200_000)));
+            println!("direct: discard {d:.0} ns, memory {m:.0} ns");
+        }
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let system = actix::System::new();
     let (plain_ns, memory_ns, file_ns, memory_ratio, file_ratio) = system.block_on(async {
         let grants = Arc::new(GrantTable::new());
         grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
         let ctx = grants.context("bench-user", Scope::root()).unwrap();
-        let memory = Arc::new(MemorySink::new());
+        let memory = Arc::new(MemorySink::with_capacity(REQUESTS_PER_ROUND as usize));
         let mut config = AuditConfig::new(dir.path().join("gate-log"));
         config.durability = Durability::IntervalMs(10);
         let (file, _) = AuditLog::open(config).unwrap();
@@ -169,15 +203,15 @@ fn main() {
         round(&plain, &ctx).await;
         round(&with_memory, &ctx).await;
         round(&with_file, &ctx).await;
-        memory.take();
+        memory.clear();
 
         let (mut plain_t, mut memory_t, mut file_t) = (Vec::new(), Vec::new(), Vec::new());
         let (mut memory_r, mut file_r) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds() {
             let p = round(&plain, &ctx).await.as_secs_f64();
             let m = round(&with_memory, &ctx).await.as_secs_f64();
             let f = round(&with_file, &ctx).await.as_secs_f64();
-            memory.take();
+            memory.clear();
             let per_request = |t: f64| t * 1e9 / REQUESTS_PER_ROUND as f64;
             plain_t.push(per_request(p));
             memory_t.push(per_request(m));
@@ -190,7 +224,7 @@ fn main() {
     });
     let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
 
-    println!("gate benchmark: {ROUNDS} interleaved rounds of {REQUESTS_PER_ROUND} request-reply messages each, one arbiter");
+    println!("gate benchmark: {} interleaved rounds of {REQUESTS_PER_ROUND} request-reply messages each, one arbiter", rounds());
     println!("RESULT plain_request_reply_ns {plain_ns:.0} ns");
     println!("RESULT gated_request_reply_memory_sink_ns {memory_ns:.0} ns");
     println!("RESULT gated_request_reply_file_sink_ns {file_ns:.0} ns");

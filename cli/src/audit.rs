@@ -226,7 +226,7 @@ fn render(stored: &StoredEntry) -> String {
     format!(
         "{:>6} {} {} {} {} {} {} {}{}",
         stored.seq,
-        e.ts.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        e.ts.to_datetime().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
         e.actor,
         e.principal,
         e.operation,

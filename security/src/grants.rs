@@ -1,16 +1,19 @@
 //! What each principal is granted.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
+
+use rustc_hash::FxHashMap;
 
 use crate::{CapSet, Principal, Scope, SecurityContext};
 
 /// The capabilities granted to each principal, shared by the actors of a process.
 ///
-/// Reads take a shared lock and are short; grants and revocations are rare.
+/// Reads take a shared lock and are short; grants and revocations are rare. The gate looks a
+/// principal up on every message, so the map uses a fast non-cryptographic hash: principals are
+/// names the application registers, not keys an attacker can choose in bulk.
 #[derive(Debug, Default)]
 pub struct GrantTable {
-    grants: RwLock<HashMap<Principal, CapSet>>,
+    grants: RwLock<FxHashMap<Principal, CapSet>>,
 }
 
 /// A principal with no entry in the grant table.

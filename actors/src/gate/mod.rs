@@ -28,7 +28,7 @@ use std::time::Instant;
 use actix::fut::{self, ActorFutureExt};
 use actix::{Actor, ActorFuture, Message, ResponseActFuture};
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
-use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome};
+use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome, Timestamp};
 use security::{CapSet, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
 
@@ -253,7 +253,7 @@ impl Gate {
     /// Adds energy to the budget (the body of a gated top-up; the gate audits it).
     pub fn top_up(&mut self, amount: Joules) -> Joules {
         self.budget.top_up(amount);
-        self.watch_budget(None);
+        self.watch_budget("top_up", None);
         self.budget.remaining()
     }
 
@@ -359,17 +359,16 @@ impl Gate {
     }
 
     /// Steps 5 and 6 for an admitted request.
-    fn settle<O, E: GateError>(&mut self, ticket: Ticket, reading: Reading, result: &Result<O, E>) {
+    fn settle<M: Operation>(&mut self, ticket: Ticket, reading: Reading, result: &Result<M::Output, M::Error>) {
         let sample = self.meter.assess(&reading);
         let estimate = ticket.hold.amount();
         let state = &mut self.operations[ticket.operation];
         state.runs += 1;
         state.mean_measured += (sample.joules.get() - state.mean_measured) / state.runs as f64;
-        let name = state.name.clone();
         let actual = state.base + sample.joules;
         let overdraft = self.budget.settle(ticket.hold, actual);
         if overdraft > Joules::ZERO {
-            tracing::warn!(actor = %self.actor, operation = %name, %overdraft, "measured cost exceeded the remaining budget");
+            tracing::warn!(actor = %self.actor, operation = M::NAME, %overdraft, "measured cost exceeded the remaining budget");
         }
         self.counters.measured += sample.joules;
         self.counters.charged += actual;
@@ -388,13 +387,13 @@ impl Gate {
             EntryKind::EnergyUsage,
             outcome,
             Some(ticket.operation),
-            "",
+            M::NAME,
             ticket.principal,
             ticket.resource,
             result.as_ref().err(),
             energy,
         );
-        self.watch_budget(Some(ticket.operation));
+        self.watch_budget(M::NAME, Some(ticket.operation));
     }
 
     /// Base cost plus the running mean of what the operation measured.
@@ -421,23 +420,23 @@ impl Gate {
         kind: EntryKind,
         outcome: Outcome,
         operation: Option<usize>,
-        fallback_name: &'static str,
+        name: &'static str,
         principal: Arc<str>,
         resource: String,
         error: Option<&E>,
         energy: EnergyRecord,
     ) {
-        let (name, scope) = match operation {
-            Some(i) => (Cow::Owned(self.operations[i].name.clone()), self.operations[i].scope.clone()),
-            None => (Cow::Borrowed(fallback_name), Arc::from(self.scope.as_str())),
+        let scope = match operation {
+            Some(i) => self.operations[i].scope.clone(),
+            None => Arc::from(self.scope.as_str()),
         };
         let entry = AuditEntry {
-            ts: chrono_now(),
+            ts: Timestamp::now(),
             kind,
             outcome,
             actor: self.actor.clone(),
             principal,
-            operation: name,
+            operation: Cow::Borrowed(name),
             scope,
             resource,
             error: error.map(|e| Cow::Borrowed(e.code())),
@@ -450,7 +449,7 @@ impl Gate {
     }
 
     /// Raises an alert if the budget crossed a threshold.
-    fn watch_budget(&mut self, operation: Option<usize>) {
+    fn watch_budget(&mut self, name: &'static str, operation: Option<usize>) {
         let Some(alert) = self.monitor.observe(&self.budget) else { return };
         let level = match alert.level {
             energy::AlertLevel::Info => "info",
@@ -462,17 +461,17 @@ impl Gate {
             energy::AlertLevel::Warning => tracing::warn!(actor = %self.actor, "{}", alert.message),
             energy::AlertLevel::Info => tracing::info!(actor = %self.actor, "{}", alert.message),
         }
-        let (name, scope) = match operation {
-            Some(i) => (self.operations[i].name.clone(), self.operations[i].scope.clone()),
-            None => ("top_up".to_owned(), Arc::from(self.scope.as_str())),
+        let scope = match operation {
+            Some(i) => self.operations[i].scope.clone(),
+            None => Arc::from(self.scope.as_str()),
         };
         self.audit.record(AuditEntry {
-            ts: chrono_now(),
+            ts: Timestamp::now(),
             kind: EntryKind::EnergyAlert,
             outcome: Outcome::Allowed,
             actor: self.actor.clone(),
             principal: Arc::from("system"),
-            operation: Cow::Owned(name),
+            operation: Cow::Borrowed(name),
             scope,
             resource: self.actor.to_string(),
             error: None,
@@ -497,10 +496,6 @@ impl Gate {
     fn end(&self, mark: Mark) -> Reading {
         self.meter.end(mark)
     }
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
 
 /// The audit record as a `tracing` event: refusals of authority at WARN, other refusals and
@@ -556,7 +551,7 @@ where
             let result = body(actor, msg);
             let gate = actor.gate();
             let reading = gate.end(mark);
-            gate.settle(ticket, reading, &result);
+            gate.settle::<M>(ticket, reading, &result);
             result
         }
     }
@@ -584,7 +579,7 @@ where
             let inner = body(actor, msg);
             let reading = actor.gate().end(mark);
             Box::pin(Metered::new(inner, reading).map(move |(result, reading), actor: &mut A, _| {
-                actor.gate().settle(ticket, reading, &result);
+                actor.gate().settle::<M>(ticket, reading, &result);
                 result
             }))
         }

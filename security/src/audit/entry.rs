@@ -3,8 +3,63 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A point in time, in nanoseconds since the Unix epoch, written as RFC 3339 with nanoseconds.
+///
+/// The gate stamps every entry on the hot path, so taking the time is one clock read; turning it
+/// into a calendar date happens when the entry is written, on the writer thread.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// Now, from the system's real-time clock.
+    pub fn now() -> Self {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// The same instant as a calendar time.
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.0)
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(t: DateTime<Utc>) -> Self {
+        Timestamp(t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 { i64::MIN } else { i64::MAX }))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_datetime().to_rfc3339_opts(SecondsFormat::Nanos, true))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(d)?;
+        let t = DateTime::parse_from_rfc3339(&text).map_err(|e| serde::de::Error::custom(format!("timestamp {text:?}: {e}")))?;
+        Ok(Timestamp::from(t.with_timezone(&Utc)))
+    }
+}
 
 /// What kind of record an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,7 +130,7 @@ pub struct EnergyRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When the decision was made.
-    pub ts: DateTime<Utc>,
+    pub ts: Timestamp,
     /// What kind of record this is.
     pub kind: EntryKind,
     /// How the request ended.
@@ -115,7 +170,7 @@ impl AuditEntry {
         resource: &str,
     ) -> Self {
         AuditEntry {
-            ts: Utc::now(),
+            ts: Timestamp::now(),
             kind,
             outcome,
             actor: Arc::from(actor),

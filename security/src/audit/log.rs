@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -255,6 +255,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const NEVER_CHECKPOINT: Duration = Duration::from_secs(1);
 /// Most commands taken from the queue per batch.
 const BATCH: usize = 4096;
+/// The writer's shortest and longest naps between polls of its queue.
+const POLL_MIN: Duration = Duration::from_micros(200);
+const POLL_MAX: Duration = Duration::from_millis(20);
 
 impl Writer {
     fn open(config: &AuditConfig) -> Result<(Writer, OpenReport), AuditError> {
@@ -329,33 +332,33 @@ impl Writer {
         Ok((writer, OpenReport { next_seq, segments, repaired }))
     }
 
+    /// Polls the queue rather than blocking on it: a writer parked in `recv` would have every
+    /// `record` pay a futex wake-up, a system call per gated message. Polling backs off while
+    /// idle and never sleeps past the next checkpoint.
     fn run(mut self, commands: Receiver<Command>) {
         let interval = match self.durability {
             Durability::EveryEntry => Duration::ZERO,
             Durability::IntervalMs(ms) => Duration::from_millis(ms),
             Durability::Never => NEVER_CHECKPOINT,
         };
+        let mut idle = POLL_MIN;
         loop {
-            let first = if self.unsynced || !self.pending.is_empty() {
-                let wait = if self.pending.is_empty() { interval } else { RETRY_AFTER };
-                match commands.recv_timeout(wait.saturating_sub(self.last_checkpoint.elapsed())) {
-                    Ok(command) => Some(command),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match commands.recv() {
-                    Ok(command) => Some(command),
-                    Err(_) => break,
-                }
-            };
             let mut entries = std::mem::take(&mut self.pending);
+            let retrying = !entries.is_empty();
             let mut waiters = Vec::new();
-            for command in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok()).take(BATCH)) {
-                match command {
-                    Command::Entry(entry) => entries.push(entry),
-                    Command::Flush(reply) => waiters.push(reply),
+            let mut closed = false;
+            let mut taken = 0;
+            while taken < BATCH {
+                match commands.try_recv() {
+                    Ok(Command::Entry(entry)) => entries.push(entry),
+                    Ok(Command::Flush(reply)) => waiters.push(reply),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
+                taken += 1;
             }
             let mut result = self.write_all(entries);
             let due = !waiters.is_empty() || self.last_checkpoint.elapsed() >= interval;
@@ -367,7 +370,6 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(dir = %self.dir.display(), error = %e, pending = self.pending.len(), "audit log write failed; will retry");
                     self.last_error = Some(e.to_string());
-                    self.last_checkpoint = Instant::now();
                 }
             }
             for reply in waiters {
@@ -377,6 +379,18 @@ impl Writer {
                 };
                 let _ = reply.send(answer);
             }
+            if closed {
+                break;
+            }
+            if taken == BATCH {
+                continue;
+            }
+            idle = if taken > 0 || retrying { POLL_MIN } else { (idle * 2).min(POLL_MAX) };
+            let mut nap = if self.last_error.is_some() { RETRY_AFTER } else { idle };
+            if self.unsynced {
+                nap = nap.min(interval.saturating_sub(self.last_checkpoint.elapsed()));
+            }
+            std::thread::sleep(nap);
         }
         // The queue is closed: write what is left, once more if the first try fails.
         for _ in 0..2 {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::chain::{self, LineError};
-use super::{list_segments, AuditEntry, Outcome, StoredEntry};
+use super::{list_segments, AuditEntry, Outcome, StoredEntry, Timestamp};
 
 /// Why a log cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +184,7 @@ impl Filter {
             && is(&self.operation, &entry.operation)
             && is(&self.actor, &entry.actor)
             && (!self.denied || entry.outcome == Outcome::Denied)
-            && self.since.is_none_or(|t| entry.ts >= t)
-            && self.until.is_none_or(|t| entry.ts < t)
+            && self.since.is_none_or(|t| entry.ts >= Timestamp::from(t))
+            && self.until.is_none_or(|t| entry.ts < Timestamp::from(t))
     }
 }
