@@ -151,10 +151,11 @@ fn audit_throughput(dir: &std::path::Path) -> f64 {
     AUDIT_ENTRIES as f64 / elapsed.as_secs_f64()
 }
 
-/// The gate alone, called directly on an actor value (no mailbox): what it adds per message.
-fn direct_gate_ns(grants: &Arc<GrantTable>, ctx: &SecurityContext, sink: Arc<dyn AuditSink>) -> f64 {
-    let mut actor = gated(grants, sink);
-    let n = 200_000u32;
+/// The gate alone, called directly on an actor value (no mailbox, entries discarded): the gate's
+/// own price per message, including building the message and its context.
+fn gate_alone_ns(grants: &Arc<GrantTable>, ctx: &SecurityContext) -> f64 {
+    let mut actor = gated(grants, Arc::new(Discard));
+    let n = 1_000_000u32;
     let start = Instant::now();
     for x in 0..n {
         let msg = Work { ctx: ctx.clone(), x: x as u64 };
@@ -172,17 +173,6 @@ impl AuditSink for Discard {
 }
 
 fn main() {
-    if std::env::var("ERGON_BENCH_DIRECT").is_ok() {
-        let grants = Arc::new(GrantTable::new());
-        grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
-        let ctx = grants.context("bench-user", Scope::root()).unwrap();
-        for _ in 0..3 {
-            let d = direct_gate_ns(&grants, &ctx, Arc::new(Discard));
-            let m = direct_gate_ns(&grants, &ctx, Arc::new(MemorySink::with_capacity(200_000)));
-            println!("direct: discard {d:.0} ns, memory {m:.0} ns");
-        }
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let system = actix::System::new();
     let (plain_ns, memory_ns, file_ns, memory_ratio, file_ratio) = system.block_on(async {
@@ -223,6 +213,12 @@ fn main() {
         (median(plain_t), median(memory_t), median(file_t), median(memory_r), median(file_r))
     });
     let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
+    let alone_ns = {
+        let grants = Arc::new(GrantTable::new());
+        grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
+        let ctx = grants.context("bench-user", Scope::root()).unwrap();
+        median((0..5).map(|_| gate_alone_ns(&grants, &ctx)).collect())
+    };
 
     println!("gate benchmark: {} interleaved rounds of {REQUESTS_PER_ROUND} request-reply messages each, one arbiter", rounds());
     println!("RESULT plain_request_reply_ns {plain_ns:.0} ns");
@@ -230,5 +226,6 @@ fn main() {
     println!("RESULT gated_request_reply_file_sink_ns {file_ns:.0} ns");
     println!("RESULT gate_ratio_memory_sink {memory_ratio:.2} x");
     println!("RESULT gate_ratio_file_sink {file_ratio:.2} x");
+    println!("RESULT gate_alone_ns {alone_ns:.0} ns");
     println!("RESULT audit_entries_per_s {entries_per_s:.0} entries/s");
 }

@@ -28,6 +28,7 @@ use std::time::Instant;
 use actix::fut::{self, ActorFutureExt};
 use actix::{Actor, ActorFuture, Message, ResponseActFuture};
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
+use security::audit::compact_str::CompactString;
 use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome, Timestamp};
 use security::{CapSet, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
@@ -185,7 +186,7 @@ pub struct Gate {
 pub struct Ticket {
     operation: usize,
     principal: Arc<str>,
-    resource: String,
+    resource: CompactString,
     hold: Reservation,
 }
 
@@ -328,7 +329,7 @@ impl Gate {
             self.budget.refill(now);
         }
         match self.budget.reserve(self.estimate(operation)) {
-            Ok(hold) => Ok(Ticket { operation, principal: principal.shared(), resource: msg.resource().to_owned(), hold }),
+            Ok(hold) => Ok(Ticket { operation, principal: principal.shared(), resource: CompactString::from(msg.resource()), hold }),
             Err(short) => Err(Refusal {
                 operation: Some(operation),
                 kind: EntryKind::Rejected,
@@ -351,7 +352,7 @@ impl Gate {
             refusal.operation,
             M::NAME,
             ctx.principal.shared(),
-            msg.resource().to_owned(),
+            CompactString::from(msg.resource()),
             Some(&refusal.error),
             energy,
         );
@@ -422,7 +423,7 @@ impl Gate {
         operation: Option<usize>,
         name: &'static str,
         principal: Arc<str>,
-        resource: String,
+        resource: CompactString,
         error: Option<&E>,
         energy: EnergyRecord,
     ) {
@@ -473,7 +474,7 @@ impl Gate {
             principal: Arc::from("system"),
             operation: Cow::Borrowed(name),
             scope,
-            resource: self.actor.to_string(),
+            resource: CompactString::from(&*self.actor),
             error: None,
             reason: Some(alert.message),
             alert: Some(Cow::Borrowed(level)),

@@ -28,6 +28,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub use compact_str;
+
 mod chain;
 mod entry;
 mod log;
