@@ -123,7 +123,12 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
         .await
         .unwrap()
         .unwrap();
-    arbiter.spawn(async { std::thread::sleep(Duration::from_millis(300)) });
+    let (busy_tx, busy) = std::sync::mpsc::channel();
+    arbiter.spawn(async move {
+        let _ = busy_tx.send(());
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    busy.recv_timeout(Duration::from_secs(2)).unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
     assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("slow did not answer within 50 ms")), "{err}");
     arbiter.stop();

@@ -104,7 +104,7 @@ struct OperationState {
     name: String,
     base: Joules,
     /// `actor_scope.name`, built once: the audit entry of every run carries it.
-    scope: Arc<str>,
+    scope: &'static str,
     runs: u64,
     mean_measured: f64,
 }
@@ -169,7 +169,7 @@ pub struct GateSetup {
 
 /// The gate of one actor. See the [module documentation](self).
 pub struct Gate {
-    actor: Arc<str>,
+    actor: &'static str,
     scope: Scope,
     own: CapSet,
     grants: Arc<GrantTable>,
@@ -185,7 +185,7 @@ pub struct Gate {
 /// An admitted request: who asked, about what, and the energy held for it.
 pub struct Ticket {
     operation: usize,
-    principal: Arc<str>,
+    principal: CompactString,
     resource: CompactString,
     hold: Reservation,
 }
@@ -211,13 +211,13 @@ impl Gate {
             .map(|(name, base)| OperationState {
                 name: name.clone(),
                 base: *base,
-                scope: Arc::from(setup.scope.child(name).as_str()),
+                scope: security::audit::intern(setup.scope.child(name).as_str()),
                 runs: 0,
                 mean_measured: 0.0,
             })
             .collect();
         Gate {
-            actor: Arc::from(setup.actor),
+            actor: security::audit::intern(&setup.actor),
             scope: setup.scope,
             own: config.grants,
             grants: setup.grants,
@@ -233,7 +233,7 @@ impl Gate {
 
     /// The actor's name.
     pub fn actor(&self) -> &str {
-        &self.actor
+        self.actor
     }
 
     /// The capabilities the actor holds.
@@ -329,7 +329,12 @@ impl Gate {
             self.budget.refill(now);
         }
         match self.budget.reserve(self.estimate(operation)) {
-            Ok(hold) => Ok(Ticket { operation, principal: principal.shared(), resource: CompactString::from(msg.resource()), hold }),
+            Ok(hold) => Ok(Ticket {
+                operation,
+                principal: CompactString::from(who),
+                resource: CompactString::from(msg.resource()),
+                hold,
+            }),
             Err(short) => Err(Refusal {
                 operation: Some(operation),
                 kind: EntryKind::Rejected,
@@ -351,7 +356,7 @@ impl Gate {
             Outcome::Denied,
             refusal.operation,
             M::NAME,
-            ctx.principal.shared(),
+            CompactString::from(ctx.principal.as_str()),
             CompactString::from(msg.resource()),
             Some(&refusal.error),
             energy,
@@ -397,6 +402,14 @@ impl Gate {
         self.watch_budget(M::NAME, Some(ticket.operation));
     }
 
+    /// The scope an operation runs in (`actor_scope.operation`), or the actor's own.
+    fn scope_of(&self, operation: Option<usize>) -> &'static str {
+        match operation {
+            Some(i) => self.operations[i].scope,
+            None => security::audit::intern(self.scope.as_str()),
+        }
+    }
+
     /// Base cost plus the running mean of what the operation measured.
     fn estimate(&self, operation: usize) -> Joules {
         let state = &self.operations[operation];
@@ -422,23 +435,19 @@ impl Gate {
         outcome: Outcome,
         operation: Option<usize>,
         name: &'static str,
-        principal: Arc<str>,
+        principal: CompactString,
         resource: CompactString,
         error: Option<&E>,
         energy: EnergyRecord,
     ) {
-        let scope = match operation {
-            Some(i) => self.operations[i].scope.clone(),
-            None => Arc::from(self.scope.as_str()),
-        };
         let entry = AuditEntry {
             ts: Timestamp::now(),
             kind,
             outcome,
-            actor: self.actor.clone(),
+            actor: Cow::Borrowed(self.actor),
             principal,
             operation: Cow::Borrowed(name),
-            scope,
+            scope: Cow::Borrowed(self.scope_of(operation)),
             resource,
             error: error.map(|e| Cow::Borrowed(e.code())),
             reason: error.map(|e| e.to_string()),
@@ -462,19 +471,15 @@ impl Gate {
             energy::AlertLevel::Warning => tracing::warn!(actor = %self.actor, "{}", alert.message),
             energy::AlertLevel::Info => tracing::info!(actor = %self.actor, "{}", alert.message),
         }
-        let scope = match operation {
-            Some(i) => self.operations[i].scope.clone(),
-            None => Arc::from(self.scope.as_str()),
-        };
         self.audit.record(AuditEntry {
             ts: Timestamp::now(),
             kind: EntryKind::EnergyAlert,
             outcome: Outcome::Allowed,
-            actor: self.actor.clone(),
-            principal: Arc::from("system"),
+            actor: Cow::Borrowed(self.actor),
+            principal: CompactString::const_new("system"),
             operation: Cow::Borrowed(name),
-            scope,
-            resource: CompactString::from(&*self.actor),
+            scope: Cow::Borrowed(self.scope_of(operation)),
+            resource: CompactString::from(self.actor),
             error: None,
             reason: Some(alert.message),
             alert: Some(Cow::Borrowed(level)),

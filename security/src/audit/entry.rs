@@ -1,7 +1,6 @@
 //! What one audit entry says.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -127,7 +126,9 @@ pub struct EnergyRecord {
 
 /// One record of the audit log, as the gate produces it.
 ///
-/// Built on the hot path, so its strings are shared (`Arc<str>`) or static where they can be.
+/// Built on the hot path and dropped on the writer thread, so its strings are static (interned
+/// actor names and scopes, see [`intern`](super::intern)) or inline copies: no reference count is
+/// shared between the two threads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When the decision was made.
@@ -137,13 +138,13 @@ pub struct AuditEntry {
     /// How the request ended.
     pub outcome: Outcome,
     /// The actor that decided (`node-manager/n1`).
-    pub actor: Arc<str>,
+    pub actor: Cow<'static, str>,
     /// Who asked.
-    pub principal: Arc<str>,
+    pub principal: CompactString,
     /// The operation (`join`, `broadcast`).
     pub operation: Cow<'static, str>,
     /// The scope the operation ran in (`node_management.join`).
-    pub scope: Arc<str>,
+    pub scope: Cow<'static, str>,
     /// What the operation was about (a node id, a channel). Inline up to 24 bytes, so that
     /// stamping an entry with an id does not allocate.
     pub resource: CompactString,
@@ -175,10 +176,10 @@ impl AuditEntry {
             ts: Timestamp::now(),
             kind,
             outcome,
-            actor: Arc::from(actor),
-            principal: Arc::from(principal),
+            actor: Cow::Owned(actor.to_owned()),
+            principal: CompactString::from(principal),
             operation: Cow::Owned(operation.to_owned()),
-            scope: Arc::from(""),
+            scope: Cow::Borrowed(""),
             resource: CompactString::from(resource),
             error: None,
             reason: None,

@@ -45,6 +45,22 @@ pub use sink::{AuditSink, MemorySink};
 pub use summary::{Summary, Tally};
 pub use verify::{verify, Problem, VerifyError, VerifyReport};
 
+/// A `'static` copy of `name`, made once per distinct name and kept for the life of the process.
+///
+/// For the few, long-lived names that go into every entry (actor names, scopes), so that entries
+/// can borrow them instead of sharing a reference count across threads. Never for request data:
+/// every distinct string stays in memory.
+pub fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
 /// Parses one line of a log (without its newline) and checks it against its own hash: for readers
 /// that follow a growing file. Chain links are [`verify`]'s business.
 pub fn decode_line(line: &[u8]) -> Result<StoredEntry, String> {
