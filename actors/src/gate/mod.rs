@@ -20,6 +20,7 @@
 
 mod error;
 mod metered;
+mod wall_clock;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -29,12 +30,13 @@ use actix::fut::{self, ActorFutureExt};
 use actix::{Actor, ActorFuture, Message, ResponseActFuture};
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
 use security::audit::compact_str::CompactString;
-use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome, Timestamp};
+use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome};
 use security::{CapSet, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
 
 pub use error::GateError;
 use metered::Metered;
+use wall_clock::WallClock;
 
 use crate::config::{ActorConfig, Limits};
 
@@ -179,6 +181,7 @@ pub struct Gate {
     operations: Vec<OperationState>,
     meter: Box<dyn Meter>,
     audit: Arc<dyn AuditSink>,
+    clock: WallClock,
     counters: GateCounters,
 }
 
@@ -227,6 +230,7 @@ impl Gate {
             operations,
             meter: setup.meter,
             audit: setup.audit,
+            clock: WallClock::new(),
             counters: GateCounters::default(),
         }
     }
@@ -441,7 +445,7 @@ impl Gate {
         energy: EnergyRecord,
     ) {
         let entry = AuditEntry {
-            ts: Timestamp::now(),
+            ts: self.clock.now(),
             kind,
             outcome,
             actor: Cow::Borrowed(self.actor),
@@ -472,7 +476,7 @@ impl Gate {
             energy::AlertLevel::Info => tracing::info!(actor = %self.actor, "{}", alert.message),
         }
         self.audit.record(AuditEntry {
-            ts: Timestamp::now(),
+            ts: self.clock.now(),
             kind: EntryKind::EnergyAlert,
             outcome: Outcome::Allowed,
             actor: Cow::Borrowed(self.actor),

@@ -23,6 +23,11 @@ impl Timestamp {
         Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
     }
 
+    /// The instant `nanos` nanoseconds after the Unix epoch.
+    pub fn from_unix_nanos(nanos: i64) -> Self {
+        Timestamp(nanos)
+    }
+
     /// The same instant as a calendar time.
     pub fn to_datetime(self) -> DateTime<Utc> {
         DateTime::from_timestamp_nanos(self.0)
