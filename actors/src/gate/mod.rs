@@ -288,14 +288,13 @@ impl Gate {
     /// Steps 1 to 3: authority, validation, energy.
     fn admit<M: Operation>(&mut self, msg: &M) -> Result<Ticket, Refusal<M::Error>> {
         let ctx = msg.context();
-        let violation = |error| Refusal { operation: None, kind: EntryKind::SecurityViolation, error };
         let Some(operation) = self.operation(M::NAME) else {
             tracing::error!(actor = %self.actor, operation = M::NAME, "operation has no configured base cost");
             let reason = format!("{} has no operation {:?} configured", self.actor, M::NAME);
             return Err(Refusal { operation: None, kind: EntryKind::Rejected, error: M::Error::invalid_request(reason) });
         };
-        let principal = &ctx.principal;
-        let who = principal.as_str();
+        let violation = |error| Refusal { operation: Some(operation), kind: EntryKind::SecurityViolation, error };
+        let who = ctx.principal.as_str();
         match self.grants.of(who) {
             None => {
                 let reason = format!("principal {who:?} holds no grants, so its context is not valid");

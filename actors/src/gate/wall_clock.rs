@@ -46,13 +46,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stamps_follow_the_system_clock() {
+    fn stamps_follow_the_system_clock_and_advance() {
+        // The counter and the system clock are read a few nanoseconds apart and tick at slightly
+        // different rates, so agreement is to within a tolerance, not exact.
+        let tolerance = Duration::from_millis(1).as_nanos() as i64;
+        let nanos = |t: Timestamp| t.to_datetime().timestamp_nanos_opt().unwrap();
         let mut clock = WallClock::new();
-        let before = Timestamp::now();
-        let stamp = clock.now();
+        let before = nanos(Timestamp::now());
+        let stamp = nanos(clock.now());
         std::thread::sleep(Duration::from_millis(5));
-        let later = clock.now();
-        let after = Timestamp::now();
-        assert!(before <= stamp && stamp < later && later <= after, "{before} {stamp} {later} {after}");
+        let later = nanos(clock.now());
+        let after = nanos(Timestamp::now());
+        assert!(stamp >= before - tolerance && later <= after + tolerance, "{before} {stamp} {later} {after}");
+        assert!(later - stamp >= Duration::from_millis(5).as_nanos() as i64, "{stamp} {later}");
     }
 }
