@@ -74,7 +74,7 @@ async fn broadcast_failed_names_a_subscriber_whose_mailbox_is_full() {
     comm.send(subscribe(&world, "news", "slow", slow.clone().recipient())).await.unwrap().unwrap();
     comm.send(subscribe(&world, "news", "fast", fast.recipient())).await.unwrap().unwrap();
     let (busy_tx, busy) = std::sync::mpsc::channel();
-    slow.do_send(Block(Duration::from_millis(300), busy_tx));
+    slow.do_send(Block(Duration::from_millis(1000), busy_tx));
     busy.recv_timeout(Duration::from_secs(2)).unwrap();
 
     // The first message fits in the mailbox; the second does not.

@@ -126,7 +126,7 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
     let (busy_tx, busy) = std::sync::mpsc::channel();
     arbiter.spawn(async move {
         let _ = busy_tx.send(());
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1000));
     });
     busy.recv_timeout(Duration::from_secs(2)).unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
