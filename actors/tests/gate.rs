@@ -225,3 +225,16 @@ async fn an_asynchronous_operation_holds_its_estimate_until_it_completes() {
     let err = second.unwrap().unwrap_err();
     assert!(matches!(err, JoinError::InsufficientEnergy { .. }), "{err}");
 }
+
+#[actix::test]
+async fn a_revocation_takes_effect_on_the_next_message() {
+    let world = World::new(Config::default());
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let ctx = world.ctx("operator", "communication_management");
+    comm.send(broadcast(ctx.clone(), "news")).await.unwrap().unwrap();
+    world.env.grants().revoke("operator", CapSet::of(&[Capability::BroadcastManagement]));
+    let err = comm.send(broadcast(ctx.clone(), "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("BroadcastManagement")), "{err}");
+    world.env.grants().grant("operator", CapSet::of(&[Capability::BroadcastManagement]));
+    comm.send(broadcast(ctx, "news")).await.unwrap().unwrap();
+}

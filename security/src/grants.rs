@@ -1,5 +1,6 @@
 //! What each principal is granted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use rustc_hash::FxHashMap;
@@ -14,6 +15,8 @@ use crate::{CapSet, Principal, Scope, SecurityContext};
 #[derive(Debug, Default)]
 pub struct GrantTable {
     grants: RwLock<FxHashMap<Principal, CapSet>>,
+    /// Bumped by every grant and revocation, so that readers may cache a lookup until it changes.
+    version: AtomicU64,
 }
 
 /// A principal with no entry in the grant table.
@@ -32,6 +35,7 @@ impl GrantTable {
         let mut grants = self.grants.write().unwrap_or_else(|e| e.into_inner());
         let entry = grants.entry(principal.into()).or_default();
         *entry = entry.union(caps);
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Removes `caps` from what `principal` holds (the principal stays known).
@@ -40,6 +44,13 @@ impl GrantTable {
         if let Some(entry) = grants.get_mut(principal) {
             *entry = entry.difference(caps);
         }
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever any grant changes: a lookup made at one version stays
+    /// valid while the version is the same.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// What `principal` holds, or `None` if it was never granted anything.
@@ -65,7 +76,9 @@ mod tests {
         t.grant("n1", CapSet::of(&[NodeManagement]));
         t.grant("n1", CapSet::of(&[BroadcastManagement]));
         assert_eq!(t.of("n1"), Some(CapSet::of(&[NodeManagement, BroadcastManagement])));
+        let before = t.version();
         t.revoke("n1", CapSet::of(&[NodeManagement]));
+        assert_ne!(t.version(), before, "a revocation invalidates cached lookups");
         assert_eq!(t.of("n1"), Some(CapSet::of(&[BroadcastManagement])));
         assert_eq!(t.of("nobody"), None);
         let err = t.context("nobody", Scope::root()).unwrap_err();

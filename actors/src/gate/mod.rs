@@ -182,6 +182,9 @@ pub struct Gate {
     meter: Box<dyn Meter>,
     audit: Arc<dyn AuditSink>,
     clock: WallClock,
+    /// The last grant lookup, `(table version, principal, grants)`: most messages to an actor come
+    /// from the principal before, and any grant or revocation changes the version.
+    last_lookup: Option<(u64, CompactString, Option<CapSet>)>,
     counters: GateCounters,
 }
 
@@ -231,6 +234,7 @@ impl Gate {
             meter: setup.meter,
             audit: setup.audit,
             clock: WallClock::new(),
+            last_lookup: None,
             counters: GateCounters::default(),
         }
     }
@@ -281,6 +285,19 @@ impl Gate {
         }
     }
 
+    /// What `principal` holds, from the last lookup if no grant has changed since.
+    fn held_by(&mut self, principal: &str) -> Option<CapSet> {
+        let version = self.grants.version();
+        match &self.last_lookup {
+            Some((v, p, held)) if *v == version && p == principal => *held,
+            _ => {
+                let held = self.grants.of(principal);
+                self.last_lookup = Some((version, CompactString::from(principal), held));
+                held
+            }
+        }
+    }
+
     fn operation(&self, name: &str) -> Option<usize> {
         self.operations.iter().position(|o| o.name == name)
     }
@@ -295,7 +312,7 @@ impl Gate {
         };
         let violation = |error| Refusal { operation: Some(operation), kind: EntryKind::SecurityViolation, error };
         let who = ctx.principal.as_str();
-        match self.grants.of(who) {
+        match self.held_by(who) {
             None => {
                 let reason = format!("principal {who:?} holds no grants, so its context is not valid");
                 return Err(violation(M::Error::invalid_capabilities(reason)));
