@@ -23,6 +23,17 @@ async fn cluster(config: Config, n: usize) -> Cluster {
 }
 
 impl Cluster {
+    /// A node manager on its own arbiter (so the test can block or stop its thread), made a
+    /// peer of n1.
+    async fn peer_on_own_arbiter(&self, name: &'static str) -> (actix::Arbiter, Addr<NodeManager>) {
+        let arbiter = actix::Arbiter::new();
+        let env = self.world.env.clone();
+        let peer = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, name));
+        let connect = actors::node_manager::Connect { ctx: self.op(), peer: name.into(), endpoint: peer.clone().recipient() };
+        self.managers[0].1.send(connect).await.unwrap().unwrap();
+        (arbiter, peer)
+    }
+
     fn op(&self) -> SecurityContext {
         self.world.ctx("operator", "node_management")
     }
@@ -114,15 +125,9 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
     let mut config = Config::default();
     config.node_manager.reply_timeout_ms = 50;
     let c = cluster(config, 2).await;
-    // n2 runs on its own thread, which a blocking task keeps busy past the timeout.
-    let arbiter = actix::Arbiter::new();
-    let env = c.world.env.clone();
-    let slow = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, "slow"));
+    // "slow" runs on its own thread, which a blocking task keeps busy past the timeout.
+    let (arbiter, _slow) = c.peer_on_own_arbiter("slow").await;
     let n1 = &c.managers[0].1;
-    n1.send(actors::node_manager::Connect { ctx: c.op(), peer: "slow".into(), endpoint: slow.clone().recipient() })
-        .await
-        .unwrap()
-        .unwrap();
     let (busy_tx, busy) = std::sync::mpsc::channel();
     arbiter.spawn(async move {
         let _ = busy_tx.send(());
@@ -138,14 +143,8 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
 async fn channel_closed_when_a_peer_has_stopped() {
     let c = cluster(Config::default(), 2).await;
     // n3 runs on its own arbiter; stopping the arbiter stops it, as a crash would.
-    let arbiter = actix::Arbiter::new();
-    let env = c.world.env.clone();
-    let n3 = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, "n3"));
+    let (arbiter, n3) = c.peer_on_own_arbiter("n3").await;
     let n1 = &c.managers[0].1;
-    n1.send(actors::node_manager::Connect { ctx: c.op(), peer: "n3".into(), endpoint: n3.clone().recipient() })
-        .await
-        .unwrap()
-        .unwrap();
     arbiter.stop();
     stopped(&n3).await;
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();

@@ -482,15 +482,19 @@ impl Gate {
     fn watch_budget(&mut self, name: &'static str, operation: Option<usize>) {
         let Some(alert) = self.monitor.observe(&self.budget) else { return };
         let level = match alert.level {
-            energy::AlertLevel::Info => "info",
-            energy::AlertLevel::Warning => "warning",
-            energy::AlertLevel::Critical => "critical",
+            energy::AlertLevel::Critical => {
+                tracing::error!(actor = %self.actor, "{}", alert.message);
+                "critical"
+            }
+            energy::AlertLevel::Warning => {
+                tracing::warn!(actor = %self.actor, "{}", alert.message);
+                "warning"
+            }
+            energy::AlertLevel::Info => {
+                tracing::info!(actor = %self.actor, "{}", alert.message);
+                "info"
+            }
         };
-        match alert.level {
-            energy::AlertLevel::Critical => tracing::error!(actor = %self.actor, "{}", alert.message),
-            energy::AlertLevel::Warning => tracing::warn!(actor = %self.actor, "{}", alert.message),
-            energy::AlertLevel::Info => tracing::info!(actor = %self.actor, "{}", alert.message),
-        }
         self.audit.record(AuditEntry {
             ts: self.clock.now(),
             kind: EntryKind::EnergyAlert,

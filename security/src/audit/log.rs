@@ -327,10 +327,8 @@ impl Writer {
                 "torn final line of {bytes} bytes (a crash during a write) moved to {}",
                 saved_to.display()
             ));
-            writer.pending.push(entry);
+            writer.write_all(vec![entry]).map_err(io_err(dir))?;
         }
-        let pending = std::mem::take(&mut writer.pending);
-        writer.write_all(pending).map_err(io_err(dir))?;
         writer.checkpoint().map_err(io_err(dir))?;
         let segments = list_segments(dir).map_err(io_err(dir))?.len();
         let next_seq = writer.next_seq;
