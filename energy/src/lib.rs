@@ -18,13 +18,15 @@
 //! assert_eq!(budget.remaining(), Joules::new(87.5)?);
 //! # Ok::<(), energy::QuantityError>(())
 //! ```
-#![forbid(unsafe_code)]
+// Unsafe code is confined to `ops`, which calls the C run time of the LLVM pass.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod budget;
 mod meter;
 mod model;
 mod monitor;
+#[allow(unsafe_code)]
 mod ops;
 mod quantity;
 
@@ -32,5 +34,5 @@ pub use budget::{EnergyBudget, Reservation, Shortfall};
 pub use meter::{FixedMeter, Mark, Meter, Reading, Sample, Source, TimeMeter};
 pub use model::{CalibrationError, CostModel, OpWeights};
 pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds};
-pub use ops::{instrumentation, measure_ops, Instrumentation, NotInstrumented, OpCounts};
+pub use ops::{instrumentation, instrumented_modules, measure_ops, Instrumentation, NotInstrumented, OpCounts};
 pub use quantity::{Joules, QuantityError, Watts};

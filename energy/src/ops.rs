@@ -83,23 +83,52 @@ pub enum Instrumentation {
     NotInstrumented,
 }
 
-/// Whether this binary was built with ergon's LLVM pass.
-///
-/// The pass itself (and the run-time symbols it links against) is not part of this release, so
-/// every build reports [`Instrumentation::NotInstrumented`].
-pub fn instrumentation() -> Instrumentation {
-    Instrumentation::NotInstrumented
+extern "C" {
+    // energy/runtime/op_counters.c
+    fn ergon_read_op_counters(out: *mut u64);
+    fn ergon_instrumented_module_count() -> u64;
 }
 
-/// This thread's operation counters.
+/// Whether this binary was built with ergon's LLVM pass.
+///
+/// Each instrumented module registers itself in a constructor that runs before `main`, so the
+/// answer is fixed for the life of the process.
+pub fn instrumentation() -> Instrumentation {
+    // SAFETY: reads an integer that is only ever changed atomically.
+    if unsafe { ergon_instrumented_module_count() } > 0 {
+        Instrumentation::Instrumented
+    } else {
+        Instrumentation::NotInstrumented
+    }
+}
+
+/// How many instrumented modules (crates, or codegen units) this binary holds.
+pub fn instrumented_modules() -> u64 {
+    // SAFETY: as in `instrumentation`.
+    unsafe { ergon_instrumented_module_count() }
+}
+
+/// This thread's operation counters: everything instrumented code has executed on this thread
+/// since it started.
+///
+/// Code the pass did not instrument (the standard library, crates left out of the build's
+/// selection, C libraries) is not counted.
 ///
 /// ```
-/// // A build without ergon's LLVM pass says so instead of reporting zeros.
-/// assert!(energy::measure_ops().is_err());
+/// match energy::measure_ops() {
+///     Ok(counts) => println!("{} ALU operations so far", counts.alu),
+///     // A build without ergon's LLVM pass says so instead of reporting zeros.
+///     Err(not_instrumented) => println!("{not_instrumented}"),
+/// }
 /// ```
 pub fn measure_ops() -> Result<OpCounts, NotInstrumented> {
-    // The counters arrive with the LLVM pass; until then there is nothing to read.
-    Err(NotInstrumented)
+    if instrumentation() == Instrumentation::NotInstrumented {
+        return Err(NotInstrumented);
+    }
+    let mut raw = [0u64; 4];
+    // SAFETY: writes four integers of this thread's counters into `raw`.
+    unsafe { ergon_read_op_counters(raw.as_mut_ptr()) };
+    Ok(OpCounts { alu: raw[0], mem: raw[1], fp: raw[2], total: raw[3] })
 }
 
 #[cfg(test)]
