@@ -6,7 +6,7 @@
 //!
 //! - `ergon_op_counters`, a thread-local `[4 x i64]`: ALU, memory, floating point, total;
 //! - `ergon_instrumented_modules`, an `i64` that a constructor in each instrumented module
-//!   increments at start-up, which is how the run time knows the counts are real.
+//!   increments at start-up (from `.init_array`), which is how the run time knows the counts are real.
 //!
 //! At the first insertion point of each block (after its PHI nodes and its EH pad, if any) the
 //! pass adds the block's static counts to the counters. A block that begins with a
@@ -195,12 +195,19 @@ impl Instrumenter {
         self.append_ctor(ctor);
     }
 
-    /// Appends `{ 65535, ctor, null }` to `llvm.global_ctors`, keeping the entries already there.
+    /// Runs `ctor` at start-up through a pointer in `.init_array`, kept by `llvm.used`.
+    ///
+    /// `llvm.global_ctors` would be simpler, but a target machine made through the C API
+    /// emits it into `.ctors`, which lld (rustc's default linker) ignores.
     unsafe fn append_ctor(&self, ctor: LLVMValueRef) {
-        let i32 = LLVMInt32TypeInContext(self.ctx);
-        let mut fields = [i32, self.ptr, self.ptr];
-        let entry_ty = LLVMStructTypeInContext(self.ctx, fields.as_mut_ptr(), 3, 0);
-        let name = c"llvm.global_ctors";
+        let slot = LLVMAddGlobal(self.module, self.ptr, c"ergon.init_array_entry".as_ptr());
+        LLVMSetInitializer(slot, ctor);
+        LLVMSetLinkage(slot, LLVMLinkage::LLVMInternalLinkage);
+        LLVMSetGlobalConstant(slot, 1);
+        LLVMSetSection(slot, c".init_array".as_ptr());
+        LLVMSetAlignment(slot, 8);
+
+        let name = c"llvm.used";
         let mut entries = Vec::new();
         let old = LLVMGetNamedGlobal(self.module, name.as_ptr());
         if !old.is_null() {
@@ -211,12 +218,12 @@ impl Instrumenter {
             }
             LLVMDeleteGlobal(old);
         }
-        let mut values = [LLVMConstInt(i32, 65535, 0), ctor, LLVMConstNull(self.ptr)];
-        entries.push(LLVMConstNamedStruct(entry_ty, values.as_mut_ptr(), 3));
-        let array_ty = LLVMArrayType2(entry_ty, entries.len() as u64);
-        let ctors = LLVMAddGlobal(self.module, array_ty, name.as_ptr());
-        LLVMSetInitializer(ctors, LLVMConstArray2(entry_ty, entries.as_mut_ptr(), entries.len() as u64));
-        LLVMSetLinkage(ctors, LLVMLinkage::LLVMAppendingLinkage);
+        entries.push(slot);
+        let array_ty = LLVMArrayType2(self.ptr, entries.len() as u64);
+        let used = LLVMAddGlobal(self.module, array_ty, name.as_ptr());
+        LLVMSetInitializer(used, LLVMConstArray2(self.ptr, entries.as_mut_ptr(), entries.len() as u64));
+        LLVMSetLinkage(used, LLVMLinkage::LLVMAppendingLinkage);
+        LLVMSetSection(used, c"llvm.metadata".as_ptr());
     }
 }
 
