@@ -3,11 +3,16 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test bench audit-help
+.PHONY: demo pass test bench audit-help
 
-demo:
-	$(CARGO) build --release --locked -p ergon-cli -p ergon-examples
-	./target/release/cluster-demo
+# The demo is built by `cargo ergon` with its actors instrumented by ergon's LLVM pass, so every
+# audit entry carries real operation counts.
+demo: pass
+	./target/release/cargo-ergon ergon build --release --locked -p ergon-cli -p ergon-examples --instrument ergon-actors,ergon-examples
+	./target/ergon/release/cluster-demo
+
+pass:
+	$(CARGO) build --release --locked -p ergon-llvm-pass
 
 test:
 	$(CARGO) test --workspace --locked

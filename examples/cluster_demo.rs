@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Context, Handler};
 use actors::communication::{Broadcast, CommunicationError, CommunicationManager, Delivery, Subscribe};
-use actors::energy::{instrumentation, Instrumentation, Joules};
+use actors::energy::{instrumentation, instrumented_modules, CostModel, Instrumentation, Joules};
 use actors::gate::GateStatus;
 use actors::node_manager::{connect_all, Join, JoinError, ListNodes, NodeManager};
-use actors::security::audit::{verify, AuditConfig, AuditLog};
+use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
 use actors::{Config, Environment, Status};
 use anyhow::{Context as _, Result};
@@ -85,11 +85,17 @@ async fn main() -> Result<()> {
         config.communication_manager.budget_joules,
         config.communication_manager.costs["broadcast"],
     );
-    let meter = match instrumentation() {
-        Instrumentation::Instrumented => "op-count model",
-        Instrumentation::NotInstrumented => "time model (running time x watts per core): this build is not instrumented and ergon does not read RAPL yet",
-    };
-    println!("  meter: {meter}, {}/core", config.meter.watts_per_core);
+    match instrumentation() {
+        Instrumentation::Instrumented => println!(
+            "  meter: op-count model: operations counted by ergon's LLVM pass ({} instrumented modules), priced at {} per ALU-equivalent operation",
+            instrumented_modules(),
+            CostModel::default().unit_energy
+        ),
+        Instrumentation::NotInstrumented => println!(
+            "  meter: time model (running time x {}/core): this build is not instrumented (`make demo` builds it with `cargo ergon`)",
+            config.meter.watts_per_core
+        ),
+    }
     println!("  audit log: {}\n", audit_dir.display());
 
     use Capability::*;
@@ -211,6 +217,7 @@ async fn main() -> Result<()> {
     log.flush()?;
     let report = verify(&audit_dir)?;
     println!("\naudit log: {} entries in {}, chain verified", report.entries, audit_dir.display());
+    print_operation_counts(&audit_dir)?;
     let ergon = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("ergon")))
@@ -221,6 +228,42 @@ async fn main() -> Result<()> {
     println!("  {ergon} audit summary {}", audit_dir.display());
     println!("  {ergon} audit show {} --denied", audit_dir.display());
     println!("  {ergon} audit show {} --principal operator --operation join", audit_dir.display());
+    Ok(())
+}
+
+/// The mean operation counts per message of each operation, as the audit log recorded them.
+fn print_operation_counts(audit_dir: &std::path::Path) -> Result<()> {
+    let mut by_operation: std::collections::BTreeMap<String, (u64, [u64; 4], f64)> = Default::default();
+    for entry in AuditReader::open(audit_dir)?.entries() {
+        let entry = entry?.entry;
+        let Some(energy) = entry.energy else { continue };
+        let Some(ops) = energy.ops else { continue };
+        let slot = by_operation.entry(entry.operation.to_string()).or_default();
+        slot.0 += 1;
+        for (sum, n) in slot.1.iter_mut().zip([ops.alu, ops.mem, ops.fp, ops.total]) {
+            *sum += n;
+        }
+        slot.2 += energy.measured_j;
+    }
+    if by_operation.is_empty() {
+        println!("  (no operation counts: this build is not instrumented)");
+        return Ok(());
+    }
+    println!("operation counts per message, mean over the audit log (the gate's own work included):");
+    println!("  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}", "operation", "messages", "alu", "mem", "fp", "total", "model energy");
+    for (operation, (n, sums, joules)) in by_operation {
+        let mean = |s: u64| s / n;
+        println!(
+            "  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11.1} nJ",
+            operation,
+            n,
+            mean(sums[0]),
+            mean(sums[1]),
+            mean(sums[2]),
+            mean(sums[3]),
+            joules / n as f64 * 1e9
+        );
+    }
     Ok(())
 }
 

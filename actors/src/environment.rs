@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use energy::{Meter, TimeMeter};
+use energy::{CostModel, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
 use security::{GrantTable, Scope};
 
@@ -30,18 +30,16 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// An environment that meters with the time model of `config.meter`.
-    ///
-    /// The build has no operation counters and this release reads no RAPL, so the time model
-    /// is the best meter available; every audit entry says so in its `source`.
+    /// An environment that meters with the best source the build has: operation counts priced
+    /// by the cost model in a build instrumented by ergon's LLVM pass (`cargo ergon`), else the
+    /// time model of `config.meter`. Every audit entry names its source.
     pub fn new(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
         let watts = config.meter.watts_per_core;
-        Environment {
-            config: Arc::new(config),
-            grants,
-            audit,
-            meter: Arc::new(move || Box::new(TimeMeter::new(watts))),
-        }
+        let meter: MeterFactory = match OpCountMeter::new(CostModel::default()) {
+            Some(_) => Arc::new(|| Box::new(OpCountMeter::new(CostModel::default()).expect("the build is instrumented"))),
+            None => Arc::new(move || Box::new(TimeMeter::new(watts))),
+        };
+        Environment { config: Arc::new(config), grants, audit, meter }
     }
 
     /// The same environment with another meter for every gate built from it (tests use

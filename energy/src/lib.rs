@@ -31,7 +31,7 @@ mod ops;
 mod quantity;
 
 pub use budget::{EnergyBudget, Reservation, Shortfall};
-pub use meter::{FixedMeter, Mark, Meter, Reading, Sample, Source, TimeMeter};
+pub use meter::{FixedMeter, Mark, Meter, OpCountMeter, Reading, Sample, Source, TimeMeter};
 pub use model::{CalibrationError, CostModel, OpWeights};
 pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds};
 pub use ops::{instrumentation, instrumented_modules, measure_ops, Instrumentation, NotInstrumented, OpCounts};

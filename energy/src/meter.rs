@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Joules, OpCounts, Watts};
+use crate::{CostModel, Joules, OpCounts, Watts};
 
 /// Where a joule figure came from, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -157,6 +157,46 @@ impl Meter for TimeMeter {
             elapsed: reading.elapsed,
             ops: reading.ops,
         }
+    }
+}
+
+/// Operations counted by ergon's LLVM pass, priced by a [`CostModel`]; the running time is
+/// recorded beside them.
+///
+/// Exists only in an instrumented build: [`OpCountMeter::new`] returns `None` otherwise, so a
+/// build without counters can never charge zero joules for real work.
+pub struct OpCountMeter {
+    clock: quanta::Clock,
+    model: CostModel,
+}
+
+impl OpCountMeter {
+    /// A meter pricing this thread's operation counts with `model`, if the build counts them.
+    pub fn new(model: CostModel) -> Option<Self> {
+        (crate::instrumentation() == crate::Instrumentation::Instrumented)
+            .then(|| OpCountMeter { clock: quanta::Clock::new(), model })
+    }
+}
+
+impl Meter for OpCountMeter {
+    fn source(&self) -> Source {
+        Source::OpCountModel
+    }
+
+    fn begin(&self) -> Mark {
+        Mark { ticks: self.clock.raw(), ops: crate::measure_ops().ok() }
+    }
+
+    fn end(&self, start: Mark) -> Reading {
+        let ops = crate::measure_ops().ok();
+        let elapsed = self.clock.delta(start.ticks, self.clock.raw());
+        Reading { elapsed, ops: start.ops.zip(ops).map(|(a, b)| b.since(&a)), energy: None }
+    }
+
+    fn assess(&self, reading: &Reading) -> Sample {
+        // In an instrumented build every reading has counts (the meter exists only there).
+        let ops = reading.ops.unwrap_or_default();
+        Sample { joules: self.model.cost(&ops), source: Source::OpCountModel, elapsed: reading.elapsed, ops: reading.ops }
     }
 }
 
