@@ -56,6 +56,71 @@ struct Instrumenter {
     ptr: LLVMTypeRef,
     counters: LLVMValueRef,
     tls_address: (LLVMTypeRef, LLVMValueRef),
+    scopes: CounterScope,
+}
+
+/// Alias-scope metadata saying that the program's own loads and stores never touch the
+/// counters, which is true (only the pass refers to them). Without it LLVM must assume that any
+/// store in a loop may change a counter, and cannot keep the counters in registers there.
+/// Calls are left unmarked: the callee may count.
+struct CounterScope {
+    alias_scope_kind: u32,
+    noalias_kind: u32,
+    scope: LLVMMetadataRef,
+    list: LLVMValueRef,
+}
+
+impl CounterScope {
+    unsafe fn new(ctx: LLVMContextRef) -> Self {
+        let md_string = |s: &str| LLVMMDStringInContext2(ctx, s.as_ptr().cast(), s.len());
+        let mut domain = [md_string("ergon.op_counters.domain")];
+        let domain = LLVMMDNodeInContext2(ctx, domain.as_mut_ptr(), 1);
+        let mut scope = [md_string("ergon.op_counters"), domain];
+        let scope = LLVMMDNodeInContext2(ctx, scope.as_mut_ptr(), 2);
+        let mut list = [scope];
+        let list = LLVMMetadataAsValue(ctx, LLVMMDNodeInContext2(ctx, list.as_mut_ptr(), 1));
+        let kind = |k: &str| LLVMGetMDKindIDInContext(ctx, k.as_ptr().cast(), k.len() as u32);
+        CounterScope { alias_scope_kind: kind("alias.scope"), noalias_kind: kind("noalias"), scope, list }
+    }
+
+    /// Marks one of the pass's own counter accesses.
+    unsafe fn mark_counter_access(&self, inst: LLVMValueRef) {
+        LLVMSetMetadata(inst, self.alias_scope_kind, self.list);
+    }
+
+    /// Adds the counters' scope to the `!noalias` list of a program memory access.
+    unsafe fn mark_program_access(&self, ctx: LLVMContextRef, inst: LLVMValueRef) {
+        let old = LLVMGetMetadata(inst, self.noalias_kind);
+        let list = if old.is_null() {
+            self.list
+        } else {
+            let n = LLVMGetMDNodeNumOperands(old) as usize;
+            let mut operands = vec![std::ptr::null_mut(); n];
+            LLVMGetMDNodeOperands(old, operands.as_mut_ptr());
+            let mut scopes: Vec<LLVMMetadataRef> = operands.into_iter().map(|v| LLVMValueAsMetadata(v)).collect();
+            scopes.push(self.scope);
+            LLVMMetadataAsValue(ctx, LLVMMDNodeInContext2(ctx, scopes.as_mut_ptr(), scopes.len()))
+        };
+        LLVMSetMetadata(inst, self.noalias_kind, list);
+    }
+}
+
+/// Whether `inst` reads or writes memory other than through a call that might count.
+unsafe fn is_program_memory_access(inst: LLVMValueRef) -> bool {
+    use llvm_sys::LLVMOpcode::*;
+    match LLVMGetInstructionOpcode(inst) {
+        LLVMLoad | LLVMStore | LLVMAtomicRMW | LLVMAtomicCmpXchg => true,
+        LLVMCall => {
+            let callee = LLVMGetCalledValue(inst);
+            if callee.is_null() || LLVMIsAFunction(callee).is_null() || LLVMGetIntrinsicID(callee) == 0 {
+                return false;
+            }
+            let mut len = 0;
+            let name = std::slice::from_raw_parts(LLVMGetValueName2(callee, &mut len) as *const u8, len);
+            [&b"llvm.memcpy"[..], b"llvm.memmove", b"llvm.memset"].iter().any(|p| name.starts_with(p))
+        }
+        _ => false,
+    }
 }
 
 impl Drop for Instrumenter {
@@ -91,7 +156,8 @@ impl Instrumenter {
         let mut params = [ptr];
         let tls_fn = LLVMGetIntrinsicDeclaration(module, id, params.as_mut_ptr(), 1);
         let tls_ty = LLVMIntrinsicGetType(ctx, id, params.as_mut_ptr(), 1);
-        Ok(Instrumenter { module, ctx, builder: LLVMCreateBuilderInContext(ctx), i64, ptr, counters, tls_address: (tls_ty, tls_fn) })
+        let scopes = CounterScope::new(ctx);
+        Ok(Instrumenter { module, ctx, builder: LLVMCreateBuilderInContext(ctx), i64, ptr, counters, tls_address: (tls_ty, tls_fn), scopes })
     }
 
     unsafe fn run(self) -> Result<Report, PassError> {
@@ -123,6 +189,11 @@ impl Instrumenter {
             total += *c;
         }
         if total.total() > 0 {
+            for &block in &blocks {
+                for inst in instructions(block).filter(|&i| is_program_memory_access(i)) {
+                    self.scopes.mark_program_access(self.ctx, inst);
+                }
+            }
             let entry = blocks[0];
             LLVMPositionBuilderBefore(self.builder, after_allocas(entry));
             let (ty, f) = self.tls_address;
@@ -161,9 +232,11 @@ impl Instrumenter {
         };
         let old = LLVMBuildLoad2(self.builder, self.i64, slot, c"".as_ptr());
         LLVMSetAlignment(old, 8);
+        self.scopes.mark_counter_access(old);
         let new = LLVMBuildAdd(self.builder, old, LLVMConstInt(self.i64, n, 0), c"".as_ptr());
         let store = LLVMBuildStore(self.builder, new, slot);
         LLVMSetAlignment(store, 8);
+        self.scopes.mark_counter_access(store);
     }
 
     /// Adds a constructor that counts this module among the instrumented ones at start-up.

@@ -19,6 +19,8 @@ pub enum Emit {
     Bc,
     /// A native object file.
     Obj,
+    /// Textual IR, for reading what the pass did.
+    Ll,
 }
 
 /// The LLVM this library runs on, as `major.minor.patch`.
@@ -109,6 +111,7 @@ pub fn verify(module: &Module<'_>) -> Result<(), PassError> {
 pub fn emit(module: &Module<'_>, machine: &TargetMachine, emit: Emit) -> Result<Vec<u8>, PassError> {
     Ok(match emit {
         Emit::Bc => module.write_bitcode_to_memory().as_slice().to_vec(),
+        Emit::Ll => module.print_to_string().to_bytes().to_vec(),
         Emit::Obj => machine
             .write_to_memory_buffer(module, FileType::Object)
             .map_err(|e| PassError::Codegen { detail: e.to_string() })?

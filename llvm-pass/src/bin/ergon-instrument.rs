@@ -24,7 +24,7 @@ struct Cli {
     /// Where to write the instrumented module.
     #[arg(short, long)]
     output: PathBuf,
-    /// Write bitcode or a native object file.
+    /// Write bitcode, a native object file, or textual IR.
     #[arg(long, value_enum, default_value = "bc")]
     emit: Emit,
     /// Also write a JSON report: for every function, its name (and demangled name), its block

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::{ENV_CACHE, ENV_LINKER};
+use super::{ENV_AFTER, ENV_BEFORE, ENV_CACHE, ENV_LINKER};
 use crate::module_io::{self, is_bitcode, Emit};
 use crate::{instrument_module, Options, PassError};
 
@@ -45,7 +45,12 @@ fn link(args: &[OsString]) -> Result<i32, LinkError> {
     let cpu = plugin_cpu(&args).unwrap_or_else(|| "x86-64".into());
     // The plugin options were meant for an LTO linker plugin; no bitcode is left for one.
     args.retain(|a| !a.to_string_lossy().starts_with("-Wl,-plugin-opt"));
-    let options = Options { cpu, ..Options::default() };
+    let defaults = Options::default();
+    let options = Options {
+        cpu,
+        before: std::env::var(ENV_BEFORE).unwrap_or(defaults.before),
+        after: std::env::var(ENV_AFTER).unwrap_or(defaults.after),
+    };
     let cache = std::env::var_os(ENV_CACHE).map(PathBuf::from);
     let instrumenter = Instrumenter { options, cache };
 

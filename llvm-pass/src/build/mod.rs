@@ -25,6 +25,10 @@ pub const ENV_CRATES: &str = "ERGON_INSTRUMENT_CRATES";
 pub const ENV_LINKER_ROLE: &str = "ERGON_LINKER_ROLE";
 /// The linker to run after instrumenting (default `cc`).
 pub const ENV_LINKER: &str = "ERGON_LINKER";
+/// Overrides the LLVM pipeline run before counting ([`Options::before`](crate::Options)).
+pub const ENV_BEFORE: &str = "ERGON_PASS_BEFORE";
+/// Overrides the LLVM pipeline run after instrumenting ([`Options::after`](crate::Options)).
+pub const ENV_AFTER: &str = "ERGON_PASS_AFTER";
 /// Where instrumented objects are kept between links, keyed by their bitcode.
 pub const ENV_CACHE: &str = "ERGON_CACHE_DIR";
 

@@ -44,12 +44,17 @@ pub fn plan(args: &[OsString], crates: &str, this: &OsStr) -> Plan {
             Some(o) if instrumented && (o == "lto" || o.starts_with("lto=")) => {}
             // cargo passes `embed-bitcode=no` when it does no LTO; bitcode objects need it on.
             Some(o) if instrumented && o.starts_with("embed-bitcode=") => {}
+            // Replaced below by one unit.
+            Some(o) if instrumented && o.starts_with("codegen-units=") => {}
             _ => out.extend(args[i..i + width].iter().cloned()),
         }
         i += width;
     }
     if instrumented {
-        out.extend(["-C".into(), "linker-plugin-lto".into()]);
+        // With LTO in view, rustc no longer copies `#[inline]` functions into every codegen
+        // unit, so with several units Vec and iterator methods stay calls and loops stop
+        // vectorising. One unit keeps them local, as a normal release build has them.
+        out.extend(["-C".into(), "linker-plugin-lto".into(), "-C".into(), "codegen-units=1".into()]);
     }
     let mut linker = OsString::from("linker=");
     linker.push(this);
@@ -126,13 +131,13 @@ mod tests {
     #[test]
     fn a_selected_crate_becomes_bitcode_and_links_through_us() {
         let plan = plan(
-            &args("--crate-name actors --crate-type lib -C opt-level=3 -C embed-bitcode=no -Clto=fat -C linker=clang"),
+            &args("--crate-name actors --crate-type lib -C opt-level=3 -C embed-bitcode=no -Clto=fat -C codegen-units=16 -C linker=clang"),
             "actors",
             OsStr::new("/bin/cargo-ergon"),
         );
         assert!(plan.instrumented);
         assert_eq!(plan.user_linker.as_deref(), Some(OsStr::new("clang")));
-        assert_eq!(text(&plan), "--crate-name actors --crate-type lib -C opt-level=3 -C linker-plugin-lto -C linker=/bin/cargo-ergon");
+        assert_eq!(text(&plan), "--crate-name actors --crate-type lib -C opt-level=3 -C linker-plugin-lto -C codegen-units=1 -C linker=/bin/cargo-ergon");
     }
 
     #[test]
