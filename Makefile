@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo pass test bench audit-help
+.PHONY: demo pass test bench bench-pass audit-help
 
 # The demo is built by `cargo ergon` with its actors instrumented by ergon's LLVM pass, so every
 # audit entry carries real operation counts.
@@ -19,6 +19,9 @@ test:
 
 bench:
 	$(CARGO) bench --locked -p ergon-actors --bench gate
+
+bench-pass:
+	$(CARGO) bench --locked -p ergon-llvm-pass --bench overhead
 
 audit-help:
 	$(CARGO) run -q --release --locked -p ergon-cli -- audit --help
