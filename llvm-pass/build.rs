@@ -2,9 +2,9 @@
 //!
 //! The rustup toolchain ships `libLLVM-22-rust-<version>.so` in its sysroot; it exports the LLVM
 //! C API and is exactly the LLVM that wrote the bitcode we read, so no system LLVM is needed.
-//! `ERGON_LLVM_LIB_DIR` (with `ERGON_LLVM_LIB`, the library name without `lib` and `.so`) points
-//! the build at another LLVM 22 instead, such as Debian's `llvm-22-dev`
-//! (`/usr/lib/llvm-22/lib`, `LLVM-22`).
+//! Without it (a toolchain not installed by rustup), Debian's `llvm-22-dev` in
+//! `/usr/lib/llvm-22/lib` is used. `ERGON_LLVM_LIB_DIR` (with `ERGON_LLVM_LIB`, the library name
+//! without `lib` and `.so`) points the build at any other LLVM 22.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +18,7 @@ fn main() {
             let lib = std::env::var("ERGON_LLVM_LIB").unwrap_or_else(|_| "LLVM-22".into());
             (PathBuf::from(dir), lib)
         }
-        None => sysroot_llvm().unwrap_or_else(|problem| {
+        None => sysroot_llvm().or_else(|problem| debian_llvm().ok_or(problem)).unwrap_or_else(|problem| {
             panic!(
                 "\n\nergon-llvm-pass needs LLVM 22 as a shared library, and {problem}.\n\
                  With rustup, the toolchain's own copy is used: `rustup component list --installed` \
@@ -46,6 +46,12 @@ fn sysroot_llvm() -> Result<(PathBuf, String), String> {
     let dir = sysroot.join("lib");
     find_llvm_in(&dir).ok_or_else(|| format!("{} holds no libLLVM-22-rust-*.so", dir.display()))
         .map(|lib| (dir, lib))
+}
+
+/// Debian's `llvm-22-dev`, for toolchains installed without rustup.
+fn debian_llvm() -> Option<(PathBuf, String)> {
+    let dir = PathBuf::from("/usr/lib/llvm-22/lib");
+    dir.join("libLLVM-22.so").exists().then(|| (dir, "LLVM-22".to_string()))
 }
 
 fn find_llvm_in(dir: &Path) -> Option<String> {
