@@ -102,7 +102,7 @@ pub unsafe fn classify(inst: LLVMValueRef) -> Option<(OpClass, u64)> {
 }
 
 /// The name of the intrinsic `call` calls, if it calls one directly.
-unsafe fn intrinsic_name<'a>(call: LLVMValueRef) -> Option<&'a str> {
+pub(crate) unsafe fn intrinsic_name<'a>(call: LLVMValueRef) -> Option<&'a str> {
     let callee = LLVMGetCalledValue(call);
     if callee.is_null() || LLVMIsAFunction(callee).is_null() || LLVMGetIntrinsicID(callee) == 0 {
         return None;
@@ -147,11 +147,16 @@ const MEMORY: &[&str] = &[
     "llvm.prefetch",
 ];
 
+/// Whether the intrinsic `name` reads or writes memory (`llvm.memcpy`, masked loads, …).
+pub(crate) fn is_memory_intrinsic(name: &str) -> bool {
+    MEMORY.iter().any(|m| name.starts_with(m))
+}
+
 unsafe fn classify_intrinsic(inst: LLVMValueRef, name: &str) -> Option<OpClass> {
     if MARKERS.iter().any(|m| name.starts_with(m)) {
         return None;
     }
-    if MEMORY.iter().any(|m| name.starts_with(m)) {
+    if is_memory_intrinsic(name) {
         return Some(OpClass::Mem);
     }
     if involves_fp(inst) {

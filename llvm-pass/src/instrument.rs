@@ -20,7 +20,7 @@ use llvm_sys::core::*;
 use llvm_sys::prelude::*;
 use llvm_sys::{LLVMAtomicOrdering, LLVMAtomicRMWBinOp, LLVMLinkage, LLVMThreadLocalMode};
 
-use crate::classify::{classify, ClassCounts};
+use crate::classify::{classify, intrinsic_name, is_memory_intrinsic, ClassCounts};
 use crate::report::{FunctionReport, Report};
 use crate::PassError;
 
@@ -110,15 +110,7 @@ unsafe fn is_program_memory_access(inst: LLVMValueRef) -> bool {
     use llvm_sys::LLVMOpcode::*;
     match LLVMGetInstructionOpcode(inst) {
         LLVMLoad | LLVMStore | LLVMAtomicRMW | LLVMAtomicCmpXchg => true,
-        LLVMCall => {
-            let callee = LLVMGetCalledValue(inst);
-            if callee.is_null() || LLVMIsAFunction(callee).is_null() || LLVMGetIntrinsicID(callee) == 0 {
-                return false;
-            }
-            let mut len = 0;
-            let name = std::slice::from_raw_parts(LLVMGetValueName2(callee, &mut len) as *const u8, len);
-            [&b"llvm.memcpy"[..], b"llvm.memmove", b"llvm.memset"].iter().any(|p| name.starts_with(p))
-        }
+        LLVMCall => intrinsic_name(inst).is_some_and(is_memory_intrinsic),
         _ => false,
     }
 }

@@ -142,7 +142,7 @@ pub fn run(request: &Request) -> Result<i32, SubcommandError> {
     let mut cmd = Command::new(cargo);
     cmd.arg(&request.command).args(&request.cargo_args);
     cmd.env("RUSTC_WRAPPER", &this).env(ENV_CRATES, &crates);
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags(&crates));
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags(&crates, &pass_identity(&this)));
     if !user_target_dir {
         cmd.env("CARGO_TARGET_DIR", &target_dir);
     }
@@ -151,15 +151,28 @@ pub fn run(request: &Request) -> Result<i32, SubcommandError> {
     Ok(status.code().unwrap_or(1))
 }
 
-/// The user's rustflags plus `--cfg ergon_instrument="…"`, which makes cargo rebuild when the
-/// selection changes (cargo does not see what the wrapper adds).
-fn rustflags(crates: &str) -> String {
+/// This build of the pass: its version and when its executable was built.
+fn pass_identity(exe: &std::path::Path) -> String {
+    let built = std::fs::metadata(exe)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    format!("{}-{built}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The user's rustflags plus `--cfg ergon_instrument="…"` and `--cfg ergon_pass="…"`, which make
+/// cargo rebuild when the selection or the pass changes (cargo does not see what the wrapper
+/// adds, nor which linker instruments).
+fn rustflags(crates: &str, pass: &str) -> String {
     let mut flags: Vec<String> = match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
         Ok(encoded) if !encoded.is_empty() => encoded.split('\x1f').map(str::to_string).collect(),
         _ => std::env::var("RUSTFLAGS").unwrap_or_default().split_whitespace().map(str::to_string).collect(),
     };
     flags.push("--cfg".into());
     flags.push(format!("ergon_instrument=\"{crates}\""));
+    flags.push("--cfg".into());
+    flags.push(format!("ergon_pass=\"{pass}\""));
     flags.join("\x1f")
 }
 
