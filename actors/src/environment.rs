@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use energy::{CostModel, Meter, OpCountMeter, TimeMeter};
+use energy::{CostModel, Instrumentation, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
 use security::{GrantTable, Scope};
 
@@ -35,9 +35,11 @@ impl Environment {
     /// time model of `config.meter`. Every audit entry names its source.
     pub fn new(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
         let watts = config.meter.watts_per_core;
-        let meter: MeterFactory = match OpCountMeter::new(CostModel::default()) {
-            Some(_) => Arc::new(|| Box::new(OpCountMeter::new(CostModel::default()).expect("the build is instrumented"))),
-            None => Arc::new(move || Box::new(TimeMeter::new(watts))),
+        let meter: MeterFactory = match energy::instrumentation() {
+            Instrumentation::Instrumented => {
+                Arc::new(|| Box::new(OpCountMeter::new(CostModel::default()).expect("the build is instrumented")))
+            }
+            Instrumentation::NotInstrumented => Arc::new(move || Box::new(TimeMeter::new(watts))),
         };
         Environment { config: Arc::new(config), grants, audit, meter }
     }

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use inkwell::context::Context;
 use inkwell::module::Module;
+use inkwell::targets::TargetMachine;
 
 pub use module_io::Emit;
 pub use report::{FunctionReport, Report};
@@ -100,24 +101,35 @@ pub const AFTER_PIPELINE: &str = "function(loop-mssa(licm),instcombine<no-verify
 /// Optimises (per `options.before`), instruments, verifies and re-optimises `module` in place.
 pub fn instrument_module(module: &Module<'_>, options: &Options) -> Result<Report, PassError> {
     let machine = module_io::target_machine(module, &options.cpu)?;
+    instrument_with(module, &machine, options)
+}
+
+fn instrument_with(module: &Module<'_>, machine: &TargetMachine, options: &Options) -> Result<Report, PassError> {
     if !options.before.is_empty() {
-        module_io::run_pipeline(module, &machine, &options.before)?;
+        module_io::run_pipeline(module, machine, &options.before)?;
     }
     let report = instrument::instrument(module)?;
     module_io::verify(module)?;
     if !options.after.is_empty() {
-        module_io::run_pipeline(module, &machine, &options.after)?;
+        module_io::run_pipeline(module, machine, &options.after)?;
     }
     Ok(report)
 }
 
+/// Instruments a module held in memory (`name` names it in errors) and returns it as `emit`
+/// asks, with the report.
+pub fn instrument_bytes(input: &[u8], name: &Path, emit: Emit, options: &Options) -> Result<(Vec<u8>, Report), PassError> {
+    let ctx = Context::create();
+    let module = module_io::parse(&ctx, input, name)?;
+    let machine = module_io::target_machine(&module, &options.cpu)?;
+    let report = instrument_with(&module, &machine, options)?;
+    Ok((module_io::emit(&module, &machine, emit)?, report))
+}
+
 /// Reads `input`, instruments it and writes `output` (whole or not at all); returns the report.
 pub fn instrument_file(input: &Path, output: &Path, emit: Emit, options: &Options) -> Result<Report, PassError> {
-    let ctx = Context::create();
-    let module = module_io::load(&ctx, input)?;
-    let report = instrument_module(&module, options)?;
-    let machine = module_io::target_machine(&module, &options.cpu)?;
-    let bytes = module_io::emit(&module, &machine, emit)?;
-    module_io::write_atomically(output, &bytes)?;
+    let bytes = std::fs::read(input).map_err(|source| PassError::Read { path: input.into(), source })?;
+    let (out, report) = instrument_bytes(&bytes, input, emit, options)?;
+    module_io::write_atomically(output, &out)?;
     Ok(report)
 }

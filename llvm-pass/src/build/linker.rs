@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ENV_AFTER, ENV_BEFORE, ENV_CACHE, ENV_LINKER};
 use crate::module_io::{self, is_bitcode, Emit};
-use crate::{instrument_module, Options, PassError};
+use crate::{instrument_bytes, Options, PassError};
 
 /// Why a link through `cargo-ergon` failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,12 +148,8 @@ impl Instrumenter {
         if let Some(hit) = key.as_ref().and_then(|k| std::fs::read(k).ok()) {
             return Ok(hit);
         }
-        let fail = |source| LinkError::Instrument { input: input.into(), source };
-        let ctx = inkwell::context::Context::create();
-        let module = module_io::parse(&ctx, bitcode, Path::new(input)).map_err(fail)?;
-        instrument_module(&module, &self.options).map_err(fail)?;
-        let machine = module_io::target_machine(&module, &self.options.cpu).map_err(fail)?;
-        let native = module_io::emit(&module, &machine, Emit::Obj).map_err(fail)?;
+        let (native, _) = instrument_bytes(bitcode, Path::new(input), Emit::Obj, &self.options)
+            .map_err(|source| LinkError::Instrument { input: input.into(), source })?;
         if let Some(key) = key {
             // A cache that cannot be written only costs time on the next link.
             let _ = key.parent().map(std::fs::create_dir_all);
