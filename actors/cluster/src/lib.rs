@@ -1,0 +1,28 @@
+//! ergon's cluster core: the parts of the cluster managers that decide, without the parts that do.
+//!
+//! - [`Replica`]: one node's copy of the replicated [`State`], on tikv's raft-rs. It is driven
+//!   by its caller (tick, step, propose, advance) and never reads a clock or opens a socket.
+//! - [`LogStore`]: the Raft log, hard state and snapshots, durable in a node's data directory.
+//! - [`sim`]: N replicas on a simulated network with simulated time, dropping, delaying and
+//!   partitioning messages and crashing and restarting nodes, all from one seed, with a checker
+//!   that no acknowledged update is lost and every replica converges.
+//!
+//! What it is not: an actor system or a transport. The gated manager actors in `ergon-actors`
+//! drive these pieces; a network transport delivers the [`raft`] messages they produce.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod logging;
+pub mod replica;
+pub mod sim;
+pub mod state;
+pub mod store;
+
+pub use raft::prelude::Message as RaftMessage;
+pub use replica::{Ack, Applied, Output, Replica, ReplicaConfig, ReplicaError, Timing};
+pub use state::{DecodeError, State, Update, UpdateId};
+pub use store::{LogStore, StoreError};
+
+/// A node's id within its cluster. Raft reserves 0.
+pub type NodeId = u64;

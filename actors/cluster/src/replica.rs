@@ -1,0 +1,335 @@
+//! One node's replica of the cluster state: a raft-rs `RawNode` and the state machine it drives.
+//!
+//! The replica decides and the caller does, as in raft-rs itself: [`Replica::tick`] when the
+//! caller's clock says a tick has passed, [`Replica::step`] for each message from a peer,
+//! [`Replica::propose`] for an update, and then [`Replica::advance`], which persists what must be
+//! persisted and hands back the messages to send and the updates it applied. It reads no clock and
+//! opens no socket, so the simulation and the actors drive the same code.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use raft::prelude::{Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole, Storage};
+
+use crate::state::{DecodeError, State, Update, UpdateId};
+use crate::store::{LogStore, Persist, StoreError};
+use crate::NodeId;
+
+/// Raft's clock, in the caller's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often the caller calls [`Replica::tick`].
+    pub tick: Duration,
+    /// A follower that hears no leader for this long (to twice this long, randomised) campaigns.
+    pub election_timeout: Duration,
+    /// How often a leader sends heartbeats.
+    pub heartbeat: Duration,
+}
+
+impl Default for Timing {
+    /// 150 ms election timeout and 50 ms heartbeat (the cluster design's defaults), 10 ms ticks.
+    fn default() -> Self {
+        Timing {
+            tick: Duration::from_millis(10),
+            election_timeout: Duration::from_millis(150),
+            heartbeat: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Timing {
+    fn ticks(&self, d: Duration) -> usize {
+        (d.as_nanos() / self.tick.as_nanos().max(1)).max(1) as usize
+    }
+
+    /// The election timeout in ticks.
+    pub fn election_ticks(&self) -> usize {
+        self.ticks(self.election_timeout)
+    }
+
+    /// The heartbeat interval in ticks.
+    pub fn heartbeat_ticks(&self) -> usize {
+        self.ticks(self.heartbeat)
+    }
+}
+
+/// How a replica is set up.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This node.
+    pub id: NodeId,
+    /// The id of the replicated state (`State::id`).
+    pub state_id: String,
+    /// Raft's timing.
+    pub timing: Timing,
+    /// Snapshot the state and drop the log behind it every this many applied entries.
+    pub snapshot_every: u64,
+    /// `None`: raft-rs draws each election timeout at random from one to two timeouts. `Some(k)`:
+    /// the timeout is always the base plus `k` ticks, so that a seeded simulation replays exactly.
+    pub election_jitter_ticks: Option<usize>,
+}
+
+impl ReplicaConfig {
+    /// Defaults for node `id`.
+    pub fn new(id: NodeId) -> Self {
+        ReplicaConfig {
+            id,
+            state_id: "cluster".into(),
+            timing: Timing::default(),
+            snapshot_every: 1024,
+            election_jitter_ticks: None,
+        }
+    }
+}
+
+/// What can go wrong driving a replica.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// No leader is known, so an update cannot be proposed now.
+    #[error("no leader is known; the update was not proposed")]
+    NoLeader,
+    /// The store could not persist; the node must stop and be reopened from its data directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A committed entry or snapshot is not ergon's; the node cannot apply past it.
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+    /// raft-rs refused a message or a configuration.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// One update applied to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The state's version after this update.
+    pub version: u64,
+    /// Which proposal it was.
+    pub update: UpdateId,
+    /// Its data.
+    pub data: Vec<u8>,
+}
+
+/// This node's own proposal, committed by a quorum and applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The number [`Replica::propose`] returned.
+    pub seq: u64,
+    /// The state's version it produced.
+    pub version: u64,
+}
+
+/// What one [`Replica::advance`] asks the caller to do, and what it did.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Send these to their `to` node; order matters only per destination.
+    pub messages: Vec<Message>,
+    /// Every update applied, in log order.
+    pub applied: Vec<Applied>,
+    /// This node's proposals that are now committed and applied.
+    pub acks: Vec<Ack>,
+}
+
+/// One node's replica: Raft plus the state machine.
+pub struct Replica {
+    node: RawNode<LogStore>,
+    store: LogStore,
+    state: State,
+    applied_index: u64,
+    snapshot_every: u64,
+    incarnation: u64,
+    next_seq: u64,
+    pending: BTreeSet<u64>,
+}
+
+impl Replica {
+    /// Starts (or restarts) a replica over `store`, restoring the state from its snapshot; the
+    /// committed entries after it are applied again by the first [`advance`](Replica::advance)s.
+    pub fn open(config: &ReplicaConfig, store: LogStore) -> Result<Self, ReplicaError> {
+        let snapshot = store.snapshot_now();
+        let applied_index = snapshot.get_metadata().index;
+        let state = if applied_index == 0 {
+            State { id: config.state_id.clone(), ..State::default() }
+        } else {
+            State::decode(&snapshot.data)?
+        };
+        let election = config.timing.election_ticks();
+        let (min, max) = match config.election_jitter_ticks {
+            Some(k) => (election + k, election + k + 1),
+            None => (election, 2 * election),
+        };
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: election,
+            heartbeat_tick: config.timing.heartbeat_ticks(),
+            min_election_tick: min,
+            max_election_tick: max,
+            applied: applied_index,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let node = RawNode::new(&raft_config, store.clone(), &crate::logging::logger(config.id))?;
+        Ok(Replica {
+            node,
+            incarnation: store.incarnation(),
+            store,
+            state,
+            applied_index,
+            snapshot_every: config.snapshot_every.max(1),
+            next_seq: 0,
+            pending: BTreeSet::new(),
+        })
+    }
+
+    /// Advances Raft's clock by one tick.
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// Hands Raft a message from a peer.
+    pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+        Ok(self.node.step(message)?)
+    }
+
+    /// Starts an election now rather than waiting for the timeout.
+    pub fn campaign(&mut self) -> Result<(), ReplicaError> {
+        Ok(self.node.campaign()?)
+    }
+
+    /// Proposes new data for the state. Followers forward to the leader. Returns the number that
+    /// an [`Ack`] will carry once a quorum has committed it and this node has applied it.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ReplicaError> {
+        let seq = self.next_seq;
+        let update = Update { id: UpdateId { origin: self.id(), incarnation: self.incarnation, seq }, data };
+        match self.node.propose(Vec::new(), update.encode()) {
+            Ok(()) => {
+                self.next_seq += 1;
+                self.pending.insert(seq);
+                Ok(seq)
+            }
+            Err(raft::Error::ProposalDropped) => Err(ReplicaError::NoLeader),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops waiting for a proposal (the caller gave up on it). If it commits later it is still
+    /// applied, but no [`Ack`] is produced.
+    pub fn forget(&mut self, seq: u64) {
+        self.pending.remove(&seq);
+    }
+
+    /// Persists, applies and collects whatever Raft has ready.
+    pub fn advance(&mut self) -> Result<Output, ReplicaError> {
+        let mut out = Output::default();
+        if !self.node.has_ready() {
+            return Ok(out);
+        }
+        let mut ready = self.node.ready();
+        // A leader may send appends before persisting its own copy (Raft thesis 10.2.1).
+        out.messages.extend(ready.take_messages());
+        let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
+        if let Some(snapshot) = &snapshot {
+            self.restore(snapshot)?;
+        }
+        self.apply(ready.take_committed_entries(), &mut out)?;
+        self.store.persist(Persist {
+            snapshot: snapshot.as_ref(),
+            entries: ready.entries(),
+            hard_state: ready.hs(),
+            ..Persist::default()
+        })?;
+        out.messages.extend(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        self.store.persist(Persist { commit: light.commit_index(), ..Persist::default() })?;
+        out.messages.extend(light.take_messages());
+        self.apply(light.take_committed_entries(), &mut out)?;
+        self.node.advance_apply();
+        self.maybe_compact()?;
+        Ok(out)
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
+        self.state = State::decode(&snapshot.data)?;
+        self.applied_index = snapshot.get_metadata().index;
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) -> Result<(), ReplicaError> {
+        for entry in entries {
+            self.applied_index = entry.index;
+            // Empty entries are new leaders' no-ops; membership is fixed, so there are no
+            // configuration changes to apply.
+            if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
+                continue;
+            }
+            let update = Update::decode(&entry.data)?;
+            self.state.version += 1;
+            self.state.data.clone_from(&update.data);
+            let id = update.id;
+            if id.origin == self.id() && id.incarnation == self.incarnation && self.pending.remove(&id.seq) {
+                out.acks.push(Ack { seq: id.seq, version: self.state.version });
+            }
+            out.applied.push(Applied { version: self.state.version, update: id, data: update.data });
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
+        let snapshot_index = self.store.snapshot_now().get_metadata().index;
+        if self.applied_index < snapshot_index + self.snapshot_every {
+            return Ok(());
+        }
+        let mut snapshot = Snapshot { data: self.state.encode().into(), ..Snapshot::default() };
+        let meta = snapshot.mut_metadata();
+        meta.index = self.applied_index;
+        meta.term = self.node.store().term(self.applied_index)?;
+        meta.set_conf_state(self.node.raft.prs().conf().to_conf_state());
+        self.store.persist(Persist { compact: Some(snapshot), ..Persist::default() })?;
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.node.raft.id
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        Some(self.node.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
+    }
+
+    /// Whether this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    /// The replicated state as this node has applied it.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The index of the last applied log entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The highest index this node knows to be committed.
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    /// How many proposals of this node are still waiting for their commit.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
