@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raft::prelude::{Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, StateRole, Storage};
+use raft::prelude::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::state::{DecodeError, State, Update, UpdateId};
 use crate::store::{LogStore, Persist, StoreError};
@@ -196,6 +196,19 @@ impl Replica {
         Ok(self.node.step(message)?)
     }
 
+    /// The transport tells the replica what became of a message it sent. Raft needs this for
+    /// snapshots (a leader sends no more to a follower until it hears the snapshot's fate) and
+    /// uses it to stop streaming appends to a peer that cannot be reached.
+    pub fn report_delivery(&mut self, message: &Message, delivered: bool) {
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+            self.node.report_snapshot(message.to, status);
+        }
+        if !delivered {
+            self.node.report_unreachable(message.to);
+        }
+    }
+
     /// Starts an election now rather than waiting for the timeout.
     pub fn campaign(&mut self) -> Result<(), ReplicaError> {
         Ok(self.node.campaign()?)
@@ -306,6 +319,11 @@ impl Replica {
     /// Whether this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader
+    }
+
+    /// Which run of this node this is (see [`UpdateId`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The current term.

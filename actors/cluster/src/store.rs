@@ -313,7 +313,11 @@ fn load(db: &Database) -> Result<Core, Loaded> {
             b.value().try_into().map_err(|_| Loaded::Corrupt("incarnation is not 8 bytes".into()))?,
         ),
     };
-    let entries = tx.open_table(ENTRIES)?;
+    let entries = match tx.open_table(ENTRIES) {
+        Ok(entries) => entries,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(core),
+        Err(e) => return Err(e.into()),
+    };
     let mut expected = core.snapshot.get_metadata().index + 1;
     for row in entries.iter()? {
         let (index, bytes) = row?;
