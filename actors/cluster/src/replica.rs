@@ -297,7 +297,7 @@ impl Replica {
         if self.applied_index < snapshot_index + self.snapshot_every {
             return Ok(());
         }
-        let mut snapshot = Snapshot { data: self.state.encode().into(), ..Snapshot::default() };
+        let mut snapshot = Snapshot { data: self.state.encode(), ..Snapshot::default() };
         let meta = snapshot.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.node.store().term(self.applied_index)?;

@@ -318,8 +318,7 @@ fn load(db: &Database) -> Result<Core, Loaded> {
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(core),
         Err(e) => return Err(e.into()),
     };
-    let mut expected = core.snapshot.get_metadata().index + 1;
-    for row in entries.iter()? {
+    for (expected, row) in (core.snapshot.get_metadata().index + 1..).zip(entries.iter()?) {
         let (index, bytes) = row?;
         let entry = Entry::decode(bytes.value()).map_err(|e| Loaded::Corrupt(format!("entry {}: {e}", index.value())))?;
         if entry.index != index.value() || entry.index != expected {
@@ -329,7 +328,6 @@ fn load(db: &Database) -> Result<Core, Loaded> {
                 index.value()
             )));
         }
-        expected += 1;
         core.entries.push(entry);
     }
     Ok(core)
@@ -412,11 +410,11 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry { index, term, data: vec![index as u8].into(), ..Default::default() }
+        Entry { index, term, data: vec![index as u8], ..Default::default() }
     }
 
     fn snapshot(index: u64, term: u64, data: &[u8]) -> Snapshot {
-        let mut s = Snapshot { data: data.to_vec().into(), ..Default::default() };
+        let mut s = Snapshot { data: data.to_vec(), ..Default::default() };
         s.mut_metadata().index = index;
         s.mut_metadata().term = term;
         s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
