@@ -2,6 +2,8 @@
 //!
 //! - [`Replica`]: one node's copy of the replicated [`State`], on tikv's raft-rs. It is driven
 //!   by its caller (tick, step, propose, advance) and never reads a clock or opens a socket.
+//! - [`phi`]: phi-accrual failure detection over heartbeats, with Akka's defaults.
+//! - [`placement`]: energy-aware load shares (capacity x remaining joules).
 //! - [`LogStore`]: the Raft log, hard state and snapshots, durable in a node's data directory.
 //! - [`sim`]: N replicas on a simulated network with simulated time, dropping, delaying and
 //!   partitioning messages and crashing and restarting nodes, all from one seed, with a checker
@@ -14,6 +16,8 @@
 #![deny(missing_docs)]
 
 mod logging;
+pub mod phi;
+pub mod placement;
 pub mod replica;
 pub mod sim;
 pub mod state;
