@@ -2,6 +2,8 @@
 //!
 //! - [`Replica`]: one node's copy of the replicated [`State`], on tikv's raft-rs. It is driven
 //!   by its caller (tick, step, propose, advance) and never reads a clock or opens a socket.
+//! - [`faults`]: the network fault model (loss, latency, partitions) the simulation and the
+//!   in-process transport share.
 //! - [`phi`]: phi-accrual failure detection over heartbeats, with Akka's defaults.
 //! - [`placement`]: energy-aware load shares (capacity x remaining joules).
 //! - [`LogStore`]: the Raft log, hard state and snapshots, durable in a node's data directory.
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod faults;
 mod logging;
 pub mod phi;
 pub mod placement;

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::faults::{Faults, Route};
 use crate::replica::{Output, Replica, ReplicaConfig, Timing};
 use crate::state::UpdateId;
 use crate::store::LogStore;
@@ -56,10 +57,8 @@ pub struct SimConfig {
     pub timing: Timing,
     /// Snapshot every this many applied entries (small, so snapshots are exercised).
     pub snapshot_every: u64,
-    /// One-way message delay in milliseconds, drawn uniformly from this range.
-    pub latency_ms: (u64, u64),
-    /// The chance that a message is lost.
-    pub drop_rate: f64,
+    /// Loss and latency (partitions are set with [`Sim::partition`]).
+    pub faults: Faults,
     /// A client gives up on an update after this many milliseconds.
     pub client_timeout_ms: u64,
     /// Where the nodes keep their logs.
@@ -73,8 +72,7 @@ impl SimConfig {
             nodes: n,
             timing: Timing::default(),
             snapshot_every: 16,
-            latency_ms: (1, 5),
-            drop_rate: 0.0,
+            faults: Faults::new(0.0, (1, 5)),
             client_timeout_ms: 1_000,
             storage: SimStorage::Memory,
         }
@@ -116,8 +114,6 @@ pub struct Sim {
     /// In flight: (delivery time, send order) -> (from, message, lost on the way).
     in_flight: BTreeMap<(u64, u64), (NodeId, RaftMessage, bool)>,
     sent: u64,
-    /// Each node's side of the current partition; nodes on different sides cannot talk.
-    side: BTreeMap<NodeId, u8>,
     history: History,
 }
 
@@ -131,7 +127,6 @@ impl Sim {
             nodes: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             sent: 0,
-            side: BTreeMap::new(),
             history: History::default(),
             config,
         };
@@ -218,7 +213,7 @@ impl Sim {
             .iter()
             .filter_map(|(&id, n)| n.replica.as_ref().filter(|r| r.is_leader()).map(|r| (id, r)))
             .max_by_key(|(_, r)| r.term())?;
-        let reachable = self.up().into_iter().filter(|&peer| self.connected(id, peer)).count() as u64;
+        let reachable = self.up().into_iter().filter(|&peer| self.config.faults.connected(id, peer)).count() as u64;
         (reachable > self.config.nodes / 2 && replica.is_leader()).then_some(id)
     }
 
@@ -241,21 +236,17 @@ impl Sim {
 
     /// Splits the cluster: nodes in `minority` can talk only among themselves.
     pub fn partition(&mut self, minority: &[NodeId]) {
-        self.side = self.nodes.keys().map(|&id| (id, u8::from(minority.contains(&id)))).collect();
+        self.config.faults.partition(self.nodes.keys().copied(), minority);
     }
 
     /// Removes any partition.
     pub fn heal(&mut self) {
-        self.side.clear();
+        self.config.faults.heal();
     }
 
     /// Sets the chance that a message is lost.
     pub fn set_drop_rate(&mut self, rate: f64) {
-        self.config.drop_rate = rate;
-    }
-
-    fn connected(&self, a: NodeId, b: NodeId) -> bool {
-        self.side.get(&a) == self.side.get(&b)
+        self.config.faults.drop_rate = rate;
     }
 
     /// A client asks node `id` to replicate `data`. Returns false when the node is down or knows
@@ -314,7 +305,7 @@ impl Sim {
     /// everything committed, for at most `ms`.
     pub fn heal_and_settle(&mut self, ms: u64) {
         self.heal();
-        self.config.drop_rate = 0.0;
+        self.config.faults.drop_rate = 0.0;
         for id in self.down() {
             self.restart(id);
         }
@@ -409,7 +400,7 @@ impl Sim {
     fn deliver(&mut self, from: NodeId, message: RaftMessage, lost: bool) {
         let to = message.to;
         let receiver = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut());
-        let Some(receiver) = receiver.filter(|_| !lost && self.side.get(&from) == self.side.get(&to)) else {
+        let Some(receiver) = receiver.filter(|_| !lost && self.config.faults.connected(from, to)) else {
             return self.report(from, &message, false);
         };
         // Only a snapshot's fate is reported on success: that is all raft-rs waits for.
@@ -473,18 +464,14 @@ impl Sim {
     }
 
     fn send(&mut self, from: NodeId, message: RaftMessage) {
-        if !self.connected(from, message.to) || self.rng.gen_bool(self.config.drop_rate.clamp(0.0, 1.0)) {
-            // Queued anyway and lost on delivery, so the sender hears of it after a delay, as a
-            // real transport's failed send would tell it, rather than from inside its own advance.
-            let at = self.now + self.config.latency_ms.0;
-            self.sent += 1;
-            self.in_flight.insert((at, self.sent), (from, message, true));
-            return;
-        }
-        let (lo, hi) = self.config.latency_ms;
-        let at = self.now + self.rng.gen_range(lo..=hi.max(lo));
+        // A lost message is queued too, and reported to the sender when it would have arrived,
+        // as a real transport's failed send would be, rather than inside the sender's own advance.
+        let (delay, lost) = match self.config.faults.route(&mut self.rng, from, message.to) {
+            Route::After(ms) => (ms, false),
+            Route::Lost => (self.config.faults.latency_ms.0, true),
+        };
         self.sent += 1;
-        self.in_flight.insert((at, self.sent), (from, message, false));
+        self.in_flight.insert((self.now + delay, self.sent), (from, message, lost));
     }
 
     /// Draws from the simulation's generator, so that a scenario built on it replays too.

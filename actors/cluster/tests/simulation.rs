@@ -3,6 +3,7 @@
 //! Every test is seeded. The random-fault rounds print the failing seed; replay one with
 //! `ERGON_SIM_SEED=<seed> cargo test -p ergon-cluster --test simulation random_faults`.
 
+use cluster::faults::Faults;
 use cluster::sim::{Sim, SimConfig, SimStorage};
 use rand::Rng;
 
@@ -104,7 +105,8 @@ fn random_round(seed: u64, config: SimConfig) -> Result<(usize, usize), String> 
 }
 
 fn random_round_inner(seed: u64, config: SimConfig) -> Result<(usize, usize), String> {
-    let mut sim = Sim::new(seed, SimConfig { drop_rate: 0.02, latency_ms: (1, 20), ..config });
+    let faults = Faults::new(0.02, (1, 20));
+    let mut sim = Sim::new(seed, SimConfig { faults, ..config });
     let mut update = 0u64;
     for _ in 0..80 {
         let dice = sim.rng().gen_range(0..100);
@@ -199,7 +201,8 @@ fn random_faults_on_real_disks() {
 #[test]
 fn the_same_seed_replays_the_same_history() {
     let run = |seed| {
-        let mut sim = Sim::new(seed, SimConfig { drop_rate: 0.05, ..SimConfig::nodes(5) });
+        let mut sim = Sim::new(seed, SimConfig::nodes(5));
+        sim.set_drop_rate(0.05);
         let leader = sim.run_until_leader(TWO_SECONDS).unwrap();
         for i in 0..20 {
             sim.propose(leader, vec![i]);
