@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use energy::{Joules, Thresholds, Watts};
 use security::audit::AuditConfig;
@@ -22,7 +23,9 @@ use security::{CapSet, Capability};
 use serde::{Deserialize, Serialize};
 
 use crate::communication::CommunicationManager;
+use crate::leader_election::LeaderElection;
 use crate::node_manager::NodeManager;
+use crate::state_replicator::StateReplicator;
 
 /// Everything configurable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +43,37 @@ pub struct Config {
     pub node_manager: ActorConfig,
     /// The communication manager.
     pub communication_manager: ActorConfig,
+    /// Raft's timing and log compaction, for every node's consensus actor.
+    pub raft: RaftSettings,
+    /// The leader election manager.
+    pub leader_election: ActorConfig,
+    /// The state replication manager.
+    pub state_replicator: ActorConfig,
+}
+
+/// Raft's timing and log compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    /// How often Raft's clock ticks; the timeouts below are rounded to whole ticks.
+    pub tick_ms: u64,
+    /// A follower that hears no leader for one to two of these campaigns (150 ms by default).
+    pub election_timeout_ms: u64,
+    /// How often a leader sends heartbeats (50 ms by default).
+    pub heartbeat_ms: u64,
+    /// Snapshot the state and drop the log behind it every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl RaftSettings {
+    /// The same settings as the cluster core's timing.
+    pub fn timing(&self) -> cluster::Timing {
+        cluster::Timing {
+            tick: Duration::from_millis(self.tick_ms),
+            election_timeout: Duration::from_millis(self.election_timeout_ms),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+        }
+    }
 }
 
 /// The time meter's setting.
@@ -131,6 +165,23 @@ impl Default for Config {
                 mailbox_capacity: 1024,
                 reply_timeout_ms: 1000,
             },
+            raft: RaftSettings { tick_ms: 10, election_timeout_ms: 150, heartbeat_ms: 50, snapshot_every: 1024 },
+            leader_election: ActorConfig {
+                budget_joules: joules(3000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[ElectionManagement, VoteManagement, BroadcastManagement, EnergyManagement]),
+                costs: costs(LeaderElection::DEFAULT_COSTS),
+                mailbox_capacity: 1024,
+                reply_timeout_ms: 2000,
+            },
+            state_replicator: ActorConfig {
+                budget_joules: joules(4000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[ReplicationManagement, StateManagement, ReplicaManagement, EnergyManagement]),
+                costs: costs(StateReplicator::DEFAULT_COSTS),
+                mailbox_capacity: 1024,
+                reply_timeout_ms: 1000,
+            },
         }
     }
 }
@@ -159,6 +210,8 @@ impl Config {
         let actors = [
             ("node_manager", &self.node_manager, NodeManager::DEFAULT_COSTS),
             ("communication_manager", &self.communication_manager, CommunicationManager::DEFAULT_COSTS),
+            ("leader_election", &self.leader_election, LeaderElection::DEFAULT_COSTS),
+            ("state_replicator", &self.state_replicator, StateReplicator::DEFAULT_COSTS),
         ];
         for (name, actor, operations) in actors {
             if let Some(unknown) = actor.costs.keys().find(|k| !operations.iter().any(|(op, _)| op == k)) {
@@ -171,6 +224,13 @@ impl Config {
             if actor.mailbox_capacity == 0 {
                 return Err(ConfigError::Invalid(format!("{name}.mailbox_capacity must be at least 1")));
             }
+        }
+        let raft = &self.raft;
+        if raft.tick_ms == 0 || raft.heartbeat_ms < raft.tick_ms || raft.election_timeout_ms <= raft.heartbeat_ms {
+            return Err(ConfigError::Invalid(format!(
+                "raft: need 0 < tick_ms <= heartbeat_ms < election_timeout_ms, got {} / {} / {}",
+                raft.tick_ms, raft.heartbeat_ms, raft.election_timeout_ms
+            )));
         }
         Ok(())
     }
@@ -200,6 +260,9 @@ mod tests {
         assert_eq!(c.communication_manager.budget_joules.get(), 1000.0);
         assert_eq!(c.communication_manager.costs["broadcast"].get(), 5.0);
         assert_eq!((c.alerts.warning, c.alerts.critical), (0.8, 0.95));
+        assert_eq!((c.leader_election.budget_joules.get(), c.leader_election.costs["election"].get()), (3000.0, 20.0));
+        assert_eq!((c.state_replicator.budget_joules.get(), c.state_replicator.costs["replicate"].get()), (4000.0, 25.0));
+        assert_eq!((c.raft.election_timeout_ms, c.raft.heartbeat_ms), (150, 50));
     }
 
     #[test]
@@ -225,5 +288,7 @@ mod tests {
         let err = Config::from_toml("[node_manager]\ngrants = [\"Root\"]").unwrap_err().to_string();
         assert!(err.contains("Root"), "{err}");
         assert!(Config::from_toml("this is = = not toml").is_err());
+        let err = Config::from_toml("[raft]\nheartbeat_ms = 500").unwrap_err().to_string();
+        assert!(err.contains("heartbeat_ms < election_timeout_ms"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! others arrive, and which nodes cannot reach each other. One model, used by the deterministic
 //! [`Sim`](crate::sim::Sim) and by ergon-actors' in-process transport alike.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use rand::Rng;
 
@@ -24,8 +24,8 @@ pub struct Faults {
     pub drop_rate: f64,
     /// One-way delay in milliseconds, drawn uniformly from this inclusive range.
     pub latency_ms: (u64, u64),
-    /// Each node's side of the current partition; empty when there is none.
-    sides: BTreeMap<NodeId, u8>,
+    /// The nodes cut off from the rest; empty when there is no partition.
+    minority: BTreeSet<NodeId>,
 }
 
 impl Default for Faults {
@@ -38,22 +38,22 @@ impl Default for Faults {
 impl Faults {
     /// Losing `drop_rate` of messages and delaying the rest by `latency_ms`, unpartitioned.
     pub fn new(drop_rate: f64, latency_ms: (u64, u64)) -> Self {
-        Faults { drop_rate, latency_ms, sides: BTreeMap::new() }
+        Faults { drop_rate, latency_ms, minority: BTreeSet::new() }
     }
 
-    /// Cuts `minority` off from every other node of `all`.
-    pub fn partition(&mut self, all: impl IntoIterator<Item = NodeId>, minority: &[NodeId]) {
-        self.sides = all.into_iter().map(|id| (id, u8::from(minority.contains(&id)))).collect();
+    /// Cuts `minority` off from every other node; they can still reach each other.
+    pub fn partition(&mut self, minority: &[NodeId]) {
+        self.minority = minority.iter().copied().collect();
     }
 
     /// Removes any partition.
     pub fn heal(&mut self) {
-        self.sides.clear();
+        self.minority.clear();
     }
 
     /// Whether `a` and `b` can reach each other.
     pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
-        self.sides.get(&a) == self.sides.get(&b)
+        self.minority.contains(&a) == self.minority.contains(&b)
     }
 
     /// Decides one message's fate, drawing from `rng`.
@@ -75,7 +75,7 @@ mod tests {
     fn partitions_cut_both_ways_and_heal() {
         let mut f = Faults::default();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        f.partition(1..=5, &[4, 5]);
+        f.partition(&[4, 5]);
         assert_eq!(f.route(&mut rng, 1, 4), Route::Lost);
         assert_eq!(f.route(&mut rng, 5, 2), Route::Lost);
         assert_eq!(f.route(&mut rng, 4, 5), Route::After(0));

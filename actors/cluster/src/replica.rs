@@ -9,7 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raft::prelude::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::prelude::{Entry, EntryType, Message, Snapshot};
+pub use raft::prelude::MessageType;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::state::{DecodeError, State, Update, UpdateId};
@@ -141,6 +142,7 @@ pub struct Replica {
     incarnation: u64,
     next_seq: u64,
     pending: BTreeSet<u64>,
+    voters: Vec<NodeId>,
 }
 
 impl Replica {
@@ -173,6 +175,7 @@ impl Replica {
             ..Default::default()
         };
         raft_config.validate()?;
+        let voters = store.initial_state()?.conf_state.voters;
         let node = RawNode::new(&raft_config, store.clone(), &crate::logging::logger(config.id))?;
         Ok(Replica {
             node,
@@ -183,6 +186,7 @@ impl Replica {
             snapshot_every: config.snapshot_every.max(1),
             next_seq: 0,
             pending: BTreeSet::new(),
+            voters,
         })
     }
 
@@ -196,16 +200,16 @@ impl Replica {
         Ok(self.node.step(message)?)
     }
 
-    /// The transport tells the replica what became of a message it sent. Raft needs this for
-    /// snapshots (a leader sends no more to a follower until it hears the snapshot's fate) and
-    /// uses it to stop streaming appends to a peer that cannot be reached.
-    pub fn report_delivery(&mut self, message: &Message, delivered: bool) {
-        if message.get_msg_type() == MessageType::MsgSnapshot {
+    /// The transport tells the replica what became of a message of kind `kind` it sent to `to`.
+    /// Raft needs this for snapshots (a leader sends no more to a follower until it hears the
+    /// snapshot's fate) and uses it to stop streaming appends to a peer that cannot be reached.
+    pub fn report_delivery(&mut self, to: NodeId, kind: MessageType, delivered: bool) {
+        if kind == MessageType::MsgSnapshot {
             let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
-            self.node.report_snapshot(message.to, status);
+            self.node.report_snapshot(to, status);
         }
         if !delivered {
-            self.node.report_unreachable(message.to);
+            self.node.report_unreachable(to);
         }
     }
 
@@ -324,6 +328,11 @@ impl Replica {
     /// Which run of this node this is (see [`UpdateId`]).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// The cluster's voting members.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
     }
 
     /// The current term.

@@ -31,11 +31,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::faults::{Faults, Route};
-use crate::replica::{Output, Replica, ReplicaConfig, Timing};
+use crate::replica::{MessageType, Output, Replica, ReplicaConfig, Timing};
 use crate::state::UpdateId;
 use crate::store::LogStore;
-use raft::prelude::MessageType;
-
 use crate::{NodeId, RaftMessage};
 
 /// Where simulated nodes keep their Raft storage.
@@ -236,7 +234,7 @@ impl Sim {
 
     /// Splits the cluster: nodes in `minority` can talk only among themselves.
     pub fn partition(&mut self, minority: &[NodeId]) {
-        self.config.faults.partition(self.nodes.keys().copied(), minority);
+        self.config.faults.partition(minority);
     }
 
     /// Removes any partition.
@@ -401,24 +399,24 @@ impl Sim {
         let to = message.to;
         let receiver = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut());
         let Some(receiver) = receiver.filter(|_| !lost && self.config.faults.connected(from, to)) else {
-            return self.report(from, &message, false);
+            return self.report(from, to, message.get_msg_type(), false);
         };
         // Only a snapshot's fate is reported on success: that is all raft-rs waits for.
-        let receipt = (message.get_msg_type() == MessageType::MsgSnapshot).then(|| message.clone());
+        let kind = message.get_msg_type();
         if let Err(e) = receiver.step(message) {
             // raft-rs rejects stale or unknown messages; that is the network's business, not a bug.
             tracing::debug!(node = to, "message refused: {e}");
         }
         self.advance(to);
-        if let Some(receipt) = receipt {
-            self.report(from, &receipt, true);
+        if kind == MessageType::MsgSnapshot {
+            self.report(from, to, kind, true);
         }
     }
 
     /// Tells the sender, if it is still up, what became of its message.
-    fn report(&mut self, from: NodeId, message: &RaftMessage, delivered: bool) {
+    fn report(&mut self, from: NodeId, to: NodeId, kind: MessageType, delivered: bool) {
         if let Some(sender) = self.nodes.get_mut(&from).and_then(|n| n.replica.as_mut()) {
-            sender.report_delivery(message, delivered);
+            sender.report_delivery(to, kind, delivered);
             self.advance(from);
         }
     }

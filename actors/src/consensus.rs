@@ -1,0 +1,283 @@
+//! The consensus actor of one node: runs its [`Replica`] on actix's clock and a [`Transport`].
+//!
+//! It is the "doing" half of raft-rs's split: a `run_interval` ticks the replica, the [`Peer`]
+//! handler steps it, and after each the `Ready` loop persists (inside [`Replica::advance`]), sends
+//! and applies. It is not a gated manager: Raft's own traffic (heartbeats, appends, votes) is not
+//! a request anyone makes, and charging it would drain budgets while the cluster idles. The gated
+//! facades in front of it, [`LeaderElection`](crate::leader_election::LeaderElection) and
+//! [`StateReplicator`](crate::state_replicator::StateReplicator), charge the campaigns and updates
+//! that principals ask for.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use cluster::replica::MessageType;
+use cluster::{LogStore, NodeId, Replica, ReplicaConfig, ReplicaError, State};
+use futures::channel::oneshot;
+
+use crate::transport::{Peer, Transport};
+use crate::Environment;
+
+/// Who leads, and in which term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Leadership {
+    /// The leader.
+    pub leader: NodeId,
+    /// Its term.
+    pub term: u64,
+}
+
+/// Why a campaign did not make this node leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CampaignFailure {
+    /// The vote requests reached too few peers to win.
+    Unsent(String),
+    /// The election ended without this node winning, or did not end in time.
+    Lost(String),
+}
+
+/// Asks the node to stand for election and waits for the outcome, at most `timeout`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Leadership, CampaignFailure>")]
+pub struct Campaign {
+    /// How long to wait for a result.
+    pub timeout: Duration,
+}
+
+/// Proposes new data for the replicated state and waits, at most `timeout`, until a quorum has
+/// committed it and this node has applied it. Answers the state that update produced.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<State, String>")]
+pub struct Propose {
+    /// The new data.
+    pub data: Vec<u8>,
+    /// How long to wait for the commit.
+    pub timeout: Duration,
+}
+
+/// What this node knows of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeView {
+    /// This node.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The replicated state as it has applied it.
+    #[serde(skip)]
+    pub state: State,
+    /// The highest index it knows to be committed.
+    pub commit_index: u64,
+}
+
+/// Reads what this node knows of the cluster.
+#[derive(Debug, Message)]
+#[rtype(result = "NodeView")]
+pub struct Inspect;
+
+/// The consensus actor of one node.
+pub struct Consensus {
+    replica: Replica,
+    transport: Arc<dyn Transport>,
+    tick: Duration,
+    /// Proposals waiting for their commit, by sequence number.
+    proposals: BTreeMap<u64, oneshot::Sender<State>>,
+    campaigns: Vec<PendingCampaign>,
+}
+
+struct PendingCampaign {
+    /// The term the campaign started in; a leader of a later term ends it.
+    from_term: u64,
+    /// Peers the vote requests could not be handed to.
+    unsent: Vec<NodeId>,
+    reply: oneshot::Sender<Result<Leadership, CampaignFailure>>,
+}
+
+impl Consensus {
+    /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
+    pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration) -> Self {
+        Consensus { replica, transport, tick, proposals: BTreeMap::new(), campaigns: Vec::new() }
+    }
+
+    /// Persists, sends and applies whatever the replica has ready, and answers whoever waited.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let output = match self.replica.advance() {
+            Ok(output) => output,
+            Err(e) => {
+                // The store failed or a committed entry is corrupt: this node must not go on.
+                // Stopping drops every waiting reply, which its requester sees as a failure.
+                tracing::error!(node = self.replica.id(), "consensus stopped: {e}");
+                ctx.stop();
+                return;
+            }
+        };
+        let me = self.replica.id();
+        for message in output.messages {
+            let (to, kind) = (message.to, message.get_msg_type());
+            let delivered = self.transport.send(me, message);
+            if let Err(e) = &delivered {
+                tracing::debug!(node = me, "{e}");
+                if matches!(kind, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
+                    self.campaigns.iter_mut().for_each(|c| c.unsent.push(to));
+                }
+            }
+            // A snapshot handed to the transport is as delivered as this node can know.
+            if kind == MessageType::MsgSnapshot || delivered.is_err() {
+                self.replica.report_delivery(to, kind, delivered.is_ok());
+            }
+        }
+        for ack in output.acks {
+            let data = output.applied.iter().find(|a| a.version == ack.version).map(|a| a.data.clone());
+            if let (Some(reply), Some(data)) = (self.proposals.remove(&ack.seq), data) {
+                let id = self.replica.state().id.clone();
+                let _ = reply.send(State { id, data, version: ack.version });
+            }
+        }
+        self.settle_campaigns();
+    }
+
+    fn settle_campaigns(&mut self) {
+        let (term, leader) = (self.replica.term(), self.replica.leader());
+        let peers = self.replica.voters().len().saturating_sub(1);
+        let quorum = self.replica.voters().len() / 2 + 1;
+        for campaign in std::mem::take(&mut self.campaigns) {
+            let outcome = match leader {
+                Some(leader) if term > campaign.from_term || self.replica.is_leader() => {
+                    if leader == self.replica.id() {
+                        Some(Ok(Leadership { leader, term }))
+                    } else {
+                        Some(Err(CampaignFailure::Lost(format!("node {leader} won term {term}"))))
+                    }
+                }
+                _ if peers + 1 - campaign.unsent.len() < quorum => Some(Err(CampaignFailure::Unsent(format!(
+                    "vote requests could not reach nodes {:?}; too few left for a quorum of {quorum}",
+                    campaign.unsent
+                )))),
+                _ => None,
+            };
+            match outcome {
+                Some(result) => {
+                    let _ = campaign.reply.send(result);
+                }
+                None => self.campaigns.push(campaign),
+            }
+        }
+    }
+}
+
+impl Consensus {
+    /// Opens node `id`'s Raft store in `dir` (creating it for a cluster of `voters`) and starts
+    /// its consensus actor with the timing of `env`'s configuration. Connect the returned address
+    /// to the transport (`LocalNetwork::connect`) so that peers reach it.
+    pub fn start(
+        env: &Environment,
+        id: NodeId,
+        voters: &[NodeId],
+        dir: &Path,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Addr<Consensus>, ReplicaError> {
+        let settings = env.config().raft;
+        let store = LogStore::open(dir, voters)?;
+        let config = ReplicaConfig {
+            timing: settings.timing(),
+            snapshot_every: settings.snapshot_every,
+            ..ReplicaConfig::new(id)
+        };
+        let replica = Replica::open(&config, store)?;
+        Ok(Consensus::new(replica, transport, config.timing.tick).start())
+    }
+}
+
+impl Actor for Consensus {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |actor, ctx| {
+            actor.replica.tick();
+            actor.drive(ctx);
+        });
+    }
+}
+
+impl Handler<Peer> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, Peer(message): Peer, ctx: &mut Context<Self>) {
+        if let Err(e) = self.replica.step(message) {
+            // Stale terms, unknown peers: Raft refuses them and nothing else needs to happen.
+            tracing::debug!(node = self.replica.id(), "peer message refused: {e}");
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Propose> for Consensus {
+    type Result = ResponseActFuture<Self, Result<State, String>>;
+
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+        let seq = match self.replica.propose(msg.data) {
+            Ok(seq) => seq,
+            Err(e) => return Box::pin(fut::ready(Err(e.to_string()))),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.proposals.insert(seq, reply);
+        self.drive(ctx);
+        let timeout = msg.timeout;
+        Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| {
+            match result {
+                Ok(Ok(state)) => Ok(state),
+                Ok(Err(_)) => Err("the consensus actor stopped".to_owned()),
+                Err(_) => {
+                    actor.proposals.remove(&seq);
+                    actor.replica.forget(seq);
+                    let leader = actor.replica.leader().map_or("none known".to_owned(), |l| format!("node {l}"));
+                    Err(format!("no quorum committed the update within {timeout:?} (leader: {leader})"))
+                }
+            }
+        }))
+    }
+}
+
+impl Handler<Campaign> for Consensus {
+    type Result = ResponseActFuture<Self, Result<Leadership, CampaignFailure>>;
+
+    fn handle(&mut self, msg: Campaign, ctx: &mut Context<Self>) -> Self::Result {
+        if self.replica.is_leader() {
+            let leadership = Leadership { leader: self.replica.id(), term: self.replica.term() };
+            return Box::pin(fut::ready(Ok(leadership)));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.campaigns.push(PendingCampaign { from_term: self.replica.term(), unsent: Vec::new(), reply });
+        if let Err(e) = self.replica.campaign() {
+            return Box::pin(fut::ready(Err(CampaignFailure::Lost(e.to_string()))));
+        }
+        self.drive(ctx);
+        let timeout = msg.timeout;
+        Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, _: &mut Self, _| {
+            match result {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(CampaignFailure::Lost("the consensus actor stopped".to_owned())),
+                Err(_) => Err(CampaignFailure::Lost(format!("no leader was elected within {timeout:?}"))),
+            }
+        }))
+    }
+}
+
+impl Handler<Inspect> for Consensus {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
+        let r = &self.replica;
+        MessageResult(NodeView {
+            id: r.id(),
+            term: r.term(),
+            leader: r.leader(),
+            state: r.state().clone(),
+            commit_index: r.commit_index(),
+        })
+    }
+}
