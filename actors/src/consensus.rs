@@ -74,6 +74,11 @@ pub struct NodeView {
     pub commit_index: u64,
 }
 
+/// Stops the node at once, as a crash would: nothing is flushed that was not already durable.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
 /// Reads what this node knows of the cluster.
 #[derive(Debug, Message)]
 #[rtype(result = "NodeView")]
@@ -264,6 +269,14 @@ impl Handler<Campaign> for Consensus {
                 Err(_) => Err(CampaignFailure::Lost(format!("no leader was elected within {timeout:?}"))),
             }
         }))
+    }
+}
+
+impl Handler<Stop> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
