@@ -4,7 +4,8 @@
 //!   entry, written once for every actor.
 //! - [`node_manager`] and [`communication`]: the tutorial's section 1 managers.
 //! - [`leader_election`] and [`state_replicator`]: section 2, gated facades over each node's
-//!   [`consensus`] actor, which runs the `ergon-cluster` Raft replica over a [`transport`].
+//!   [`consensus`] actor, which runs the `ergon-cluster` Raft replica over a [`transport`];
+//!   [`local_cluster`] starts N such nodes in one process.
 //! - [`Environment`]: what the actors of one process share (configuration, grant table, audit sink,
 //!   meter), from which each actor builds its gate.
 //! - [`config`]: the TOML configuration and its defaults, the tutorial's numbers.
@@ -18,6 +19,7 @@ pub mod consensus;
 mod environment;
 pub mod gate;
 pub mod leader_election;
+pub mod local_cluster;
 mod messages;
 pub mod node_manager;
 pub mod state_replicator;

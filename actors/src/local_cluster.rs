@@ -1,0 +1,147 @@
+//! A cluster of nodes in one process: each node's consensus actor, leader election and state
+//! replication managers, on a [`LocalNetwork`], with its Raft store in its own data directory.
+//! Tests, the benchmark and the demo build on it; crash and restart are what they look like on a
+//! real machine (the actors stop, the files stay).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use cluster::{NodeId, ReplicaError};
+
+use crate::consensus::{Consensus, Inspect, NodeView, Stop};
+use crate::leader_election::LeaderElection;
+use crate::state_replicator::StateReplicator;
+use crate::transport::LocalNetwork;
+use crate::Environment;
+
+/// One node's actors.
+pub struct ClusterNode {
+    /// Its consensus actor.
+    pub consensus: Addr<Consensus>,
+    /// Its leader election manager.
+    pub election: Addr<LeaderElection>,
+    /// Its state replication manager.
+    pub replicator: Addr<StateReplicator>,
+}
+
+/// N nodes in one process. Must be used inside an actix system.
+pub struct LocalCluster {
+    env: Environment,
+    network: LocalNetwork,
+    dir: PathBuf,
+    voters: Vec<NodeId>,
+    nodes: BTreeMap<NodeId, ClusterNode>,
+}
+
+impl LocalCluster {
+    /// Starts nodes 1 to `n`, node `i` keeping its Raft store in `dir/node-i`; the network's
+    /// losses are drawn from `seed`.
+    pub async fn start(env: Environment, n: u64, dir: &Path, seed: u64) -> Result<Self, ReplicaError> {
+        let mut cluster = LocalCluster {
+            env,
+            network: LocalNetwork::new(seed),
+            dir: dir.to_owned(),
+            voters: (1..=n).collect(),
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            cluster.boot(id).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts node `id` from its data directory. A node that was just crashed may still hold its
+    /// store for a moment while its actor winds down; the open is retried for up to 2 s.
+    pub async fn boot(&mut self, id: NodeId) -> Result<(), ReplicaError> {
+        let dir = self.dir.join(format!("node-{id}"));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let consensus = loop {
+            match Consensus::start(&self.env, id, &self.voters, &dir, Arc::new(self.network.clone())) {
+                Ok(addr) => break addr,
+                Err(_) if Instant::now() < deadline => actix::clock::sleep(Duration::from_millis(20)).await,
+                Err(e) => return Err(e),
+            }
+        };
+        self.network.connect(id, consensus.clone().recipient());
+        let election = LeaderElection::new(&self.env, id, consensus.clone()).start();
+        let replicator = StateReplicator::new(&self.env, id, consensus.clone()).start();
+        self.nodes.insert(id, ClusterNode { consensus, election, replicator });
+        Ok(())
+    }
+
+    /// Crashes node `id`: it leaves the network and its actors stop; its files stay.
+    pub async fn crash(&mut self, id: NodeId) {
+        self.network.disconnect(id);
+        if let Some(node) = self.nodes.remove(&id) {
+            let _ = node.consensus.send(Stop).await;
+        }
+    }
+
+    /// The network, for injecting faults.
+    pub fn network(&self) -> &LocalNetwork {
+        &self.network
+    }
+
+    /// Every node of the cluster, up or down.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    /// The nodes that are up.
+    pub fn up(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Node `id`'s actors, if it is up.
+    pub fn node(&self, id: NodeId) -> Option<&ClusterNode> {
+        self.nodes.get(&id)
+    }
+
+    /// What each live node knows.
+    pub async fn views(&self) -> Vec<NodeView> {
+        let mut views = Vec::new();
+        for node in self.nodes.values() {
+            if let Ok(view) = node.consensus.send(Inspect).await {
+                views.push(view);
+            }
+        }
+        views
+    }
+
+    /// The leader that a majority of the cluster recognises in the highest term, waiting for one
+    /// at most `within`.
+    pub async fn leader(&self, within: Duration) -> Option<NodeId> {
+        let deadline = Instant::now() + within;
+        loop {
+            let views = self.views().await;
+            let max_term = views.iter().map(|v| v.term).max().unwrap_or(0);
+            let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for leader in views.iter().filter(|v| v.term == max_term).filter_map(|v| v.leader) {
+                *votes.entry(leader).or_default() += 1;
+            }
+            let quorum = self.voters.len() / 2 + 1;
+            if let Some((&leader, _)) = votes.iter().find(|(l, &n)| n >= quorum && self.nodes.contains_key(l)) {
+                return Some(leader);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            actix::clock::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits at most `within` until every live node has applied `version`.
+    pub async fn converged(&self, version: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.views().await.iter().all(|v| v.state.version >= version) {
+                return true;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
