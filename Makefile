@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo pass test bench bench-pass audit-help protoc
+.PHONY: demo pass test bench bench-cluster bench-pass audit-help protoc
 
 # raft-proto (tikv's raft-rs) generates its message types with protoc at build time. Debian and
 # Ubuntu ship it as protobuf-compiler; elsewhere install protoc and put it on PATH (or set PROTOC).
@@ -28,6 +28,9 @@ test: protoc
 
 bench: protoc
 	$(CARGO) bench --locked -p ergon-actors --bench gate
+
+bench-cluster: protoc
+	$(CARGO) bench --locked -p ergon-actors --bench replication
 
 bench-pass:
 	$(CARGO) bench --locked -p ergon-llvm-pass --bench overhead

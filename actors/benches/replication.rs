@@ -1,0 +1,117 @@
+//! Replication latency, throughput and failover on live actors with the durable (fsync'd) log.
+//!
+//! Each node runs its consensus actor and gated managers on one arbiter of one process; the
+//! in-process network adds no delay, so the figures are the cost of ergon and raft-rs plus each
+//! node's fsync, not of a wire. Run with `make bench-cluster`; `ERGON_BENCH_OPS` sets the number of
+//! updates per cluster size (default 2000).
+
+use std::time::{Duration, Instant};
+
+use actors::energy::{FixedMeter, Joules};
+use actors::local_cluster::LocalCluster;
+use actors::security::audit::MemorySink;
+use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::state_replicator::Replicate;
+use actors::{Config, Environment};
+use futures::future::join_all;
+
+fn env() -> (Environment, SecurityContext) {
+    let mut config = Config::default();
+    // The benchmark measures replication, not budgets.
+    for actor in [&mut config.state_replicator, &mut config.leader_election] {
+        actor.budget_joules = Joules::new(1e12).unwrap();
+    }
+    let grants = std::sync::Arc::new(GrantTable::new());
+    use Capability::*;
+    grants.grant("bench", CapSet::of(&[ReplicationManagement, StateManagement]));
+    let env = Environment::new(config, grants.clone(), std::sync::Arc::new(MemorySink::new()))
+        .with_meter(|| Box::new(FixedMeter { per_run: Joules::ZERO }));
+    let ctx = grants.context("bench", Scope::new("replication_management").unwrap()).unwrap();
+    (env, ctx)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn latency(n: u64, ops: usize) -> (f64, f64) {
+    let (env, ctx) = env();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
+    let leader = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
+    let replicator = &cluster.node(leader).unwrap().replicator;
+    let mut samples = Vec::with_capacity(ops);
+    for i in 0..ops {
+        let started = Instant::now();
+        let update = Replicate { ctx: ctx.clone(), data: format!("update {i}").into_bytes() };
+        replicator.send(update).await.unwrap().expect("replicated");
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+async fn throughput(n: u64, ops: usize, in_flight: usize) -> f64 {
+    let (env, ctx) = env();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
+    let leader = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
+    let replicator = cluster.node(leader).unwrap().replicator.clone();
+    let started = Instant::now();
+    for batch in 0..ops.div_ceil(in_flight) {
+        let sends = (0..in_flight).map(|i| {
+            let update = Replicate { ctx: ctx.clone(), data: format!("update {batch}/{i}").into_bytes() };
+            replicator.send(update)
+        });
+        for result in join_all(sends).await {
+            result.unwrap().expect("replicated");
+        }
+    }
+    (ops.div_ceil(in_flight) * in_flight) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Leader crash to the first write a new leader acknowledges, median of `rounds`.
+async fn failover(n: u64, rounds: usize) -> f64 {
+    let (env, ctx) = env();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let old = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
+        cluster.crash(old).await;
+        let crashed = Instant::now();
+        loop {
+            let Some(new) = cluster.leader(Duration::from_secs(5)).await else { panic!("no new leader") };
+            let update = Replicate { ctx: ctx.clone(), data: format!("after crash {round}").into_bytes() };
+            if cluster.node(new).unwrap().replicator.send(update).await.unwrap().is_ok() {
+                break;
+            }
+        }
+        samples.push(crashed.elapsed().as_secs_f64() * 1e3);
+        cluster.boot(old).await.unwrap();
+        // Let the restarted node catch up before the next round.
+        actix::clock::sleep(Duration::from_millis(300)).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    percentile(&samples, 0.5)
+}
+
+fn main() {
+    let ops = std::env::var("ERGON_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let system = actix::System::new();
+    let figures = system.block_on(async move {
+        let (p50_3, p99_3) = latency(3, ops).await;
+        let (p50_5, p99_5) = latency(5, ops).await;
+        let ops_5 = throughput(5, ops, 32).await;
+        let failover_5 = failover(5, 5).await;
+        (p50_3, p99_3, p50_5, p99_5, ops_5, failover_5)
+    });
+    let (p50_3, p99_3, p50_5, p99_5, ops_5, failover_5) = figures;
+    println!("replication benchmark: {ops} sequential updates per size through the leader's gated StateReplicator, fsync'd redb log, one process");
+    println!("RESULT replicate_p50_ms_3n {p50_3:.2} ms");
+    println!("RESULT replicate_p99_ms_3n {p99_3:.2} ms");
+    println!("RESULT replicate_p50_ms_5n {p50_5:.2} ms");
+    println!("RESULT replicate_p99_ms_5n {p99_5:.2} ms");
+    println!("RESULT replicate_ops_per_s_5n {ops_5:.0} ops/s");
+    println!("RESULT failover_ms_5n {failover_5:.0} ms");
+}
