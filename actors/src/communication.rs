@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::SendError;
-use actix::{Actor, Context, Handler, Message, Recipient};
+use actix::{Context, Handler, Message, Recipient};
 use energy::Joules;
 use security::{CapSet, Capability, SecurityContext};
 use serde::Serialize;
 
-use crate::gate::{self, Gate, GatedActor, Operation, Rules};
+use crate::gate::{self, Gate, Operation, Rules};
 use crate::Environment;
 
 /// The scope communication managers act in.
@@ -186,7 +186,6 @@ pub struct CommunicationManager {
     gate: Gate,
     channels: BTreeMap<String, BTreeMap<String, Recipient<Delivery>>>,
     broadcasts: u64,
-    mailbox_capacity: usize,
 }
 
 impl CommunicationManager {
@@ -207,24 +206,11 @@ impl CommunicationManager {
             gate: env.gate(&format!("communication-manager/{node}"), SCOPE, config),
             channels: BTreeMap::new(),
             broadcasts: 0,
-            mailbox_capacity: config.mailbox_capacity,
         }
     }
 }
 
-impl Actor for CommunicationManager {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-impl GatedActor for CommunicationManager {
-    fn gate(&mut self) -> &mut Gate {
-        &mut self.gate
-    }
-}
+crate::gated_actor!(CommunicationManager);
 
 impl Handler<Subscribe> for CommunicationManager {
     type Result = Result<usize, CommunicationError>;

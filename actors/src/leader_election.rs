@@ -10,7 +10,7 @@ use energy::Joules;
 use security::{CapSet, Capability, SecurityContext};
 
 use crate::consensus::{Campaign, CampaignFailure, Consensus, Inspect, Leadership};
-use crate::gate::{self, Gate, GatedActor, Operation, Rules};
+use crate::gate::{self, Gate, Operation, Rules};
 use crate::Environment;
 
 /// The scope leader election managers act in.
@@ -124,15 +124,7 @@ impl LeaderElection {
     }
 }
 
-impl Actor for LeaderElection {
-    type Context = Context<Self>;
-}
-
-impl GatedActor for LeaderElection {
-    fn gate(&mut self) -> &mut Gate {
-        &mut self.gate
-    }
-}
+crate::gated_actor!(LeaderElection);
 
 impl Handler<Elect> for LeaderElection {
     type Result = ResponseActFuture<Self, Result<Leadership, ElectionError>>;

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use actix::fut::{self, ActorFutureExt, WrapFuture};
-use actix::{Actor, Context, Handler, MailboxError, Message, Recipient, ResponseActFuture};
+use actix::{Context, Handler, MailboxError, Message, Recipient, ResponseActFuture};
 use energy::Joules;
 use security::{CapSet, Capability, Scope, SecurityContext};
 use serde::Serialize;
 
-use crate::gate::{self, Gate, GatedActor, Operation, Rules};
+use crate::gate::{self, Gate, Operation, Rules};
 use crate::Environment;
 
 /// The scope node managers act in.
@@ -276,7 +276,6 @@ pub struct NodeManager {
     /// Joins announced but not yet confirmed, so a second join of the same id is refused.
     joining: BTreeSet<String>,
     peers: BTreeMap<String, Recipient<Announce>>,
-    mailbox_capacity: usize,
     reply_timeout: Duration,
 }
 
@@ -306,7 +305,6 @@ impl NodeManager {
             nodes: BTreeMap::new(),
             joining: BTreeSet::new(),
             peers: BTreeMap::new(),
-            mailbox_capacity: config.mailbox_capacity,
             reply_timeout: Duration::from_millis(config.reply_timeout_ms),
         }
     }
@@ -361,19 +359,7 @@ impl NodeManager {
     }
 }
 
-impl Actor for NodeManager {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-impl GatedActor for NodeManager {
-    fn gate(&mut self) -> &mut Gate {
-        &mut self.gate
-    }
-}
+crate::gated_actor!(NodeManager);
 
 impl Handler<Join> for NodeManager {
     type Result = ResponseActFuture<Self, Result<JoinResponse, JoinError>>;

@@ -11,7 +11,7 @@ use energy::Joules;
 use security::{CapSet, Capability, SecurityContext};
 
 use crate::consensus::{Consensus, Inspect, Propose};
-use crate::gate::{self, Gate, GatedActor, Operation, Rules};
+use crate::gate::{self, Gate, Operation, Rules};
 use crate::Environment;
 
 /// The scope state replication managers act in.
@@ -118,15 +118,7 @@ impl StateReplicator {
     }
 }
 
-impl Actor for StateReplicator {
-    type Context = Context<Self>;
-}
-
-impl GatedActor for StateReplicator {
-    fn gate(&mut self) -> &mut Gate {
-        &mut self.gate
-    }
-}
+crate::gated_actor!(StateReplicator);
 
 fn gone(e: MailboxError) -> ReplicationError {
     ReplicationError::ReplicaUpdateFailed(format!("the consensus actor is gone: {e}"))

@@ -186,6 +186,7 @@ pub struct Gate {
     /// from the principal before, and any grant or revocation changes the version.
     last_lookup: Option<(u64, CompactString, Option<CapSet>)>,
     counters: GateCounters,
+    mailbox_capacity: usize,
 }
 
 /// An admitted request: who asked, about what, and the energy held for it.
@@ -236,7 +237,14 @@ impl Gate {
             clock: WallClock::new(),
             last_lookup: None,
             counters: GateCounters::default(),
+            mailbox_capacity: config.mailbox_capacity,
         }
+    }
+
+    /// How many messages the actor's mailbox holds before senders wait (configured, because
+    /// actix's default of 16 is too small for a manager).
+    pub fn mailbox_capacity(&self) -> usize {
+        self.mailbox_capacity
     }
 
     /// The actor's name.
@@ -553,6 +561,27 @@ fn emit(entry: &AuditEntry) {
         (_, Outcome::Denied | Outcome::Failed) => event!(tracing::Level::INFO),
         _ => event!(tracing::Level::DEBUG),
     }
+}
+
+/// Implements `Actor` (with the configured mailbox capacity) and [`GatedActor`] for a manager
+/// whose gate is its field `gate`.
+#[macro_export]
+macro_rules! gated_actor {
+    ($actor:ty) => {
+        impl ::actix::Actor for $actor {
+            type Context = ::actix::Context<Self>;
+
+            fn started(&mut self, ctx: &mut Self::Context) {
+                ctx.set_mailbox_capacity(self.gate.mailbox_capacity());
+            }
+        }
+
+        impl $crate::gate::GatedActor for $actor {
+            fn gate(&mut self) -> &mut $crate::gate::Gate {
+                &mut self.gate
+            }
+        }
+    };
 }
 
 /// Passes `msg` through the gate and runs `body` for it if admitted. For synchronous handlers.
