@@ -8,7 +8,7 @@
 //! [`StateReplicator`](crate::state_replicator::StateReplicator), charge the campaigns and updates
 //! that principals ask for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +98,7 @@ struct PendingCampaign {
     /// The term the campaign started in; a leader of a later term ends it.
     from_term: u64,
     /// Peers the vote requests could not be handed to.
-    unsent: Vec<NodeId>,
+    unsent: BTreeSet<NodeId>,
     reply: oneshot::Sender<Result<Leadership, CampaignFailure>>,
 }
 
@@ -127,7 +127,9 @@ impl Consensus {
             if let Err(e) = &delivered {
                 tracing::debug!(node = me, "{e}");
                 if matches!(kind, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
-                    self.campaigns.iter_mut().for_each(|c| c.unsent.push(to));
+                    self.campaigns.iter_mut().for_each(|c| {
+                        c.unsent.insert(to);
+                    });
                 }
             }
             // A snapshot handed to the transport is as delivered as this node can know.
@@ -158,7 +160,7 @@ impl Consensus {
                         Some(Err(CampaignFailure::Lost(format!("node {leader} won term {term}"))))
                     }
                 }
-                _ if peers + 1 - campaign.unsent.len() < quorum => Some(Err(CampaignFailure::Unsent(format!(
+                _ if peers + 1 - campaign.unsent.len().min(peers) < quorum => Some(Err(CampaignFailure::Unsent(format!(
                     "vote requests could not reach nodes {:?}; too few left for a quorum of {quorum}",
                     campaign.unsent
                 )))),
@@ -256,7 +258,7 @@ impl Handler<Campaign> for Consensus {
             return Box::pin(fut::ready(Ok(leadership)));
         }
         let (reply, answer) = oneshot::channel();
-        self.campaigns.push(PendingCampaign { from_term: self.replica.term(), unsent: Vec::new(), reply });
+        self.campaigns.push(PendingCampaign { from_term: self.replica.term(), unsent: BTreeSet::new(), reply });
         if let Err(e) = self.replica.campaign() {
             return Box::pin(fut::ready(Err(CampaignFailure::Lost(e.to_string()))));
         }

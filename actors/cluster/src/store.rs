@@ -154,7 +154,7 @@ impl LogStore {
         }
         let mut inner = self.write();
         let mut core = std::mem::take(&mut inner.core);
-        let before = (core.snapshot.get_metadata().index, core.first_index());
+        let old_snapshot = core.snapshot.get_metadata().index;
         if let Some(snapshot) = p.snapshot {
             core.install(snapshot.clone());
         }
@@ -172,7 +172,7 @@ impl LogStore {
             core.compact(snapshot);
         }
         let result = match &inner.disk {
-            Some(disk) => disk.write(&core, before, first_new, p.entries),
+            Some(disk) => disk.write(&core, old_snapshot, first_new, p.entries),
             None => Ok(()),
         };
         inner.core = core;
@@ -234,15 +234,15 @@ impl Core {
 }
 
 impl Disk {
-    /// One transaction bringing the file from `before` to `core`: entries dropped by a snapshot or
-    /// replaced by a conflicting append are removed, new ones inserted, and the metadata rewritten.
-    fn write(&self, core: &Core, before: (u64, u64), first_new: Option<u64>, new: &[Entry]) -> Result<(), StoreError> {
+    /// One transaction bringing the file up to `core`: entries dropped by a snapshot newer than
+    /// `old_snapshot` or replaced by a conflicting append are removed, new ones inserted, and the
+    /// metadata rewritten.
+    fn write(&self, core: &Core, old_snapshot: u64, first_new: Option<u64>, new: &[Entry]) -> Result<(), StoreError> {
         let err = |e: redb::Error| StoreError::Disk { path: self.path.clone(), source: e };
         let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
         tx.set_durability(Durability::Immediate).map_err(|e| err(redb::Error::from(e)))?;
         {
             let mut table = tx.open_table(ENTRIES).map_err(|e| err(e.into()))?;
-            let (old_snapshot, _) = before;
             let new_snapshot = core.snapshot.get_metadata().index;
             if new_snapshot > old_snapshot {
                 // Everything at or below the snapshot, or everything if the snapshot came from
