@@ -86,7 +86,10 @@ pub struct Persist<'a> {
     pub entries: &'a [Entry],
     /// The new hard state.
     pub hard_state: Option<&'a HardState>,
-    /// A new commit index alone (from a `LightReady`).
+    /// A new commit index alone (from a `LightReady`). It is recorded in memory and reaches the
+    /// disk with the next transaction, not one of its own: Raft needs no durable commit index (a
+    /// restarted node relearns it from the leader), and a second fsync per `Ready` would double
+    /// the cost of every replicated update.
     pub commit: Option<u64>,
     /// A snapshot this node made of its own state; the log up to its index is dropped.
     pub compact: Option<Snapshot>,
@@ -142,17 +145,23 @@ impl LogStore {
         self.read().core.snapshot.clone()
     }
 
-    /// The hard state as persisted.
+    /// The hard state as last recorded (its commit index may be ahead of the disk's).
     pub fn hard_state(&self) -> HardState {
         self.read().core.hard_state.clone()
     }
 
-    /// Writes what a `Ready` asks for: on disk when this returns, then in memory.
+    /// Writes what a `Ready` asks for: on disk when this returns, then in memory (a commit index
+    /// alone stays in memory until the next write; see [`Persist::commit`]).
     pub fn persist(&self, p: Persist<'_>) -> Result<(), StoreError> {
         if p.is_empty() {
             return Ok(());
         }
         let mut inner = self.write();
+        let commit_only = p.snapshot.is_none() && p.entries.is_empty() && p.hard_state.is_none() && p.compact.is_none();
+        if let (true, Some(commit)) = (commit_only, p.commit) {
+            inner.core.hard_state.commit = commit;
+            return Ok(());
+        }
         let mut core = std::mem::take(&mut inner.core);
         let old_snapshot = core.snapshot.get_metadata().index;
         if let Some(snapshot) = p.snapshot {
@@ -447,6 +456,23 @@ mod tests {
         assert_eq!(store.hard_state(), hs);
         assert_eq!(store.initial_state().unwrap().conf_state.voters, vec![1, 2, 3], "voters of a new store only");
         assert_eq!(&store.snapshot(2, 0).unwrap().data[..], b"state");
+    }
+
+    #[test]
+    fn a_commit_index_alone_rides_along_with_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), &[1]).unwrap();
+        store.persist(Persist { entries: &[entry(1, 1), entry(2, 1)], ..Default::default() }).unwrap();
+        store.persist(Persist { commit: Some(2), ..Default::default() }).unwrap();
+        assert_eq!(store.hard_state().commit, 2);
+        drop(store);
+        let store = LogStore::open(dir.path(), &[1]).unwrap();
+        assert_eq!(store.hard_state().commit, 0, "no transaction of its own");
+        store.persist(Persist { commit: Some(2), ..Default::default() }).unwrap();
+        store.persist(Persist { entries: &[entry(3, 1)], ..Default::default() }).unwrap();
+        drop(store);
+        let store = LogStore::open(dir.path(), &[1]).unwrap();
+        assert_eq!(store.hard_state().commit, 2, "written with the next transaction");
     }
 
     #[test]
