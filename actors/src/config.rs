@@ -23,9 +23,14 @@ use security::{CapSet, Capability};
 use serde::{Deserialize, Serialize};
 
 use crate::communication::CommunicationManager;
+use crate::failure_detector::{FailureDetector, FailureKind};
 use crate::leader_election::LeaderElection;
+use crate::load_distributor::LoadDistributor;
 use crate::node_manager::NodeManager;
+use crate::recovery_manager::{RecoveryManager, Strategy};
+use crate::resource_scaler::ResourceScaler;
 use crate::state_replicator::StateReplicator;
+use crate::worker_pool::WorkerPool;
 
 /// Everything configurable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +54,88 @@ pub struct Config {
     pub leader_election: ActorConfig,
     /// The state replication manager.
     pub state_replicator: ActorConfig,
+    /// Heartbeats and the phi-accrual detector's settings.
+    pub failure_detection: DetectionSettings,
+    /// The failure detector.
+    pub failure_detector: ActorConfig,
+    /// Which recovery strategy handles which kind of failure.
+    pub recovery: RecoverySettings,
+    /// The recovery manager.
+    pub recovery_manager: ActorConfig,
+    /// The load distributor.
+    pub load_distributor: ActorConfig,
+    /// The resource scaler.
+    pub resource_scaler: ActorConfig,
+    /// Each node's pool of worker actors (the application's work, and the budget that load
+    /// distribution weighs).
+    pub worker_pool: ActorConfig,
+    /// How many workers a pool starts with and may grow to.
+    pub workers: PoolSettings,
+}
+
+/// Heartbeats and phi-accrual detection. The defaults are Akka's cluster failure detector's: a
+/// beat a second, and a silent node is declared failed about 4.5 s after its last beat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionSettings {
+    /// How often every node sends each peer a heartbeat, and checks each peer's phi.
+    pub heartbeat_ms: u64,
+    /// Phi at or above this means failed.
+    pub threshold: f64,
+    /// How many heartbeat intervals to remember per peer.
+    pub max_sample_size: usize,
+    /// A floor under the intervals' standard deviation.
+    pub min_std_deviation_ms: u64,
+    /// A pause this long on top of the mean interval is not suspicious.
+    pub acceptable_heartbeat_pause_ms: u64,
+    /// The interval assumed before any has been measured.
+    pub first_heartbeat_estimate_ms: u64,
+}
+
+impl DetectionSettings {
+    /// The same settings as the cluster core's detector configuration.
+    pub fn phi(&self) -> cluster::phi::PhiConfig {
+        cluster::phi::PhiConfig {
+            threshold: self.threshold,
+            max_sample_size: self.max_sample_size,
+            min_std_deviation: Duration::from_millis(self.min_std_deviation_ms),
+            acceptable_heartbeat_pause: Duration::from_millis(self.acceptable_heartbeat_pause_ms),
+            first_heartbeat_estimate: Duration::from_millis(self.first_heartbeat_estimate_ms),
+        }
+    }
+}
+
+impl Default for DetectionSettings {
+    fn default() -> Self {
+        let akka = cluster::phi::PhiConfig::default();
+        DetectionSettings {
+            heartbeat_ms: 1000,
+            threshold: akka.threshold,
+            max_sample_size: akka.max_sample_size,
+            min_std_deviation_ms: akka.min_std_deviation.as_millis() as u64,
+            acceptable_heartbeat_pause_ms: akka.acceptable_heartbeat_pause.as_millis() as u64,
+            first_heartbeat_estimate_ms: akka.first_heartbeat_estimate.as_millis() as u64,
+        }
+    }
+}
+
+/// Which strategy the recovery manager applies to each kind of failure. A kind left out has
+/// no strategy, and its failures are answered `StrategyNotFound`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySettings {
+    /// Failure kind to strategy.
+    pub strategies: BTreeMap<FailureKind, Strategy>,
+}
+
+/// The size of each node's worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Workers a pool starts with.
+    pub initial: usize,
+    /// Workers a pool may grow to; scaling beyond it fails.
+    pub max: usize,
 }
 
 /// Raft's timing and log compaction.
@@ -182,6 +269,64 @@ impl Default for Config {
                 mailbox_capacity: 1024,
                 reply_timeout_ms: 1000,
             },
+            failure_detection: DetectionSettings::default(),
+            failure_detector: ActorConfig {
+                budget_joules: joules(5000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[FailureDetection, FailureHandling, RecoveryManagement, NodeManagement, EnergyManagement]),
+                costs: costs(FailureDetector::DEFAULT_COSTS),
+                mailbox_capacity: 1024,
+                reply_timeout_ms: 5000,
+            },
+            recovery: RecoverySettings { strategies: Strategy::DEFAULTS.iter().copied().collect() },
+            recovery_manager: ActorConfig {
+                budget_joules: joules(6000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[
+                    RecoveryManagement,
+                    StrategyManagement,
+                    FailureHandling,
+                    ElectionManagement,
+                    VoteManagement,
+                    DistributionManagement,
+                    EnergyManagement,
+                ]),
+                costs: costs(RecoveryManager::DEFAULT_COSTS),
+                mailbox_capacity: 1024,
+                reply_timeout_ms: 2000,
+            },
+            load_distributor: ActorConfig {
+                budget_joules: joules(7000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[DistributionManagement, NodeManagement, EnergyManagement]),
+                costs: costs(LoadDistributor::DEFAULT_COSTS),
+                mailbox_capacity: 1024,
+                reply_timeout_ms: 1000,
+            },
+            resource_scaler: ActorConfig {
+                budget_joules: joules(8000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[ScalingManagement, ResourceManagement, EnergyManagement]),
+                costs: costs(ResourceScaler::DEFAULT_COSTS),
+                mailbox_capacity: 1024,
+                reply_timeout_ms: 1000,
+            },
+            worker_pool: ActorConfig {
+                budget_joules: joules(10000.0),
+                refill_watts: None,
+                grants: CapSet::of(&[
+                    ResourceManagement,
+                    ScalingManagement,
+                    DistributionManagement,
+                    RecoveryManagement,
+                    FailureHandling,
+                    EnergyManagement,
+                ]),
+                costs: costs(WorkerPool::DEFAULT_COSTS),
+                mailbox_capacity: 4096,
+                reply_timeout_ms: 5000,
+            },
+            workers: PoolSettings { initial: 2, max: 32 },
         }
     }
 }
@@ -212,6 +357,11 @@ impl Config {
             ("communication_manager", &self.communication_manager, CommunicationManager::DEFAULT_COSTS),
             ("leader_election", &self.leader_election, LeaderElection::DEFAULT_COSTS),
             ("state_replicator", &self.state_replicator, StateReplicator::DEFAULT_COSTS),
+            ("failure_detector", &self.failure_detector, FailureDetector::DEFAULT_COSTS),
+            ("recovery_manager", &self.recovery_manager, RecoveryManager::DEFAULT_COSTS),
+            ("load_distributor", &self.load_distributor, LoadDistributor::DEFAULT_COSTS),
+            ("resource_scaler", &self.resource_scaler, ResourceScaler::DEFAULT_COSTS),
+            ("worker_pool", &self.worker_pool, WorkerPool::DEFAULT_COSTS),
         ];
         for (name, actor, operations) in actors {
             if let Some(unknown) = actor.costs.keys().find(|k| !operations.iter().any(|(op, _)| op == k)) {
@@ -230,6 +380,20 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "raft: need 0 < tick_ms <= heartbeat_ms < election_timeout_ms, got {} / {} / {}",
                 raft.tick_ms, raft.heartbeat_ms, raft.election_timeout_ms
+            )));
+        }
+        let detection = &self.failure_detection;
+        if detection.heartbeat_ms == 0 || !(detection.threshold.is_finite() && detection.threshold > 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "failure_detection: need heartbeat_ms > 0 and a positive threshold, got {} ms and {}",
+                detection.heartbeat_ms, detection.threshold
+            )));
+        }
+        let workers = &self.workers;
+        if workers.initial == 0 || workers.initial > workers.max {
+            return Err(ConfigError::Invalid(format!(
+                "workers: need 1 <= initial <= max, got initial {} and max {}",
+                workers.initial, workers.max
             )));
         }
         Ok(())
@@ -263,6 +427,24 @@ mod tests {
         assert_eq!((c.leader_election.budget_joules.get(), c.leader_election.costs["election"].get()), (3000.0, 20.0));
         assert_eq!((c.state_replicator.budget_joules.get(), c.state_replicator.costs["replicate"].get()), (4000.0, 25.0));
         assert_eq!((c.raft.election_timeout_ms, c.raft.heartbeat_ms), (150, 50));
+        assert_eq!((c.failure_detector.budget_joules.get(), c.failure_detector.costs["check"].get()), (5000.0, 15.0));
+        assert_eq!((c.recovery_manager.budget_joules.get(), c.recovery_manager.costs["recover"].get()), (6000.0, 35.0));
+        assert_eq!((c.load_distributor.budget_joules.get(), c.load_distributor.costs["distribute"].get()), (7000.0, 40.0));
+        assert_eq!((c.resource_scaler.budget_joules.get(), c.resource_scaler.costs["scale"].get()), (8000.0, 45.0));
+        assert_eq!(c.failure_detection.phi(), cluster::phi::PhiConfig::default(), "Akka's defaults");
+        assert_eq!(c.recovery.strategies.len(), 4, "every failure kind has a strategy");
+    }
+
+    #[test]
+    fn strategies_and_detection_are_configurable() {
+        let c = Config::from_toml("[recovery.strategies]\nunreachable = \"fail_over\"\n[failure_detection]\nheartbeat_ms = 100").unwrap();
+        assert_eq!(c.recovery.strategies[&FailureKind::Unreachable], Strategy::FailOver);
+        assert_eq!(c.recovery.strategies[&FailureKind::Rejoined], Strategy::CatchUp);
+        assert_eq!(c.failure_detection.heartbeat_ms, 100);
+        let err = Config::from_toml("[recovery.strategies]\nunreachable = \"pray\"").unwrap_err().to_string();
+        assert!(err.contains("pray"), "{err}");
+        let err = Config::from_toml("[workers]\ninitial = 0").unwrap_err().to_string();
+        assert!(err.contains("1 <= initial <= max"), "{err}");
     }
 
     #[test]

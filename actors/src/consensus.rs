@@ -18,7 +18,7 @@ use cluster::replica::MessageType;
 use cluster::{LogStore, NodeId, Replica, ReplicaConfig, ReplicaError, State};
 use futures::channel::oneshot;
 
-use crate::transport::{Peer, Transport};
+use crate::transport::{Envelope, Peer, Transport};
 use crate::Environment;
 
 /// Who leads, and in which term.
@@ -123,7 +123,7 @@ impl Consensus {
         let me = self.replica.id();
         for message in output.messages {
             let (to, kind) = (message.to, message.get_msg_type());
-            let delivered = self.transport.send(me, message);
+            let delivered = self.transport.send(me, to, Envelope::Raft(message));
             if let Err(e) = &delivered {
                 tracing::debug!(node = me, "{e}");
                 if matches!(kind, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {

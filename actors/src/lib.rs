@@ -6,6 +6,10 @@
 //! - [`leader_election`] and [`state_replicator`]: section 2, gated facades over each node's
 //!   [`consensus`] actor, which runs the `ergon-cluster` Raft replica over a [`transport`];
 //!   [`local_cluster`] starts N such nodes in one process.
+//! - [`failure_detector`] and [`recovery_manager`]: section 3, phi-accrual over heartbeats and a
+//!   recovery strategy per kind of failure.
+//! - [`load_distributor`] and [`resource_scaler`]: section 4, energy-aware shares of a load and
+//!   resizing each node's [`worker_pool`].
 //! - [`Environment`]: what the actors of one process share (configuration, grant table, audit sink,
 //!   meter), from which each actor builds its gate.
 //! - [`config`]: the TOML configuration and its defaults, the tutorial's numbers.
@@ -17,13 +21,18 @@ pub mod communication;
 pub mod config;
 pub mod consensus;
 mod environment;
+pub mod failure_detector;
 pub mod gate;
 pub mod leader_election;
+pub mod load_distributor;
 pub mod local_cluster;
 mod messages;
 pub mod node_manager;
+pub mod recovery_manager;
+pub mod resource_scaler;
 pub mod state_replicator;
 pub mod transport;
+pub mod worker_pool;
 
 pub use cluster;
 pub use energy;

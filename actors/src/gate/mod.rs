@@ -257,6 +257,13 @@ impl Gate {
         self.own
     }
 
+    /// The context this actor presents when it asks a manager acting in `scope`: its own
+    /// principal (granted what it holds when the gate was built) with everything it holds,
+    /// narrowed to that manager's scope.
+    pub fn identity(&self, scope: &str) -> SecurityContext {
+        SecurityContext::new(self.actor, self.own, Scope::new(scope).expect("manager scopes are constants"))
+    }
+
     /// The shared grant table.
     pub fn grant_table(&self) -> &Arc<GrantTable> {
         &self.grants
@@ -564,15 +571,17 @@ fn emit(entry: &AuditEntry) {
 }
 
 /// Implements `Actor` (with the configured mailbox capacity) and [`GatedActor`] for a manager
-/// whose gate is its field `gate`.
+/// whose gate is its field `gate`. `gated_actor!(Pool, on_start)` also calls
+/// `self.on_start(ctx)` when the actor starts (to start timers or children).
 #[macro_export]
 macro_rules! gated_actor {
-    ($actor:ty) => {
+    ($actor:ty $(, $on_start:ident)?) => {
         impl ::actix::Actor for $actor {
             type Context = ::actix::Context<Self>;
 
             fn started(&mut self, ctx: &mut Self::Context) {
                 ctx.set_mailbox_capacity(self.gate.mailbox_capacity());
+                $(self.$on_start(ctx);)?
             }
         }
 

@@ -1,0 +1,258 @@
+//! The load distributor (the tutorial's section 4.1): spreads a load over the live nodes in
+//! proportion to capacity x remaining energy ([`cluster::placement`]), so a node that is running
+//! out of joules is given less before it runs out.
+//!
+//! What it knows of each node comes from the failure detector's view: who is alive, and what
+//! each node's heartbeats report (its worker pool's running workers and remaining budget). Each
+//! node is sent its share over the transport as an [`Adjust`] to its worker pool; a share that
+//! cannot be delivered fails the request with `AdjustmentFailed`, and only a distribution that
+//! reached every node is recorded. [`Rebalance`] spreads every recorded load again over the nodes
+//! alive now: the recovery manager's way to move work off a dead node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use cluster::placement::{distribute, Candidate, PlacementError};
+use cluster::NodeId;
+use energy::Joules;
+use security::{CapSet, Capability, SecurityContext};
+use serde::Serialize;
+
+use crate::failure_detector::{FailureDetector, PeerView, Peers};
+use crate::gate::{self, Gate, Operation, Rules};
+use crate::transport::{Envelope, Transport};
+use crate::worker_pool;
+pub use crate::worker_pool::Adjust;
+use crate::Environment;
+
+/// The scope load distributors act in.
+pub const SCOPE: &str = "distribution_management";
+
+/// Why a distribution request failed (the tutorial's `DistributionError`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+pub enum DistributionError {
+    /// A node could not be sent its share, or no live node can take the load.
+    #[error("adjustment failed: {0}")]
+    AdjustmentFailed(String),
+    /// The requester or this manager lacks a required capability.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The budget cannot cover the request.
+    #[error("insufficient energy: needs {needed}, {available} available")]
+    InsufficientEnergy {
+        /// Estimated cost.
+        needed: Joules,
+        /// Budget available.
+        available: Joules,
+    },
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+crate::gate_error!(DistributionError);
+
+/// Spreads `load` over the live nodes and records it as distribution `id` (replacing an earlier
+/// one of that id). Requires `DistributionManagement`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Distribution, DistributionError>")]
+pub struct Distribute {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The distribution's name (`ingest`).
+    pub id: String,
+    /// The load, in any unit the application uses (requests per second, jobs).
+    pub load: f64,
+}
+
+/// Spreads every recorded load again over the nodes alive now. Requires
+/// `DistributionManagement`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Distribution>, DistributionError>")]
+pub struct Rebalance {
+    /// Who asks.
+    pub ctx: SecurityContext,
+}
+
+/// The recorded distributions. Requires `DistributionManagement`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Distribution>, DistributionError>")]
+pub struct Distributions {
+    /// Who asks.
+    pub ctx: SecurityContext,
+}
+
+/// A load and each node's share of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    /// Its name.
+    pub id: String,
+    /// The whole load.
+    pub load: f64,
+    /// Each live node's share.
+    pub shares: BTreeMap<NodeId, f64>,
+}
+
+impl Operation for Distribute {
+    type Output = Distribution;
+    type Error = DistributionError;
+    const NAME: &'static str = "distribute";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        &self.id
+    }
+
+    fn validate(&self, rules: &Rules<'_>) -> Result<(), DistributionError> {
+        rules.id("distribution id", &self.id).map_err(DistributionError::InvalidRequest)?;
+        if !(self.load.is_finite() && self.load >= 0.0) {
+            return Err(DistributionError::InvalidRequest(format!("load {} is not a finite, non-negative number", self.load)));
+        }
+        Ok(())
+    }
+}
+
+impl Operation for Rebalance {
+    type Output = Vec<Distribution>;
+    type Error = DistributionError;
+    const NAME: &'static str = "rebalance";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        "distributions"
+    }
+}
+
+impl Operation for Distributions {
+    type Output = Vec<Distribution>;
+    type Error = DistributionError;
+    const NAME: &'static str = "distributions";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        "distributions"
+    }
+}
+
+/// The load distributor of one node.
+pub struct LoadDistributor {
+    gate: Gate,
+    node: NodeId,
+    detector: Addr<FailureDetector>,
+    transport: Arc<dyn Transport>,
+    distributions: BTreeMap<String, Distribution>,
+}
+
+impl LoadDistributor {
+    /// Operations and their default base costs: a distribution is the tutorial's 40 J, and so
+    /// is a rebalance, which is one or more distributions.
+    pub const DEFAULT_COSTS: &'static [(&'static str, f64)] = &[
+        (Distribute::NAME, 40.0),
+        (Rebalance::NAME, 40.0),
+        (Distributions::NAME, 0.0),
+        ("top_up", 0.0),
+        ("status", 0.0),
+    ];
+
+    /// The distributor of node `node`, named `load-distributor/<node>`, seeing the cluster
+    /// through `detector` and reaching the nodes through `transport`.
+    pub fn new(env: &Environment, node: NodeId, detector: Addr<FailureDetector>, transport: Arc<dyn Transport>) -> Self {
+        LoadDistributor {
+            gate: env.gate(&format!("load-distributor/{node}"), SCOPE, &env.config().load_distributor),
+            node,
+            detector,
+            transport,
+            distributions: BTreeMap::new(),
+        }
+    }
+
+    /// Computes the shares of `load` over the live nodes in `peers` and sends each node its own;
+    /// nothing is recorded unless every node took it.
+    fn place(&mut self, id: &str, load: f64, peers: &[PeerView]) -> Result<Distribution, DistributionError> {
+        let candidates: Vec<Candidate> = peers
+            .iter()
+            .filter(|p| p.alive)
+            .filter_map(|p| p.vitals.map(|v| Candidate { node: p.node, capacity: v.capacity, remaining_j: v.remaining_j }))
+            .collect();
+        let shares = distribute(load, &candidates).map_err(|e| match e {
+            PlacementError::NoCapacity(_) => DistributionError::AdjustmentFailed(format!(
+                "{e} (live nodes that have reported: {:?})",
+                candidates.iter().map(|c| c.node).collect::<Vec<_>>()
+            )),
+            other => DistributionError::InvalidRequest(other.to_string()),
+        })?;
+        let ctx = self.gate.identity(worker_pool::SCOPE);
+        let unsent: Vec<String> = shares
+            .iter()
+            .filter_map(|(&node, &share)| {
+                let adjust = Adjust { ctx: ctx.clone(), distribution: id.to_owned(), share };
+                self.transport.send(self.node, node, Envelope::Adjust(adjust)).err().map(|e| e.to_string())
+            })
+            .collect();
+        if !unsent.is_empty() {
+            return Err(DistributionError::AdjustmentFailed(format!("{id}: {}", unsent.join("; "))));
+        }
+        let distribution = Distribution { id: id.to_owned(), load, shares };
+        self.distributions.insert(id.to_owned(), distribution.clone());
+        Ok(distribution)
+    }
+
+    /// Runs `body` with the detector's current view of the cluster.
+    fn with_peers<T: 'static>(
+        &mut self,
+        body: impl FnOnce(&mut Self, Vec<PeerView>) -> Result<T, DistributionError> + 'static,
+    ) -> ResponseActFuture<Self, Result<T, DistributionError>> {
+        Box::pin(fut::wrap_future(self.detector.send(Peers)).map(|peers, distributor: &mut Self, _| match peers {
+            Ok(peers) => body(distributor, peers),
+            Err(e) => Err(DistributionError::AdjustmentFailed(format!("the failure detector is gone: {e}"))),
+        }))
+    }
+}
+
+crate::gated_actor!(LoadDistributor);
+
+impl Handler<Distribute> for LoadDistributor {
+    type Result = ResponseActFuture<Self, Result<Distribution, DistributionError>>;
+
+    fn handle(&mut self, msg: Distribute, _: &mut Context<Self>) -> Self::Result {
+        gate::run_async(self, msg, |distributor, msg| {
+            distributor.with_peers(move |distributor, peers| distributor.place(&msg.id, msg.load, &peers))
+        })
+    }
+}
+
+impl Handler<Rebalance> for LoadDistributor {
+    type Result = ResponseActFuture<Self, Result<Vec<Distribution>, DistributionError>>;
+
+    fn handle(&mut self, msg: Rebalance, _: &mut Context<Self>) -> Self::Result {
+        gate::run_async(self, msg, |distributor, _| {
+            distributor.with_peers(|distributor, peers| {
+                let loads: Vec<(String, f64)> = distributor.distributions.values().map(|d| (d.id.clone(), d.load)).collect();
+                loads.into_iter().map(|(id, load)| distributor.place(&id, load, &peers)).collect()
+            })
+        })
+    }
+}
+
+impl Handler<Distributions> for LoadDistributor {
+    type Result = Result<Vec<Distribution>, DistributionError>;
+
+    fn handle(&mut self, msg: Distributions, _: &mut Context<Self>) -> Self::Result {
+        gate::run(self, msg, |distributor, _| Ok(distributor.distributions.values().cloned().collect()))
+    }
+}
+
+crate::common_handlers!(LoadDistributor, DistributionError);

@@ -1,0 +1,330 @@
+//! The recovery manager (the tutorial's section 3.2): a strategy per kind of failure.
+//!
+//! | failure kind | default strategy | what it does |
+//! |---|---|---|
+//! | `actor_stopped` | `restart` | asks this node's worker pool, its workers' supervisor, to start a fresh worker in place of the stopped one |
+//! | `leader_unreachable` | `fail_over` | waits for Raft to elect a leader other than the dead one; if none comes within the reply timeout, campaigns here through the leader election manager; then moves work |
+//! | `rejoined` | `catch_up` | waits until the rejoined node's heartbeats report the state version this node had applied, then gives it work again |
+//! | `unreachable` | `move_work` | asks the load distributor to spread every recorded load over the live nodes only |
+//!
+//! The table is `recovery.strategies` in the configuration; a kind without a strategy is
+//! answered `StrategyNotFound` and its failure stays open. A failure is open from the moment it
+//! arrives until a strategy recovers it (then it, and any earlier failure of the same subject, is
+//! removed); [`OpenFailures`] lists what is still open. The strategies call other managers
+//! through their gates, with this manager's own identity, so every step is charged and audited
+//! where it happens.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use cluster::NodeId;
+use energy::Joules;
+use futures::future::LocalBoxFuture;
+use security::{CapSet, Capability, SecurityContext};
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{Consensus, Inspect};
+use crate::failure_detector::{Failure, FailureDetector, FailureKind, Peers};
+use crate::gate::{self, Gate, Operation, Rules};
+use crate::leader_election::{self, Elect, LeaderElection};
+use crate::load_distributor::{self, LoadDistributor, Rebalance};
+use crate::worker_pool::{self, RestartWorker, WorkerPool};
+use crate::Environment;
+
+/// The scope recovery managers act in.
+pub const SCOPE: &str = "recovery_management";
+
+/// How a kind of failure is recovered. See the [module documentation](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Start a fresh actor in place of a stopped one, through its supervisor.
+    Restart,
+    /// Make sure a live node leads, then move the dead leader's work.
+    FailOver,
+    /// Wait for a rejoined node to catch up, then give it work again.
+    CatchUp,
+    /// Spread the loads over the live nodes only.
+    MoveWork,
+}
+
+impl Strategy {
+    /// The default table: each kind of failure and its strategy.
+    pub const DEFAULTS: &'static [(FailureKind, Strategy)] = &[
+        (FailureKind::ActorStopped, Strategy::Restart),
+        (FailureKind::LeaderUnreachable, Strategy::FailOver),
+        (FailureKind::Rejoined, Strategy::CatchUp),
+        (FailureKind::Unreachable, Strategy::MoveWork),
+    ];
+
+    /// The strategy's name in configuration and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Restart => "restart",
+            Strategy::FailOver => "fail_over",
+            Strategy::CatchUp => "catch_up",
+            Strategy::MoveWork => "move_work",
+        }
+    }
+}
+
+/// Why a recovery request failed (the tutorial's `RecoveryError`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+pub enum RecoveryError {
+    /// No strategy is configured for the failure's kind.
+    #[error("strategy not found: {0}")]
+    StrategyNotFound(String),
+    /// The strategy ran and did not recover the failure.
+    #[error("recovery failed: {0}")]
+    RecoveryFailed(String),
+    /// The requester or this manager lacks a required capability.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The budget cannot cover the request.
+    #[error("insufficient energy: needs {needed}, {available} available")]
+    InsufficientEnergy {
+        /// Estimated cost.
+        needed: Joules,
+        /// Budget available.
+        available: Joules,
+    },
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+crate::gate_error!(RecoveryError);
+
+/// Recovers a failure with its kind's strategy. Requires `RecoveryManagement` and
+/// `FailureHandling`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Recovered, RecoveryError>")]
+pub struct Recover {
+    /// Who asks (usually the node's failure detector).
+    pub ctx: SecurityContext,
+    /// What failed.
+    pub failure: Failure,
+}
+
+/// What a recovery did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recovered {
+    /// The failure, now removed from the open ones.
+    pub failure: Failure,
+    /// The strategy that recovered it.
+    pub strategy: Strategy,
+    /// What the strategy did.
+    pub outcome: String,
+}
+
+/// The failures not yet recovered, oldest first. Requires `RecoveryManagement`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Failure>, RecoveryError>")]
+pub struct OpenFailures {
+    /// Who asks.
+    pub ctx: SecurityContext,
+}
+
+impl Operation for Recover {
+    type Output = Recovered;
+    type Error = RecoveryError;
+    const NAME: &'static str = "recover";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement, Capability::FailureHandling]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        &self.failure.subject
+    }
+
+    fn validate(&self, _: &Rules<'_>) -> Result<(), RecoveryError> {
+        if self.failure.node == 0 {
+            return Err(RecoveryError::InvalidRequest("node 0 is not a node id".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Operation for OpenFailures {
+    type Output = Vec<Failure>;
+    type Error = RecoveryError;
+    const NAME: &'static str = "open_failures";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        "failures"
+    }
+}
+
+/// The actors of this node the strategies act through.
+#[derive(Clone)]
+pub struct Links {
+    /// Who leads, what is applied.
+    pub consensus: Addr<Consensus>,
+    /// Campaigns when no leader comes.
+    pub election: Addr<LeaderElection>,
+    /// What peers report (for catching up).
+    pub detector: Addr<FailureDetector>,
+    /// Moves work.
+    pub distributor: Addr<LoadDistributor>,
+    /// Restarts workers.
+    pub pool: Addr<WorkerPool>,
+}
+
+/// The recovery manager of one node.
+pub struct RecoveryManager {
+    gate: Gate,
+    node: NodeId,
+    strategies: BTreeMap<FailureKind, Strategy>,
+    open: Vec<Failure>,
+    links: Links,
+    timeout: Duration,
+}
+
+impl RecoveryManager {
+    /// Operations and their default base costs: a recovery is the tutorial's 35 J.
+    pub const DEFAULT_COSTS: &'static [(&'static str, f64)] =
+        &[(Recover::NAME, 35.0), (OpenFailures::NAME, 0.0), ("top_up", 0.0), ("status", 0.0)];
+
+    /// The manager of node `node`, named `recovery-manager/<node>`, with the strategies of
+    /// `env`'s configuration.
+    pub fn new(env: &Environment, node: NodeId, links: Links) -> Self {
+        let config = &env.config().recovery_manager;
+        RecoveryManager {
+            gate: env.gate(&format!("recovery-manager/{node}"), SCOPE, config),
+            node,
+            strategies: env.config().recovery.strategies.clone(),
+            open: Vec::new(),
+            links,
+            timeout: Duration::from_millis(config.reply_timeout_ms),
+        }
+    }
+
+    /// The work of `strategy` for `failure`: what it did, or why it could not.
+    fn run(&self, strategy: Strategy, failure: &Failure) -> LocalBoxFuture<'static, Result<String, String>> {
+        let (me, within, links) = (self.node, self.timeout, self.links.clone());
+        let node = failure.node;
+        let move_work = move_work(links.distributor.clone(), self.gate.identity(load_distributor::SCOPE));
+        match strategy {
+            Strategy::Restart => {
+                let restart = RestartWorker { ctx: self.gate.identity(worker_pool::SCOPE), worker: failure.subject.clone() };
+                Box::pin(async move {
+                    if node != me {
+                        return Err(format!("node {me} cannot restart an actor of node {node}"));
+                    }
+                    links.pool.send(restart).await.map_err(|e| format!("the worker pool is gone: {e}"))?.map_err(|e| e.to_string())
+                })
+            }
+            Strategy::FailOver => {
+                let elect = Elect { ctx: self.gate.identity(leader_election::SCOPE), candidate: me };
+                Box::pin(async move {
+                    let other_leader = || async {
+                        let view = links.consensus.send(Inspect).await.ok()?;
+                        view.leader.filter(|&l| l != node).map(|l| (l, view.term))
+                    };
+                    let led = match poll(within, other_leader).await {
+                        Some((leader, term)) => format!("node {leader} leads term {term}"),
+                        None => match links.election.send(elect).await {
+                            Ok(Ok(won)) => format!("no leader within {within:?}; node {me} campaigned and won term {}", won.term),
+                            Ok(Err(e)) => return Err(format!("no leader within {within:?}, and the campaign failed: {e}")),
+                            Err(e) => return Err(format!("the leader election manager is gone: {e}")),
+                        },
+                    };
+                    Ok(format!("{led}; {}", move_work.await?))
+                })
+            }
+            Strategy::CatchUp => Box::pin(async move {
+                let target = links.consensus.send(Inspect).await.map_err(|e| format!("consensus is gone: {e}"))?.state.version;
+                let reported = || async {
+                    let peers = links.detector.send(Peers).await.ok()?;
+                    peers.into_iter().find(|p| p.node == node)?.vitals.map(|v| v.version)
+                };
+                let caught_up = || async { reported().await.filter(|&v| v >= target) };
+                match poll(within, caught_up).await {
+                    Some(version) => Ok(format!("node {node} caught up to version {version}; {}", move_work.await?)),
+                    None => Err(format!(
+                        "node {node} reports version {} after {within:?}, short of {target}",
+                        reported().await.map_or("nothing".to_owned(), |v| v.to_string())
+                    )),
+                }
+            }),
+            Strategy::MoveWork => Box::pin(move_work),
+        }
+    }
+}
+
+/// Asks the distributor to spread every recorded load over the live nodes.
+async fn move_work(distributor: Addr<LoadDistributor>, ctx: SecurityContext) -> Result<String, String> {
+    match distributor.send(Rebalance { ctx }).await {
+        Ok(Ok(moved)) if moved.is_empty() => Ok("no load was placed here to move".to_owned()),
+        Ok(Ok(moved)) => {
+            let nodes: Vec<_> = moved[0].shares.keys().collect();
+            Ok(format!("moved {} load(s) onto nodes {nodes:?}", moved.len()))
+        }
+        Ok(Err(e)) => Err(format!("moving work: {e}")),
+        Err(e) => Err(format!("the load distributor is gone: {e}")),
+    }
+}
+
+/// Asks `probe` every 20 ms until it answers, for at most `within`.
+async fn poll<T, F: Future<Output = Option<T>>>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(answer) = probe().await {
+            return Some(answer);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        actix::clock::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+crate::gated_actor!(RecoveryManager);
+
+impl Handler<Recover> for RecoveryManager {
+    type Result = ResponseActFuture<Self, Result<Recovered, RecoveryError>>;
+
+    fn handle(&mut self, msg: Recover, _: &mut Context<Self>) -> Self::Result {
+        gate::run_async(self, msg, |manager, msg| -> ResponseActFuture<Self, _> {
+            let failure = msg.failure;
+            manager.open.push(failure.clone());
+            let kind = failure.kind.name();
+            let Some(&strategy) = manager.strategies.get(&failure.kind) else {
+                let reason = format!("no strategy handles {kind} failures; set recovery.strategies.{kind}");
+                return Box::pin(fut::ready(Err(RecoveryError::StrategyNotFound(reason))));
+            };
+            let work = manager.run(strategy, &failure);
+            Box::pin(fut::wrap_future(work).map(move |result, manager: &mut Self, _| match result {
+                Ok(outcome) => {
+                    tracing::info!(node = manager.node, kind, subject = %failure.subject, strategy = strategy.name(), "recovered: {outcome}");
+                    manager.open.retain(|f| !(f.node == failure.node && f.subject == failure.subject));
+                    Ok(Recovered { failure, strategy, outcome })
+                }
+                Err(reason) => Err(RecoveryError::RecoveryFailed(format!(
+                    "{} of {} ({kind}): {reason}",
+                    strategy.name(),
+                    failure.subject
+                ))),
+            }))
+        })
+    }
+}
+
+impl Handler<OpenFailures> for RecoveryManager {
+    type Result = Result<Vec<Failure>, RecoveryError>;
+
+    fn handle(&mut self, msg: OpenFailures, _: &mut Context<Self>) -> Self::Result {
+        gate::run(self, msg, |manager, _| Ok(manager.open.clone()))
+    }
+}
+
+crate::common_handlers!(RecoveryManager, RecoveryError);
