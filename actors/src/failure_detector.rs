@@ -246,6 +246,9 @@ pub struct FailureDetector {
     phi: PhiConfig,
     peers: BTreeMap<NodeId, Watch>,
     local: Vitals,
+    /// When each node was last known to lead (from this node's Raft view or its own heartbeat):
+    /// a node that led when it went silent is a lost leader even if Raft has moved on since.
+    last_led: BTreeMap<NodeId, Duration>,
     failures: VecDeque<Failure>,
     transport: Arc<dyn Transport>,
     consensus: Addr<Consensus>,
@@ -280,6 +283,7 @@ impl FailureDetector {
             phi: settings.phi(),
             peers: voters.iter().filter(|&&v| v != node).map(|&v| (v, Watch::new(settings.phi()))).collect(),
             local: Vitals::default(),
+            last_led: BTreeMap::new(),
             failures: VecDeque::new(),
             transport,
             consensus,
@@ -311,6 +315,9 @@ impl FailureDetector {
             if let Some(view) = view {
                 detector.local.version = view.state.version;
                 detector.local.leader = view.leader;
+                if let Some(leader) = view.leader {
+                    detector.last_led.insert(leader, detector.now());
+                }
             }
             if let Some(load) = load {
                 detector.local.capacity = load.workers as f64;
@@ -400,6 +407,9 @@ impl Handler<Heartbeat> for FailureDetector {
         }
         watch.phi.heartbeat(now);
         watch.vitals = Some(beat.vitals);
+        if beat.vitals.leader == Some(beat.from) {
+            self.last_led.insert(beat.from, now);
+        }
     }
 }
 
@@ -417,11 +427,13 @@ impl Handler<Check> for FailureDetector {
                 return Box::pin(fut::ready(Err(DetectionError::InvalidRequest(reason))));
             };
             let phi = watch.phi.phi(now);
-            let silent = watch.phi.last_heartbeat().map_or(now, |t| now.saturating_sub(t));
+            let last_heard = watch.phi.last_heartbeat().unwrap_or_default();
+            let silent = now.saturating_sub(last_heard);
+            let led_until = detector.last_led.get(&node).copied();
             let change = match (watch.failed_since, phi >= threshold) {
                 (None, true) => {
                     watch.failed_since = Some(now);
-                    let was_leader = watch.vitals.is_some_and(|v| v.leader == Some(node));
+                    let was_leader = led_until.is_some_and(|t| t + detector.every >= last_heard);
                     let kind = if was_leader { FailureKind::LeaderUnreachable } else { FailureKind::Unreachable };
                     let reason = format!("no heartbeat for {} ms: phi {phi:.1} >= {threshold}", silent.as_millis());
                     Some((kind, reason))

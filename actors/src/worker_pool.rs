@@ -5,8 +5,8 @@
 //! load distribution weighs) and the supervisor of its workers: a job that panics stops its
 //! worker, because its state can no longer be trusted; the pool reports the stopped worker to
 //! the node's failure detector, and the recovery manager's `restart` strategy asks the pool to
-//! start a fresh one in its place. Workers share the pool's arbiter, so the pool bounds
-//! concurrency, not parallelism.
+//! start a fresh one in its place. Each worker runs on its own arbiter (thread), so jobs run in
+//! parallel and a long job never stalls the pool or the managers.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -246,6 +246,8 @@ impl Actor for Worker {
         if let Some(reason) = self.broken.take() {
             self.pool.do_send(WorkerStopped { slot: self.slot, reason });
         }
+        // The thread was the worker's alone.
+        Arbiter::current().stop();
     }
 }
 
@@ -325,8 +327,11 @@ impl WorkerPool {
         self.slots = (0..self.settings.initial).map(|slot| self.spawn(slot, ctx.address())).collect();
     }
 
+    /// Starts a worker for `slot` on a thread of its own; it stops (and ends its thread) when a
+    /// job breaks it or when the pool drops its address and its queue is done.
     fn spawn(&self, slot: usize, pool: Addr<WorkerPool>) -> Slot {
-        Slot::Running { worker: Worker { slot, pool, broken: None }.start(), in_flight: 0 }
+        let worker = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { slot, pool, broken: None });
+        Slot::Running { worker, in_flight: 0 }
     }
 
     fn load(&self) -> PoolLoad {

@@ -6,44 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actors::cluster::{NodeId, State};
-use actors::local_cluster::LocalCluster;
 use actors::leader_election::{CurrentLeader, Elect, ElectionError};
-use actors::security::{CapSet, Capability};
 use actors::state_replicator::{ReadState, Replicate, ReplicationError};
 use actors::Config;
-use common::{World, MEASURED};
-
-struct Cluster {
-    world: World,
-    inner: LocalCluster,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cluster {
-    type Target = LocalCluster;
-    fn deref(&self) -> &LocalCluster {
-        &self.inner
-    }
-}
-
-impl std::ops::DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut LocalCluster {
-        &mut self.inner
-    }
-}
+use common::{Cluster, MEASURED};
 
 impl Cluster {
-    async fn start(n: u64, config: Config) -> Cluster {
-        let world = World::new(config);
-        use Capability::*;
-        let all = [ElectionManagement, VoteManagement, ReplicationManagement, StateManagement, EnergyManagement];
-        world.env.grants().grant("operator", CapSet::of(&all));
-        world.env.grants().grant("reader", CapSet::of(&[StateManagement, ElectionManagement]));
-        let dir = tempfile::tempdir().unwrap();
-        let inner = LocalCluster::start(world.env.clone(), n, dir.path(), 1).await.unwrap();
-        Cluster { world, inner, _dir: dir }
-    }
-
     async fn replicate(&self, via: NodeId, data: &str) -> Result<State, ReplicationError> {
         let ctx = self.world.ctx("operator", "replication_management");
         self.node(via).unwrap().replicator.send(Replicate { ctx, data: data.as_bytes().to_vec() }).await.unwrap()

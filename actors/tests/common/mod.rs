@@ -10,6 +10,7 @@ use actors::communication::Delivery;
 use actors::energy::{FixedMeter, Joules};
 use actors::security::audit::{AuditEntry, MemorySink};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::local_cluster::LocalCluster;
 use actors::{Config, Environment};
 
 /// Energy the fixed meter attributes to every run.
@@ -31,6 +32,7 @@ impl World {
         use Capability::*;
         grants.grant("operator", CapSet::of(&[NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]));
         grants.grant("guest", CapSet::of(&[BroadcastManagement]));
+        grants.grant("admin", CapSet::all());
         let env = Environment::new(config, grants, audit.clone()).with_meter(|| Box::new(FixedMeter { per_run: j(MEASURED) }));
         World { env, audit }
     }
@@ -103,4 +105,51 @@ pub async fn stopped<A: Actor>(addr: &Addr<A>) {
         actix::clock::sleep(Duration::from_millis(5)).await;
     }
     panic!("actor did not stop");
+}
+
+/// A [`LocalCluster`] in a temporary directory, with its world.
+pub struct Cluster {
+    pub world: World,
+    pub inner: LocalCluster,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.inner
+    }
+}
+
+impl Cluster {
+    pub async fn start(n: u64, config: Config) -> Cluster {
+        let world = World::new(config);
+        use Capability::*;
+        let all = [ElectionManagement, VoteManagement, ReplicationManagement, StateManagement, EnergyManagement];
+        world.env.grants().grant("operator", CapSet::of(&all));
+        world.env.grants().grant("reader", CapSet::of(&[StateManagement, ElectionManagement]));
+        let dir = tempfile::tempdir().unwrap();
+        let inner = LocalCluster::start(world.env.clone(), n, dir.path(), 1).await.unwrap();
+        Cluster { world, inner, _dir: dir }
+    }
+}
+
+/// Asks `probe` every 20 ms until it answers, for at most `within`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(answer) = probe().await {
+            return Some(answer);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        actix::clock::sleep(Duration::from_millis(20)).await;
+    }
 }
