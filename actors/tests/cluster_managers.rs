@@ -19,14 +19,14 @@ use actors::Config;
 use common::{eventually, j, Cluster};
 
 fn fast_detection() -> Config {
-    let mut config = Config::default();
-    config.failure_detection = DetectionSettings {
+    let failure_detection = DetectionSettings {
         heartbeat_ms: 50,
         min_std_deviation_ms: 20,
         acceptable_heartbeat_pause_ms: 300,
         first_heartbeat_estimate_ms: 50,
         ..DetectionSettings::default()
     };
+    let mut config = Config { failure_detection, ..Config::default() };
     config.recovery_manager.reply_timeout_ms = 1500;
     config
 }
