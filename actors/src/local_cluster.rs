@@ -13,7 +13,7 @@ use cluster::{NodeId, ReplicaError};
 
 use crate::communication::CommunicationManager;
 use crate::consensus::{Consensus, Inspect, NodeView, Stop};
-use crate::failure_detector::FailureDetector;
+use crate::failure_detector::{FailureDetector, Peers};
 use crate::leader_election::LeaderElection;
 use crate::load_distributor::LoadDistributor;
 use crate::node_manager::NodeManager;
@@ -194,6 +194,25 @@ impl LocalCluster {
             }
             actix::clock::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Waits at most `within` until every live node's failure detector has had a heartbeat from
+    /// every other live node reporting a running worker pool (so load can be placed on it).
+    pub async fn heard(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let mut all = true;
+            for node in self.nodes.values() {
+                let peers = node.detector.send(Peers).await.unwrap_or_default();
+                let live: Vec<_> = peers.iter().filter(|p| self.nodes.contains_key(&p.node)).collect();
+                all &= live.len() == self.nodes.len() && live.iter().all(|p| p.vitals.is_some_and(|v| v.capacity > 0.0));
+            }
+            if all {
+                return true;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     /// Waits at most `within` until every live node has applied `version`.

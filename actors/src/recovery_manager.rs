@@ -14,7 +14,7 @@
 //! through their gates, with this manager's own identity, so every step is charged and audited
 //! where it happens.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,14 @@ pub struct Recovered {
     pub outcome: String,
 }
 
+/// The last recoveries (at most 1024), oldest first. Requires `RecoveryManagement`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Recovered>, RecoveryError>")]
+pub struct Recoveries {
+    /// Who asks.
+    pub ctx: SecurityContext,
+}
+
 /// The failures not yet recovered, oldest first. Requires `RecoveryManagement`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Vec<Failure>, RecoveryError>")]
@@ -164,6 +172,24 @@ impl Operation for OpenFailures {
     }
 }
 
+impl Operation for Recoveries {
+    type Output = Vec<Recovered>;
+    type Error = RecoveryError;
+    const NAME: &'static str = "recoveries";
+    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement]);
+
+    fn context(&self) -> &SecurityContext {
+        &self.ctx
+    }
+
+    fn resource(&self) -> &str {
+        "recoveries"
+    }
+}
+
+/// How many recoveries a manager remembers.
+const HISTORY: usize = 1024;
+
 /// The actors of this node the strategies act through.
 #[derive(Clone)]
 pub struct Links {
@@ -185,6 +211,7 @@ pub struct RecoveryManager {
     node: NodeId,
     strategies: BTreeMap<FailureKind, Strategy>,
     open: Vec<Failure>,
+    done: VecDeque<Recovered>,
     links: Links,
     timeout: Duration,
 }
@@ -192,7 +219,7 @@ pub struct RecoveryManager {
 impl RecoveryManager {
     /// Operations and their default base costs: a recovery is the tutorial's 35 J.
     pub const DEFAULT_COSTS: &'static [(&'static str, f64)] =
-        &[(Recover::NAME, 35.0), (OpenFailures::NAME, 0.0), ("top_up", 0.0), ("status", 0.0)];
+        &[(Recover::NAME, 35.0), (OpenFailures::NAME, 0.0), (Recoveries::NAME, 0.0), ("top_up", 0.0), ("status", 0.0)];
 
     /// The manager of node `node`, named `recovery-manager/<node>`, with the strategies of
     /// `env`'s configuration.
@@ -203,6 +230,7 @@ impl RecoveryManager {
             node,
             strategies: env.config().recovery.strategies.clone(),
             open: Vec::new(),
+            done: VecDeque::new(),
             links,
             timeout: Duration::from_millis(config.reply_timeout_ms),
         }
@@ -307,7 +335,12 @@ impl Handler<Recover> for RecoveryManager {
                 Ok(outcome) => {
                     tracing::info!(node = manager.node, kind, subject = %failure.subject, strategy = strategy.name(), "recovered: {outcome}");
                     manager.open.retain(|f| !(f.node == failure.node && f.subject == failure.subject));
-                    Ok(Recovered { failure, strategy, outcome })
+                    let recovered = Recovered { failure, strategy, outcome };
+                    if manager.done.len() == HISTORY {
+                        manager.done.pop_front();
+                    }
+                    manager.done.push_back(recovered.clone());
+                    Ok(recovered)
                 }
                 Err(reason) => Err(RecoveryError::RecoveryFailed(format!(
                     "{} of {} ({kind}): {reason}",
@@ -324,6 +357,14 @@ impl Handler<OpenFailures> for RecoveryManager {
 
     fn handle(&mut self, msg: OpenFailures, _: &mut Context<Self>) -> Self::Result {
         gate::run(self, msg, |manager, _| Ok(manager.open.clone()))
+    }
+}
+
+impl Handler<Recoveries> for RecoveryManager {
+    type Result = Result<Vec<Recovered>, RecoveryError>;
+
+    fn handle(&mut self, msg: Recoveries, _: &mut Context<Self>) -> Self::Result {
+        gate::run(self, msg, |manager, _| Ok(manager.done.iter().cloned().collect()))
     }
 }
 

@@ -79,20 +79,8 @@ impl Cluster {
         self.node(on).unwrap().scaler.send(scale).await.unwrap()
     }
 
-    /// Waits until every live node's detector has heard every other live node.
     async fn heard_by_all(&self) {
-        let up = self.up();
-        eventually(SOON, || async {
-            for &id in &up {
-                let peers = self.node(id)?.detector.send(actors::failure_detector::Peers).await.ok()?;
-                if !peers.iter().filter(|p| up.contains(&p.node)).all(|p| p.vitals.is_some_and(|v| v.capacity > 0.0)) {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await
-        .expect("every node hears every other");
+        assert!(self.heard(SOON).await, "every node hears every other");
     }
 }
 
