@@ -1,30 +1,45 @@
-//! The ergon demo: three nodes in one process, each with a node manager and a communication
-//! manager on the tutorial's defaults, driven until a budget runs out.
+//! The ergon demo: five nodes in one process, each with all eight managers and a worker pool on
+//! the tutorial's defaults, their Raft logs on disk under `ergon-demo/data`.
 //!
-//! It joins workers (one by a principal without `NodeManagement`, one invalid), subscribes
-//! listeners, and broadcasts until the first node's communication budget crosses 80% and 95%
-//! and is exhausted. Then it prints a summary, verifies the audit log it wrote, and prints the
-//! `ergon audit` commands that read it.
+//! Section 1 joins workers (one by a principal without `NodeManagement`, one invalid), subscribes
+//! listeners, and broadcasts until the first node's communication budget crosses 80% and 95% and
+//! is exhausted. Sections 2 to 4: a leader is elected, updates replicate, a worker pool scales up
+//! under load and a panicking worker is restarted, a load is spread by capacity and remaining
+//! energy, the leader crashes, the failure is detected, recovery fails leadership over and moves
+//! the dead node's work, and the node comes back and is caught up. Then it prints what every step
+//! cost, verifies the audit log it wrote, and prints the `ergon audit` commands that read it.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler};
-use actors::communication::{Broadcast, CommunicationError, CommunicationManager, Delivery, Subscribe};
+use actors::cluster::NodeId;
+use actors::communication::{Broadcast, CommunicationError, Delivery, Subscribe};
 use actors::energy::{instrumentation, instrumented_modules, CostModel, Instrumentation, Joules};
-use actors::gate::GateStatus;
-use actors::node_manager::{connect_all, Join, JoinError, ListNodes, NodeManager};
-use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader};
+use actors::failure_detector::{Failure, FailureDetector, Failures, Peers};
+use actors::gate::{GateError, GateStatus};
+use actors::leader_election::CurrentLeader;
+use actors::load_distributor::{Distribute, Distribution};
+use actors::local_cluster::LocalCluster;
+use actors::node_manager::{connect_all, Join, JoinError, ListNodes};
+use actors::recovery_manager::{OpenFailures, Recoveries};
+use actors::resource_scaler::Scale;
+use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, Outcome};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::state_replicator::Replicate;
+use actors::worker_pool::{Job, ReadLoad, Submit};
 use actors::{Config, Environment, Status};
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use clap::Parser;
 
-/// Run three ergon nodes in one process until a budget runs out, and write their audit log.
+/// Run five ergon nodes in one process through elections, replication, scaling, a leader crash
+/// and its recovery, and write their audit log.
 #[derive(Parser)]
 struct Args {
-    /// Where to write the audit log and configuration (replaced on each run).
+    /// Where to write the audit log and the nodes' data (replaced on each run).
     #[arg(long, default_value = "ergon-demo")]
     out: PathBuf,
     /// A TOML configuration to use instead of the tutorial's defaults.
@@ -48,11 +63,9 @@ impl Handler<Delivery> for Listener {
     }
 }
 
-struct Node {
-    name: String,
-    nodes: Addr<NodeManager>,
-    comm: Addr<CommunicationManager>,
-}
+/// What the demo's worker pools charge for a job: a heavy batch, so that spent energy shows in
+/// how load is spread.
+const JOB_JOULES: f64 = 250.0;
 
 #[actix::main]
 async fn main() -> Result<()> {
@@ -65,25 +78,60 @@ async fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    // The demo makes a job panic on purpose; its worker catches it. One log line says so, not
+    // a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        tracing::warn!("panic{place}: {}", info.payload_as_str().unwrap_or("(no message)"));
+    }));
+
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let audit_dir = args.out.join("audit");
-    if audit_dir.exists() {
-        std::fs::remove_dir_all(&audit_dir).with_context(|| format!("cannot clear {}", audit_dir.display()))?;
+    config.worker_pool.costs.insert("work".into(), Joules::new(JOB_JOULES)?);
+    let (audit_dir, data_dir) = (args.out.join("audit"), args.out.join("data"));
+    for dir in [&audit_dir, &data_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
     }
     config.audit = AuditConfig { dir: audit_dir.clone(), ..config.audit };
     let (log, _) = AuditLog::open(config.audit.clone())?;
     let log = Arc::new(log);
 
-    println!("ergon demo: 3 nodes, each with a node manager and a communication manager");
+    println!("ergon demo: 5 nodes in one process, each with the eight managers and a worker pool");
     println!(
-        "  budgets: node manager {} (join {}), communication manager {} (broadcast {})",
+        "  budgets: node manager {} (join {}), communication {} (broadcast {}), election {} (campaign {}),",
         config.node_manager.budget_joules,
         config.node_manager.costs["join"],
         config.communication_manager.budget_joules,
         config.communication_manager.costs["broadcast"],
+        config.leader_election.budget_joules,
+        config.leader_election.costs["election"],
+    );
+    println!(
+        "           replication {} (update {}), failure detector {} (check {}), recovery {} (recover {}),",
+        config.state_replicator.budget_joules,
+        config.state_replicator.costs["replicate"],
+        config.failure_detector.budget_joules,
+        config.failure_detector.costs["check"],
+        config.recovery_manager.budget_joules,
+        config.recovery_manager.costs["recover"],
+    );
+    println!(
+        "           distribution {} (distribute {}), scaling {} (scale {}), worker pool {} (job {}, set by the demo)",
+        config.load_distributor.budget_joules,
+        config.load_distributor.costs["distribute"],
+        config.resource_scaler.budget_joules,
+        config.resource_scaler.costs["scale"],
+        config.worker_pool.budget_joules,
+        config.worker_pool.costs["work"],
+    );
+    let d = &config.failure_detection;
+    println!(
+        "  raft: election timeout {} ms, heartbeat {} ms; failure detection: a heartbeat every {} ms, phi threshold {} (Akka's defaults)",
+        config.raft.election_timeout_ms, config.raft.heartbeat_ms, d.heartbeat_ms, d.threshold
     );
     match instrumentation() {
         Instrumentation::Instrumented => println!(
@@ -96,29 +144,32 @@ async fn main() -> Result<()> {
             config.meter.watts_per_core
         ),
     }
-    println!("  audit log: {}\n", audit_dir.display());
+    println!("  audit log: {}; Raft logs: {}\n", audit_dir.display(), data_dir.display());
 
     use Capability::*;
     let grants = Arc::new(GrantTable::new());
-    grants.grant("operator", CapSet::of(&[NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]));
+    grants.grant("operator", CapSet::all());
     grants.grant("intruder", CapSet::of(&[BroadcastManagement]));
     let env = Environment::new(config.clone(), grants.clone(), log.clone());
     let scope = |s: &str| Scope::new(s).expect("constant scope");
     let operator = |s: &str| grants.context("operator", scope(s)).expect("granted above");
 
-    let nodes: Vec<Node> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| Node {
-            name: n.to_string(),
-            nodes: NodeManager::new(&env, n).start(),
-            comm: CommunicationManager::new(&env, n).start(),
-        })
-        .collect();
-    let peers: Vec<_> = nodes.iter().map(|n| (n.name.clone(), n.nodes.clone())).collect();
-    connect_all(&operator("node_management"), &peers).await?;
-    println!("step 1: the three node managers are peers of each other");
+    let mut cluster = LocalCluster::start(env, 5, &data_dir, 1).await?;
+    section_one(&cluster, &grants, &operator).await?;
+    cluster_steps(&mut cluster, &operator).await?;
+    summary(&cluster, &operator, &audit_dir, &log).await
+}
 
-    println!("step 2: joins through n1, each announced to n2 and n3");
+/// The tutorial's section 1: joins, subscriptions, and broadcasts until a budget runs out.
+async fn section_one(cluster: &LocalCluster, grants: &GrantTable, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
+    use Capability::*;
+    let scope = |s: &str| Scope::new(s).expect("constant scope");
+    let node = |id: NodeId| cluster.node(id).expect("every node is up");
+    let peers: Vec<_> = cluster.up().into_iter().map(|id| (id.to_string(), node(id).nodes.clone())).collect();
+    connect_all(&operator("node_management"), &peers).await?;
+    println!("step 1: the five node managers are peers of each other");
+
+    println!("step 2: joins through node 1, each announced to nodes 2 to 5");
     let join = |ctx: SecurityContext, id: &str| Join {
         ctx,
         id: id.into(),
@@ -128,34 +179,34 @@ async fn main() -> Result<()> {
         // Each worker may act in its own scope below node_management.
         scope: Scope::new(&format!("node_management.{id}")).unwrap_or_else(|_| scope("node_management")),
     };
-    let n1 = &nodes[0];
+    let n1 = node(1);
     for id in ["worker-1", "worker-2", "worker-3"] {
         report_join(id, n1.nodes.send(join(operator("node_management"), id)).await?);
     }
     let intruder = grants.context("intruder", scope("node_management"))?;
     report_join("worker-4 (by intruder)", n1.nodes.send(join(intruder.clone(), "worker-4")).await?);
     report_join("\"\" (empty id)", n1.nodes.send(join(operator("node_management"), "")).await?);
-    let members = nodes[2].nodes.send(ListNodes { ctx: operator("node_management") }).await??;
-    println!("  n3 sees {} members: {}", members.len(), members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "));
+    let members = node(3).nodes.send(ListNodes { ctx: operator("node_management") }).await??;
+    println!("  node 3 sees {} members: {}", members.len(), members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "));
 
     println!("step 3: two listeners per node subscribe to \"telemetry\"");
     let received = Arc::new(AtomicU64::new(0));
-    for node in &nodes {
+    for id in cluster.up() {
         for i in 1..=2 {
             let listener = Listener { received: received.clone() }.start();
             let subscribe = Subscribe {
                 ctx: operator("communication_management"),
                 channel: "telemetry".into(),
-                subscriber: format!("{}-listener-{i}", node.name),
+                subscriber: format!("n{id}-listener-{i}"),
                 endpoint: listener.recipient(),
             };
-            node.comm.send(subscribe).await??;
+            node(id).communication.send(subscribe).await??;
         }
     }
     // The intruder holds BroadcastManagement only, and claims NodeManagement as well.
     let forged = SecurityContext::new("intruder", CapSet::of(&[BroadcastManagement, NodeManagement]), scope("communication_management"));
-    let denied = nodes[0]
-        .comm
+    let denied = n1
+        .communication
         .send(Subscribe {
             ctx: forged,
             channel: "telemetry".into(),
@@ -165,7 +216,7 @@ async fn main() -> Result<()> {
         .await?;
     println!("  a subscription by the intruder with a forged context: {}", outcome(&denied));
 
-    println!("step 4: n1 broadcasts until its communication budget runs out");
+    println!("step 4: node 1 broadcasts until its communication budget runs out");
     let mut sent = 0u32;
     let exhausted = loop {
         let broadcast = Broadcast {
@@ -173,51 +224,238 @@ async fn main() -> Result<()> {
             channel: "telemetry".into(),
             content: format!("reading {sent}: 21.{} C", sent % 10),
         };
-        match n1.comm.send(broadcast).await? {
+        match n1.communication.send(broadcast).await? {
             Ok(_) => sent += 1,
             Err(e) => break e,
         }
         if sent % 50 == 0 {
-            let status = status(&n1.comm, operator("*")).await?;
+            let status = status::<_, CommunicationError>(&n1.communication, operator("*")).await?;
             println!("  {sent} broadcasts: {:.1}% of the budget used", 100.0 * status.used.get() / status.total.get());
         }
     };
     println!("  after {sent} broadcasts: {exhausted}");
-
-    println!("\nsummary");
-    println!(
-        "  {:<26} {:>10} {:>10} {:>10} {:>8} {:>7} {:>7} {:>12}",
-        "actor", "budget", "used", "left", "allowed", "failed", "denied", "measured"
-    );
-    for node in &nodes {
-        let statuses = [
-            node_status(&node.nodes, operator("*")).await?,
-            status(&node.comm, operator("*")).await?,
-        ];
-        for s in statuses {
-            println!(
-                "  {:<26} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>7} {:>7} {:>12}",
-                s.actor,
-                s.total.get(),
-                s.used.get(),
-                s.remaining.get(),
-                s.counters.allowed,
-                s.counters.failed,
-                s.counters.denied,
-                format!("{:.1}", s.counters.measured)
-            );
-        }
-    }
-    let n1_comm = status(&n1.comm, operator("*")).await?;
+    let n1_comm = status::<_, CommunicationError>(&n1.communication, operator("*")).await?;
     for alert in &n1_comm.alerts {
         println!("  alert on {}: {:?}: {}", n1_comm.actor, alert.level, alert.message);
     }
-    println!("  deliveries received by listeners: {}", received.load(Ordering::Relaxed));
+    println!("  deliveries received by listeners: {}\n", received.load(Ordering::Relaxed));
+    Ok(())
+}
 
+/// A CPU-bound job of about `rounds` xorshift steps.
+fn crunch(rounds: u64) -> Job {
+    Job::new(move || {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..rounds {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        x.to_le_bytes().to_vec()
+    })
+}
+
+/// Each node's share, and the workers and joules it was weighed by.
+async fn print_shares(d: &Distribution, detector: &Addr<FailureDetector>) {
+    let peers = detector.send(Peers).await.unwrap_or_default();
+    for (node, share) in &d.shares {
+        let vitals = peers.iter().find(|p| p.node == *node).and_then(|p| p.vitals).unwrap_or_default();
+        println!("  node {node}: {share:>5.1}   ({} workers x {:.0} J left in its pool)", vitals.capacity, vitals.remaining_j);
+    }
+}
+
+/// The tutorial's sections 2 to 4 on the five nodes.
+async fn cluster_steps(cluster: &mut LocalCluster, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
+    let within = Duration::from_secs(10);
+    let leader = cluster.leader(within).await.ok_or_else(|| anyhow!("no leader was elected within {within:?}"))?;
+    let node = |cluster: &LocalCluster, id: NodeId| cluster.node(id).map(|n| (n.replicator.clone(), n.distributor.clone()));
+    let known = cluster.node(leader).expect("up").election.send(CurrentLeader { ctx: operator("election_management") }).await??;
+    println!("step 5: Raft elected a leader: node {leader} (term {})", known.map_or(0, |l| l.term));
+
+    println!("step 6: five updates replicate, through followers and the leader; each answers after a quorum committed it");
+    let followers: Vec<NodeId> = cluster.up().into_iter().filter(|&id| id != leader).collect();
+    for (i, &via) in followers.iter().chain([&leader]).enumerate() {
+        let (replicator, _) = node(cluster, via).expect("up");
+        let data = format!("config v{i}").into_bytes();
+        let state = replicator.send(Replicate { ctx: operator("replication_management"), data }).await??;
+        println!("  via node {via}: version {} = {:?}", state.version, String::from_utf8_lossy(&state.data));
+    }
+    let converged = cluster.converged(5, Duration::from_secs(5)).await;
+    println!("  every node applied version 5: {converged}");
+
+    // The coordinator asks for distributions; the busy node's pool is scaled up; the spender's
+    // pool spends energy without growing.
+    let (coordinator, busy, spender) = (followers[0], followers[1], followers[2]);
+    let busy_node = cluster.node(busy).expect("up");
+    let (pool, scaler) = (busy_node.pool.clone(), busy_node.scaler.clone());
+    println!("step 7: node {busy}'s worker pool gets 12 CPU-heavy jobs at once");
+    let started = Instant::now();
+    let jobs: Vec<_> =
+        (0..12).map(|_| pool.send(Submit { ctx: operator("resource_management"), job: crunch(40_000_000) })).collect();
+    actix::clock::sleep(Duration::from_millis(20)).await;
+    let load = pool.send(ReadLoad).await?;
+    println!("  {} jobs in flight on {} workers: queue_depth {:.1}", load.in_flight, load.workers, load.metric("queue_depth").unwrap_or(0.0));
+    let scale = |threshold| Scale {
+        ctx: operator("scaling_management"),
+        resource: "workers".into(),
+        metric: "queue_depth".into(),
+        threshold,
+        factor: 2.0,
+    };
+    let scaled = scaler.send(scale(1.5)).await??;
+    println!("  the scaler saw queue_depth {:.1} > 1.5 and scaled the pool by 2: {} -> {} workers", scaled.value, scaled.from, scaled.to);
+    for job in jobs {
+        job.await??;
+    }
+    println!("  all 12 done in {} ms", started.elapsed().as_millis());
+    let poisoned = pool.send(Submit { ctx: operator("resource_management"), job: Job::new(|| panic!("poisoned input")) }).await?;
+    println!("  a job panics: {}", poisoned.err().map_or("?".into(), |e| e.to_string()));
+    let restarted = poll(within, || async { (pool.send(ReadLoad).await.ok()?.stopped == 0).then_some(()) }).await;
+    let load = pool.send(ReadLoad).await?;
+    println!(
+        "  its worker was reported, recovered with the restart strategy: {} workers running, {} stopped{}",
+        load.workers,
+        load.stopped,
+        if restarted.is_some() { "" } else { " (not restarted in time)" }
+    );
+
+    let spender_pool = cluster.node(spender).expect("up").pool.clone();
+    for _ in 0..8 {
+        spender_pool.send(Submit { ctx: operator("resource_management"), job: crunch(1_000_000) }).await??;
+    }
+    println!("  node {spender}'s pool runs 8 jobs too, and stays at its 2 workers");
+
+    cluster.heard(within).await;
+    println!("step 8: node {coordinator} spreads a load of 100 over the live nodes by capacity x remaining energy");
+    let (_, distributor) = node(cluster, coordinator).expect("up");
+    let ingest = Distribute { ctx: operator("distribution_management"), id: "ingest".into(), load: 100.0 };
+    let before = distributor.send(ingest).await??;
+    let coordinator_detector = cluster.node(coordinator).expect("up").detector.clone();
+    print_shares(&before, &coordinator_detector).await;
+
+    println!("step 9: the leader, node {leader}, crashes");
+    let crashed_at = Instant::now();
+    cluster.crash(leader).await;
+    let new_leader = cluster.leader(within).await;
+    match new_leader {
+        Some(l) => println!("  Raft elected node {l} {} ms after the crash", crashed_at.elapsed().as_millis()),
+        None => println!("  no new leader within {within:?}"),
+    }
+    let survivors = cluster.up();
+    let detected = poll(within, || async {
+        for &id in &survivors {
+            let failures = cluster.node(id)?.detector.send(Failures { ctx: operator("failure_detection") }).await.ok()?.ok()?;
+            if !failures.iter().any(|f| f.node == leader) {
+                return None;
+            }
+        }
+        Some(crashed_at.elapsed())
+    })
+    .await;
+    let recovered = poll(within, || async {
+        for &id in &survivors {
+            let open = cluster.node(id)?.recovery.send(OpenFailures { ctx: operator("recovery_management") }).await.ok()?.ok()?;
+            if !open.is_empty() {
+                return None;
+            }
+        }
+        Some(crashed_at.elapsed())
+    })
+    .await;
+    let ms = |d: Option<Duration>| d.map_or("not within 10 s".to_owned(), |d| format!("{} ms", d.as_millis()));
+    println!("  every survivor's failure detector declared node {leader} failed after {}", ms(detected));
+    let watcher = cluster.node(coordinator).expect("up");
+    let (detector, recovery, distributor) = (watcher.detector.clone(), watcher.recovery.clone(), watcher.distributor.clone());
+    let failures = detector.send(Failures { ctx: operator("failure_detection") }).await??;
+    if let Some(f) = failures.iter().rev().find(|f: &&Failure| f.node == leader) {
+        println!("  node {coordinator} recorded: {} of {}: {}", f.kind.name(), f.subject, f.reason);
+    }
+    println!("  every survivor recovered it after {}", ms(recovered));
+    let recoveries = recovery.send(Recoveries { ctx: operator("recovery_management") }).await??;
+    if let Some(r) = recoveries.iter().rev().find(|r| r.failure.node == leader) {
+        println!("  node {coordinator}'s recovery: {}: {}", r.strategy.name(), r.outcome);
+    }
+    let ctx = operator("distribution_management");
+    let after = distributor.send(actors::load_distributor::Distributions { ctx }).await??;
+    if let Some(d) = after.first() {
+        println!("  the load now:");
+        print_shares(d, &detector).await;
+    }
+
+    if let Some(l) = new_leader {
+        println!("step 10: updates go on through the new leader");
+        let (replicator, _) = node(cluster, l).expect("up");
+        let state = replicator.send(Replicate { ctx: operator("replication_management"), data: b"config v5".to_vec() }).await??;
+        println!("  via node {l}: version {}", state.version);
+    }
+
+    println!("step 11: node {leader} restarts from its data directory");
+    cluster.boot(leader).await?;
+    let back = poll(within, || async {
+        let recoveries = recovery.send(Recoveries { ctx: operator("recovery_management") }).await.ok()?.ok()?;
+        recoveries.into_iter().find(|r| r.failure.node == leader && r.failure.kind.name() == "rejoined")
+    })
+    .await;
+    match back {
+        Some(r) => println!("  node {coordinator} saw it rejoin and recovered it with {}: {}", r.strategy.name(), r.outcome),
+        None => println!("  node {coordinator} did not see it rejoin within {within:?}"),
+    }
+    println!();
+    Ok(())
+}
+
+/// Asks `probe` every 100 ms until it answers, for at most `within` (each ask is a gated,
+/// audited query, so not too often).
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(answer) = probe().await {
+            return Some(answer);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        actix::clock::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What every step cost, from the audit log, and where to read it.
+async fn summary(cluster: &LocalCluster, operator: &impl Fn(&str) -> SecurityContext, audit_dir: &Path, log: &AuditLog) -> Result<()> {
+    // Let the last recoveries' audit entries land.
+    actix::clock::sleep(Duration::from_millis(200)).await;
     log.flush()?;
-    let report = verify(&audit_dir)?;
+    println!("summary: what each operation cost, over all nodes (from the audit log)");
+    println!("  {:<22} {:<14} {:>8} {:>7} {:>7} {:>12}", "manager", "operation", "allowed", "failed", "denied", "charged");
+    let mut rows: BTreeMap<(String, String), (u64, u64, u64, f64)> = BTreeMap::new();
+    for entry in AuditReader::open(audit_dir)?.entries() {
+        let entry = entry?.entry;
+        let Some(energy) = &entry.energy else { continue };
+        if entry.alert.is_some() {
+            continue;
+        }
+        let manager = entry.actor.split('/').next().unwrap_or_default().to_owned();
+        let row = rows.entry((manager, entry.operation.to_string())).or_default();
+        match entry.outcome {
+            Outcome::Allowed => row.0 += 1,
+            Outcome::Failed => row.1 += 1,
+            Outcome::Denied => row.2 += 1,
+        }
+        row.3 += energy.charged_j;
+    }
+    for ((manager, operation), (allowed, failed, denied, charged)) in &rows {
+        println!("  {manager:<22} {operation:<14} {allowed:>8} {failed:>7} {denied:>7} {:>10.1} J", charged);
+    }
+    let total: f64 = rows.values().map(|r| r.3).sum();
+    println!("  {:<22} {:<14} {:>8} {:>7} {:>7} {:>10.1} J", "all", "", "", "", "", total);
+    if let Some(n1) = cluster.node(1) {
+        let s = status::<_, CommunicationError>(&n1.communication, operator("*")).await?;
+        println!("  {} has {:.1} of {:.1} left", s.actor, s.remaining.get(), s.total.get());
+    }
+
+    let report = verify(audit_dir)?;
     println!("\naudit log: {} entries in {}, chain verified", report.entries, audit_dir.display());
-    print_operation_counts(&audit_dir)?;
+    print_operation_counts(audit_dir)?;
     let ergon = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("ergon")))
@@ -227,6 +465,7 @@ async fn main() -> Result<()> {
     println!("  {ergon} audit verify {}", audit_dir.display());
     println!("  {ergon} audit summary {}", audit_dir.display());
     println!("  {ergon} audit show {} --denied", audit_dir.display());
+    println!("  {ergon} audit show {} --operation recover", audit_dir.display());
     println!("  {ergon} audit show {} --principal operator --operation join", audit_dir.display());
     Ok(())
 }
@@ -286,10 +525,11 @@ fn outcome<T>(result: &Result<T, CommunicationError>) -> String {
     }
 }
 
-async fn status(addr: &Addr<CommunicationManager>, ctx: SecurityContext) -> Result<GateStatus> {
-    Ok(addr.send(Status::<CommunicationError>::new(ctx)).await??)
-}
-
-async fn node_status(addr: &Addr<NodeManager>, ctx: SecurityContext) -> Result<GateStatus> {
-    Ok(addr.send(Status::<JoinError>::new(ctx)).await??)
+/// The status of any gated manager.
+async fn status<A, E>(addr: &Addr<A>, ctx: SecurityContext) -> Result<GateStatus>
+where
+    A: Actor<Context = Context<A>> + Handler<Status<E>>,
+    E: GateError + Send + Sync,
+{
+    Ok(addr.send(Status::<E>::new(ctx)).await??)
 }

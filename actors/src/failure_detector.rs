@@ -2,8 +2,8 @@
 //!
 //! Every `failure_detection.heartbeat_ms` the detector sends each peer a [`Heartbeat`] over the
 //! transport, carrying what this node reports about itself ([`Vitals`]: its applied state version,
-//! the leader it knows, its worker pool's capacity and remaining energy), and looks at each peer's
-//! phi ([`cluster::phi`]). Looking is free; when a peer crosses the threshold (or comes back), the
+//! the leader it knows, its worker pool's capacity and remaining energy); ten times as often it
+//! looks at each peer's phi ([`cluster::phi`]). Looking is free; when a peer crosses the threshold (or comes back), the
 //! detector sends itself a gated [`Check`], so the decision is charged (15 J) and audited like
 //! any request, records a [`Failure`] and hands it to the recovery manager. Operators can send
 //! `Check` for any peer at any time. Other actors of the node report failures they see themselves
@@ -300,10 +300,11 @@ impl FailureDetector {
         // Every peer counts as heard at start, so one that never speaks is detected too.
         let now = self.now();
         self.peers.values_mut().for_each(|w| w.phi.heartbeat(now));
-        ctx.run_interval(self.every, |detector, ctx| {
-            detector.beat(ctx);
-            detector.sweep(ctx);
-        });
+        ctx.run_interval(self.every, |detector, ctx| detector.beat(ctx));
+        // Looking costs little, so look ten times per beat: detection lags the threshold by a
+        // tenth of an interval, not a whole one.
+        let look = (self.every / 10).max(Duration::from_millis(10));
+        ctx.run_interval(look, |detector, ctx| detector.sweep(ctx));
     }
 
     /// Reads this node's vitals, then sends them to every peer.

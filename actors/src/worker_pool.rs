@@ -451,8 +451,10 @@ impl Handler<WorkerStopped> for WorkerPool {
     fn handle(&mut self, msg: WorkerStopped, _: &mut Context<Self>) {
         let Some(slot) = self.slots.get_mut(msg.slot) else { return };
         *slot = Slot::Stopped;
-        tracing::warn!(node = self.node, "{}", msg.reason);
-        let Some(detector) = &self.detector else { return };
+        let Some(detector) = &self.detector else {
+            tracing::warn!(node = self.node, "{} (no failure detector to report it to)", msg.reason);
+            return;
+        };
         let failure = Failure {
             node: self.node,
             kind: FailureKind::ActorStopped,
