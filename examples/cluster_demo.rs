@@ -82,7 +82,9 @@ async fn main() -> Result<()> {
     // a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
-        tracing::warn!("panic{place}: {}", info.payload_as_str().unwrap_or("(no message)"));
+        let payload = info.payload();
+        let what = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        tracing::warn!("panic{place}: {}", what.unwrap_or("(no message)"));
     }));
 
     let mut config = match &args.config {
