@@ -235,6 +235,9 @@ struct Watch {
     failed_since: Option<Duration>,
     /// A `Check` for it is on its way, so the next sweep does not send another.
     check_pending: bool,
+    /// No automatic check before this: the last was refused for want of energy, and asking ten
+    /// times a beat would only fill the audit log with refusals.
+    quiet_until: Duration,
 }
 
 /// The failure detector of one node.
@@ -341,7 +344,7 @@ impl FailureDetector {
         let identity = self.gate.identity(SCOPE);
         for (&node, watch) in &mut self.peers {
             let failed_now = watch.phi.phi(now) >= threshold;
-            if failed_now != watch.failed_since.is_some() && !watch.check_pending {
+            if failed_now != watch.failed_since.is_some() && !watch.check_pending && now >= watch.quiet_until {
                 watch.check_pending = true;
                 ctx.notify(Check { ctx: identity.clone(), node });
             }
@@ -387,7 +390,7 @@ impl FailureDetector {
 
 impl Watch {
     fn new(config: PhiConfig) -> Self {
-        Watch { phi: PhiAccrual::new(config), vitals: None, failed_since: None, check_pending: false }
+        Watch { phi: PhiAccrual::new(config), vitals: None, failed_since: None, check_pending: false, quiet_until: Duration::ZERO }
     }
 }
 
@@ -418,10 +421,11 @@ impl Handler<Check> for FailureDetector {
     type Result = ResponseActFuture<Self, Result<PeerView, DetectionError>>;
 
     fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> Self::Result {
-        if let Some(watch) = self.peers.get_mut(&msg.node) {
+        let node = msg.node;
+        if let Some(watch) = self.peers.get_mut(&node) {
             watch.check_pending = false;
         }
-        gate::run_async(self, msg, |detector, msg| -> ResponseActFuture<Self, _> {
+        let checked = gate::run_async(self, msg, |detector, msg| -> ResponseActFuture<Self, _> {
             let (now, threshold, node) = (detector.now(), detector.phi.threshold, msg.node);
             let Some(watch) = detector.peers.get_mut(&node) else {
                 let reason = format!("node {node} is not a peer of node {}", detector.node);
@@ -453,7 +457,13 @@ impl Handler<Check> for FailureDetector {
             let failure = Failure { node, kind, subject: format!("node {node}"), time: SystemTime::now(), reason };
             detector.record(&failure);
             Box::pin(detector.hand_off(failure).map(move |handled, _, _| handled.map(|()| view)))
-        })
+        });
+        Box::pin(checked.map(move |result, detector: &mut Self, _| {
+            if let (Err(DetectionError::InsufficientEnergy { .. }), Some(watch)) = (&result, detector.peers.get_mut(&node)) {
+                watch.quiet_until = detector.epoch.elapsed() + detector.every * 10;
+            }
+            result
+        }))
     }
 }
 

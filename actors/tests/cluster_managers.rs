@@ -328,3 +328,22 @@ async fn every_new_manager_refuses_what_its_budget_cannot_cover() {
     let err = cluster.scale(1, "workers", "workers", 1.0, 2.0).await.unwrap_err();
     assert!(matches!(err, ScalingError::InsufficientEnergy { .. }), "{err:?}");
 }
+
+#[actix_rt::test]
+async fn a_detector_out_of_energy_backs_off_instead_of_flooding_the_log() {
+    let mut config = fast_detection();
+    config.failure_detector.budget_joules = j(10.0);
+    let mut cluster = Cluster::start(2, config).await;
+    cluster.heard_by_all().await;
+    cluster.crash(2).await;
+    // Silent past the threshold after about 0.45 s; then 1 s of a detector that cannot pay.
+    actix::clock::sleep(Duration::from_millis(1_450)).await;
+    let refused = cluster
+        .world
+        .entries()
+        .into_iter()
+        .filter(|e| e.actor == "failure-detector/1" && e.operation == "check" && e.outcome == Outcome::Denied)
+        .count();
+    // Sweeping every 10 ms would be about 100 refusals; backing off ten beats (500 ms), 2 or 3.
+    assert!((1..=4).contains(&refused), "{refused} refused checks");
+}
