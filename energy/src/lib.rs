@@ -6,8 +6,11 @@
 //! - [`CostModel`] turns counts into joules (`Σ ops × weight × unit energy`).
 //! - [`Meter`] measures one run of a handler; every [`Sample`] says which [`Source`] produced it.
 //! - [`EnergyBudget`] is a token bucket of joules; [`EnergyMonitor`] raises alerts on it.
+//! - [`counters`] read what the machine says it used: RAPL through powercap, or the process's CPU
+//!   time as the last resort; [`counters::probe`] finds out which of them work here.
 //!
-//! This crate does no I/O of its own beyond reading clocks, and depends on nothing else of ergon.
+//! Apart from [`counters`], which read sysfs, this crate does no I/O beyond reading clocks, and it
+//! depends on nothing else of ergon.
 //!
 //! ```
 //! use energy::{EnergyBudget, Joules};
@@ -23,6 +26,7 @@
 #![deny(missing_docs)]
 
 mod budget;
+pub mod counters;
 mod meter;
 mod model;
 mod monitor;

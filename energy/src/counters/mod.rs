@@ -1,0 +1,71 @@
+//! Machine energy counters: what the hardware, or failing that the process's CPU time, says has
+//! been used.
+//!
+//! A [`Meter`](crate::Meter) is read at the start and end of every message and must not make a
+//! system call; an [`EnergyCounter`] is read with one (a sysfs file, a perf descriptor), so it is
+//! sampled in the background, and its readings are shared among the messages that ran in between.
+//! Every counter says what its joules are ([`Source`]): a RAPL figure and a CPU-time estimate are
+//! not the same claim. [`probe`] finds out which counters a machine has, whether they can be read
+//! and whether they advance, and picks the best.
+
+pub mod cpu_time;
+pub mod powercap;
+pub mod probe;
+
+use std::path::PathBuf;
+
+use crate::{Joules, Source};
+
+pub use cpu_time::CpuTimeCounter;
+pub use powercap::{PowercapCounter, Zone};
+pub use probe::{probe, probe_with, Finding, Probe, ProbeConfig, Status};
+
+/// A cumulative energy counter.
+pub trait EnergyCounter: Send {
+    /// Its name (`powercap:intel-rapl:0`, `cpu-time`).
+    fn name(&self) -> &str;
+    /// What its joules are.
+    fn source(&self) -> Source;
+    /// Energy used since the counter was opened. Read it more often than the hardware counter
+    /// can wrap (minutes for RAPL), or wraps are lost.
+    fn read(&mut self) -> Result<Joules, CounterError>;
+}
+
+/// Why a counter cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CounterError {
+    /// A file or directory the counter needs does not exist.
+    #[error("{path}: missing: {why}")]
+    Missing {
+        /// What is missing.
+        path: PathBuf,
+        /// What that means.
+        why: String,
+    },
+    /// The file exists but cannot be read.
+    #[error("{path}: cannot be read: {why}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason, and what to do.
+        why: String,
+    },
+    /// The file does not hold a counter value.
+    #[error("{path}: {contents:?} is not a counter value{why}")]
+    Garbage {
+        /// The file.
+        path: PathBuf,
+        /// What it holds (at most 64 bytes of it).
+        contents: String,
+        /// More, when there is more to say (starts with "; ").
+        why: String,
+    },
+    /// The counter's clock or interface failed.
+    #[error("{name}: {why}")]
+    Failed {
+        /// The counter.
+        name: String,
+        /// What went wrong.
+        why: String,
+    },
+}

@@ -1,0 +1,219 @@
+//! Energy counters on fake powercap trees built in temporary directories, and the probe's choice
+//! in each case. (This machine has no RAPL; the last test probes it as it is.)
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use energy::counters::powercap::{discover, machine_zones, unreadable, wrap_delta, PowercapCounter};
+use energy::counters::{probe, probe_with, CounterError, EnergyCounter, ProbeConfig, Status, Zone};
+use energy::Source;
+
+const MAX: u64 = 262_143_328_850;
+
+/// A powercap tree under construction.
+struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        Tree { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds zone `id` named `name` with its counter at `uj`.
+    fn zone(&self, id: &str, name: &str, uj: u64) -> &Tree {
+        let dir = self.root().join(id);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("name"), format!("{name}\n")).unwrap();
+        fs::write(dir.join("max_energy_range_uj"), format!("{MAX}\n")).unwrap();
+        self.set(id, uj);
+        self
+    }
+
+    fn set(&self, id: &str, uj: u64) {
+        fs::write(self.root().join(id).join("energy_uj"), format!("{uj}\n")).unwrap();
+    }
+
+    fn write(&self, id: &str, file: &str, contents: &str) {
+        fs::write(self.root().join(id).join(file), contents).unwrap();
+    }
+
+    fn zones(&self) -> Vec<Zone> {
+        discover(self.root()).unwrap().into_iter().filter_map(|(_, z)| z.ok()).collect()
+    }
+
+    fn counter(&self, id: &str) -> PowercapCounter {
+        let zone = self.zones().into_iter().find(|z| z.id == id).unwrap();
+        PowercapCounter::open(zone).unwrap()
+    }
+
+    fn config(&self) -> ProbeConfig {
+        ProbeConfig { powercap_root: self.root().to_owned(), ..ProbeConfig::default() }
+    }
+}
+
+fn status<'a>(probe: &'a energy::counters::Probe, name: &str) -> &'a Status {
+    &probe.findings.iter().find(|f| f.name.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {probe:#?}")).status
+}
+
+#[test]
+fn one_wraparound_is_counted_across_the_wrap() {
+    assert_eq!(wrap_delta(MAX - 100, 50, MAX), 150);
+    assert_eq!(wrap_delta(10, 10, MAX), 0);
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", MAX - 1_000_000);
+    let mut counter = tree.counter("intel-rapl:0");
+    tree.set("intel-rapl:0", 2_000_000);
+    assert_eq!(counter.read().unwrap().get(), 3.0, "1 J before the wrap and 2 J after");
+}
+
+#[test]
+fn several_wraparounds_accumulate_when_read_between_them() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 0);
+    let mut counter = tree.counter("intel-rapl:0");
+    // Three and a half trips around the counter, read four times per trip.
+    let step = MAX / 4;
+    let mut position = 0u64;
+    for _ in 0..14 {
+        position = (position + step) % MAX;
+        tree.set("intel-rapl:0", position);
+        counter.read().unwrap();
+    }
+    let expected = (14 * step) as f64 / 1e6;
+    let got = counter.read().unwrap().get();
+    assert!((got - expected).abs() < 1e-3, "{got} J, expected {expected} J");
+    assert!(got > 3.0 * MAX as f64 / 1e6, "more than three wraps' worth");
+}
+
+#[test]
+fn several_packages_and_subzones_are_found_in_order_and_summed_without_double_counting() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1)
+        .zone("intel-rapl:0:0", "core", 2)
+        .zone("intel-rapl:0:1", "dram", 3)
+        .zone("intel-rapl:1", "package-1", 4)
+        .zone("intel-rapl:1:0", "dram", 5)
+        .zone("intel-rapl:10", "package-10", 6)
+        .zone("intel-rapl-mmio:0", "package-0", 7);
+    fs::create_dir(tree.root().join("intel-rapl")).unwrap(); // the control type, not a zone
+    let zones = tree.zones();
+    let ids: Vec<&str> = zones.iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["intel-rapl:0", "intel-rapl:0:0", "intel-rapl:0:1", "intel-rapl:1", "intel-rapl:1:0", "intel-rapl:10", "intel-rapl-mmio:0"]
+    );
+    assert_eq!(zones[2].parent(), Some("intel-rapl:0"));
+    assert_eq!(zones[0].parent(), None);
+    let machine: Vec<&str> = machine_zones(&zones).iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(machine, ["intel-rapl:0", "intel-rapl:0:1", "intel-rapl:1", "intel-rapl:1:0", "intel-rapl:10"], "packages and DRAM; not core (inside its package), not the MMIO copy");
+
+    tree.zone("intel-rapl:2", "psys", 8);
+    let zones = tree.zones();
+    let machine: Vec<&str> = machine_zones(&zones).iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(machine, ["intel-rapl:2"], "the platform zone covers everything");
+}
+
+#[test]
+fn missing_files_and_trees_are_named() {
+    let err = discover(Path::new("/nonexistent/powercap")).unwrap_err();
+    assert!(matches!(err, CounterError::Missing { .. }), "{err:?}");
+    assert!(err.to_string().contains("no powercap tree"), "{err}");
+
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1);
+    fs::remove_file(tree.root().join("intel-rapl:0/max_energy_range_uj")).unwrap();
+    let (_, zone) = discover(tree.root()).unwrap().remove(0);
+    let err = zone.unwrap_err();
+    assert!(err.to_string().contains("max_energy_range_uj: missing"), "{err}");
+
+    tree.zone("intel-rapl:1", "package-1", 1);
+    let mut counter = tree.counter("intel-rapl:1");
+    fs::remove_file(tree.root().join("intel-rapl:1/energy_uj")).unwrap();
+    let err = counter.read().unwrap_err();
+    assert!(matches!(err, CounterError::Missing { ref path, .. } if path.ends_with("energy_uj")), "{err:?}");
+}
+
+#[test]
+fn an_unreadable_counter_says_how_to_grant_access() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1);
+    let path = tree.root().join("intel-rapl:0/energy_uj");
+    // Tests run as root here, which reads any mode; a directory in its place cannot be read.
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    let zone = tree.zones().remove(0);
+    let err = PowercapCounter::open(zone).unwrap_err();
+    assert!(matches!(err, CounterError::Unreadable { .. }), "{err:?}");
+    // What an unprivileged user gets since CVE-2020-8694:
+    let denied = unreadable(&path, &std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+    let text = denied.to_string();
+    assert!(text.contains("CVE-2020-8694") && text.contains("chmod a+r") && text.contains(&tree.root().display().to_string()), "{text}");
+}
+
+#[test]
+fn garbage_contents_are_errors_not_numbers() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1);
+    let mut counter = tree.counter("intel-rapl:0");
+    tree.write("intel-rapl:0", "energy_uj", "lots\n");
+    let err = counter.read().unwrap_err();
+    assert!(matches!(err, CounterError::Garbage { ref contents, .. } if contents == "lots"), "{err:?}");
+    tree.write("intel-rapl:0", "energy_uj", &format!("{}\n", MAX + 1));
+    let err = counter.read().unwrap_err();
+    assert!(err.to_string().contains("above max_energy_range_uj"), "{err}");
+    tree.write("intel-rapl:0", "energy_uj", "");
+    assert!(matches!(counter.read(), Err(CounterError::Garbage { .. })));
+    fs::write(tree.root().join("intel-rapl:0/name"), [0xff, 0xfe]).unwrap();
+    let (_, zone) = discover(tree.root()).unwrap().remove(0);
+    assert!(zone.unwrap_err().to_string().contains("not UTF-8"));
+}
+
+#[test]
+fn a_counter_that_does_not_advance_is_stuck_and_cpu_time_is_chosen_saying_so() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "psys", 0);
+    let probe = probe_with(&tree.config(), || energy::counters::probe::spin(Duration::from_millis(50)));
+    assert_eq!(*status(&probe, "powercap:intel-rapl:0"), Status::Stuck);
+    assert!(matches!(status(&probe, "cpu-time"), Status::Usable { .. }));
+    assert_eq!((probe.chosen.as_slice(), probe.source), (&["cpu-time".to_owned()][..], Source::TimeModel));
+    assert!(probe.verdict.contains("not a measurement"), "{}", probe.verdict);
+}
+
+#[test]
+fn advancing_rapl_zones_are_chosen_over_cpu_time() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1_000).zone("intel-rapl:0:0", "core", 500).zone("intel-rapl:1", "package-1", 0);
+    let probe = probe_with(&tree.config(), || {
+        tree.set("intel-rapl:0", 3_001_000);
+        tree.set("intel-rapl:0:0", 1_000_500);
+        tree.set("intel-rapl:1", 2_000_000);
+    });
+    assert!(matches!(status(&probe, "powercap:intel-rapl:0 "), Status::Usable { joules, .. } if *joules == 3.0), "{probe:#?}");
+    assert_eq!(probe.source, Source::Rapl);
+    assert_eq!(probe.chosen, ["powercap:intel-rapl:0 (package-0)", "powercap:intel-rapl:1 (package-1)"]);
+
+    // One package that stands still makes the sum untrustworthy: fall back.
+    let probe = probe_with(&tree.config(), || tree.set("intel-rapl:0", 9_000_000));
+    assert_eq!(*status(&probe, "powercap:intel-rapl:1"), Status::Stuck);
+    assert_eq!(probe.source, Source::TimeModel);
+    assert!(probe.verdict.contains("cannot be read or do not advance"), "{}", probe.verdict);
+}
+
+#[test]
+fn this_machine_is_probed_as_it_is() {
+    // No RAPL here (a VM): whatever the tree shows, the choice must not be a RAPL counter that
+    // does not advance, and the verdict must say what the joules are.
+    let probe = probe(&ProbeConfig { load: Duration::from_millis(50), ..ProbeConfig::default() });
+    for finding in &probe.findings {
+        if probe.chosen.contains(&finding.name) {
+            assert!(matches!(finding.status, Status::Usable { .. }), "{finding:?}");
+        }
+    }
+    assert!(!probe.verdict.is_empty());
+}
