@@ -60,10 +60,13 @@ impl Zone {
     }
 }
 
+/// A zone directory's id, and the zone or why it could not be described.
+pub type Found = (String, Result<Zone, CounterError>);
+
 /// Every RAPL zone under `root`, in order (`intel-rapl:2` before `intel-rapl:10`), each with the
 /// reason it could not be described if it could not. A missing root is an error: this machine (or
 /// kernel) has no powercap RAPL.
-pub fn discover(root: &Path) -> Result<Vec<(String, Result<Zone, CounterError>)>, CounterError> {
+pub fn discover(root: &Path) -> Result<Vec<Found>, CounterError> {
     let entries = std::fs::read_dir(root).map_err(|e| match e.kind() {
         ErrorKind::NotFound => CounterError::Missing {
             path: root.to_owned(),
@@ -71,7 +74,7 @@ pub fn discover(root: &Path) -> Result<Vec<(String, Result<Zone, CounterError>)>
         },
         _ => unreadable(root, &e),
     })?;
-    let mut zones: Vec<(String, Result<Zone, CounterError>)> = entries
+    let mut zones: Vec<Found> = entries
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let id = entry.file_name().to_str()?.to_owned();
