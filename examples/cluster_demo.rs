@@ -409,17 +409,8 @@ async fn cluster_steps(cluster: &mut LocalCluster, operator: &impl Fn(&str) -> S
 
 /// Asks `probe` every 100 ms until it answers, for at most `within` (each ask is a gated,
 /// audited query, so not too often).
-async fn poll<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(answer) = probe().await {
-            return Some(answer);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        actix::clock::sleep(Duration::from_millis(100)).await;
-    }
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
+    actors::wait::eventually(within, Duration::from_millis(100), probe).await
 }
 
 /// What every step cost, from the audit log, and where to read it.

@@ -32,6 +32,7 @@ pub mod recovery_manager;
 pub mod resource_scaler;
 pub mod state_replicator;
 pub mod transport;
+pub mod wait;
 pub mod worker_pool;
 
 pub use cluster;

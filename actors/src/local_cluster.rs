@@ -21,6 +21,7 @@ use crate::recovery_manager::{Links, RecoveryManager};
 use crate::resource_scaler::ResourceScaler;
 use crate::state_replicator::StateReplicator;
 use crate::transport::{Inbox, LocalNetwork};
+use crate::wait::eventually;
 use crate::worker_pool::WorkerPool;
 use crate::Environment;
 
@@ -177,8 +178,7 @@ impl LocalCluster {
     /// The leader that a majority of the cluster recognises in the highest term, waiting for one
     /// at most `within`.
     pub async fn leader(&self, within: Duration) -> Option<NodeId> {
-        let deadline = Instant::now() + within;
-        loop {
+        let recognised = || async {
             let views = self.views().await;
             let max_term = views.iter().map(|v| v.term).max().unwrap_or(0);
             let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -186,44 +186,29 @@ impl LocalCluster {
                 *votes.entry(leader).or_default() += 1;
             }
             let quorum = self.voters.len() / 2 + 1;
-            if let Some((&leader, _)) = votes.iter().find(|(l, &n)| n >= quorum && self.nodes.contains_key(l)) {
-                return Some(leader);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            actix::clock::sleep(Duration::from_millis(2)).await;
-        }
+            votes.into_iter().find(|(l, n)| *n >= quorum && self.nodes.contains_key(l)).map(|(l, _)| l)
+        };
+        eventually(within, Duration::from_millis(2), recognised).await
     }
 
     /// Waits at most `within` until every live node's failure detector has had a heartbeat from
     /// every other live node reporting a running worker pool (so load can be placed on it).
     pub async fn heard(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let mut all = true;
+        let everyone_heard = || async {
             for node in self.nodes.values() {
-                let peers = node.detector.send(Peers).await.unwrap_or_default();
+                let peers = node.detector.send(Peers).await.ok()?;
                 let live: Vec<_> = peers.iter().filter(|p| self.nodes.contains_key(&p.node)).collect();
-                all &= live.len() == self.nodes.len() && live.iter().all(|p| p.vitals.is_some_and(|v| v.capacity > 0.0));
+                let heard = live.len() == self.nodes.len() && live.iter().all(|p| p.vitals.is_some_and(|v| v.capacity > 0.0));
+                heard.then_some(())?;
             }
-            if all {
-                return true;
-            }
-            actix::clock::sleep(Duration::from_millis(10)).await;
-        }
-        false
+            Some(())
+        };
+        eventually(within, Duration::from_millis(10), everyone_heard).await.is_some()
     }
 
     /// Waits at most `within` until every live node has applied `version`.
     pub async fn converged(&self, version: u64, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.views().await.iter().all(|v| v.state.version >= version) {
-                return true;
-            }
-            actix::clock::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        let applied = || async { self.views().await.iter().all(|v| v.state.version >= version).then_some(()) };
+        eventually(within, Duration::from_millis(10), applied).await.is_some()
     }
 }

@@ -15,8 +15,7 @@
 //! where it happens.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use cluster::NodeId;
@@ -31,7 +30,11 @@ use crate::gate::{self, Gate, Operation, Rules};
 use crate::leader_election::{self, Elect, LeaderElection};
 use crate::load_distributor::{self, LoadDistributor, Rebalance};
 use crate::worker_pool::{self, RestartWorker, WorkerPool};
+use crate::wait::eventually;
 use crate::Environment;
+
+/// How often a strategy looks again while it waits for the cluster.
+const POLL: Duration = Duration::from_millis(20);
 
 /// The scope recovery managers act in.
 pub const SCOPE: &str = "recovery_management";
@@ -258,7 +261,7 @@ impl RecoveryManager {
                         let view = links.consensus.send(Inspect).await.ok()?;
                         view.leader.filter(|&l| l != node).map(|l| (l, view.term))
                     };
-                    let led = match poll(within, other_leader).await {
+                    let led = match eventually(within, POLL, other_leader).await {
                         Some((leader, term)) => format!("node {leader} leads term {term}"),
                         None => match links.election.send(elect).await {
                             Ok(Ok(won)) => format!("no leader within {within:?}; node {me} campaigned and won term {}", won.term),
@@ -276,7 +279,7 @@ impl RecoveryManager {
                     peers.into_iter().find(|p| p.node == node)?.vitals.map(|v| v.version)
                 };
                 let caught_up = || async { reported().await.filter(|&v| v >= target) };
-                match poll(within, caught_up).await {
+                match eventually(within, POLL, caught_up).await {
                     Some(version) => Ok(format!("node {node} caught up to version {version}; {}", move_work.await?)),
                     None => Err(format!(
                         "node {node} reports version {} after {within:?}, short of {target}",
@@ -299,20 +302,6 @@ async fn move_work(distributor: Addr<LoadDistributor>, ctx: SecurityContext) -> 
         }
         Ok(Err(e)) => Err(format!("moving work: {e}")),
         Err(e) => Err(format!("the load distributor is gone: {e}")),
-    }
-}
-
-/// Asks `probe` every 20 ms until it answers, for at most `within`.
-async fn poll<T, F: Future<Output = Option<T>>>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(answer) = probe().await {
-            return Some(answer);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        actix::clock::sleep(Duration::from_millis(20)).await;
     }
 }
 

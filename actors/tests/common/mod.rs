@@ -141,15 +141,6 @@ impl Cluster {
 }
 
 /// Asks `probe` every 20 ms until it answers, for at most `within`.
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(answer) = probe().await {
-            return Some(answer);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        actix::clock::sleep(Duration::from_millis(20)).await;
-    }
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
+    actors::wait::eventually(within, Duration::from_millis(20), probe).await
 }
