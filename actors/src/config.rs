@@ -433,6 +433,11 @@ mod tests {
         assert_eq!((c.resource_scaler.budget_joules.get(), c.resource_scaler.costs["scale"].get()), (8000.0, 45.0));
         assert_eq!(c.failure_detection.phi(), cluster::phi::PhiConfig::default(), "Akka's defaults");
         assert_eq!(c.recovery.strategies.len(), 4, "every failure kind has a strategy");
+        // The names in logs are the names in the configuration file.
+        for (kind, strategy) in &c.recovery.strategies {
+            let toml = toml::Table::try_from(&c.recovery).unwrap().to_string();
+            assert!(toml.contains(&format!("{} = \"{}\"", kind.name(), strategy.name())), "{toml}");
+        }
     }
 
     #[test]

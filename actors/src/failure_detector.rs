@@ -34,8 +34,9 @@ pub const SCOPE: &str = "failure_detection";
 const HISTORY: usize = 1024;
 
 /// What kind of failure, which decides the recovery strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FailureKind {
     /// A peer went silent.
     Unreachable,
@@ -49,14 +50,9 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// The kind's name in configuration and logs.
+    /// The kind's name in configuration and logs (`leader_unreachable`).
     pub fn name(self) -> &'static str {
-        match self {
-            FailureKind::Unreachable => "unreachable",
-            FailureKind::LeaderUnreachable => "leader_unreachable",
-            FailureKind::Rejoined => "rejoined",
-            FailureKind::ActorStopped => "actor_stopped",
-        }
+        self.into()
     }
 }
 

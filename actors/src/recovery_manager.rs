@@ -40,8 +40,9 @@ const POLL: Duration = Duration::from_millis(20);
 pub const SCOPE: &str = "recovery_management";
 
 /// How a kind of failure is recovered. See the [module documentation](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Strategy {
     /// Start a fresh actor in place of a stopped one, through its supervisor.
     Restart,
@@ -62,14 +63,9 @@ impl Strategy {
         (FailureKind::Unreachable, Strategy::MoveWork),
     ];
 
-    /// The strategy's name in configuration and logs.
+    /// The strategy's name in configuration and logs (`fail_over`).
     pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Restart => "restart",
-            Strategy::FailOver => "fail_over",
-            Strategy::CatchUp => "catch_up",
-            Strategy::MoveWork => "move_work",
-        }
+        self.into()
     }
 }
 
