@@ -1,13 +1,16 @@
-//! Energy counters on fake powercap trees built in temporary directories, and the probe's choice
-//! in each case. (This machine has no RAPL; the last test probes it as it is.)
+//! Energy counters on fake powercap trees and perf PMU descriptions built in temporary
+//! directories, software perf events on this machine, and the probe's choice in each case. (This
+//! machine has no RAPL and no hardware counters; one test probes it as it is.)
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use energy::counters::perf::{discover_power, machine_events, online_cpus};
 use energy::counters::powercap::{discover, machine_zones, unreadable, wrap_delta, PowercapCounter};
-use energy::counters::{probe, probe_with, CounterError, EnergyCounter, ProbeConfig, Status, Zone};
+use energy::counters::{probe, probe_with, CounterError, EnergyCounter, PerfCounter, PowerEvent, ProbeConfig, Status, Zone};
 use energy::Source;
+use perf_event::events::Software;
 
 const MAX: u64 = 262_143_328_850;
 
@@ -216,4 +219,127 @@ fn this_machine_is_probed_as_it_is() {
         }
     }
     assert!(!probe.verdict.is_empty());
+}
+
+/// A fake `power` PMU: its type, format, cpumask and `energy-*` events, as the RAPL perf driver
+/// writes them.
+fn power_pmu(events: &[(&str, &str, &str)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let pmu = root.path().join("power");
+    fs::create_dir_all(pmu.join("events")).unwrap();
+    fs::create_dir_all(pmu.join("format")).unwrap();
+    // No kernel PMU has this type, so opening it fails the way a missing event does.
+    fs::write(pmu.join("type"), "4242\n").unwrap();
+    fs::write(pmu.join("format/event"), "config:0-7\n").unwrap();
+    fs::write(pmu.join("cpumask"), "0,18\n").unwrap();
+    for (i, (name, scale, unit)) in events.iter().enumerate() {
+        fs::write(pmu.join("events").join(name), format!("event=0x{:02x}\n", i + 1)).unwrap();
+        fs::write(pmu.join("events").join(format!("{name}.scale")), format!("{scale}\n")).unwrap();
+        fs::write(pmu.join("events").join(format!("{name}.unit")), format!("{unit}\n")).unwrap();
+    }
+    root
+}
+
+const RAPL_SCALE: &str = "2.3283064365386962890625e-10";
+
+#[test]
+fn the_power_pmu_is_described_from_sysfs_and_its_machine_events_chosen() {
+    let root = power_pmu(&[
+        ("energy-cores", RAPL_SCALE, "Joules"),
+        ("energy-pkg", RAPL_SCALE, "Joules"),
+        ("energy-ram", "1.52587890625e-05", "Joules"),
+    ]);
+    let found = discover_power(root.path()).unwrap();
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["energy-cores", "energy-pkg", "energy-ram"]);
+    let events: Vec<PowerEvent> = found.into_iter().map(|(_, e)| e.unwrap()).collect();
+    assert_eq!(events[2].scale, 1.52587890625e-05);
+    assert_eq!(events[0].cpus, [0, 18], "one CPU per package, from cpumask");
+    let machine: Vec<&str> = machine_events(&events).iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(machine, ["energy-pkg", "energy-ram"], "cores are inside the package");
+
+    let with_psys = power_pmu(&[("energy-pkg", RAPL_SCALE, "Joules"), ("energy-psys", RAPL_SCALE, "Joules")]);
+    let events: Vec<PowerEvent> = discover_power(with_psys.path()).unwrap().into_iter().map(|(_, e)| e.unwrap()).collect();
+    let machine: Vec<&str> = machine_events(&events).iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(machine, ["energy-psys"], "psys covers the packages");
+
+    // The configuration is read through perf-event2's dynamic PMU builder; the kernel then refuses
+    // the made-up PMU type, and the error says the event cannot be counted here.
+    let err = PerfCounter::power(&events[0]).unwrap_err();
+    assert!(matches!(err, CounterError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("cannot count this event"), "{err}");
+}
+
+#[test]
+fn a_power_pmu_with_garbage_or_missing_descriptions_is_named() {
+    let root = power_pmu(&[
+        ("energy-pkg", "a lot", "Joules"),
+        ("energy-ram", RAPL_SCALE, "Watts"),
+        ("energy-cores", "-1", "Joules"),
+    ]);
+    fs::remove_file(root.path().join("power/events/energy-pkg.unit")).unwrap();
+    for (name, event) in discover_power(root.path()).unwrap() {
+        let err = event.unwrap_err();
+        let message = err.to_string();
+        match name.as_str() {
+            "energy-pkg" => assert!(message.contains("\"a lot\" is not a counter value"), "{message}"),
+            "energy-ram" => assert!(message.contains("in Joules only"), "{message}"),
+            _ => assert!(message.contains("positive number of joules"), "{message}"),
+        }
+    }
+    fs::write(root.path().join("power/cpumask"), "all of them\n").unwrap();
+    for (_, event) in discover_power(root.path()).unwrap() {
+        assert!(event.unwrap_err().to_string().contains("not a CPU list"));
+    }
+    let missing = discover_power(&root.path().join("nowhere")).unwrap_err();
+    assert!(missing.to_string().contains("no `power` PMU"), "{missing}");
+
+    // The probe reports every event as unusable and falls back, saying why.
+    let config = ProbeConfig { pmu_root: root.path().to_owned(), ..ProbeConfig::default() };
+    let probe = probe_with(&config, || energy::counters::probe::spin(Duration::from_millis(20)));
+    assert!(matches!(status(&probe, "perf:power/energy-ram"), Status::Unusable { .. }));
+    assert_ne!(probe.source, Source::Rapl);
+    assert!(probe.verdict.contains("cannot be read or do not advance"), "{}", probe.verdict);
+}
+
+#[test]
+fn software_perf_events_count_on_this_machine() {
+    // The software cpu-clock event goes through the same per-CPU opening and reading as RAPL's
+    // power PMU and the hardware counters, which this virtual machine does not have. Priced at
+    // 1 nJ per nanosecond, it reads as 1 W per CPU.
+    let cpus = online_cpus().unwrap();
+    let opened =
+        PerfCounter::open("perf:cpu-clock".into(), Source::TimeModel, &[(Software::CPU_CLOCK, 1e-9)], &cpus, Path::new("cpu-clock"));
+    let mut counter = match opened {
+        Ok(counter) => counter,
+        // Unprivileged, machine-wide events are refused; the error must say what to change.
+        Err(CounterError::Unreadable { why, .. }) => {
+            assert!(why.contains("perf_event_paranoid"), "{why}");
+            return;
+        }
+        Err(e) => panic!("software events exist on every Linux: {e}"),
+    };
+    let started = std::time::Instant::now();
+    let first = counter.read().unwrap();
+    energy::counters::probe::spin(Duration::from_millis(50));
+    let used = counter.read().unwrap().get() - first.get();
+    let most = started.elapsed().as_secs_f64() * cpus.len() as f64;
+    assert!(used > 0.0 && used <= most * 1.05, "{used} J in {most} CPU-seconds at 1 W");
+    assert_eq!(counter.source(), Source::TimeModel);
+}
+
+#[test]
+fn hardware_counters_are_used_where_they_open_and_named_where_they_do_not() {
+    let cpus = online_cpus().unwrap();
+    match PerfCounter::hardware(&cpus) {
+        Ok(mut counter) => {
+            let first = counter.read().unwrap();
+            energy::counters::probe::spin(Duration::from_millis(20));
+            assert!(counter.read().unwrap() > first, "instructions retire under load");
+            assert_eq!(counter.source(), Source::PerfCounters);
+        }
+        Err(CounterError::Missing { why, .. }) => assert!(why.contains("cannot count this event"), "{why}"),
+        Err(CounterError::Unreadable { why, .. }) => assert!(why.contains("perf_event_paranoid"), "{why}"),
+        Err(e) => panic!("{e}"),
+    }
 }

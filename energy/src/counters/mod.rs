@@ -5,20 +5,30 @@
 //! system call; an [`EnergyCounter`] is read with one (a sysfs file, a perf descriptor), so it is
 //! sampled in the background, and its readings are shared among the messages that ran in between.
 //! Every counter says what its joules are ([`Source`]): a RAPL figure and a CPU-time estimate are
-//! not the same claim. [`probe`] finds out which counters a machine has, whether they can be read
-//! and whether they advance, and picks the best.
+//! not the same claim. The counters, best first:
+//!
+//! - [`powercap`]: RAPL through sysfs;
+//! - [`perf`]: RAPL through the perf `power` PMU, and hardware performance counters priced per
+//!   event (both through perf-event2);
+//! - [`cpu_time`]: the process's CPU time x watts per core, the last resort.
+//!
+//! [`probe`] finds out which of them a machine has, whether they can be read and whether they
+//! advance, and picks the best; [`probe_and_open`] hands over the choice, ready to be sampled.
 
 pub mod cpu_time;
+pub mod perf;
 pub mod powercap;
 pub mod probe;
+mod sysfs;
 
 use std::path::PathBuf;
 
 use crate::{Joules, Source};
 
 pub use cpu_time::CpuTimeCounter;
+pub use perf::{PerfCounter, PowerEvent};
 pub use powercap::{PowercapCounter, Zone};
-pub use probe::{probe, probe_with, Finding, Probe, ProbeConfig, Status};
+pub use probe::{probe, probe_and_open, probe_with, Finding, Probe, ProbeConfig, Status, SumCounter};
 
 /// A cumulative energy counter.
 pub trait EnergyCounter: Send {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::sysfs::{read_number, read_text};
 use super::{CounterError, EnergyCounter};
 use crate::{Joules, Source};
 
@@ -97,25 +98,6 @@ fn describe(id: &str, dir: &Path) -> Result<Zone, CounterError> {
     let name = read_text(&dir.join("name"))?;
     let max_range_uj = read_number(&dir.join("max_energy_range_uj"))?;
     Ok(Zone { id: id.to_owned(), name, dir: dir.to_owned(), max_range_uj })
-}
-
-fn read_text(path: &Path) -> Result<String, CounterError> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map(|s| s.trim().to_owned()).map_err(|e| CounterError::Garbage {
-            path: path.to_owned(),
-            contents: String::from_utf8_lossy(&e.into_bytes()[..]).chars().take(64).collect(),
-            why: "; it is not UTF-8".into(),
-        }),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            Err(CounterError::Missing { path: path.to_owned(), why: "the zone has no such file".into() })
-        }
-        Err(e) => Err(unreadable(path, &e)),
-    }
-}
-
-fn read_number(path: &Path) -> Result<u64, CounterError> {
-    let text = read_text(path)?;
-    text.parse().map_err(|_| CounterError::Garbage { path: path.to_owned(), contents: text.chars().take(64).collect(), why: String::new() })
 }
 
 /// The error for a file that exists but cannot be read, with what to do about it.

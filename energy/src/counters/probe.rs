@@ -10,15 +10,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::perf::{self, PerfCounter, PowerEvent};
 use super::powercap::{self, PowercapCounter, Zone};
 use super::{CpuTimeCounter, EnergyCounter};
-use crate::{Source, Watts};
+use crate::{Joules, Source, Watts};
 
 /// What to probe, and how.
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
     /// The powercap tree (`/sys/class/powercap`).
     pub powercap_root: PathBuf,
+    /// Where the perf PMUs are listed (`/sys/bus/event_source/devices`).
+    pub pmu_root: PathBuf,
     /// How long the load between the two readings runs.
     pub load: Duration,
     /// The price of a second of CPU time, for the last-resort counter.
@@ -29,6 +32,7 @@ impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
             powercap_root: PathBuf::from(powercap::DEFAULT_ROOT),
+            pmu_root: PathBuf::from(perf::DEFAULT_PMU_ROOT),
             load: Duration::from_millis(200),
             watts_per_core: Watts::new(12.5).expect("constant"),
         }
@@ -70,7 +74,7 @@ pub enum Status {
 /// Everything the probe found, and its choice.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Probe {
-    /// One finding per counter, RAPL zones first.
+    /// One finding per counter: powercap zones, perf power events, hardware counters, CPU time.
     pub findings: Vec<Finding>,
     /// The counters to use, summed (names as in `findings`).
     pub chosen: Vec<String>,
@@ -102,72 +106,179 @@ pub fn spin(duration: Duration) {
 
 /// Probes with `load` between the two readings (tests make fake counters advance in it).
 pub fn probe_with(config: &ProbeConfig, load: impl FnOnce()) -> Probe {
-    let mut findings = Vec::new();
-    let mut zones: Vec<Zone> = Vec::new();
-    // Each counter that opened, with the index of its finding (filled in after the load).
-    let mut open: Vec<(usize, Box<dyn EnergyCounter>)> = Vec::new();
-    let mut opened = |findings: &mut Vec<Finding>, counter: Box<dyn EnergyCounter>| {
-        findings.push(Finding { name: counter.name().to_owned(), source: counter.source(), status: Status::Stuck });
-        open.push((findings.len() - 1, counter));
-    };
-    let unusable = |name: String, source, why: String| Finding { name, source, status: Status::Unusable { why } };
+    probe_and_open(config, load).0
+}
+
+/// Probes, and returns the chosen counters too, summed into one, ready to be sampled.
+pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Option<SumCounter>) {
+    let mut candidates = Candidates::default();
+    let mut groups: Vec<Group> = Vec::new();
+
     match powercap::discover(&config.powercap_root) {
-        Err(e) => findings.push(unusable("powercap".into(), Source::Rapl, e.to_string())),
+        Err(e) => candidates.unusable("powercap".into(), Source::Rapl, e.to_string()),
         Ok(found) if found.is_empty() => {
             let why = format!("no intel-rapl zones under {}", config.powercap_root.display());
-            findings.push(unusable("powercap".into(), Source::Rapl, why));
+            candidates.unusable("powercap".into(), Source::Rapl, why);
         }
         Ok(found) => {
+            candidates.rapl_found = true;
+            let mut zones: Vec<Zone> = Vec::new();
             for (id, zone) in found {
                 let counter = zone.and_then(|zone| {
                     zones.push(zone.clone());
                     PowercapCounter::open(zone)
                 });
-                match counter {
-                    Ok(counter) => opened(&mut findings, Box::new(counter)),
-                    Err(e) => findings.push(unusable(format!("powercap:{id}"), Source::Rapl, e.to_string())),
-                }
+                candidates.add(format!("powercap:{id}"), Source::Rapl, counter.map(|c| Box::new(c) as _));
             }
+            let machine = powercap::machine_zones(&zones).into_iter().map(|z| format!("powercap:{} ({})", z.id, z.name));
+            groups.push(Group { members: machine.collect(), source: Source::Rapl, how: "RAPL through powercap" });
         }
     }
-    match CpuTimeCounter::open(config.watts_per_core) {
-        Ok(counter) => opened(&mut findings, Box::new(counter)),
-        Err(e) => findings.push(unusable("cpu-time".into(), Source::TimeModel, e.to_string())),
+
+    match perf::discover_power(&config.pmu_root) {
+        Err(e) => candidates.unusable("perf:power".into(), Source::Rapl, e.to_string()),
+        Ok(found) => {
+            candidates.rapl_found |= !found.is_empty();
+            let mut events: Vec<PowerEvent> = Vec::new();
+            for (name, event) in found {
+                let counter = event.and_then(|event| {
+                    events.push(event.clone());
+                    PerfCounter::power(&event)
+                });
+                candidates.add(format!("perf:power/{name}"), Source::Rapl, counter.map(|c| Box::new(c) as _));
+            }
+            let machine = perf::machine_events(&events).into_iter().map(|e| format!("perf:power/{}", e.name));
+            groups.push(Group { members: machine.collect(), source: Source::Rapl, how: "RAPL through the perf power PMU" });
+        }
     }
+
+    let hardware = perf::online_cpus().and_then(|cpus| PerfCounter::hardware(&cpus));
+    let name = "perf:instructions+cache-misses".to_owned();
+    candidates.add(name.clone(), Source::PerfCounters, hardware.map(|c| Box::new(c) as _));
+    groups.push(Group {
+        members: vec![name],
+        source: Source::PerfCounters,
+        how: "hardware performance counters priced per event",
+    });
+
+    let cpu_time = CpuTimeCounter::open(config.watts_per_core);
+    candidates.add("cpu-time".into(), Source::TimeModel, cpu_time.map(|c| Box::new(c) as _));
+    groups.push(Group { members: vec!["cpu-time".into()], source: Source::TimeModel, how: "CPU time x watts per core" });
 
     let started = Instant::now();
     load();
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    for (i, counter) in &mut open {
-        findings[*i].status = match counter.read() {
-            Ok(j) if j.get() > 0.0 => Status::Usable { joules: j.get(), watts: j.get() / seconds },
-            Ok(_) => Status::Stuck,
-            Err(e) => Status::Unusable { why: e.to_string() },
-        };
-    }
-    choose(findings, &zones)
+    candidates.read_all(seconds);
+    choose(candidates, &groups)
 }
 
-/// RAPL's machine zones if every one of them advanced, else CPU time.
-fn choose(findings: Vec<Finding>, zones: &[Zone]) -> Probe {
-    let usable = |name: &str| findings.iter().any(|f| f.name == name && matches!(f.status, Status::Usable { .. }));
-    let machine: Vec<String> =
-        powercap::machine_zones(zones).into_iter().map(|z| format!("powercap:{} ({})", z.id, z.name)).collect();
-    if !machine.is_empty() && machine.iter().all(|name| usable(name)) {
-        let verdict = format!("RAPL through powercap: {}", machine.join(" + "));
-        return Probe { findings, chosen: machine, source: Source::Rapl, verdict };
+/// Every counter probed: its finding, and the counter itself while it is open.
+#[derive(Default)]
+struct Candidates {
+    findings: Vec<Finding>,
+    open: Vec<(usize, Box<dyn EnergyCounter>)>,
+    /// Whether any RAPL zone or event exists, usable or not.
+    rapl_found: bool,
+}
+
+impl Candidates {
+    fn add(&mut self, name: String, source: Source, counter: Result<Box<dyn EnergyCounter>, super::CounterError>) {
+        match counter {
+            Ok(counter) => {
+                self.findings.push(Finding { name: counter.name().to_owned(), source, status: Status::Stuck });
+                self.open.push((self.findings.len() - 1, counter));
+            }
+            Err(e) => self.unusable(name, source, e.to_string()),
+        }
     }
-    let why_not_rapl = if zones.is_empty() {
-        "this machine shows no RAPL zones".to_owned()
+
+    fn unusable(&mut self, name: String, source: Source, why: String) {
+        self.findings.push(Finding { name, source, status: Status::Unusable { why } });
+    }
+
+    /// Reads every open counter once more: those that advanced are usable.
+    fn read_all(&mut self, seconds: f64) {
+        for (i, counter) in &mut self.open {
+            self.findings[*i].status = match counter.read() {
+                Ok(j) if j.get() > 0.0 => Status::Usable { joules: j.get(), watts: j.get() / seconds },
+                Ok(_) => Status::Stuck,
+                Err(e) => Status::Unusable { why: e.to_string() },
+            };
+        }
+    }
+
+    fn usable(&self, name: &str) -> bool {
+        self.findings.iter().any(|f| f.name == name && matches!(f.status, Status::Usable { .. }))
+    }
+
+    /// Takes the open counters named `names` out.
+    fn take(&mut self, names: &[String]) -> Vec<Box<dyn EnergyCounter>> {
+        let findings = &self.findings;
+        let (taken, kept) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(i, _)| names.contains(&findings[*i].name));
+        self.open = kept;
+        taken.into_iter().map(|(_, counter)| counter).collect()
+    }
+}
+
+/// Counters that together measure the machine (or, for CPU time, this process), best first.
+struct Group {
+    members: Vec<String>,
+    source: Source,
+    how: &'static str,
+}
+
+/// The first group whose counters all advanced.
+fn choose(mut candidates: Candidates, groups: &[Group]) -> (Probe, Option<SumCounter>) {
+    let chosen = groups.iter().find(|g| !g.members.is_empty() && g.members.iter().all(|m| candidates.usable(m)));
+    let why_not_rapl = if candidates.rapl_found {
+        "its RAPL counters cannot be read or do not advance"
     } else {
-        "its RAPL zones cannot be read or do not advance".to_owned()
+        "this machine shows no RAPL counters"
     };
-    if usable("cpu-time") {
-        let verdict = format!(
-            "CPU time x watts per core, because {why_not_rapl}: an estimate from running time, not a measurement of energy"
-        );
-        return Probe { findings, chosen: vec!["cpu-time".into()], source: Source::TimeModel, verdict };
+    let Some(group) = chosen else {
+        let verdict = format!("nothing measures energy here: {why_not_rapl}, and neither do the other counters");
+        let probe = Probe { findings: candidates.findings, chosen: Vec::new(), source: Source::TimeModel, verdict };
+        return (probe, None);
+    };
+    let verdict = match group.source {
+        Source::Rapl => format!("{}: {}", group.how, group.members.join(" + ")),
+        Source::PerfCounters => format!(
+            "{}, because {why_not_rapl}: a model of energy from counted events, not a measurement of it",
+            group.how
+        ),
+        _ => format!(
+            "{}, because {why_not_rapl}: an estimate from running time, not a measurement of energy",
+            group.how
+        ),
+    };
+    let counter = SumCounter { name: group.members.join(" + "), source: group.source, parts: candidates.take(&group.members) };
+    let probe = Probe { findings: candidates.findings, chosen: group.members.clone(), source: group.source, verdict };
+    (probe, Some(counter))
+}
+
+/// Several counters read as one: their sum.
+pub struct SumCounter {
+    name: String,
+    source: Source,
+    parts: Vec<Box<dyn EnergyCounter>>,
+}
+
+impl EnergyCounter for SumCounter {
+    fn name(&self) -> &str {
+        &self.name
     }
-    let verdict = format!("nothing measures energy here: {why_not_rapl}, and the CPU clock did not advance");
-    Probe { findings, chosen: Vec::new(), source: Source::TimeModel, verdict }
+
+    fn source(&self) -> Source {
+        self.source
+    }
+
+    fn read(&mut self) -> Result<Joules, super::CounterError> {
+        let mut sum = Joules::ZERO;
+        for part in &mut self.parts {
+            sum += part.read()?;
+        }
+        Ok(sum)
+    }
 }
