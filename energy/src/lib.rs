@@ -8,6 +8,8 @@
 //! - [`EnergyBudget`] is a token bucket of joules; [`EnergyMonitor`] raises alerts on it.
 //! - [`counters`] read what the machine says it used: RAPL through powercap, or the process's CPU
 //!   time as the last resort; [`counters::probe`] finds out which of them work here.
+//! - [`attribution`] samples the chosen counter in the background and shares each window's
+//!   energy among the actors that ran in it, so that charges reconcile with the meter.
 //!
 //! Apart from [`counters`], which read sysfs, this crate does no I/O beyond reading clocks, and it
 //! depends on nothing else of ergon.
@@ -25,6 +27,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attribution;
 mod budget;
 pub mod counters;
 mod meter;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cpu_time::ProcessTime;
 
-use super::{CounterError, EnergyCounter};
+use super::{CounterError, EnergyCounter, Scope};
 use crate::{Joules, Source, Watts};
 
 /// This process's CPU time since the counter was opened, priced at a configured power per core.
@@ -34,6 +34,10 @@ impl EnergyCounter for CpuTimeCounter {
 
     fn source(&self) -> Source {
         Source::TimeModel
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Process
     }
 
     fn read(&mut self) -> Result<Joules, CounterError> {

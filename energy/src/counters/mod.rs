@@ -36,9 +36,23 @@ pub trait EnergyCounter: Send {
     fn name(&self) -> &str;
     /// What its joules are.
     fn source(&self) -> Source;
+    /// Whether it counts the machine or this process.
+    fn scope(&self) -> Scope {
+        Scope::Machine
+    }
     /// Energy used since the counter was opened. Read it more often than the hardware counter
     /// can wrap (minutes for RAPL), or wraps are lost.
     fn read(&mut self) -> Result<Joules, CounterError>;
+}
+
+/// Whether a counter counts the whole machine or this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every process on every CPU (RAPL, machine-wide perf events).
+    Machine,
+    /// This process only (its CPU time).
+    Process,
 }
 
 /// Why a counter cannot be read.

@@ -274,6 +274,11 @@ impl EnergyCounter for SumCounter {
         self.source
     }
 
+    fn scope(&self) -> super::Scope {
+        // A group is all machine counters or the one process counter.
+        self.parts.first().map_or(super::Scope::Machine, |p| p.scope())
+    }
+
     fn read(&mut self) -> Result<Joules, super::CounterError> {
         let mut sum = Joules::ZERO;
         for part in &mut self.parts {
