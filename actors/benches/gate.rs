@@ -118,6 +118,7 @@ fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
         grants: grants.clone(),
         audit,
         meter: Box::new(TimeMeter::new(Watts::new(12.5).unwrap())),
+        account: None,
     });
     Gated { gate, state: 1 }
 }

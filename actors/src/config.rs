@@ -38,6 +38,8 @@ use crate::worker_pool::WorkerPool;
 pub struct Config {
     /// How handler runs are turned into joules.
     pub meter: MeterConfig,
+    /// Sampling the machine's energy counter and sharing it among the actors.
+    pub attribution: AttributionConfig,
     /// Request size limits.
     pub limits: Limits,
     /// Budget alert thresholds.
@@ -172,6 +174,39 @@ pub struct MeterConfig {
     pub watts_per_core: Watts,
 }
 
+/// Whether and how the machine's energy counter is sampled and shared among the actors (see
+/// [`energy::attribution`]). Off by default: it starts a thread and probes the machine's counters
+/// with a short CPU load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// Probe the counters, sample the best one and write each actor's share to the audit log.
+    pub enabled: bool,
+    /// Milliseconds between two readings of the counter.
+    pub sample_every_ms: u64,
+    /// Milliseconds between two sets of attribution entries in the audit log.
+    pub report_every_ms: u64,
+    /// Milliseconds of CPU load between the probe's two readings.
+    pub probe_load_ms: u64,
+    /// The powercap sysfs tree.
+    pub powercap_root: std::path::PathBuf,
+    /// Where the perf PMUs are listed.
+    pub pmu_root: std::path::PathBuf,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            enabled: false,
+            sample_every_ms: 10,
+            report_every_ms: 1000,
+            probe_load_ms: 20,
+            powercap_root: energy::counters::powercap::DEFAULT_ROOT.into(),
+            pmu_root: energy::counters::perf::DEFAULT_PMU_ROOT.into(),
+        }
+    }
+}
+
 /// Size limits that validation applies.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +268,7 @@ impl Default for Config {
         use Capability::*;
         Config {
             meter: MeterConfig { watts_per_core: Watts::new(12.5).expect("constant") },
+            attribution: AttributionConfig::default(),
             limits: Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10 },
             alerts: Thresholds::default(),
             audit: AuditConfig::new("ergon-audit"),
@@ -351,6 +387,13 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         if let Some(problem) = self.alerts.problem() {
             return Err(ConfigError::Invalid(problem));
+        }
+        let sampling = &self.attribution;
+        if sampling.sample_every_ms == 0 || sampling.report_every_ms < sampling.sample_every_ms {
+            return Err(ConfigError::Invalid(format!(
+                "attribution: sample_every_ms ({}) must be at least 1 and at most report_every_ms ({})",
+                sampling.sample_every_ms, sampling.report_every_ms
+            )));
         }
         let actors = [
             ("node_manager", &self.node_manager, NodeManager::DEFAULT_COSTS),

@@ -6,6 +6,7 @@ use energy::{CostModel, Instrumentation, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
 use security::{GrantTable, Scope};
 
+use crate::attribution::Attribution;
 use crate::config::{ActorConfig, Config};
 use crate::gate::{Gate, GateSetup};
 
@@ -27,12 +28,17 @@ pub struct Environment {
     grants: Arc<GrantTable>,
     audit: Arc<dyn AuditSink>,
     meter: MeterFactory,
+    attribution: Option<Arc<Attribution>>,
 }
 
 impl Environment {
     /// An environment that meters with the best source the build has: operation counts priced
     /// by the cost model in a build instrumented by ergon's LLVM pass (`cargo ergon`), else the
     /// time model of `config.meter`. Every audit entry names its source.
+    ///
+    /// With `config.attribution.enabled`, it also probes the machine's energy counters and
+    /// samples the best one, sharing it among the actors ([`Attribution`]); if no counter
+    /// advances, it says so in a warning and runs without.
     pub fn new(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
         let watts = config.meter.watts_per_core;
         let meter: MeterFactory = match energy::instrumentation() {
@@ -41,7 +47,21 @@ impl Environment {
             }
             Instrumentation::NotInstrumented => Arc::new(move || Box::new(TimeMeter::new(watts))),
         };
-        Environment { config: Arc::new(config), grants, audit, meter }
+        let attribution = config.attribution.enabled.then(|| Attribution::start(&config.attribution, watts, audit.clone()));
+        let attribution = match attribution {
+            Some(Ok(attribution)) => Some(Arc::new(attribution)),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "energy attribution is off");
+                None
+            }
+            None => None,
+        };
+        Environment { config: Arc::new(config), grants, audit, meter, attribution }
+    }
+
+    /// The machine counter's sampler and the actors' accounts, when attribution is on.
+    pub fn attribution(&self) -> Option<&Arc<Attribution>> {
+        self.attribution.as_ref()
     }
 
     /// The same environment with another meter for every gate built from it (tests use
@@ -79,6 +99,7 @@ impl Environment {
             grants: self.grants.clone(),
             audit: self.audit.clone(),
             meter: (self.meter)(),
+            account: self.attribution.as_ref().map(|a| a.account(actor)),
         })
     }
 }

@@ -133,7 +133,7 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
             Err(e) => return Err(e.into()),
         }
     }
-    if summary.total.requests + summary.alerts + summary.repairs == 0 {
+    if summary.total.requests + summary.alerts + summary.repairs == 0 && summary.metered.is_none() {
         bail!("{}: the audit log is empty", path.display());
     }
     let mut out = io::stdout().lock();
@@ -157,6 +157,10 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
             writeln!(out)?;
             print_table(&mut out, title, table)?;
         }
+        if let Some(metered) = &summary.metered {
+            writeln!(out)?;
+            print_metered(&mut out, metered)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -166,6 +170,17 @@ fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTree
     writeln!(out, "{title:<width$}  {:>8}  {:>7}  {:>7}  {:>12}", "requests", "denied", "failed", "joules")?;
     for (name, t) in rows {
         writeln!(out, "{name:<width$}  {:>8}  {:>7}  {:>7}  {:>12.3}", t.requests, t.denied, t.failed, t.joules)?;
+    }
+    Ok(())
+}
+
+/// The energy counter's total, and each actor's charge beside its measured share.
+fn print_metered(out: &mut impl Write, metered: &security::audit::Metered) -> io::Result<()> {
+    writeln!(out, "measured by the energy counter ({}): {:.3} J", metered.source, metered.measured_j)?;
+    let width = metered.by_actor.keys().map(String::len).max().unwrap_or(0).max("actor".len());
+    writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "charged J", "measured J")?;
+    for (actor, line) in &metered.by_actor {
+        writeln!(out, "{actor:<width$}  {:>12.6}  {:>12.6}", line.charged_j, line.attributed_j)?;
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use actix::fut::{self, ActorFutureExt};
 use actix::{Actor, ActorFuture, Message, ResponseActFuture};
+use energy::attribution::Account;
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
 use security::audit::compact_str::CompactString;
 use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome};
@@ -167,6 +168,9 @@ pub struct GateSetup {
     pub audit: Arc<dyn AuditSink>,
     /// How runs are measured.
     pub meter: Box<dyn Meter>,
+    /// Where each run's modelled cost is recorded for attribution of the machine counter, when
+    /// it is sampled.
+    pub account: Option<Arc<Account>>,
 }
 
 /// The gate of one actor. See the [module documentation](self).
@@ -180,6 +184,7 @@ pub struct Gate {
     limits: Limits,
     operations: Vec<OperationState>,
     meter: Box<dyn Meter>,
+    account: Option<Arc<Account>>,
     audit: Arc<dyn AuditSink>,
     clock: WallClock,
     /// The last grant lookup, `(table version, principal, grants)`: most messages to an actor come
@@ -233,6 +238,7 @@ impl Gate {
             limits: setup.limits,
             operations,
             meter: setup.meter,
+            account: setup.account,
             audit: setup.audit,
             clock: WallClock::new(),
             last_lookup: None,
@@ -378,11 +384,20 @@ impl Gate {
         }
     }
 
+    /// Turns a run's reading into joules, counts them, and records them for attribution.
+    fn assess(&mut self, reading: &Reading) -> Sample {
+        let sample = self.meter.assess(reading);
+        self.counters.measured += sample.joules;
+        if let Some(account) = &self.account {
+            account.record(sample.joules, sample.elapsed);
+        }
+        sample
+    }
+
     /// Audits a refusal (measured, not charged) and returns its error.
     fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, reading: Reading) -> M::Error {
-        let sample = self.meter.assess(&reading);
+        let sample = self.assess(&reading);
         self.counters.denied += 1;
-        self.counters.measured += sample.joules;
         let ctx = msg.context();
         let estimate = refusal.operation.map_or(Joules::ZERO, |i| self.estimate(i));
         let energy = self.energy_record(&sample, Joules::ZERO, estimate);
@@ -401,7 +416,7 @@ impl Gate {
 
     /// Steps 5 and 6 for an admitted request.
     fn settle<M: Operation>(&mut self, ticket: Ticket, reading: Reading, result: &Result<M::Output, M::Error>) {
-        let sample = self.meter.assess(&reading);
+        let sample = self.assess(&reading);
         let estimate = ticket.hold.amount();
         let state = &mut self.operations[ticket.operation];
         state.runs += 1;
@@ -411,7 +426,6 @@ impl Gate {
         if overdraft > Joules::ZERO {
             tracing::warn!(actor = %self.actor, operation = M::NAME, %overdraft, "measured cost exceeded the remaining budget");
         }
-        self.counters.measured += sample.joules;
         self.counters.charged += actual;
         let outcome = match result {
             Ok(_) => {

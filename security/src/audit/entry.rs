@@ -81,6 +81,10 @@ pub enum EntryKind {
     EnergyAlert,
     /// The log repaired itself after a crash.
     LogRepair,
+    /// An actor's share of what the machine's energy counter measured over a period (or the
+    /// unattributed rest, or the meter's own polling). `measured_j` is the share, `estimate_j`
+    /// what the actor was charged at run time for the same period; nothing is debited again.
+    EnergyAttribution,
 }
 
 /// How a request ended.

@@ -42,7 +42,7 @@ pub use entry::{AuditEntry, EnergyRecord, EntryKind, OpTally, Outcome, StoredEnt
 pub use log::{AuditConfig, AuditError, AuditLog, Durability, OpenReport, TailRepair};
 pub use reader::{AuditReader, Filter, ReadError};
 pub use sink::{AuditSink, MemorySink};
-pub use summary::{Summary, Tally};
+pub use summary::{Attributed, Metered, Summary, Tally};
 pub use verify::{verify, Problem, VerifyError, VerifyReport};
 
 /// A `'static` copy of `name`, made once per distinct name and kept for the life of the process.

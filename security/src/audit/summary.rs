@@ -43,6 +43,32 @@ pub struct Summary {
     pub by_principal: BTreeMap<String, Tally>,
     /// By operation.
     pub by_operation: BTreeMap<String, Tally>,
+    /// What the machine's energy counter measured and whom it is attributed to, when the log
+    /// has attribution entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metered: Option<Metered>,
+}
+
+/// The energy counter's account of a log: its total and each actor's share, beside what the actor
+/// was charged at run time. The shares (with `unattributed` and `energy-meter`) add up to the
+/// total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Metered {
+    /// What the counter's joules are (`rapl`, `time-model`).
+    pub source: String,
+    /// Everything it measured.
+    pub measured_j: f64,
+    /// By actor.
+    pub by_actor: BTreeMap<String, Attributed>,
+}
+
+/// One actor's charge and measured share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Attributed {
+    /// What the per-message meter charged.
+    pub charged_j: f64,
+    /// Its share of the counter's measurement.
+    pub attributed_j: f64,
 }
 
 impl Summary {
@@ -51,6 +77,15 @@ impl Summary {
         match entry.kind {
             EntryKind::EnergyAlert => self.alerts += 1,
             EntryKind::LogRepair => self.repairs += 1,
+            EntryKind::EnergyAttribution => {
+                if let Some(energy) = &entry.energy {
+                    let meter = self.metered.get_or_insert_with(|| Metered { source: energy.source.to_string(), ..Metered::default() });
+                    meter.measured_j += energy.measured_j;
+                    let line = meter.by_actor.entry(entry.actor.to_string()).or_default();
+                    line.charged_j += energy.estimate_j;
+                    line.attributed_j += energy.measured_j;
+                }
+            }
             EntryKind::EnergyUsage | EntryKind::SecurityViolation | EntryKind::Rejected => {
                 self.total.add(entry);
                 self.by_actor.entry(entry.actor.to_string()).or_default().add(entry);
