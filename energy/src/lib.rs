@@ -8,6 +8,7 @@
 //! - [`EnergyBudget`] is a token bucket of joules; [`EnergyMonitor`] raises alerts on it.
 //! - [`counters`] read what the machine says it used: RAPL through powercap, or the process's CPU
 //!   time as the last resort; [`counters::probe`] finds out which of them work here.
+//! - [`calibration`] fits joules per operation of each class to the machine's counter.
 //! - [`attribution`] samples the chosen counter in the background and shares each window's
 //!   energy among the actors that ran in it, so that charges reconcile with the meter.
 //!
@@ -29,6 +30,7 @@
 
 pub mod attribution;
 mod budget;
+pub mod calibration;
 pub mod counters;
 mod meter;
 mod model;
@@ -39,7 +41,7 @@ mod quantity;
 
 pub use budget::{EnergyBudget, Reservation, Shortfall};
 pub use meter::{FixedMeter, Mark, Meter, OpCountMeter, Reading, Sample, Source, TimeMeter};
-pub use model::{CalibrationError, CostModel, OpWeights};
+pub use model::{CostModel, OpWeights};
 pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds};
 pub use ops::{instrumentation, instrumented_modules, measure_ops, Instrumentation, NotInstrumented, OpCounts};
 pub use quantity::{Joules, QuantityError, Watts};

@@ -37,8 +37,8 @@ impl OpWeights {
 /// The tutorial charges "1 joule per ALU operation", which is not physical. The default unit energy
 /// is 70 pJ per ALU-equivalent operation: Horowitz's estimate ("Computing's energy problem",
 /// ISSCC 2014) of the energy of one simple instruction on a 45 nm core, where fetch, decode and
-/// control dominate the arithmetic itself. Calibrate it against a real meter with
-/// [`CostModel::calibrate`] where the machine has one.
+/// control dominate the arithmetic itself. Calibrate it against a real meter
+/// with [`calibration`](crate::calibration) where the machine has one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CostModel {
@@ -57,35 +57,10 @@ impl Default for CostModel {
     }
 }
 
-/// Why a set of measurements cannot calibrate the model.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CalibrationError {
-    /// No sample had any weighted operation, so no unit energy explains the joules.
-    #[error("calibration needs samples with operations in them; the {samples} given have none")]
-    NoOperations {
-        /// How many samples were given.
-        samples: usize,
-    },
-}
-
 impl CostModel {
     /// The energy of `ops` under this model.
     pub fn cost(&self, ops: &OpCounts) -> Joules {
         self.unit_energy.scale(self.weights.weighted(ops))
-    }
-
-    /// The model with the unit energy that best explains measured `(ops, joules)` pairs
-    /// (least squares through the origin: `unit = Σ wᵢ·jᵢ / Σ wᵢ²` over weighted counts `wᵢ`).
-    pub fn calibrate(&self, samples: &[(OpCounts, Joules)]) -> Result<CostModel, CalibrationError> {
-        let (num, den) = samples.iter().fold((0.0, 0.0), |(num, den), (ops, j)| {
-            let w = self.weights.weighted(ops);
-            (num + w * j.get(), den + w * w)
-        });
-        if den == 0.0 {
-            return Err(CalibrationError::NoOperations { samples: samples.len() });
-        }
-        let unit = Joules::new(num / den).unwrap_or(Joules::ZERO);
-        Ok(CostModel { weights: self.weights, unit_energy: unit })
     }
 }
 
@@ -102,22 +77,5 @@ mod tests {
         let model = CostModel { unit_energy: Joules::new(1.0).unwrap(), ..CostModel::default() };
         // 10 ALU × 1 + 2 mem × 5 + 3 fp × 3 = 29 ALU-equivalents.
         assert_eq!(model.cost(&ops(10, 2, 3)).get(), 29.0);
-    }
-
-    #[test]
-    fn calibration_recovers_the_unit_energy_of_consistent_samples() {
-        let truth = CostModel { unit_energy: Joules::new(2e-10).unwrap(), ..CostModel::default() };
-        let samples: Vec<_> = [ops(1000, 10, 0), ops(50, 500, 70), ops(7, 0, 9000)]
-            .into_iter()
-            .map(|o| (o, truth.cost(&o)))
-            .collect();
-        let fitted = CostModel::default().calibrate(&samples).unwrap();
-        assert!((fitted.unit_energy.get() - 2e-10).abs() < 1e-22);
-    }
-
-    #[test]
-    fn calibration_without_operations_is_an_error() {
-        let err = CostModel::default().calibrate(&[(OpCounts::default(), Joules::ZERO)]);
-        assert_eq!(err, Err(CalibrationError::NoOperations { samples: 1 }));
     }
 }
