@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo pass test bench bench-cluster bench-pass audit-help protoc
+.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-pass bench-energy audit-help protoc
 
 # raft-proto (tikv's raft-rs) generates its message types with protoc at build time. Debian and
 # Ubuntu ship it as protobuf-compiler; elsewhere install protoc and put it on PATH (or set PROTOC).
@@ -14,11 +14,19 @@ protoc:
 		echo "make: installing protobuf-compiler (protoc), which raft-proto's build script needs"; \
 		$(APT) install protobuf-compiler >/dev/null || { $(APT) update >/dev/null && $(APT) install protobuf-compiler >/dev/null; }; }
 
-# The demo is built by `cargo ergon` with its actors instrumented by ergon's LLVM pass, so every
-# audit entry carries real operation counts.
-demo: protoc pass
-	./target/release/cargo-ergon ergon build --release --locked -p ergon-cli -p ergon-examples --instrument ergon-actors,ergon-examples
+# The demo and the calibration are built by `cargo ergon` with ergon's LLVM pass instrumenting the
+# actors, the demo and the calibration workloads, so every audit entry carries real operation
+# counts and calibration fits real ones. One build serves both.
+instrumented: protoc pass
+	./target/release/cargo-ergon ergon build --release --locked -p ergon-cli -p ergon-examples --instrument ergon-actors,ergon-examples,ergon-workloads
+
+demo: instrumented
 	./target/ergon/release/cluster-demo
+
+# Fits joules per operation to this machine's energy counter and writes ergon-energy-profile.json
+# (the documented default where the counter is not RAPL). ARGS passes options, e.g. ARGS="--repeats 6".
+calibrate: instrumented
+	./target/ergon/release/ergon energy calibrate $(ARGS)
 
 pass:
 	$(CARGO) build --release --locked -p ergon-llvm-pass

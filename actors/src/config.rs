@@ -165,13 +165,22 @@ impl RaftSettings {
     }
 }
 
-/// The time meter's setting.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// How the per-message meter prices a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeterConfig {
-    /// Power charged per second of handler running time. The default, 12.5 W, is a server
-    /// package's TDP shared among its cores (for example 200 W over 16 cores).
+    /// Power charged per second of handler running time, where operations are not counted. The
+    /// default, 12.5 W, is a server package's TDP shared among its cores (for example 200 W over
+    /// 16 cores).
     pub watts_per_core: Watts,
+    /// A calibration profile written by `ergon energy calibrate`, whose cost model prices
+    /// operation counts (relative to the working directory). Without one, the documented default
+    /// model does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<PathBuf>,
+    /// The cost model: the profile's, once the configuration is loaded, else the default.
+    #[serde(skip)]
+    pub cost_model: energy::CostModel,
 }
 
 /// Whether and how the machine's energy counter is sampled and shared among the actors (see
@@ -267,7 +276,11 @@ impl Default for Config {
     fn default() -> Self {
         use Capability::*;
         Config {
-            meter: MeterConfig { watts_per_core: Watts::new(12.5).expect("constant") },
+            meter: MeterConfig {
+                watts_per_core: Watts::new(12.5).expect("constant"),
+                profile: None,
+                cost_model: energy::CostModel::default(),
+            },
             attribution: AttributionConfig::default(),
             limits: Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10 },
             alerts: Thresholds::default(),
@@ -379,7 +392,12 @@ impl Config {
         let overrides: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let mut merged = toml::Table::try_from(Config::default()).expect("the defaults serialise");
         merge(&mut merged, overrides);
-        let config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        if let Some(path) = &config.meter.profile {
+            let profile = energy::calibration::Profile::load(path)
+                .map_err(|e| ConfigError::Invalid(format!("meter.profile: {e}")))?;
+            config.meter.cost_model = profile.cost_model;
+        }
         config.check()?;
         Ok(config)
     }

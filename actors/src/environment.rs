@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use energy::{CostModel, Instrumentation, Meter, OpCountMeter, TimeMeter};
+use energy::{Instrumentation, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
 use security::{GrantTable, Scope};
 
@@ -33,7 +33,7 @@ pub struct Environment {
 
 impl Environment {
     /// An environment that meters with the best source the build has: operation counts priced
-    /// by the cost model in a build instrumented by ergon's LLVM pass (`cargo ergon`), else the
+    /// by the cost model (`config.meter`'s calibration profile, else the default) in a build instrumented by ergon's LLVM pass (`cargo ergon`), else the
     /// time model of `config.meter`. Every audit entry names its source.
     ///
     /// With `config.attribution.enabled`, it also probes the machine's energy counters and
@@ -41,9 +41,10 @@ impl Environment {
     /// advances, it says so in a warning and runs without.
     pub fn new(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
         let watts = config.meter.watts_per_core;
+        let model = config.meter.cost_model;
         let meter: MeterFactory = match energy::instrumentation() {
             Instrumentation::Instrumented => {
-                Arc::new(|| Box::new(OpCountMeter::new(CostModel::default()).expect("the build is instrumented")))
+                Arc::new(move || Box::new(OpCountMeter::new(model).expect("the build is instrumented")))
             }
             Instrumentation::NotInstrumented => Arc::new(move || Box::new(TimeMeter::new(watts))),
         };

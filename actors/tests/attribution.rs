@@ -66,3 +66,26 @@ async fn attribution_is_off_unless_configured() {
     let err = Config::from_toml("[attribution]\nsample_every_ms = 50\nreport_every_ms = 10\n").unwrap_err();
     assert!(err.to_string().contains("sample_every_ms (50) must be at least 1 and at most report_every_ms (10)"), "{err}");
 }
+
+#[test]
+fn a_calibration_profile_gives_the_gate_its_cost_model() {
+    use energy::calibration::{Fit, Profile};
+    use energy::{CostModel, Joules, OpWeights, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("profile.json");
+    let model = CostModel { weights: OpWeights { alu: 1.0, mem: 12.0, fp: 2.5 }, unit_energy: Joules::new(3e-10).unwrap() };
+    let fit = Fit { joules_per_op: [3e-10, 3.6e-9, 7.5e-10], idle_watts: 4.0, r_squared: 0.99, residuals: vec![] };
+    Profile { cost_model: model, basis: "test".into(), counter: "dial".into(), source: Source::Rapl, fit, runs: vec![] }
+        .save(&path)
+        .unwrap();
+    let toml = format!("[meter]\nprofile = {:?}\n", path.display().to_string());
+    assert_eq!(Config::from_toml(&toml).unwrap().meter.cost_model, model);
+    assert_eq!(Config::default().meter.cost_model, CostModel::default(), "without a profile, the documented default");
+
+    std::fs::write(&path, "garbage").unwrap();
+    let err = Config::from_toml(&toml).unwrap_err().to_string();
+    assert!(err.contains("meter.profile") && err.contains("profile.json: not a calibration profile"), "{err}");
+    let missing = format!("[meter]\nprofile = {:?}\n", dir.path().join("none.json").display().to_string());
+    let err = Config::from_toml(&missing).unwrap_err().to_string();
+    assert!(err.contains("none.json"), "{err}");
+}
