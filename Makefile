@@ -40,6 +40,12 @@ bench: protoc
 bench-cluster: protoc
 	$(CARGO) bench --locked -p ergon-actors --bench replication
 
+# What measuring costs, side by side: operation counters, each energy counter this machine has, and
+# the gate's metering of one message (prints RESULT lines).
+bench-energy: pass
+	./target/release/cargo-ergon ergon build --release --locked -p ergon-pass-fixtures --instrument ergon-pass-fixtures,ergon-workloads
+	./target/ergon/release/meters
+
 bench-pass:
 	$(CARGO) bench --locked -p ergon-llvm-pass --bench overhead
 
