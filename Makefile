@@ -31,8 +31,10 @@ calibrate: instrumented
 pass:
 	$(CARGO) build --release --locked -p ergon-llvm-pass
 
+# The second line builds the optional, GPL-3.0 rapl-energy backend too, so it cannot rot unseen.
 test: protoc
 	$(CARGO) test --workspace --locked
+	$(CARGO) test --locked -p ergon-energy --features rapl-energy --lib
 
 bench: protoc
 	$(CARGO) bench --locked -p ergon-actors --bench gate

@@ -10,6 +10,7 @@
 //! - [`powercap`]: RAPL through sysfs;
 //! - [`perf`]: RAPL through the perf `power` PMU, and hardware performance counters priced per
 //!   event (both through perf-event2);
+//! - with the `rapl-energy` feature (GPL-3.0), `rapl_energy`: RAPL through the rapl-energy crate;
 //! - [`cpu_time`]: the process's CPU time x watts per core, the last resort.
 //!
 //! [`probe`] finds out which of them a machine has, whether they can be read and whether they
@@ -19,6 +20,8 @@ pub mod cpu_time;
 pub mod perf;
 pub mod powercap;
 pub mod probe;
+#[cfg(feature = "rapl-energy")]
+pub mod rapl_energy;
 mod sysfs;
 
 use std::path::PathBuf;

@@ -135,6 +135,14 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
         }
     }
 
+    #[cfg(feature = "rapl-energy")]
+    {
+        let counter = super::rapl_energy::RaplEnergyCounter::open();
+        candidates.rapl_found |= counter.is_ok();
+        candidates.add("rapl-energy".into(), Source::Rapl, counter.map(|c| Box::new(c) as _));
+        groups.push(Group { members: vec!["rapl-energy".into()], source: Source::Rapl, how: "RAPL through the rapl-energy crate" });
+    }
+
     match perf::discover_power(&config.pmu_root) {
         Err(e) => candidates.unusable("perf:power".into(), Source::Rapl, e.to_string()),
         Ok(found) => {
