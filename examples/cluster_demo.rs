@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, Context, Handler};
 use actors::cluster::NodeId;
 use actors::communication::{Broadcast, CommunicationError, Delivery, Subscribe};
-use actors::energy::{instrumentation, instrumented_modules, CostModel, Instrumentation, Joules};
+use actors::energy::{instrumentation, instrumented_modules, Instrumentation, Joules};
 use actors::failure_detector::{Failure, FailureDetector, Failures, Peers};
 use actors::gate::{GateError, GateStatus};
 use actors::leader_election::CurrentLeader;
@@ -27,7 +27,7 @@ use actors::local_cluster::LocalCluster;
 use actors::node_manager::{connect_all, Join, JoinError, ListNodes};
 use actors::recovery_manager::{OpenFailures, Recoveries};
 use actors::resource_scaler::Scale;
-use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, Outcome};
+use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, EntryKind, Outcome};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
 use actors::state_replicator::Replicate;
 use actors::worker_pool::{Job, ReadLoad, Submit};
@@ -92,6 +92,8 @@ async fn main() -> Result<()> {
         None => Config::default(),
     };
     config.worker_pool.costs.insert("work".into(), Joules::new(JOB_JOULES)?);
+    // Sample the machine's best energy counter beside the gates and share it among the actors.
+    config.attribution.enabled = true;
     let (audit_dir, data_dir) = (args.out.join("audit"), args.out.join("data"));
     for dir in [&audit_dir, &data_dir] {
         if dir.exists() {
@@ -139,7 +141,7 @@ async fn main() -> Result<()> {
         Instrumentation::Instrumented => println!(
             "  meter: op-count model: operations counted by ergon's LLVM pass ({} instrumented modules), priced at {} per ALU-equivalent operation",
             instrumented_modules(),
-            CostModel::default().unit_energy
+            config.meter.cost_model.unit_energy
         ),
         Instrumentation::NotInstrumented => println!(
             "  meter: time model (running time x {}/core): this build is not instrumented (`make demo` builds it with `cargo ergon`)",
@@ -153,13 +155,23 @@ async fn main() -> Result<()> {
     grants.grant("operator", CapSet::all());
     grants.grant("intruder", CapSet::of(&[BroadcastManagement]));
     let env = Environment::new(config.clone(), grants.clone(), log.clone());
+    let attribution = env.attribution().cloned();
+    if let Some(attribution) = &attribution {
+        println!("  energy counter, sampled beside the gates: {}\n", attribution.probe().verdict);
+    }
     let scope = |s: &str| Scope::new(s).expect("constant scope");
     let operator = |s: &str| grants.context("operator", scope(s)).expect("granted above");
 
     let mut cluster = LocalCluster::start(env, 5, &data_dir, 1).await?;
     section_one(&cluster, &grants, &operator).await?;
     cluster_steps(&mut cluster, &operator).await?;
-    summary(&cluster, &operator, &audit_dir, &log).await
+    let metered = attribution.as_ref().and_then(|a| a.stop());
+    summary(&cluster, &operator, &audit_dir, &log).await?;
+    if let Some(report) = metered {
+        print_attribution(&report);
+    }
+    print_commands(&audit_dir);
+    Ok(())
 }
 
 /// The tutorial's section 1: joins, subscriptions, and broadcasts until a budget runs out.
@@ -424,7 +436,7 @@ async fn summary(cluster: &LocalCluster, operator: &impl Fn(&str) -> SecurityCon
     for entry in AuditReader::open(audit_dir)?.entries() {
         let entry = entry?.entry;
         let Some(energy) = &entry.energy else { continue };
-        if entry.alert.is_some() {
+        if entry.alert.is_some() || entry.kind == EntryKind::EnergyAttribution {
             continue;
         }
         let manager = entry.actor.split('/').next().unwrap_or_default().to_owned();
@@ -449,6 +461,38 @@ async fn summary(cluster: &LocalCluster, operator: &impl Fn(&str) -> SecurityCon
     let report = verify(audit_dir)?;
     println!("\naudit log: {} entries in {}, chain verified", report.entries, audit_dir.display());
     print_operation_counts(audit_dir)?;
+    Ok(())
+}
+
+/// The energy counter's total over the run, and each manager's share of it beside what its
+/// per-message meter measured.
+fn print_attribution(report: &actors::energy::attribution::Report) {
+    println!("\nthe energy counter ({}, {}) over {:.1} s: {:.3} J", report.counter, report.source, report.period.as_secs_f64(), report.measured.get());
+    let mut by_manager: BTreeMap<&str, (u64, f64, f64)> = BTreeMap::new();
+    for (actor, line) in &report.lines {
+        let row = by_manager.entry(actor.split('/').next().unwrap_or(actor)).or_default();
+        row.0 += line.runs;
+        row.1 += line.modelled.get();
+        row.2 += line.attributed.get();
+    }
+    println!("  {:<22} {:>8} {:>13} {:>15}", "manager", "runs", "metered µJ", "attributed µJ");
+    for (manager, (runs, metered, attributed)) in &by_manager {
+        println!("  {manager:<22} {runs:>8} {:>13.3} {:>15.1}", metered * 1e6, attributed * 1e6);
+    }
+    println!("  {:<22} {:>8} {:>13} {:>15.1}", "unattributed", "", "", report.unattributed.get() * 1e6);
+    println!(
+        "  attributed + unattributed = {:.3} J of {:.3} J measured ({} readings failed)",
+        report.accounted().get(),
+        report.measured.get(),
+        report.failed_reads
+    );
+    if report.source != actors::energy::Source::Rapl {
+        println!("  ({} is not RAPL: these joules are an estimate from CPU time, not a measurement)", report.counter);
+    }
+}
+
+/// The commands that read the audit log.
+fn print_commands(audit_dir: &Path) {
     let ergon = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("ergon")))
@@ -460,7 +504,6 @@ async fn summary(cluster: &LocalCluster, operator: &impl Fn(&str) -> SecurityCon
     println!("  {ergon} audit show {} --denied", audit_dir.display());
     println!("  {ergon} audit show {} --operation recover", audit_dir.display());
     println!("  {ergon} audit show {} --principal operator --operation join", audit_dir.display());
-    Ok(())
 }
 
 /// The mean operation counts per message of each operation, as the audit log recorded them.

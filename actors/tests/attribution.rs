@@ -56,7 +56,7 @@ async fn the_counter_is_shared_among_actors_and_the_audit_log_reconciles_with_it
     assert!((logged.measured_j - measured).abs() < 1e-9 * measured.max(1.0), "{} vs {measured}", logged.measured_j);
     assert_eq!(logged.source, totals.source.as_str());
     assert!(logged.by_actor.contains_key("unattributed") && logged.by_actor.contains_key(METER_ACCOUNT));
-    assert!((logged.by_actor[actor.as_str()].charged_j - line.modelled.get()).abs() < 1e-9);
+    assert!((logged.by_actor[actor.as_str()].metered_j - line.modelled.get()).abs() < 1e-9);
 }
 
 #[actix::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use security::audit::{decode_line, verify, AuditReader, Filter, StoredEntry, Summary, Tally, VerifyError};
+use security::audit::{decode_line, EntryKind, verify, AuditReader, Filter, StoredEntry, Summary, Tally, VerifyError};
 
 /// The log was read and is damaged or tampered with.
 pub const EXIT_BROKEN: u8 = 1;
@@ -174,13 +174,13 @@ fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTree
     Ok(())
 }
 
-/// The energy counter's total, and each actor's charge beside its measured share.
+/// The energy counter's total, and each actor's metered energy beside its share of the counter.
 fn print_metered(out: &mut impl Write, metered: &security::audit::Metered) -> io::Result<()> {
     writeln!(out, "measured by the energy counter ({}): {:.3} J", metered.source, metered.measured_j)?;
     let width = metered.by_actor.keys().map(String::len).max().unwrap_or(0).max("actor".len());
-    writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "charged J", "measured J")?;
+    writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "metered J", "attributed J")?;
     for (actor, line) in &metered.by_actor {
-        writeln!(out, "{actor:<width$}  {:>12.6}  {:>12.6}", line.charged_j, line.attributed_j)?;
+        writeln!(out, "{actor:<width$}  {:>12.6}  {:>12.6}", line.metered_j, line.attributed_j)?;
     }
     Ok(())
 }
@@ -234,7 +234,10 @@ fn render(stored: &StoredEntry) -> String {
         (_, Some(level)) => format!("alert:{level}"),
         (o, None) => format!("{o:?}").to_lowercase(),
     };
-    let charged = e.energy.as_ref().map_or(String::new(), |en| format!("{:.3} J", en.charged_j));
+    let charged = e.energy.as_ref().map_or(String::new(), |en| match e.kind {
+        EntryKind::EnergyAttribution => format!("{:.6} J attributed ({})", en.measured_j, en.source),
+        _ => format!("{:.3} J", en.charged_j),
+    });
     let detail = e.error.as_deref().map(|code| format!(" {code}: {}", e.reason.as_deref().unwrap_or(""))).unwrap_or_else(|| {
         e.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default()
     });

@@ -246,11 +246,12 @@ fn solve(mut m: Vec<Vec<f64>>) -> Option<Vec<f64>> {
             return None;
         }
         m.swap(col, pivot);
-        for row in 0..k {
-            if row != col {
-                let factor = m[row][col] / m[col][col];
-                for c in col..=k {
-                    m[row][c] -= factor * m[col][c];
+        let pivot_row = m[col].clone();
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != col {
+                let factor = row[col] / pivot_row[col];
+                for (cell, pivot) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                    *cell -= factor * pivot;
                 }
             }
         }

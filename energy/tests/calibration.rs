@@ -20,12 +20,12 @@ fn noise(i: usize) -> f64 {
 fn runs(relative_noise: f64) -> Vec<Observation> {
     let ([alu_j, mem_j, fp_j], idle) = TRUTH;
     let mut runs = Vec::new();
-    for repeat in 0..3 {
+    for (repeat, duty) in DUTY_CYCLES.iter().enumerate() {
         for (m, mix) in MIXES.iter().enumerate() {
             let i = repeat * MIXES.len() + m;
             let seconds = 0.15 + 0.1 * (noise(i + 100) + 1.0) / 2.0;
             // About a billion operations a second while busy, shared among the mix's classes.
-            let per_unit = (seconds * DUTY_CYCLES[repeat] * 1e9 / 4.0) as u64;
+            let per_unit = (seconds * duty * 1e9 / 4.0) as u64;
             let ops = OpCounts {
                 alu: per_unit * u64::from(mix.alu) + 1000,
                 mem: per_unit * u64::from(mix.mem) / 4 + 1000,

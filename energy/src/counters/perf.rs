@@ -53,9 +53,12 @@ pub struct PowerEvent {
     pub cpus: Vec<usize>,
 }
 
+/// An event's name, and the event or why it could not be described.
+pub type FoundEvent = (String, Result<PowerEvent, CounterError>);
+
 /// Every `energy-*` event of the `power` PMU under `root`, each with the reason it could not be
 /// described if it could not. A missing PMU is an error: the kernel exposes no RAPL through perf.
-pub fn discover_power(root: &Path) -> Result<Vec<(String, Result<PowerEvent, CounterError>)>, CounterError> {
+pub fn discover_power(root: &Path) -> Result<Vec<FoundEvent>, CounterError> {
     let pmu = root.join("power");
     let events_dir = pmu.join("events");
     let entries = std::fs::read_dir(&events_dir).map_err(|e| match e.kind() {

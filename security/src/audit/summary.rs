@@ -49,8 +49,8 @@ pub struct Summary {
     pub metered: Option<Metered>,
 }
 
-/// The energy counter's account of a log: its total and each actor's share, beside what the actor
-/// was charged at run time. The shares (with `unattributed` and `energy-meter`) add up to the
+/// The energy counter's account of a log: its total and each actor's share, beside what the
+/// per-message meter measured for the actor at run time. The shares (with `unattributed` and `energy-meter`) add up to the
 /// total.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metered {
@@ -62,11 +62,12 @@ pub struct Metered {
     pub by_actor: BTreeMap<String, Attributed>,
 }
 
-/// One actor's charge and measured share.
+/// One actor's metered energy and its share of the counter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Attributed {
-    /// What the per-message meter charged.
-    pub charged_j: f64,
+    /// What the per-message meter measured for its runs (the gate charged this plus the
+    /// operations' base costs).
+    pub metered_j: f64,
     /// Its share of the counter's measurement.
     pub attributed_j: f64,
 }
@@ -82,7 +83,7 @@ impl Summary {
                     let meter = self.metered.get_or_insert_with(|| Metered { source: energy.source.to_string(), ..Metered::default() });
                     meter.measured_j += energy.measured_j;
                     let line = meter.by_actor.entry(entry.actor.to_string()).or_default();
-                    line.charged_j += energy.estimate_j;
+                    line.metered_j += energy.estimate_j;
                     line.attributed_j += energy.measured_j;
                 }
             }
