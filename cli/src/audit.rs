@@ -180,7 +180,7 @@ fn print_metered(out: &mut impl Write, metered: &security::audit::Metered) -> io
     let width = metered.by_actor.keys().map(String::len).max().unwrap_or(0).max("actor".len());
     writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "metered J", "attributed J")?;
     for (actor, line) in &metered.by_actor {
-        writeln!(out, "{actor:<width$}  {:>12.6}  {:>12.6}", line.metered_j, line.attributed_j)?;
+        writeln!(out, "{actor:<width$}  {:>12.3e}  {:>12.3e}", line.metered_j, line.attributed_j)?;
     }
     Ok(())
 }

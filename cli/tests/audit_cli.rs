@@ -161,3 +161,30 @@ fn follow_prints_entries_written_after_it_started() {
     assert!(shown.contains(" x2 "), "{shown}");
     assert!(fs::read_dir(dir.path()).unwrap().count() > 3, "the writer rotated");
 }
+
+#[test]
+fn summary_sets_each_actors_metered_energy_beside_its_share_of_the_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
+    for (actor, metered, attributed) in [("node-manager/n1", 2e-6, 0.25), ("energy-meter", 0.0, 0.05), ("unattributed", 0.0, 1.7)] {
+        let mut e = AuditEntry::new(EntryKind::EnergyAttribution, Outcome::Allowed, actor, "ergon", "attribution", "powercap:intel-rapl:0");
+        e.energy = Some(EnergyRecord {
+            charged_j: 0.0,
+            measured_j: attributed,
+            estimate_j: metered,
+            remaining_j: 0.0,
+            source: "rapl".into(),
+            elapsed_ns: 0,
+            ops: None,
+        });
+        log.record(e);
+    }
+    log.close().unwrap();
+    let out = ergon(&["audit", "summary", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("measured by the energy counter (rapl): 2.000 J"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("node-manager/n1") && l.contains("2.000e-6") && l.contains("2.500e-1")), "{stdout}");
+    let out = ergon(&["audit", "show", dir.path().to_str().unwrap(), "--operation", "attribution"]);
+    assert!(text(&out.stdout).contains("1.700000 J attributed (rapl)"), "{}", text(&out.stdout));
+}
