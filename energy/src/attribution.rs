@@ -53,7 +53,7 @@ use serde::Serialize;
 use crate::counters::{CounterError, EnergyCounter, Scope};
 use crate::{Joules, Source};
 
-/// The account the sampler's own cost is charged to.
+/// The account the sampler's own cost is charged to; its runs are the counter readings.
 pub const METER_ACCOUNT: &str = "energy-meter";
 
 /// What the runs of one actor cost, as modelled at run time, since the sampler last looked.
@@ -254,12 +254,16 @@ impl Report {
         self.unattributed += other.unattributed;
         self.failed_reads += other.failed_reads;
         for (name, line) in &other.lines {
-            let total = self.lines.entry(name.clone()).or_default();
-            total.runs += line.runs;
-            total.busy += line.busy;
-            total.modelled += line.modelled;
-            total.attributed += line.attributed;
+            self.add_line(name, line);
         }
+    }
+
+    fn add_line(&mut self, name: &str, line: &Line) {
+        let total = self.lines.entry(name.to_owned()).or_default();
+        total.runs += line.runs;
+        total.busy += line.busy;
+        total.modelled += line.modelled;
+        total.attributed += line.attributed;
     }
 }
 
@@ -416,16 +420,11 @@ impl WindowClock {
             if usage.runs == 0 && attributed.get() == 0.0 {
                 continue;
             }
-            let line = report.lines.entry(name.clone()).or_default();
-            line.runs += usage.runs;
-            line.busy += usage.busy;
-            line.modelled += usage.modelled;
-            line.attributed += *attributed;
+            let line = Line { runs: usage.runs, busy: usage.busy, modelled: usage.modelled, attributed: *attributed };
+            report.add_line(name, &line);
         }
-        let meter_line = report.lines.entry(METER_ACCOUNT.to_owned()).or_default();
-        meter_line.runs += 1;
-        meter_line.busy += polling;
-        meter_line.attributed += shares.polling;
+        let reading = Line { runs: 1, busy: polling, modelled: Joules::ZERO, attributed: shares.polling };
+        report.add_line(METER_ACCOUNT, &reading);
         report.measured += window.measured;
         report.unattributed += shares.unattributed;
         report.period += now - self.last_at;
