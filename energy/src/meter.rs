@@ -1,7 +1,7 @@
 //! Measuring one run of a handler.
 //!
 //! A [`Meter`] is read at the start and end of each stretch of work ([`Meter::begin`],
-//! [`Meter::end`]); the raw [`Reading`]s of the stretches add up (an asynchronous handler runs in
+//! [`Meter::end`]), which the caller times; the raw [`Reading`]s of the stretches add up (an asynchronous handler runs in
 //! several), and [`Meter::assess`] turns their sum into joules once. Every [`Sample`] names the
 //! [`Source`] of its joules, because a RAPL reading and a CPU-time estimate are not the same claim.
 
@@ -51,8 +51,6 @@ impl fmt::Display for Source {
 /// Counter values at the start of a stretch of work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Mark {
-    /// A raw, monotonic clock reading in the meter's own units.
-    pub ticks: u64,
     /// This thread's operation counters, where the build has them.
     pub ops: Option<OpCounts>,
 }
@@ -106,33 +104,29 @@ pub struct Sample {
 /// A source of measurements: hardware counters, a model, or a test double.
 ///
 /// `begin` and `end` sit on the hot path of every gated message and must not make system calls.
+/// The caller times each stretch, so that the one clock reading at its end also stamps the audit
+/// entry; a meter reads only what else it counts.
 pub trait Meter: Send {
     /// What this meter's joules are.
     fn source(&self) -> Source;
     /// Reads the counters at the start of a stretch of work.
     fn begin(&self) -> Mark;
-    /// Reads them again at its end and returns the difference.
-    fn end(&self, start: Mark) -> Reading;
+    /// Reads them again at the end of a stretch that ran for `elapsed`, and returns the
+    /// difference.
+    fn end(&self, start: Mark, elapsed: Duration) -> Reading;
     /// Turns a (summed) reading into joules.
     fn assess(&self, reading: &Reading) -> Sample;
 }
 
-/// Running time × watts per core, timed with the CPU's time-stamp counter where it is usable
-/// (no system call), else the monotonic clock.
+/// Running time × watts per core.
 pub struct TimeMeter {
-    clock: quanta::Clock,
     watts_per_core: Watts,
 }
 
 impl TimeMeter {
     /// A time meter charging `watts_per_core` for each second of running time.
     pub fn new(watts_per_core: Watts) -> Self {
-        TimeMeter { clock: quanta::Clock::new(), watts_per_core }
-    }
-
-    /// A time meter on a given clock (`quanta::Clock::mock()` in tests).
-    pub fn with_clock(watts_per_core: Watts, clock: quanta::Clock) -> Self {
-        TimeMeter { clock, watts_per_core }
+        TimeMeter { watts_per_core }
     }
 }
 
@@ -142,11 +136,10 @@ impl Meter for TimeMeter {
     }
 
     fn begin(&self) -> Mark {
-        Mark { ticks: self.clock.raw(), ops: None }
+        Mark { ops: None }
     }
 
-    fn end(&self, start: Mark) -> Reading {
-        let elapsed = self.clock.delta(start.ticks, self.clock.raw());
+    fn end(&self, _start: Mark, elapsed: Duration) -> Reading {
         Reading { elapsed, ops: None, energy: None }
     }
 
@@ -166,7 +159,6 @@ impl Meter for TimeMeter {
 /// Exists only in an instrumented build: [`OpCountMeter::new`] returns `None` otherwise, so a
 /// build without counters can never charge zero joules for real work.
 pub struct OpCountMeter {
-    clock: quanta::Clock,
     model: CostModel,
 }
 
@@ -174,7 +166,7 @@ impl OpCountMeter {
     /// A meter pricing this thread's operation counts with `model`, if the build counts them.
     pub fn new(model: CostModel) -> Option<Self> {
         (crate::instrumentation() == crate::Instrumentation::Instrumented)
-            .then(|| OpCountMeter { clock: quanta::Clock::new(), model })
+            .then(|| OpCountMeter { model })
     }
 }
 
@@ -184,12 +176,11 @@ impl Meter for OpCountMeter {
     }
 
     fn begin(&self) -> Mark {
-        Mark { ticks: self.clock.raw(), ops: crate::measure_ops().ok() }
+        Mark { ops: crate::measure_ops().ok() }
     }
 
-    fn end(&self, start: Mark) -> Reading {
+    fn end(&self, start: Mark, elapsed: Duration) -> Reading {
         let ops = crate::measure_ops().ok();
-        let elapsed = self.clock.delta(start.ticks, self.clock.raw());
         Reading { elapsed, ops: start.ops.zip(ops).map(|(a, b)| b.since(&a)), energy: None }
     }
 
@@ -217,8 +208,8 @@ impl Meter for FixedMeter {
         Mark::default()
     }
 
-    fn end(&self, _start: Mark) -> Reading {
-        Reading::default()
+    fn end(&self, _start: Mark, elapsed: Duration) -> Reading {
+        Reading { elapsed, ..Reading::default() }
     }
 
     fn assess(&self, reading: &Reading) -> Sample {
@@ -232,16 +223,9 @@ mod tests {
 
     #[test]
     fn time_meter_charges_watts_times_running_time() {
-        let (clock, mock) = quanta::Clock::mock();
-        let meter = TimeMeter::with_clock(Watts::new(10.0).unwrap(), clock);
-        let first = meter.begin();
-        mock.increment(Duration::from_millis(300));
-        let mut reading = meter.end(first);
-        // Time between stretches (an awaited reply) is not charged.
-        mock.increment(Duration::from_secs(5));
-        let second = meter.begin();
-        mock.increment(Duration::from_millis(200));
-        reading += meter.end(second);
+        let meter = TimeMeter::new(Watts::new(10.0).unwrap());
+        let mut reading = meter.end(meter.begin(), Duration::from_millis(300));
+        reading += meter.end(meter.begin(), Duration::from_millis(200));
         let sample = meter.assess(&reading);
         assert_eq!(sample.elapsed, Duration::from_millis(500));
         assert_eq!(sample.joules.get(), 5.0);

@@ -4,35 +4,34 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix::ActorFuture;
-use energy::Reading;
 
-use super::GatedActor;
+use super::{GatedActor, Measured};
 
-/// Wraps an actor future and adds the meter's reading of every `poll` to what was measured
+/// Wraps an actor future and adds the gate's measurement of every `poll` to what was measured
 /// before it: the work the future does on the actor's thread, not the time it waits.
-pub(super) struct Metered<F> {
+pub(super) struct MeteredFuture<F> {
     inner: F,
-    reading: Reading,
+    measured: Measured,
 }
 
-impl<F> Metered<F> {
-    pub(super) fn new(inner: F, reading: Reading) -> Self {
-        Metered { inner, reading }
+impl<F> MeteredFuture<F> {
+    pub(super) fn new(inner: F, measured: Measured) -> Self {
+        MeteredFuture { inner, measured }
     }
 }
 
-impl<A, F> ActorFuture<A> for Metered<F>
+impl<A, F> ActorFuture<A> for MeteredFuture<F>
 where
     A: GatedActor,
     F: ActorFuture<A> + Unpin,
 {
-    type Output = (F::Output, Reading);
+    type Output = (F::Output, Measured);
 
     fn poll(self: Pin<&mut Self>, actor: &mut A, ctx: &mut A::Context, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mark = actor.gate().begin();
+        let start = actor.gate().begin();
         let polled = Pin::new(&mut this.inner).poll(actor, ctx, task);
-        this.reading += actor.gate().end(mark);
-        polled.map(|output| (output, this.reading))
+        this.measured += actor.gate().end(start);
+        polled.map(|output| (output, this.measured))
     }
 }

@@ -23,6 +23,7 @@ mod metered;
 mod wall_clock;
 
 use std::borrow::Cow;
+use std::ops::AddAssign;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,8 +37,8 @@ use security::{CapSet, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
 
 pub use error::GateError;
-use metered::Metered;
-use wall_clock::WallClock;
+use metered::MeteredFuture;
+use wall_clock::{Ticks, WallClock};
 
 use crate::config::{ActorConfig, Limits};
 
@@ -200,6 +201,27 @@ pub struct Ticket {
     principal: CompactString,
     resource: CompactString,
     hold: Reservation,
+}
+
+/// The start of a stretch of work: the meter's counters and the clock.
+struct Start {
+    mark: Mark,
+    at: Ticks,
+}
+
+/// What a request's stretches of work measured, and when the last one ended: the time its audit
+/// entry carries.
+#[derive(Clone, Copy)]
+struct Measured {
+    reading: Reading,
+    ended: Ticks,
+}
+
+impl AddAssign for Measured {
+    fn add_assign(&mut self, later: Measured) {
+        self.reading += later.reading;
+        self.ended = later.ended;
+    }
 }
 
 /// A refused request, ready to be audited.
@@ -395,13 +417,14 @@ impl Gate {
     }
 
     /// Audits a refusal (measured, not charged) and returns its error.
-    fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, reading: Reading) -> M::Error {
-        let sample = self.assess(&reading);
+    fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, measured: Measured) -> M::Error {
+        let sample = self.assess(&measured.reading);
         self.counters.denied += 1;
         let ctx = msg.context();
         let estimate = refusal.operation.map_or(Joules::ZERO, |i| self.estimate(i));
         let energy = self.energy_record(&sample, Joules::ZERO, estimate);
         self.record(
+            measured.ended,
             refusal.kind,
             Outcome::Denied,
             refusal.operation,
@@ -415,8 +438,8 @@ impl Gate {
     }
 
     /// Steps 5 and 6 for an admitted request.
-    fn settle<M: Operation>(&mut self, ticket: Ticket, reading: Reading, result: &Result<M::Output, M::Error>) {
-        let sample = self.assess(&reading);
+    fn settle<M: Operation>(&mut self, ticket: Ticket, measured: Measured, result: &Result<M::Output, M::Error>) {
+        let sample = self.assess(&measured.reading);
         let estimate = ticket.hold.amount();
         let state = &mut self.operations[ticket.operation];
         state.runs += 1;
@@ -439,6 +462,7 @@ impl Gate {
         };
         let energy = self.energy_record(&sample, actual, estimate);
         self.record(
+            measured.ended,
             EntryKind::EnergyUsage,
             outcome,
             Some(ticket.operation),
@@ -480,6 +504,7 @@ impl Gate {
     #[allow(clippy::too_many_arguments)]
     fn record<E: GateError>(
         &mut self,
+        at: Ticks,
         kind: EntryKind,
         outcome: Outcome,
         operation: Option<usize>,
@@ -490,7 +515,7 @@ impl Gate {
         energy: EnergyRecord,
     ) {
         let entry = AuditEntry {
-            ts: self.clock.now(),
+            ts: self.clock.stamp(at),
             kind,
             outcome,
             actor: Cow::Borrowed(self.actor),
@@ -548,12 +573,15 @@ impl Gate {
         });
     }
 
-    fn begin(&self) -> Mark {
-        self.meter.begin()
+    fn begin(&self) -> Start {
+        let mark = self.meter.begin();
+        Start { mark, at: self.clock.ticks() }
     }
 
-    fn end(&self, mark: Mark) -> Reading {
-        self.meter.end(mark)
+    fn end(&self, start: Start) -> Measured {
+        let ended = self.clock.ticks();
+        let reading = self.meter.end(start.mark, self.clock.between(start.at, ended));
+        Measured { reading, ended }
     }
 }
 
@@ -622,18 +650,18 @@ where
     A: GatedActor,
     M: Operation,
 {
-    let mark = actor.gate().begin();
+    let start = actor.gate().begin();
     match actor.gate().admit(&msg) {
         Err(refusal) => {
             let gate = actor.gate();
-            let reading = gate.end(mark);
-            Err(gate.refuse(&msg, refusal, reading))
+            let measured = gate.end(start);
+            Err(gate.refuse(&msg, refusal, measured))
         }
         Ok(ticket) => {
             let result = body(actor, msg);
             let gate = actor.gate();
-            let reading = gate.end(mark);
-            gate.settle::<M>(ticket, reading, &result);
+            let measured = gate.end(start);
+            gate.settle::<M>(ticket, measured, &result);
             result
         }
     }
@@ -650,18 +678,18 @@ where
     M: Operation,
     F: ActorFuture<A, Output = Result<M::Output, M::Error>> + Unpin + 'static,
 {
-    let mark = actor.gate().begin();
+    let start = actor.gate().begin();
     match actor.gate().admit(&msg) {
         Err(refusal) => {
             let gate = actor.gate();
-            let reading = gate.end(mark);
-            Box::pin(fut::ready(Err(gate.refuse(&msg, refusal, reading))))
+            let measured = gate.end(start);
+            Box::pin(fut::ready(Err(gate.refuse(&msg, refusal, measured))))
         }
         Ok(ticket) => {
             let inner = body(actor, msg);
-            let reading = actor.gate().end(mark);
-            Box::pin(Metered::new(inner, reading).map(move |(result, reading), actor: &mut A, _| {
-                actor.gate().settle::<M>(ticket, reading, &result);
+            let measured = actor.gate().end(start);
+            Box::pin(MeteredFuture::new(inner, measured).map(move |(result, measured), actor: &mut A, _| {
+                actor.gate().settle::<M>(ticket, measured, &result);
                 result
             }))
         }

@@ -1,14 +1,21 @@
-//! Timestamps for audit entries without a system call.
+//! The gate's one clock: it times each stretch of work and stamps audit entries, without a
+//! system call.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use security::audit::Timestamp;
 
-/// Wall-clock time from the CPU's time-stamp counter, anchored to the system clock.
+/// A reading of the CPU's time-stamp counter (or, where it is unusable, the monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Ticks(u64);
+
+/// Monotonic time from the CPU's time-stamp counter, and wall-clock time anchored to the system
+/// clock.
 ///
-/// Reading the system clock costs a `clock_gettime` per entry; the counter costs one instruction.
-/// The anchor is renewed every second, so the stamps follow the system clock (and its NTP
-/// corrections) to within the counter's drift over a second.
+/// Reading the system clock costs a `clock_gettime` per entry; the counter costs one instruction,
+/// and the reading at the end of a run both times the run and stamps its audit entry. The anchor is
+/// renewed every second, so the stamps follow the system clock (and its NTP corrections) to
+/// within the counter's drift over a second.
 pub(super) struct WallClock {
     clock: quanta::Clock,
     anchor_ticks: u64,
@@ -24,14 +31,31 @@ impl WallClock {
         WallClock { clock, anchor_ticks, anchor_nanos }
     }
 
-    pub(super) fn now(&mut self) -> Timestamp {
-        let ticks = self.clock.raw();
-        let since = self.clock.delta(self.anchor_ticks, ticks);
-        if since >= REANCHOR_AFTER {
+    /// The counter now.
+    pub(super) fn ticks(&self) -> Ticks {
+        Ticks(self.clock.raw())
+    }
+
+    /// The time from `start` to `end` (zero if `end` is earlier).
+    pub(super) fn between(&self, start: Ticks, end: Ticks) -> Duration {
+        self.clock.delta(start.0, end.0)
+    }
+
+    /// The wall-clock time at `at`, a recent reading of [`ticks`](Self::ticks).
+    pub(super) fn stamp(&mut self, at: Ticks) -> Timestamp {
+        if self.clock.delta(self.anchor_ticks, at.0) >= REANCHOR_AFTER {
             (self.anchor_ticks, self.anchor_nanos) = anchor(&self.clock);
-            return Timestamp::from_unix_nanos(self.anchor_nanos);
         }
-        Timestamp::from_unix_nanos(self.anchor_nanos.saturating_add(since.as_nanos() as i64))
+        // `at` may precede a fresh anchor by a few nanoseconds; one of the two deltas is zero.
+        let after = i64::try_from(self.clock.delta_as_nanos(self.anchor_ticks, at.0)).unwrap_or(i64::MAX);
+        let before = i64::try_from(self.clock.delta_as_nanos(at.0, self.anchor_ticks)).unwrap_or(i64::MAX);
+        Timestamp::from_unix_nanos(self.anchor_nanos.saturating_add(after).saturating_sub(before))
+    }
+
+    /// The wall-clock time now.
+    pub(super) fn now(&mut self) -> Timestamp {
+        let at = self.ticks();
+        self.stamp(at)
     }
 }
 
@@ -45,19 +69,40 @@ fn anchor(clock: &quanta::Clock) -> (u64, i64) {
 mod tests {
     use super::*;
 
+    fn nanos_of(t: Timestamp) -> i64 {
+        t.to_datetime().timestamp_nanos_opt().unwrap()
+    }
+
     #[test]
     fn stamps_follow_the_system_clock_and_advance() {
         // The counter and the system clock are read a few nanoseconds apart and tick at slightly
         // different rates, so agreement is to within a tolerance, not exact.
         let tolerance = Duration::from_millis(1).as_nanos() as i64;
-        let nanos = |t: Timestamp| t.to_datetime().timestamp_nanos_opt().unwrap();
         let mut clock = WallClock::new();
-        let before = nanos(Timestamp::now());
-        let stamp = nanos(clock.now());
+        let before = nanos_of(Timestamp::now());
+        let stamp = nanos_of(clock.now());
         std::thread::sleep(Duration::from_millis(5));
-        let later = nanos(clock.now());
-        let after = nanos(Timestamp::now());
+        let later = nanos_of(clock.now());
+        let after = nanos_of(Timestamp::now());
         assert!(stamp >= before - tolerance && later <= after + tolerance, "{before} {stamp} {later} {after}");
         assert!(later - stamp >= Duration::from_millis(5).as_nanos() as i64, "{stamp} {later}");
+    }
+
+    #[test]
+    fn a_stamp_is_the_time_of_its_reading_even_across_a_new_anchor() {
+        let mut clock = WallClock::new();
+        let start = clock.ticks();
+        std::thread::sleep(Duration::from_millis(20));
+        let end = clock.ticks();
+        assert!(clock.between(start, end) >= Duration::from_millis(20));
+        assert_eq!(clock.between(end, start), Duration::ZERO);
+
+        // Stamping `start` after the anchor has been renewed (forced here by backdating it) still
+        // gives `start`'s time, 20 ms before `end`'s.
+        clock.anchor_ticks = clock.anchor_ticks.saturating_sub(u64::MAX / 4);
+        let end_stamp = nanos_of(clock.stamp(end));
+        let start_stamp = nanos_of(clock.stamp(start));
+        let gap = end_stamp - start_stamp;
+        assert!((19_000_000..1_000_000_000).contains(&gap), "{gap} ns between the stamps");
     }
 }
