@@ -436,7 +436,7 @@ async fn summary(cluster: &LocalCluster, operator: &impl Fn(&str) -> SecurityCon
     for entry in AuditReader::open(audit_dir)?.entries() {
         let entry = entry?.entry;
         let Some(energy) = &entry.energy else { continue };
-        if entry.alert.is_some() || entry.kind == EntryKind::EnergyAttribution {
+        if entry.alert().is_some() || entry.kind == EntryKind::EnergyAttribution {
             continue;
         }
         let manager = entry.actor.split('/').next().unwrap_or_default().to_owned();

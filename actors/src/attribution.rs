@@ -14,7 +14,7 @@ use std::time::Duration;
 use energy::attribution::{Account, Accounts, Report, Sampler, SamplerConfig};
 use energy::counters::{probe_and_open, EnergyCounter, Probe, ProbeConfig};
 use energy::Watts;
-use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, Outcome};
+use security::audit::{AuditEntry, AuditSink, Detail, EnergyRecord, EntryKind, Outcome};
 
 use crate::config::AttributionConfig;
 
@@ -92,7 +92,7 @@ fn write(audit: &dyn AuditSink, report: &Report) {
     let entry = |actor: &str, reason: String, energy: EnergyRecord| {
         let mut entry =
             AuditEntry::new(EntryKind::EnergyAttribution, Outcome::Allowed, actor, "ergon", "attribution", &report.counter);
-        entry.reason = Some(reason);
+        entry.detail = Detail::from_reason(reason);
         entry.energy = Some(energy);
         entry
     };

@@ -96,7 +96,7 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
     assert!(cluster.converged(v.version, Duration::from_secs(2)).await, "the old leader did not catch up");
     assert_eq!(cluster.read(leader).await.data, b"v2");
     // The update that failed for want of a quorum is in the audit log with its error variant.
-    let failed = cluster.world.entries().into_iter().find(|e| e.error.as_deref() == Some("ReplicaUpdateFailed"));
+    let failed = cluster.world.entries().into_iter().find(|e| e.error() == Some("ReplicaUpdateFailed"));
     assert!(failed.is_some(), "the failed update is in the audit log");
 }
 

@@ -60,10 +60,10 @@ async fn refusals_are_measured_and_audited_but_not_charged() {
     assert_eq!(status.used, Joules::ZERO);
     assert_eq!(status.counters.denied, 1);
     let e = &world.entries()[0];
-    assert_eq!((e.kind, e.outcome, e.error.as_deref()), (EntryKind::SecurityViolation, Outcome::Denied, Some("PermissionDenied")));
+    assert_eq!((e.kind, e.outcome, e.error()), (EntryKind::SecurityViolation, Outcome::Denied, Some("PermissionDenied")));
     let energy = e.energy.as_ref().unwrap();
     assert_eq!((energy.charged_j, energy.measured_j), (0.0, MEASURED));
-    assert!(e.reason.as_ref().unwrap().contains("lacks {BroadcastManagement}"));
+    assert!(e.reason().unwrap().contains("lacks {BroadcastManagement}"));
 }
 
 use actors::energy::Joules;
@@ -89,7 +89,7 @@ async fn steps_run_in_order_authority_then_validation_then_energy() {
     let err = comm.send(broadcast(ok, "news")).await.unwrap().unwrap_err();
     assert_eq!(err, CommunicationError::InsufficientEnergy { needed: j(5.0), available: j(1.0) });
 
-    let kinds: Vec<_> = world.entries().iter().map(|e| (e.kind, e.error.clone().unwrap())).collect();
+    let kinds: Vec<_> = world.entries().iter().map(|e| (e.kind, e.error().unwrap().to_string())).collect();
     assert_eq!(
         kinds,
         vec![
@@ -158,7 +158,7 @@ async fn alerts_fire_once_at_80_and_95_percent() {
         .iter()
         .enumerate()
         .filter(|(_, e)| e.kind == EntryKind::EnergyAlert)
-        .map(|(i, e)| (i, e.alert.clone().unwrap().into_owned()))
+        .map(|(i, e)| (i, e.alert().unwrap().to_string()))
         .collect();
     assert_eq!(alerts, vec![(15, "warning".to_string()), (19, "critical".to_string())]);
     let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();

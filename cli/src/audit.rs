@@ -230,7 +230,7 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
 
 fn render(stored: &StoredEntry) -> String {
     let e = &stored.entry;
-    let outcome = match (e.outcome, &e.alert) {
+    let outcome = match (e.outcome, e.alert()) {
         (_, Some(level)) => format!("alert:{level}"),
         (o, None) => format!("{o:?}").to_lowercase(),
     };
@@ -238,8 +238,8 @@ fn render(stored: &StoredEntry) -> String {
         EntryKind::EnergyAttribution => format!("{:.6} J attributed ({})", en.measured_j, en.source),
         _ => format!("{:.3} J", en.charged_j),
     });
-    let detail = e.error.as_deref().map(|code| format!(" {code}: {}", e.reason.as_deref().unwrap_or(""))).unwrap_or_else(|| {
-        e.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default()
+    let detail = e.error().map(|code| format!(" {code}: {}", e.reason().unwrap_or(""))).unwrap_or_else(|| {
+        e.reason().map(|r| format!(" {r}")).unwrap_or_default()
     });
     format!(
         "{:>6} {} {} {} {} {} {} {}{}",

@@ -166,7 +166,7 @@ impl OpCountMeter {
     /// A meter pricing this thread's operation counts with `model`, if the build counts them.
     pub fn new(model: CostModel) -> Option<Self> {
         (crate::instrumentation() == crate::Instrumentation::Instrumented)
-            .then(|| OpCountMeter { model })
+            .then_some(OpCountMeter { model })
     }
 }
 

@@ -32,7 +32,7 @@ use actix::{Actor, ActorFuture, Message, ResponseActFuture};
 use energy::attribution::Account;
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
 use security::audit::compact_str::CompactString;
-use security::audit::{AuditEntry, AuditSink, EnergyRecord, EntryKind, OpTally, Outcome};
+use security::audit::{AuditEntry, AuditSink, Detail, EnergyRecord, EntryKind, OpTally, Outcome};
 use security::{CapSet, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
 
@@ -514,7 +514,33 @@ impl Gate {
         error: Option<&E>,
         energy: EnergyRecord,
     ) {
-        let entry = AuditEntry {
+        let detail = error.map_or(Detail::NONE, |e| Detail::from_error(e.code(), e.to_string()));
+        // The same record as a `tracing` event: refusals of authority at WARN, other refusals and
+        // failures at INFO, successes at DEBUG. It is emitted from the parts, so that the entry
+        // can be built straight into the sink's argument (borrowing a built entry costs a copy).
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "ergon::audit",
+                    $level,
+                    actor = self.actor,
+                    principal = principal.as_str(),
+                    operation = name,
+                    resource = resource.as_str(),
+                    ?outcome,
+                    error = detail.error(),
+                    charged_j = energy.charged_j,
+                    "{}",
+                    detail.reason().unwrap_or("ok")
+                )
+            };
+        }
+        match (kind, outcome) {
+            (EntryKind::SecurityViolation, _) => event!(tracing::Level::WARN),
+            (_, Outcome::Denied | Outcome::Failed) => event!(tracing::Level::INFO),
+            _ => event!(tracing::Level::DEBUG),
+        }
+        self.audit.record(AuditEntry {
             ts: self.clock.stamp(at),
             kind,
             outcome,
@@ -523,13 +549,9 @@ impl Gate {
             operation: Cow::Borrowed(name),
             scope: Cow::Borrowed(self.scope_of(operation)),
             resource,
-            error: error.map(|e| Cow::Borrowed(e.code())),
-            reason: error.map(|e| e.to_string()),
-            alert: None,
+            detail,
             energy: Some(energy),
-        };
-        emit(&entry);
-        self.audit.record(entry);
+        });
     }
 
     /// Raises an alert if the budget crossed a threshold.
@@ -558,9 +580,7 @@ impl Gate {
             operation: Cow::Borrowed(name),
             scope: Cow::Borrowed(self.scope_of(operation)),
             resource: CompactString::from(self.actor),
-            error: None,
-            reason: Some(alert.message),
-            alert: Some(Cow::Borrowed(level)),
+            detail: Detail::from_alert(level, alert.message),
             energy: Some(EnergyRecord {
                 charged_j: 0.0,
                 measured_j: 0.0,
@@ -582,33 +602,6 @@ impl Gate {
         let ended = self.clock.ticks();
         let reading = self.meter.end(start.mark, self.clock.between(start.at, ended));
         Measured { reading, ended }
-    }
-}
-
-/// The audit record as a `tracing` event: refusals of authority at WARN, other refusals and
-/// failures at INFO, successes at DEBUG.
-fn emit(entry: &AuditEntry) {
-    macro_rules! event {
-        ($level:expr) => {
-            tracing::event!(
-                target: "ergon::audit",
-                $level,
-                actor = %entry.actor,
-                principal = %entry.principal,
-                operation = %entry.operation,
-                resource = %entry.resource,
-                outcome = ?entry.outcome,
-                error = entry.error.as_deref(),
-                charged_j = entry.charged(),
-                "{}",
-                entry.reason.as_deref().unwrap_or("ok")
-            )
-        };
-    }
-    match (entry.kind, entry.outcome) {
-        (EntryKind::SecurityViolation, _) => event!(tracing::Level::WARN),
-        (_, Outcome::Denied | Outcome::Failed) => event!(tracing::Level::INFO),
-        _ => event!(tracing::Level::DEBUG),
     }
 }
 

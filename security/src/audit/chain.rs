@@ -65,7 +65,7 @@ pub(crate) fn decode(line: &[u8]) -> Result<StoredEntry, LineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{EntryKind, Outcome};
+    use crate::audit::{Detail, EntryKind, Outcome};
 
     fn entry() -> AuditEntry {
         AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "p", "join", "n1")
@@ -80,6 +80,27 @@ mod tests {
         let stored = decode(&line[..line.len() - 1]).unwrap();
         assert_eq!((stored.seq, stored.prev.as_str(), stored.hash), (7, GENESIS, hash));
         assert_eq!(stored.entry, original);
+    }
+
+    #[test]
+    fn details_are_written_as_their_own_fields_and_read_back() {
+        let mut refused = entry();
+        refused.detail = Detail::from_error("PermissionDenied", "lacks {Join}".into());
+        let mut alert = entry();
+        alert.detail = Detail::from_alert("warning", "80% used".into());
+        for (original, fields) in [
+            (entry(), r#""resource":"n1","hash""#),
+            (refused, r#""resource":"n1","error":"PermissionDenied","reason":"lacks {Join}","hash""#),
+            (alert, r#""resource":"n1","reason":"80% used","alert":"warning","hash""#),
+        ] {
+            let (mut scratch, mut line) = (Vec::new(), Vec::new());
+            encode(0, GENESIS, &original, &mut scratch, &mut line);
+            line.pop();
+            assert!(String::from_utf8_lossy(&line).contains(fields), "{}", String::from_utf8_lossy(&line));
+            let read = decode(&line).unwrap().entry;
+            assert_eq!((read.error(), read.reason(), read.alert()), (original.error(), original.reason(), original.alert()));
+            assert_eq!(read, original);
+        }
     }
 
     #[test]

@@ -157,15 +157,10 @@ pub struct AuditEntry {
     /// What the operation was about (a node id, a channel). Inline up to 24 bytes, so that
     /// stamping an entry with an id does not allocate.
     pub resource: CompactString,
-    /// The error variant, when denied or failed (`PermissionDenied`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<Cow<'static, str>>,
-    /// Why, in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Alert severity, for energy alerts (`warning`, `critical`, `info`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert: Option<Cow<'static, str>>,
+    /// The error variant, reason and alert level, where there are any (written as the fields
+    /// `error`, `reason` and `alert`).
+    #[serde(flatten)]
+    pub detail: Detail,
     /// Energy measured and charged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy: Option<EnergyRecord>,
@@ -190,11 +185,24 @@ impl AuditEntry {
             operation: Cow::Owned(operation.to_owned()),
             scope: Cow::Borrowed(""),
             resource: CompactString::from(resource),
-            error: None,
-            reason: None,
-            alert: None,
+            detail: Detail::NONE,
             energy: None,
         }
+    }
+
+    /// The error variant, when denied or failed (`PermissionDenied`).
+    pub fn error(&self) -> Option<&str> {
+        self.detail.error()
+    }
+
+    /// Why, in words.
+    pub fn reason(&self) -> Option<&str> {
+        self.detail.reason()
+    }
+
+    /// Alert severity, for energy alerts (`warning`, `critical`, `info`).
+    pub fn alert(&self) -> Option<&str> {
+        self.detail.alert()
     }
 
     /// Whether the request was refused before running.
@@ -205,6 +213,77 @@ impl AuditEntry {
     /// Joules debited by this entry.
     pub fn charged(&self) -> f64 {
         self.energy.as_ref().map_or(0.0, |e| e.charged_j)
+    }
+}
+
+/// What an entry says beyond its outcome: the error variant, the reason in words, an alert's
+/// level. Most entries record a success and have none, so it is one pointer: every entry is copied
+/// on the gate's hot path, and each byte of it counts there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detail(Option<Box<DetailFields>>);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct DetailFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<Cow<'static, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alert: Option<Cow<'static, str>>,
+}
+
+impl Detail {
+    /// Nothing to add.
+    pub const NONE: Detail = Detail(None);
+
+    /// An error variant and why.
+    pub fn from_error(code: impl Into<Cow<'static, str>>, reason: String) -> Self {
+        Detail::of(DetailFields { error: Some(code.into()), reason: Some(reason), alert: None })
+    }
+
+    /// A reason alone.
+    pub fn from_reason(reason: String) -> Self {
+        Detail::of(DetailFields { reason: Some(reason), ..DetailFields::default() })
+    }
+
+    /// An alert's level and message.
+    pub fn from_alert(level: impl Into<Cow<'static, str>>, message: String) -> Self {
+        Detail::of(DetailFields { alert: Some(level.into()), reason: Some(message), error: None })
+    }
+
+    /// The error variant (`PermissionDenied`).
+    pub fn error(&self) -> Option<&str> {
+        self.0.as_ref()?.error.as_deref()
+    }
+
+    /// Why, in words.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.as_ref()?.reason.as_deref()
+    }
+
+    /// An alert's severity (`warning`, `critical`, `info`).
+    pub fn alert(&self) -> Option<&str> {
+        self.0.as_ref()?.alert.as_deref()
+    }
+
+    fn of(fields: DetailFields) -> Self {
+        let empty = fields.error.is_none() && fields.reason.is_none() && fields.alert.is_none();
+        Detail((!empty).then(|| Box::new(fields)))
+    }
+}
+
+impl Serialize for Detail {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(fields) => fields.serialize(s),
+            None => DetailFields::default().serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Detail {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DetailFields::deserialize(d).map(Detail::of)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, LineError, GENESIS};
-use super::{list_segments, segment_name, AuditEntry, AuditSink, EntryKind, Outcome, HEAD_FILE};
+use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, HEAD_FILE};
 
 /// When written entries are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,7 +323,7 @@ impl Writer {
         if let Some(TailRepair::Moved { file, bytes, saved_to }) = &repaired {
             tracing::warn!(file = %file.display(), bytes, saved_to = %saved_to.display(), "audit log: torn final line moved aside");
             let mut entry = AuditEntry::new(EntryKind::LogRepair, Outcome::Allowed, "audit-log", "system", "repair", &file.display().to_string());
-            entry.reason = Some(format!(
+            entry.detail = Detail::from_reason(format!(
                 "torn final line of {bytes} bytes (a crash during a write) moved to {}",
                 saved_to.display()
             ));

@@ -38,7 +38,7 @@ mod sink;
 mod summary;
 mod verify;
 
-pub use entry::{AuditEntry, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
+pub use entry::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
 pub use log::{AuditConfig, AuditError, AuditLog, Durability, OpenReport, TailRepair};
 pub use reader::{AuditReader, Filter, ReadError};
 pub use sink::{AuditSink, MemorySink};
