@@ -33,7 +33,7 @@ use energy::attribution::Account;
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Mark, Meter, Reading, Reservation, Sample, Source, Watts};
 use security::audit::compact_str::CompactString;
 use security::audit::{AuditEntry, AuditSink, Detail, EnergyRecord, EntryKind, OpTally, Outcome};
-use security::{CapSet, GrantTable, Scope, SecurityContext};
+use security::{CapSet, GrantTable, Principal, Scope, SecurityContext};
 use serde::Serialize;
 
 pub use error::GateError;
@@ -188,11 +188,20 @@ pub struct Gate {
     account: Option<Arc<Account>>,
     audit: Arc<dyn AuditSink>,
     clock: WallClock,
-    /// The last grant lookup, `(table version, principal, grants)`: most messages to an actor come
-    /// from the principal before, and any grant or revocation changes the version.
-    last_lookup: Option<(u64, CompactString, Option<CapSet>)>,
+    last_lookup: Option<Lookup>,
     counters: GateCounters,
     mailbox_capacity: usize,
+}
+
+/// The last grant lookup. Most messages to an actor come from the principal before, usually in
+/// clones of one context (so comparing principals compares pointers), and any grant or revocation
+/// changes the table's version.
+struct Lookup {
+    version: u64,
+    principal: Principal,
+    /// The principal's name as audit entries carry it.
+    name: CompactString,
+    held: Option<CapSet>,
 }
 
 /// An admitted request: who asked, about what, and the energy held for it.
@@ -329,16 +338,18 @@ impl Gate {
     }
 
     /// What `principal` holds, from the last lookup if no grant has changed since.
-    fn held_by(&mut self, principal: &str) -> Option<CapSet> {
+    fn held_by(&mut self, principal: &Principal) -> &Lookup {
         let version = self.grants.version();
-        match &self.last_lookup {
-            Some((v, p, held)) if *v == version && p == principal => *held,
-            _ => {
-                let held = self.grants.of(principal);
-                self.last_lookup = Some((version, CompactString::from(principal), held));
-                held
-            }
+        if !matches!(&self.last_lookup, Some(last) if last.version == version && last.principal == *principal) {
+            self.last_lookup = None;
         }
+        let grants = &self.grants;
+        self.last_lookup.get_or_insert_with(|| Lookup {
+            version,
+            principal: principal.clone(),
+            name: CompactString::from(principal.as_str()),
+            held: grants.of(principal.as_str()),
+        })
     }
 
     fn operation(&self, name: &str) -> Option<usize> {
@@ -355,7 +366,9 @@ impl Gate {
         };
         let violation = |error| Refusal { operation: Some(operation), kind: EntryKind::SecurityViolation, error };
         let who = ctx.principal.as_str();
-        match self.held_by(who) {
+        let lookup = self.held_by(&ctx.principal);
+        let (held, name) = (lookup.held, lookup.name.clone());
+        match held {
             None => {
                 let reason = format!("principal {who:?} holds no grants, so its context is not valid");
                 return Err(violation(M::Error::invalid_capabilities(reason)));
@@ -394,7 +407,7 @@ impl Gate {
         match self.budget.reserve(self.estimate(operation)) {
             Ok(hold) => Ok(Ticket {
                 operation,
-                principal: CompactString::from(who),
+                principal: name,
                 resource: CompactString::from(msg.resource()),
                 hold,
             }),
