@@ -118,7 +118,8 @@ pub trait Meter: Send {
     fn assess(&self, reading: &Reading) -> Sample;
 }
 
-/// Running time × watts per core.
+/// Running time × watts per core. The running time comes from the caller: the gate reads the CPU's
+/// time-stamp counter, which costs no system call.
 pub struct TimeMeter {
     watts_per_core: Watts,
 }
