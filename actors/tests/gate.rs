@@ -10,7 +10,7 @@ use actix::Actor;
 use actors::communication::{Broadcast, CommunicationError, CommunicationManager};
 use actors::energy::Watts;
 use actors::node_manager::{Join, JoinError, NodeManager};
-use actors::security::audit::{EntryKind, Outcome};
+use actors::security::audit::{EntryKind, Outcome, Timestamp};
 use actors::security::{CapSet, Capability, Scope, SecurityContext};
 use actors::{Config, Status, TopUp};
 use common::*;
@@ -237,4 +237,29 @@ async fn a_revocation_takes_effect_on_the_next_message() {
     assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("BroadcastManagement")), "{err}");
     world.env.grants().grant("operator", CapSet::of(&[Capability::BroadcastManagement]));
     comm.send(broadcast(ctx, "news")).await.unwrap().unwrap();
+}
+
+#[actix::test]
+async fn entries_carry_the_time_their_run_ended_in_order_and_its_running_time() {
+    let world = World::new(Config::default());
+    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let nanos = |t: Timestamp| t.to_datetime().timestamp_nanos_opt().unwrap();
+    let before = nanos(Timestamp::now());
+    for _ in 0..3 {
+        comm.send(broadcast(world.ctx("operator", "communication_management"), "news")).await.unwrap().unwrap();
+        // A refusal is stamped the same way.
+        comm.send(broadcast(world.ctx("operator", "node_management"), "news")).await.unwrap().unwrap_err();
+    }
+    let after = nanos(Timestamp::now());
+
+    let entries = world.entries();
+    assert_eq!(entries.len(), 6);
+    let stamps: Vec<i64> = entries.iter().map(|e| nanos(e.ts)).collect();
+    // The gate's clock is the time-stamp counter anchored to the system clock: they agree to
+    // well within a millisecond over a test's length.
+    let tolerance = Duration::from_millis(1).as_nanos() as i64;
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    assert!(stamps[0] >= before - tolerance && stamps[5] <= after + tolerance, "{before} {stamps:?} {after}");
+    // The gate times every run, whatever the meter (here a fixed charge per run).
+    assert!(entries.iter().all(|e| e.energy.as_ref().unwrap().elapsed_ns > 0));
 }
