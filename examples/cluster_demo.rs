@@ -17,20 +17,20 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler};
 use actors::cluster::NodeId;
-use actors::communication::{Broadcast, CommunicationError, Delivery, Subscribe};
+use actors::managers::communication::{Broadcast, CommunicationError, Delivery, Subscribe};
 use actors::energy::{instrumentation, instrumented_modules, Instrumentation, Joules};
-use actors::failure_detector::{Failure, FailureDetector, Failures, Peers};
+use actors::managers::failure_detector::{Failure, FailureDetector, Failures, Peers};
 use actors::gate::{GateError, GateStatus};
-use actors::leader_election::CurrentLeader;
-use actors::load_distributor::{Distribute, Distribution};
-use actors::local_cluster::LocalCluster;
-use actors::node_manager::{connect_all, Join, JoinError, ListNodes};
-use actors::recovery_manager::{OpenFailures, Recoveries};
-use actors::resource_scaler::Scale;
+use actors::managers::leader_election::CurrentLeader;
+use actors::managers::load_distributor::{Distribute, Distribution};
+use actors::node::local_cluster::LocalCluster;
+use actors::managers::node_manager::{connect_all, Join, JoinError, ListNodes};
+use actors::managers::recovery_manager::{OpenFailures, Recoveries};
+use actors::managers::resource_scaler::Scale;
 use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, EntryKind, Outcome};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
-use actors::state_replicator::Replicate;
-use actors::worker_pool::{Job, ReadLoad, Submit};
+use actors::managers::state_replicator::Replicate;
+use actors::managers::worker_pool::{Job, ReadLoad, Submit};
 use actors::{Config, Environment, Status};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Parser;
@@ -391,7 +391,7 @@ async fn cluster_steps(cluster: &mut LocalCluster, operator: &impl Fn(&str) -> S
         println!("  node {coordinator}'s recovery: {}: {}", r.strategy.name(), r.outcome);
     }
     let ctx = operator("distribution_management");
-    let after = distributor.send(actors::load_distributor::Distributions { ctx }).await??;
+    let after = distributor.send(actors::managers::load_distributor::Distributions { ctx }).await??;
     if let Some(d) = after.first() {
         println!("  the load now:");
         print_shares(d, &detector).await;
@@ -422,7 +422,7 @@ async fn cluster_steps(cluster: &mut LocalCluster, operator: &impl Fn(&str) -> S
 /// Asks `probe` every 100 ms until it answers, for at most `within` (each ask is a gated,
 /// audited query, so not too often).
 async fn poll<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
-    actors::wait::eventually(within, Duration::from_millis(100), probe).await
+    actors::node::wait::eventually(within, Duration::from_millis(100), probe).await
 }
 
 /// What every step cost, from the audit log, and where to read it.
@@ -542,7 +542,7 @@ fn print_operation_counts(audit_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn report_join(what: &str, result: Result<actors::node_manager::JoinResponse, JoinError>) {
+fn report_join(what: &str, result: Result<actors::managers::node_manager::JoinResponse, JoinError>) {
     match result {
         Ok(r) => println!(
             "  join {what}: granted {} in {}, confirmed by {}",

@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant};
 
 use actors::energy::{FixedMeter, Joules};
-use actors::local_cluster::LocalCluster;
+use actors::node::local_cluster::LocalCluster;
 use actors::security::audit::MemorySink;
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
-use actors::state_replicator::Replicate;
+use actors::managers::state_replicator::Replicate;
 use actors::{Config, Environment};
 use futures::future::join_all;
 

@@ -16,8 +16,8 @@ use actix::{Message, Recipient};
 use cluster::faults::{Faults, Route};
 use cluster::{NodeId, RaftMessage};
 
-use crate::failure_detector::Heartbeat;
-use crate::load_distributor::Adjust;
+use crate::managers::failure_detector::Heartbeat;
+use crate::managers::load_distributor::Adjust;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

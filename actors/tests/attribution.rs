@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix::Actor;
-use actors::node_manager::{ListNodes, NodeManager};
+use actors::managers::node_manager::{ListNodes, NodeManager};
 use actors::security::audit::{EntryKind, MemorySink, Summary};
 use actors::security::{CapSet, Capability, GrantTable, Scope};
 use actors::{Config, Environment};

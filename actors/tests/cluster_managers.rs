@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use actors::cluster::NodeId;
 use actors::config::DetectionSettings;
-use actors::failure_detector::{Check, DetectionError, Failure, FailureKind, Failures, Report};
-use actors::load_distributor::{Distribute, Distribution, DistributionError, Distributions};
-use actors::recovery_manager::{OpenFailures, Recover, RecoveryError, Strategy};
-use actors::resource_scaler::{Scale, ScalingError};
+use actors::managers::failure_detector::{Check, DetectionError, Failure, FailureKind, Failures, Report};
+use actors::managers::load_distributor::{Distribute, Distribution, DistributionError, Distributions};
+use actors::managers::recovery_manager::{OpenFailures, Recover, RecoveryError, Strategy};
+use actors::managers::resource_scaler::{Scale, ScalingError};
 use actors::security::audit::Outcome;
-use actors::worker_pool::{Job, PoolError, PoolLoad, ReadLoad, Submit};
+use actors::managers::worker_pool::{Job, PoolError, PoolLoad, ReadLoad, Submit};
 use actors::Config;
 use common::{eventually, j, Cluster};
 
@@ -73,7 +73,7 @@ impl Cluster {
         self.node(on).unwrap().pool.send(Submit { ctx, job }).await.unwrap()
     }
 
-    async fn scale(&self, on: NodeId, resource: &str, metric: &str, threshold: f64, factor: f64) -> Result<actors::resource_scaler::Scaling, ScalingError> {
+    async fn scale(&self, on: NodeId, resource: &str, metric: &str, threshold: f64, factor: f64) -> Result<actors::managers::resource_scaler::Scaling, ScalingError> {
         let ctx = self.world.ctx("admin", "scaling_management");
         let scale = Scale { ctx, resource: resource.into(), metric: metric.into(), threshold, factor };
         self.node(on).unwrap().scaler.send(scale).await.unwrap()
@@ -108,7 +108,7 @@ async fn a_crashed_node_is_detected_its_work_moved_and_on_return_caught_up() {
     let ctx = cluster.world.ctx("admin", "replication_management");
     for i in 0..3 {
         let data = format!("while-down-{i}").into_bytes();
-        cluster.node(leader).unwrap().replicator.send(actors::state_replicator::Replicate { ctx: ctx.clone(), data }).await.unwrap().unwrap();
+        cluster.node(leader).unwrap().replicator.send(actors::managers::state_replicator::Replicate { ctx: ctx.clone(), data }).await.unwrap().unwrap();
     }
     cluster.boot(victim).await.unwrap();
     assert!(cluster.recovered(leader, FailureKind::Rejoined, victim).await, "{:?}", cluster.failures(leader).await);
@@ -169,7 +169,7 @@ async fn a_node_with_less_energy_left_gets_less_load() {
     assert!(poorer < 4_001.0, "{poorer}");
     cluster.heard_by_all().await;
     eventually(SOON, || async {
-        let peers = cluster.node(leader)?.detector.send(actors::failure_detector::Peers).await.ok()?;
+        let peers = cluster.node(leader)?.detector.send(actors::managers::failure_detector::Peers).await.ok()?;
         peers.iter().find(|p| p.node == 1)?.vitals.filter(|v| v.remaining_j < 4_001.0).map(|_| ())
     })
     .await

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use actix::Actor;
-use actors::communication::{Broadcast, CommunicationError, CommunicationManager, Subscribe, Unsubscribe};
+use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager, Subscribe, Unsubscribe};
 use actors::security::{CapSet, Capability, Scope, SecurityContext};
 use actors::Config;
 use common::*;
@@ -14,7 +14,7 @@ fn op(world: &World) -> SecurityContext {
     world.ctx("operator", "communication_management")
 }
 
-fn subscribe(world: &World, channel: &str, name: &str, endpoint: actix::Recipient<actors::communication::Delivery>) -> Subscribe {
+fn subscribe(world: &World, channel: &str, name: &str, endpoint: actix::Recipient<actors::managers::communication::Delivery>) -> Subscribe {
     Subscribe { ctx: op(world), channel: channel.into(), subscriber: name.into(), endpoint }
 }
 

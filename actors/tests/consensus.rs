@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actors::cluster::{NodeId, State};
-use actors::leader_election::{CurrentLeader, Elect, ElectionError};
-use actors::state_replicator::{ReadState, Replicate, ReplicationError};
+use actors::managers::leader_election::{CurrentLeader, Elect, ElectionError};
+use actors::managers::state_replicator::{ReadState, Replicate, ReplicationError};
 use actors::Config;
 use common::{Cluster, MEASURED};
 
@@ -22,7 +22,7 @@ impl Cluster {
         self.node(id).unwrap().replicator.send(ReadState { ctx }).await.unwrap().unwrap()
     }
 
-    async fn elect(&self, via: NodeId, candidate: NodeId, principal: &str) -> Result<actors::consensus::Leadership, ElectionError> {
+    async fn elect(&self, via: NodeId, candidate: NodeId, principal: &str) -> Result<actors::node::consensus::Leadership, ElectionError> {
         let ctx = self.world.ctx(principal, "election_management");
         self.node(via).unwrap().election.send(Elect { ctx, candidate }).await.unwrap()
     }

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use actix::Actor;
-use actors::communication::{Broadcast, CommunicationError, CommunicationManager};
+use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
 use actors::energy::Watts;
-use actors::node_manager::{Join, JoinError, NodeManager};
+use actors::managers::node_manager::{Join, JoinError, NodeManager};
 use actors::security::audit::{EntryKind, Outcome, Timestamp};
 use actors::security::{CapSet, Capability, Scope, SecurityContext};
 use actors::{Config, Status, TopUp};
@@ -205,7 +205,7 @@ async fn an_asynchronous_operation_holds_its_estimate_until_it_completes() {
     let n1 = NodeManager::new(&world.env, "n1").start();
     let n2 = NodeManager::new(&world.env, "n2").start();
     let op = world.ctx("operator", "node_management");
-    n1.send(actors::node_manager::Connect { ctx: op.clone(), peer: "n2".into(), endpoint: n2.clone().recipient() })
+    n1.send(actors::managers::node_manager::Connect { ctx: op.clone(), peer: "n2".into(), endpoint: n2.clone().recipient() })
         .await
         .unwrap()
         .unwrap();

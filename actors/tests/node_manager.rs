@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actors::node_manager::{connect_all, Join, JoinError, Leave, ListNodes, NodeManager};
+use actors::managers::node_manager::{connect_all, Join, JoinError, Leave, ListNodes, NodeManager};
 use actors::security::{CapSet, Capability, Scope, SecurityContext};
 use actors::Config;
 use common::*;
@@ -29,7 +29,7 @@ impl Cluster {
         let arbiter = actix::Arbiter::new();
         let env = self.world.env.clone();
         let peer = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, name));
-        let connect = actors::node_manager::Connect { ctx: self.op(), peer: name.into(), endpoint: peer.clone().recipient() };
+        let connect = actors::managers::node_manager::Connect { ctx: self.op(), peer: name.into(), endpoint: peer.clone().recipient() };
         self.managers[0].1.send(connect).await.unwrap().unwrap();
         (arbiter, peer)
     }
@@ -107,7 +107,7 @@ async fn broadcast_failed_when_a_peer_refuses_and_the_join_is_undone() {
     let env = actors::Environment::new(config, c.world.env.grants().clone(), c.world.env.audit().clone());
     let poor = NodeManager::new(&env, "poor").start();
     let n1 = &c.managers[0].1;
-    n1.send(actors::node_manager::Connect { ctx: c.op(), peer: "poor".into(), endpoint: poor.clone().recipient() })
+    n1.send(actors::managers::node_manager::Connect { ctx: c.op(), peer: "poor".into(), endpoint: poor.clone().recipient() })
         .await
         .unwrap()
         .unwrap();

@@ -4,7 +4,9 @@
 //!   by its caller (tick, step, propose, advance) and never reads a clock or opens a socket.
 //! - [`faults`]: the network fault model (loss, latency, partitions) the simulation and the
 //!   in-process transport share.
-//! - [`phi`]: phi-accrual failure detection over heartbeats, with Akka's defaults.
+//! - [`phi`]: phi-accrual failure detection over heartbeats, with Akka's defaults, and
+//!   [`detector`]: the failure detector's decisions over it (when a peer is failed, when it is
+//!   back, when to check, when to back off).
 //! - [`placement`]: energy-aware load shares (capacity x remaining joules).
 //! - [`LogStore`]: the Raft log, hard state and snapshots, durable in a node's data directory.
 //! - [`sim`]: N replicas on a simulated network with simulated time, dropping, delaying and
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod detector;
 pub mod faults;
 mod logging;
 pub mod phi;

@@ -80,10 +80,12 @@ impl PhiAccrual {
         &self.config
     }
 
-    /// A heartbeat arrived at `now`.
+    /// A heartbeat arrived at `now`. As in Akka, the interval it ends is learned only if the node
+    /// was available until it arrived: the silence of a crash or a partition says nothing about
+    /// the node's rhythm, and learning it would make the next failure take far longer to detect.
     pub fn heartbeat(&mut self, now: Duration) {
         if let Some(last) = self.last {
-            if now > last {
+            if now > last && self.is_available(now) {
                 self.record(ms(now - last));
             }
         }
@@ -201,7 +203,14 @@ mod tests {
 
     #[test]
     fn the_sample_window_forgets_old_intervals() {
-        let config = PhiConfig { max_sample_size: 10, acceptable_heartbeat_pause: Duration::ZERO, ..PhiConfig::default() };
+        // The first estimate is the 5 s rhythm, so that it is learned (an interval that ends a
+        // silence past the threshold is not).
+        let config = PhiConfig {
+            max_sample_size: 10,
+            acceptable_heartbeat_pause: Duration::ZERO,
+            first_heartbeat_estimate: at(5_000),
+            ..PhiConfig::default()
+        };
         let mut d = PhiAccrual::new(config);
         let mut now = 0;
         for _ in 0..50 {
@@ -214,6 +223,22 @@ mod tests {
             d.heartbeat(at(now));
         }
         assert!(!d.is_available(at(now + 2_000)), "phi {}", d.phi(at(now + 2_000)));
+    }
+
+    #[test]
+    fn a_silence_past_the_threshold_is_not_learned() {
+        let mut d = PhiAccrual::new(PhiConfig::default());
+        for i in 0..=100 {
+            d.heartbeat(at(i * 1_000));
+        }
+        let learned = d.clone();
+        d.heartbeat(at(100_000 + 300_000));
+        for after in [1_000, 4_300, 4_700] {
+            assert_eq!(d.phi(at(400_000 + after)), learned.phi(at(100_000 + after)), "{after} ms after");
+        }
+        // A slow beat within the threshold is learned.
+        d.heartbeat(at(400_000 + 3_000));
+        assert!(d.phi(at(403_000 + 4_700)) < learned.phi(at(100_000 + 4_700)));
     }
 
     #[test]

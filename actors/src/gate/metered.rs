@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 
 use actix::ActorFuture;
 
-use super::{GatedActor, Measured};
+use super::running::Measured;
+use super::GatedActor;
 
 /// Wraps an actor future and adds the gate's measurement of every `poll` to what was measured
 /// before it: the work the future does on the actor's thread, not the time it waits.

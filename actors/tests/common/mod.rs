@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler};
-use actors::communication::Delivery;
+use actors::managers::communication::Delivery;
 use actors::energy::{FixedMeter, Joules};
 use actors::security::audit::{AuditEntry, MemorySink};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
-use actors::local_cluster::LocalCluster;
+use actors::node::local_cluster::LocalCluster;
 use actors::{Config, Environment};
 
 /// Energy the fixed meter attributes to every run.
@@ -142,5 +142,5 @@ impl Cluster {
 
 /// Asks `probe` every 20 ms until it answers, for at most `within`.
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
-    actors::wait::eventually(within, Duration::from_millis(20), probe).await
+    actors::node::wait::eventually(within, Duration::from_millis(20), probe).await
 }

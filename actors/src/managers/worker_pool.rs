@@ -14,20 +14,20 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use cluster::NodeId;
-use energy::Joules;
-use security::{CapSet, Capability, SecurityContext};
+use security::SecurityContext;
+use serde::{Deserialize, Serialize};
 
-use crate::config::PoolSettings;
-use crate::consensus::Stop;
-use crate::failure_detector::{self, Failure, FailureKind, Report};
-use crate::gate::{self, Gate, Operation, Rules};
-use crate::Environment;
+use crate::gate::{Gate, Pending};
+use crate::managers::failure_detector::{self, Failure, FailureKind, Report};
+use crate::node::Stop;
+use crate::{gate_error, gated, Environment};
 
 /// The scope worker pools act in.
 pub const SCOPE: &str = "resource_management";
 
-/// Why a pool request failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+/// Why a pool request failed, besides the gate's refusals.
+#[gate_error]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PoolError {
     /// The job panicked (its worker is stopped and reported), or no worker could run it.
     #[error("job failed: {0}")]
@@ -35,23 +35,30 @@ pub enum PoolError {
     /// The pool cannot take the asked size.
     #[error("resize refused: {0}")]
     ResizeRefused(String),
-    /// The requester or the pool lacks a required capability.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The budget cannot cover the request.
-    #[error("insufficient energy: needs {needed}, {available} available")]
-    InsufficientEnergy {
-        /// Estimated cost.
-        needed: Joules,
-        /// Budget available.
-        available: Joules,
-    },
-    /// The request is malformed.
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
 }
 
-crate::gate_error!(PoolError);
+/// The size of each node's worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PoolSettings {
+    /// Workers a pool starts with.
+    pub initial: usize,
+    /// Workers a pool may grow to; scaling beyond it fails.
+    pub max: usize,
+}
+
+impl PoolSettings {
+    /// What is wrong with these settings, if anything.
+    pub fn problem(&self) -> Option<String> {
+        (self.initial == 0 || self.initial > self.max)
+            .then(|| format!("need 1 <= initial <= max, got initial {} and max {}", self.initial, self.max))
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { initial: 2, max: 32 }
+    }
+}
 
 /// A unit of work: any closure that returns bytes.
 pub struct Job(Box<dyn FnOnce() -> Vec<u8> + Send>);
@@ -70,9 +77,8 @@ impl std::fmt::Debug for Job {
 }
 
 /// Runs a job on the least busy worker. Requires `ResourceManagement`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<u8>, PoolError>")]
-pub struct Submit {
+#[derive(Debug)]
+pub struct Work {
     /// Who asks.
     pub ctx: SecurityContext,
     /// The work.
@@ -80,8 +86,7 @@ pub struct Submit {
 }
 
 /// Grows or shrinks the pool to `workers`. Requires `ScalingManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<usize, PoolError>")]
+#[derive(Debug, Clone)]
 pub struct Resize {
     /// Who asks.
     pub ctx: SecurityContext,
@@ -91,9 +96,8 @@ pub struct Resize {
 
 /// Starts a fresh worker in place of a stopped one (named as in its failure report,
 /// `worker-2`). Requires `RecoveryManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<String, PoolError>")]
-pub struct RestartWorker {
+#[derive(Debug, Clone)]
+pub struct Restart {
     /// Who asks.
     pub ctx: SecurityContext,
     /// The stopped worker.
@@ -102,8 +106,7 @@ pub struct RestartWorker {
 
 /// This node's share of a distributed load, sent by a load distributor over the transport.
 /// Requires `DistributionManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<f64, PoolError>")]
+#[derive(Debug, Clone)]
 pub struct Adjust {
     /// Who asks.
     pub ctx: SecurityContext,
@@ -150,85 +153,6 @@ impl PoolLoad {
 
     /// The names [`metric`](Self::metric) knows.
     pub const METRICS: &'static [&'static str] = &["queue_depth", "utilization", "workers", "assigned"];
-}
-
-impl Operation for Submit {
-    type Output = Vec<u8>;
-    type Error = PoolError;
-    const NAME: &'static str = "work";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::ResourceManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "job"
-    }
-}
-
-impl Operation for Resize {
-    type Output = usize;
-    type Error = PoolError;
-    const NAME: &'static str = "resize";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::ScalingManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "workers"
-    }
-
-    fn validate(&self, _: &Rules<'_>) -> Result<(), PoolError> {
-        if self.workers == 0 {
-            return Err(PoolError::InvalidRequest("a pool needs at least one worker".into()));
-        }
-        Ok(())
-    }
-}
-
-impl Operation for RestartWorker {
-    type Output = String;
-    type Error = PoolError;
-    const NAME: &'static str = "restart";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        &self.worker
-    }
-
-    fn validate(&self, rules: &Rules<'_>) -> Result<(), PoolError> {
-        rules.id("worker", &self.worker).map_err(PoolError::InvalidRequest)
-    }
-}
-
-impl Operation for Adjust {
-    type Output = f64;
-    type Error = PoolError;
-    const NAME: &'static str = "adjust";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        &self.distribution
-    }
-
-    fn validate(&self, rules: &Rules<'_>) -> Result<(), PoolError> {
-        rules.id("distribution", &self.distribution).map_err(PoolError::InvalidRequest)?;
-        if !(self.share.is_finite() && self.share >= 0.0) {
-            return Err(PoolError::InvalidRequest(format!("share {} is not a finite, non-negative load", self.share)));
-        }
-        Ok(())
-    }
 }
 
 /// One worker: runs jobs until one panics.
@@ -297,25 +221,14 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Operations and their default base costs: a job is 1 J plus what it measures; the
-    /// managers' requests cost the pool nothing (they are charged by the managers).
-    pub const DEFAULT_COSTS: &'static [(&'static str, f64)] = &[
-        (Submit::NAME, 1.0),
-        (Resize::NAME, 0.0),
-        (RestartWorker::NAME, 0.0),
-        (Adjust::NAME, 0.0),
-        ("top_up", 0.0),
-        ("status", 0.0),
-    ];
-
     /// The pool of node `node`, named `worker-pool/<node>`; stopped workers are reported to
     /// `detector`.
     pub fn new(env: &Environment, node: NodeId, detector: Option<Recipient<Report>>) -> Self {
         let config = &env.config().worker_pool;
         WorkerPool {
-            gate: env.gate(&format!("worker-pool/{node}"), SCOPE, config),
+            gate: env.gate::<Self>(&format!("worker-pool/{node}"), config),
             node,
-            settings: env.config().workers,
+            settings: config.settings,
             slots: Vec::new(),
             shares: BTreeMap::new(),
             detector,
@@ -352,96 +265,107 @@ impl WorkerPool {
     }
 }
 
-crate::gated_actor!(WorkerPool, start_workers);
-
-impl Handler<Submit> for WorkerPool {
-    type Result = ResponseActFuture<Self, Result<Vec<u8>, PoolError>>;
-
-    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
-        gate::run_async(self, msg, |pool, msg| -> ResponseActFuture<Self, _> {
-            let least_busy = pool
-                .slots
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, slot)| match slot {
-                    Slot::Running { worker, in_flight } => Some((i, worker, in_flight)),
-                    Slot::Stopped => None,
-                })
-                .min_by_key(|(_, _, in_flight)| **in_flight);
-            let Some((slot, worker, in_flight)) = least_busy else {
-                let reason = format!("no worker is running; {} are stopped, waiting for a restart", pool.slots.len());
-                return Box::pin(fut::ready(Err(PoolError::JobFailed(reason))));
-            };
-            *in_flight += 1;
-            let run = worker.send(Run(msg.job)).timeout(pool.timeout);
-            Box::pin(fut::wrap_future(run).map(move |answer, pool: &mut Self, _| {
-                if let Some(Slot::Running { in_flight, .. }) = pool.slots.get_mut(slot) {
-                    *in_flight = in_flight.saturating_sub(1);
-                }
-                match answer {
-                    Ok(result) => result.map_err(PoolError::JobFailed),
-                    Err(e) => Err(PoolError::JobFailed(format!("worker-{slot} did not answer: {e}"))),
-                }
-            }))
-        })
-    }
-}
-
-impl Handler<Resize> for WorkerPool {
-    type Result = Result<usize, PoolError>;
-
-    fn handle(&mut self, msg: Resize, ctx: &mut Context<Self>) -> Self::Result {
-        let me = ctx.address();
-        gate::run(self, msg, |pool, msg| {
-            if msg.workers > pool.settings.max {
-                return Err(PoolError::ResizeRefused(format!(
-                    "worker-pool/{} holds at most {} workers (workers.max); {} were asked",
-                    pool.node, pool.settings.max, msg.workers
-                )));
+/// The pool's operations: a job costs 1 J by default plus what it measures; the managers'
+/// requests cost the pool nothing (the managers are charged for them).
+#[gated(
+    error = PoolError,
+    scope = SCOPE,
+    budget = 10000.0,
+    grants = [ResourceManagement, ScalingManagement, DistributionManagement, RecoveryManagement, FailureHandling, EnergyManagement],
+    mailbox = 4096,
+    reply_timeout_ms = 5000,
+    settings = PoolSettings,
+    started = start_workers
+)]
+impl WorkerPool {
+    /// Runs a job on the least busy worker.
+    #[operation(requires = [ResourceManagement], cost = 1.0, resource = "job")]
+    fn work(&mut self, msg: Work) -> Pending<Self, Vec<u8>, PoolError> {
+        let least_busy = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, slot)| match slot {
+                Slot::Running { worker, in_flight } => Some((i, worker, in_flight)),
+                Slot::Stopped => None,
+            })
+            .min_by_key(|(_, _, in_flight)| **in_flight);
+        let Some((slot, worker, in_flight)) = least_busy else {
+            let reason = format!("no worker is running; {} are stopped, waiting for a restart", self.slots.len());
+            return Box::pin(fut::ready(Err(PoolError::JobFailed(reason))));
+        };
+        *in_flight += 1;
+        let run = worker.send(Run(msg.job)).timeout(self.timeout);
+        Box::pin(fut::wrap_future(run).map(move |answer, pool: &mut Self, _| {
+            if let Some(Slot::Running { in_flight, .. }) = pool.slots.get_mut(slot) {
+                *in_flight = in_flight.saturating_sub(1);
             }
-            // Shrinking drops the last workers' addresses; each stops once its queue is done.
-            pool.slots.truncate(msg.workers);
-            while pool.slots.len() < msg.workers {
-                let slot = pool.spawn(pool.slots.len(), me.clone());
-                pool.slots.push(slot);
+            match answer {
+                Ok(result) => result.map_err(PoolError::JobFailed),
+                Err(e) => Err(PoolError::JobFailed(format!("worker-{slot} did not answer: {e}"))),
             }
-            Ok(msg.workers)
-        })
+        }))
     }
-}
 
-impl Handler<RestartWorker> for WorkerPool {
-    type Result = Result<String, PoolError>;
+    /// Grows or shrinks the pool.
+    #[operation(
+        requires = [ScalingManagement],
+        cost = 0.0,
+        resource = "workers",
+        validate = if msg.workers == 0 { Err(PoolError::InvalidRequest("a pool needs at least one worker".into())) } else { Ok(()) }
+    )]
+    fn resize(&mut self, msg: Resize, ctx: &mut Context<Self>) -> Result<usize, PoolError> {
+        if msg.workers > self.settings.max {
+            return Err(PoolError::ResizeRefused(format!(
+                "worker-pool/{} holds at most {} workers (worker_pool.max); {} were asked",
+                self.node, self.settings.max, msg.workers
+            )));
+        }
+        // Shrinking drops the last workers' addresses; each stops once its queue is done.
+        self.slots.truncate(msg.workers);
+        while self.slots.len() < msg.workers {
+            let slot = self.spawn(self.slots.len(), ctx.address());
+            self.slots.push(slot);
+        }
+        Ok(msg.workers)
+    }
 
-    fn handle(&mut self, msg: RestartWorker, ctx: &mut Context<Self>) -> Self::Result {
-        let me = ctx.address();
-        gate::run(self, msg, |pool, msg| {
-            let slot = msg.worker.strip_prefix("worker-").and_then(|n| n.parse::<usize>().ok());
-            match slot.and_then(|i| pool.slots.get(i).map(|s| (i, s))) {
-                None => Err(PoolError::InvalidRequest(format!(
-                    "worker-pool/{} has no {:?}; its workers are worker-0 to worker-{}",
-                    pool.node,
-                    msg.worker,
-                    pool.slots.len().saturating_sub(1)
-                ))),
-                Some((_, Slot::Running { .. })) => Ok(format!("{} is running; nothing to restart", msg.worker)),
-                Some((i, Slot::Stopped)) => {
-                    pool.slots[i] = pool.spawn(i, me);
-                    Ok(format!("restarted {} of worker-pool/{}", msg.worker, pool.node))
-                }
+    /// Starts a fresh worker in place of a stopped one.
+    #[operation(requires = [RecoveryManagement], cost = 0.0, resource = &msg.worker, validate = Ok(rules.id("worker", &msg.worker)?))]
+    fn restart(&mut self, msg: Restart, ctx: &mut Context<Self>) -> Result<String, PoolError> {
+        let slot = msg.worker.strip_prefix("worker-").and_then(|n| n.parse::<usize>().ok());
+        match slot.and_then(|i| self.slots.get(i).map(|s| (i, s))) {
+            None => Err(PoolError::InvalidRequest(format!(
+                "worker-pool/{} has no {:?}; its workers are worker-0 to worker-{}",
+                self.node,
+                msg.worker,
+                self.slots.len().saturating_sub(1)
+            ))),
+            Some((_, Slot::Running { .. })) => Ok(format!("{} is running; nothing to restart", msg.worker)),
+            Some((i, Slot::Stopped)) => {
+                self.slots[i] = self.spawn(i, ctx.address());
+                Ok(format!("restarted {} of worker-pool/{}", msg.worker, self.node))
             }
-        })
+        }
     }
-}
 
-impl Handler<Adjust> for WorkerPool {
-    type Result = Result<f64, PoolError>;
-
-    fn handle(&mut self, msg: Adjust, _: &mut Context<Self>) -> Self::Result {
-        gate::run(self, msg, |pool, msg| {
-            pool.shares.insert(msg.distribution, msg.share);
-            Ok(pool.shares.values().sum())
-        })
+    /// Takes this node's share of a distributed load; answers the load assigned over all
+    /// distributions.
+    #[operation(
+        requires = [DistributionManagement],
+        cost = 0.0,
+        resource = &msg.distribution,
+        validate = {
+            rules.id("distribution", &msg.distribution)?;
+            if !(msg.share.is_finite() && msg.share >= 0.0) {
+                return Err(PoolError::InvalidRequest(format!("share {} is not a finite, non-negative load", msg.share)));
+            }
+            Ok(())
+        }
+    )]
+    fn adjust(&mut self, msg: Adjust) -> Result<f64, PoolError> {
+        self.shares.insert(msg.distribution, msg.share);
+        Ok(self.shares.values().sum())
     }
 }
 
@@ -482,4 +406,3 @@ impl Handler<Stop> for WorkerPool {
     }
 }
 
-crate::common_handlers!(WorkerPool, PoolError);

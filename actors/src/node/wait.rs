@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// # actix::System::new().block_on(async {
 /// use std::time::Duration;
 /// let mut asked = 0;
-/// let third = actors::wait::eventually(Duration::from_secs(1), Duration::from_millis(1), || {
+/// let third = actors::node::wait::eventually(Duration::from_secs(1), Duration::from_millis(1), || {
 ///     asked += 1;
 ///     std::future::ready((asked == 3).then_some(asked))
 /// }).await;

@@ -1,4 +1,4 @@
-//! Operations every gated actor answers.
+//! The operations every gated actor answers, first in its table: [`TopUp`] and [`Status`].
 
 use std::marker::PhantomData;
 
@@ -6,7 +6,7 @@ use actix::Message;
 use energy::Joules;
 use security::{CapSet, Capability, SecurityContext};
 
-use crate::gate::{GateError, GateStatus, Operation};
+use super::{GateError, GateStatus, Operation};
 
 /// Adds energy to an actor's budget. Requires `EnergyManagement`; answers the remaining energy.
 pub struct TopUp<E> {
@@ -32,6 +32,7 @@ impl<E: GateError> Operation for TopUp<E> {
     type Output = Joules;
     type Error = E;
     const NAME: &'static str = "top_up";
+    const INDEX: usize = 0;
     const REQUIRES: CapSet = CapSet::of(&[Capability::EnergyManagement]);
 
     fn context(&self) -> &SecurityContext {
@@ -65,6 +66,7 @@ impl<E: GateError> Operation for Status<E> {
     type Output = GateStatus;
     type Error = E;
     const NAME: &'static str = "status";
+    const INDEX: usize = 1;
     const REQUIRES: CapSet = CapSet::of(&[Capability::EnergyManagement]);
 
     fn context(&self) -> &SecurityContext {
@@ -74,24 +76,4 @@ impl<E: GateError> Operation for Status<E> {
     fn resource(&self) -> &str {
         "budget"
     }
-}
-
-/// Implements the handlers of [`TopUp`] and [`Status`] for a gated actor.
-#[macro_export]
-macro_rules! common_handlers {
-    ($actor:ty, $error:ty) => {
-        impl ::actix::Handler<$crate::TopUp<$error>> for $actor {
-            type Result = Result<$crate::energy::Joules, $error>;
-            fn handle(&mut self, msg: $crate::TopUp<$error>, _: &mut Self::Context) -> Self::Result {
-                $crate::gate::run(self, msg, |actor, msg| Ok($crate::gate::GatedActor::gate(actor).top_up(msg.amount)))
-            }
-        }
-
-        impl ::actix::Handler<$crate::Status<$error>> for $actor {
-            type Result = Result<$crate::gate::GateStatus, $error>;
-            fn handle(&mut self, msg: $crate::Status<$error>, _: &mut Self::Context) -> Self::Result {
-                $crate::gate::run(self, msg, |actor, _| Ok($crate::gate::GatedActor::gate(actor).status()))
-            }
-        }
-    };
 }

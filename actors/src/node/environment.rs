@@ -6,9 +6,9 @@ use energy::{Instrumentation, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
 use security::{GrantTable, Scope};
 
-use crate::attribution::Attribution;
-use crate::config::{ActorConfig, Config};
-use crate::gate::{Gate, GateSetup};
+use crate::config::Config;
+use crate::gate::{ActorConfig, Gate, GateClock, GateSetup, GatedActor};
+use crate::node::attribution::Attribution;
 
 type MeterFactory = Arc<dyn Fn() -> Box<dyn Meter> + Send + Sync>;
 
@@ -29,6 +29,7 @@ pub struct Environment {
     audit: Arc<dyn AuditSink>,
     meter: MeterFactory,
     attribution: Option<Arc<Attribution>>,
+    clock: GateClock,
 }
 
 impl Environment {
@@ -57,7 +58,7 @@ impl Environment {
             }
             None => None,
         };
-        Environment { config: Arc::new(config), grants, audit, meter, attribution }
+        Environment { config: Arc::new(config), grants, audit, meter, attribution, clock: GateClock::system() }
     }
 
     /// The machine counter's sampler and the actors' accounts, when attribution is on.
@@ -69,6 +70,13 @@ impl Environment {
     /// [`energy::FixedMeter`] for exact costs).
     pub fn with_meter(mut self, meter: impl Fn() -> Box<dyn Meter> + Send + Sync + 'static) -> Self {
         self.meter = Arc::new(meter);
+        self
+    }
+
+    /// The same environment with another clock for every gate built from it (tests use
+    /// [`GateClock::manual`] to control time).
+    pub fn with_clock(mut self, clock: GateClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -87,20 +95,23 @@ impl Environment {
         &self.audit
     }
 
-    /// A gate for an actor named `actor`, acting in `scope`. The actor's own principal (its
-    /// name) is granted what the actor holds, so that it can present a context to its peers.
-    pub fn gate(&self, actor: &str, scope: &str, config: &ActorConfig) -> Gate {
+    /// A gate for actor `A`, named `actor` in the audit log, configured by `config` (its section
+    /// of this environment's configuration). The actor's own principal (its name) is granted what
+    /// the actor holds, so that it can present a context to its peers.
+    pub fn gate<A: GatedActor>(&self, actor: &str, config: &ActorConfig<A::Settings>) -> Gate {
         self.grants.grant(actor, config.grants);
         Gate::new(GateSetup {
             actor: actor.to_owned(),
-            scope: Scope::new(scope).expect("actor scopes are constants"),
-            config: config.clone(),
+            scope: Scope::new(A::SCOPE).expect("actor scopes are constants"),
+            operations: A::OPERATIONS,
+            config,
             limits: self.config.limits,
             thresholds: self.config.alerts,
             grants: self.grants.clone(),
             audit: self.audit.clone(),
             meter: (self.meter)(),
             account: self.attribution.as_ref().map(|a| a.account(actor)),
+            clock: self.clock.clone(),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The recovery manager (the tutorial's section 3.2): a strategy per kind of failure.
+//! The recovery manager: a strategy per kind of failure.
 //!
 //! | failure kind | default strategy | what it does |
 //! |---|---|---|
@@ -7,7 +7,7 @@
 //! | `rejoined` | `catch_up` | waits until the rejoined node's heartbeats report the state version this node had applied, then gives it work again |
 //! | `unreachable` | `move_work` | asks the load distributor to spread every recorded load over the live nodes only |
 //!
-//! The table is `recovery.strategies` in the configuration; a kind without a strategy is
+//! The table is `recovery_manager.strategies` in the configuration; a kind without a strategy is
 //! answered `StrategyNotFound` and its failure stays open. A failure is open from the moment it
 //! arrives until a strategy recovers it (then it, and any earlier failure of the same subject, is
 //! removed); [`OpenFailures`] lists what is still open. The strategies call other managers
@@ -19,19 +19,18 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use cluster::NodeId;
-use energy::Joules;
 use futures::future::LocalBoxFuture;
-use security::{CapSet, Capability, SecurityContext};
+use security::SecurityContext;
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{Consensus, Inspect};
-use crate::failure_detector::{Failure, FailureDetector, FailureKind, Peers};
-use crate::gate::{self, Gate, Operation, Rules};
-use crate::leader_election::{self, Elect, LeaderElection};
-use crate::load_distributor::{self, LoadDistributor, Rebalance};
-use crate::worker_pool::{self, RestartWorker, WorkerPool};
-use crate::wait::eventually;
-use crate::Environment;
+use crate::node::consensus::{Consensus, Inspect};
+use crate::managers::failure_detector::{Failure, FailureDetector, FailureKind, Peers};
+use crate::gate::{Gate, Pending};
+use crate::managers::leader_election::{self, Election, LeaderElection};
+use crate::managers::load_distributor::{self, LoadDistributor, Rebalance};
+use crate::managers::worker_pool::{self, Restart, WorkerPool};
+use crate::node::wait::eventually;
+use crate::{gate_error, gated, Environment};
 
 /// How often a strategy looks again while it waits for the cluster.
 const POLL: Duration = Duration::from_millis(20);
@@ -69,8 +68,23 @@ impl Strategy {
     }
 }
 
-/// Why a recovery request failed (the tutorial's `RecoveryError`).
-#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+/// Which strategy the recovery manager applies to each kind of failure. A kind left out has
+/// no strategy, and its failures are answered `StrategyNotFound`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoverySettings {
+    /// Failure kind to strategy.
+    pub strategies: BTreeMap<FailureKind, Strategy>,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        RecoverySettings { strategies: Strategy::DEFAULTS.iter().copied().collect() }
+    }
+}
+
+/// Why a recovery request failed, besides the gate's refusals.
+#[gate_error]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RecoveryError {
     /// No strategy is configured for the failure's kind.
     #[error("strategy not found: {0}")]
@@ -78,28 +92,11 @@ pub enum RecoveryError {
     /// The strategy ran and did not recover the failure.
     #[error("recovery failed: {0}")]
     RecoveryFailed(String),
-    /// The requester or this manager lacks a required capability.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The budget cannot cover the request.
-    #[error("insufficient energy: needs {needed}, {available} available")]
-    InsufficientEnergy {
-        /// Estimated cost.
-        needed: Joules,
-        /// Budget available.
-        available: Joules,
-    },
-    /// The request is malformed.
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
 }
-
-crate::gate_error!(RecoveryError);
 
 /// Recovers a failure with its kind's strategy. Requires `RecoveryManagement` and
 /// `FailureHandling`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Recovered, RecoveryError>")]
+#[derive(Debug, Clone)]
 pub struct Recover {
     /// Who asks (usually the node's failure detector).
     pub ctx: SecurityContext,
@@ -119,71 +116,17 @@ pub struct Recovered {
 }
 
 /// The last recoveries (at most 1024), oldest first. Requires `RecoveryManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<Recovered>, RecoveryError>")]
+#[derive(Debug, Clone)]
 pub struct Recoveries {
     /// Who asks.
     pub ctx: SecurityContext,
 }
 
 /// The failures not yet recovered, oldest first. Requires `RecoveryManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<Failure>, RecoveryError>")]
+#[derive(Debug, Clone)]
 pub struct OpenFailures {
     /// Who asks.
     pub ctx: SecurityContext,
-}
-
-impl Operation for Recover {
-    type Output = Recovered;
-    type Error = RecoveryError;
-    const NAME: &'static str = "recover";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement, Capability::FailureHandling]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        &self.failure.subject
-    }
-
-    fn validate(&self, _: &Rules<'_>) -> Result<(), RecoveryError> {
-        if self.failure.node == 0 {
-            return Err(RecoveryError::InvalidRequest("node 0 is not a node id".into()));
-        }
-        Ok(())
-    }
-}
-
-impl Operation for OpenFailures {
-    type Output = Vec<Failure>;
-    type Error = RecoveryError;
-    const NAME: &'static str = "open_failures";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "failures"
-    }
-}
-
-impl Operation for Recoveries {
-    type Output = Vec<Recovered>;
-    type Error = RecoveryError;
-    const NAME: &'static str = "recoveries";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::RecoveryManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "recoveries"
-    }
 }
 
 /// How many recoveries a manager remembers.
@@ -216,18 +159,14 @@ pub struct RecoveryManager {
 }
 
 impl RecoveryManager {
-    /// Operations and their default base costs: a recovery is the tutorial's 35 J.
-    pub const DEFAULT_COSTS: &'static [(&'static str, f64)] =
-        &[(Recover::NAME, 35.0), (OpenFailures::NAME, 0.0), (Recoveries::NAME, 0.0), ("top_up", 0.0), ("status", 0.0)];
-
     /// The manager of node `node`, named `recovery-manager/<node>`, with the strategies of
     /// `env`'s configuration.
     pub fn new(env: &Environment, node: NodeId, links: Links) -> Self {
         let config = &env.config().recovery_manager;
         RecoveryManager {
-            gate: env.gate(&format!("recovery-manager/{node}"), SCOPE, config),
+            gate: env.gate::<Self>(&format!("recovery-manager/{node}"), config),
             node,
-            strategies: env.config().recovery.strategies.clone(),
+            strategies: config.settings.strategies.clone(),
             open: Vec::new(),
             done: VecDeque::new(),
             links,
@@ -242,7 +181,7 @@ impl RecoveryManager {
         let move_work = move_work(links.distributor.clone(), self.gate.identity(load_distributor::SCOPE));
         match strategy {
             Strategy::Restart => {
-                let restart = RestartWorker { ctx: self.gate.identity(worker_pool::SCOPE), worker: failure.subject.clone() };
+                let restart = Restart { ctx: self.gate.identity(worker_pool::SCOPE), worker: failure.subject.clone() };
                 Box::pin(async move {
                     if node != me {
                         return Err(format!("node {me} cannot restart an actor of node {node}"));
@@ -251,7 +190,7 @@ impl RecoveryManager {
                 })
             }
             Strategy::FailOver => {
-                let elect = Elect { ctx: self.gate.identity(leader_election::SCOPE), candidate: me };
+                let elect = Election { ctx: self.gate.identity(leader_election::SCOPE), candidate: me };
                 Box::pin(async move {
                     let other_leader = || async {
                         let view = links.consensus.send(Inspect).await.ok()?;
@@ -301,56 +240,69 @@ async fn move_work(distributor: Addr<LoadDistributor>, ctx: SecurityContext) -> 
     }
 }
 
-crate::gated_actor!(RecoveryManager);
-
-impl Handler<Recover> for RecoveryManager {
-    type Result = ResponseActFuture<Self, Result<Recovered, RecoveryError>>;
-
-    fn handle(&mut self, msg: Recover, _: &mut Context<Self>) -> Self::Result {
-        gate::run_async(self, msg, |manager, msg| -> ResponseActFuture<Self, _> {
-            let failure = msg.failure;
-            manager.open.push(failure.clone());
-            let kind = failure.kind.name();
-            let Some(&strategy) = manager.strategies.get(&failure.kind) else {
-                let reason = format!("no strategy handles {kind} failures; set recovery.strategies.{kind}");
-                return Box::pin(fut::ready(Err(RecoveryError::StrategyNotFound(reason))));
-            };
-            let work = manager.run(strategy, &failure);
-            Box::pin(fut::wrap_future(work).map(move |result, manager: &mut Self, _| match result {
-                Ok(outcome) => {
-                    tracing::info!(node = manager.node, kind, subject = %failure.subject, strategy = strategy.name(), "recovered: {outcome}");
-                    manager.open.retain(|f| !(f.node == failure.node && f.subject == failure.subject));
-                    let recovered = Recovered { failure, strategy, outcome };
-                    if manager.done.len() == HISTORY {
-                        manager.done.pop_front();
-                    }
-                    manager.done.push_back(recovered.clone());
-                    Ok(recovered)
+/// The recovery manager's operations: a recovery costs 35 J by default, listing what is open or
+/// done nothing.
+#[gated(
+    error = RecoveryError,
+    scope = SCOPE,
+    budget = 6000.0,
+    grants = [
+        RecoveryManagement,
+        StrategyManagement,
+        FailureHandling,
+        ElectionManagement,
+        VoteManagement,
+        DistributionManagement,
+        EnergyManagement
+    ],
+    reply_timeout_ms = 2000,
+    settings = RecoverySettings
+)]
+impl RecoveryManager {
+    /// Recovers a failure with its kind's strategy.
+    #[operation(
+        requires = [RecoveryManagement, FailureHandling],
+        cost = 35.0,
+        resource = &msg.failure.subject,
+        validate = if msg.failure.node == 0 { Err(RecoveryError::InvalidRequest("node 0 is not a node id".into())) } else { Ok(()) }
+    )]
+    fn recover(&mut self, msg: Recover) -> Pending<Self, Recovered, RecoveryError> {
+        let failure = msg.failure;
+        self.open.push(failure.clone());
+        let kind = failure.kind.name();
+        let Some(&strategy) = self.strategies.get(&failure.kind) else {
+            let reason = format!("no strategy handles {kind} failures; set recovery_manager.strategies.{kind}");
+            return Box::pin(fut::ready(Err(RecoveryError::StrategyNotFound(reason))));
+        };
+        let work = self.run(strategy, &failure);
+        Box::pin(fut::wrap_future(work).map(move |result, manager: &mut Self, _| match result {
+            Ok(outcome) => {
+                tracing::info!(node = manager.node, kind, subject = %failure.subject, strategy = strategy.name(), "recovered: {outcome}");
+                manager.open.retain(|f| !(f.node == failure.node && f.subject == failure.subject));
+                let recovered = Recovered { failure, strategy, outcome };
+                if manager.done.len() == HISTORY {
+                    manager.done.pop_front();
                 }
-                Err(reason) => Err(RecoveryError::RecoveryFailed(format!(
-                    "{} of {} ({kind}): {reason}",
-                    strategy.name(),
-                    failure.subject
-                ))),
-            }))
-        })
+                manager.done.push_back(recovered.clone());
+                Ok(recovered)
+            }
+            Err(reason) => Err(RecoveryError::RecoveryFailed(format!(
+                "{} of {} ({kind}): {reason}",
+                strategy.name(),
+                failure.subject
+            ))),
+        }))
+    }
+
+    /// The failures not yet recovered, oldest first.
+    #[operation(requires = [RecoveryManagement], cost = 0.0, resource = "failures")]
+    fn open_failures(&mut self, _msg: OpenFailures) -> Result<Vec<Failure>, RecoveryError> {
+        Ok(self.open.clone())
+    }
+
+    /// The last recoveries, oldest first.
+    #[operation(requires = [RecoveryManagement], cost = 0.0, resource = "recoveries")]
+    fn recoveries(&mut self, _msg: Recoveries) -> Result<Vec<Recovered>, RecoveryError> {
+        Ok(self.done.iter().cloned().collect())
     }
 }
-
-impl Handler<OpenFailures> for RecoveryManager {
-    type Result = Result<Vec<Failure>, RecoveryError>;
-
-    fn handle(&mut self, msg: OpenFailures, _: &mut Context<Self>) -> Self::Result {
-        gate::run(self, msg, |manager, _| Ok(manager.open.clone()))
-    }
-}
-
-impl Handler<Recoveries> for RecoveryManager {
-    type Result = Result<Vec<Recovered>, RecoveryError>;
-
-    fn handle(&mut self, msg: Recoveries, _: &mut Context<Self>) -> Self::Result {
-        gate::run(self, msg, |manager, _| Ok(manager.done.iter().cloned().collect()))
-    }
-}
-
-crate::common_handlers!(RecoveryManager, RecoveryError);

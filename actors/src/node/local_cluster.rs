@@ -11,18 +11,19 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, AsyncContext, Context};
 use cluster::{NodeId, ReplicaError};
 
-use crate::communication::CommunicationManager;
-use crate::consensus::{Consensus, Inspect, NodeView, Stop};
-use crate::failure_detector::{FailureDetector, Peers};
-use crate::leader_election::LeaderElection;
-use crate::load_distributor::LoadDistributor;
-use crate::node_manager::NodeManager;
-use crate::recovery_manager::{Links, RecoveryManager};
-use crate::resource_scaler::ResourceScaler;
-use crate::state_replicator::StateReplicator;
+use crate::managers::communication::CommunicationManager;
+use crate::node::consensus::{Consensus, Inspect, NodeView};
+use crate::node::Stop;
+use crate::managers::failure_detector::{FailureDetector, Peers};
+use crate::managers::leader_election::LeaderElection;
+use crate::managers::load_distributor::LoadDistributor;
+use crate::managers::node_manager::NodeManager;
+use crate::managers::recovery_manager::{Links, RecoveryManager};
+use crate::managers::resource_scaler::ResourceScaler;
+use crate::managers::state_replicator::StateReplicator;
 use crate::transport::{Inbox, LocalNetwork};
-use crate::wait::eventually;
-use crate::worker_pool::WorkerPool;
+use crate::node::wait::eventually;
+use crate::managers::worker_pool::WorkerPool;
 use crate::Environment;
 
 /// One node's actors.

@@ -20,11 +20,12 @@ use energy::Joules;
 use security::{CapSet, Capability, SecurityContext};
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{Consensus, Inspect, Stop};
+use crate::node::consensus::{Consensus, Inspect};
+use crate::node::Stop;
 use crate::gate::{self, Gate, Operation, Rules};
-use crate::recovery_manager::{self, Recover};
+use crate::managers::recovery_manager::{self, Recover};
 use crate::transport::{Envelope, Transport};
-use crate::worker_pool::ReadLoad;
+use crate::managers::worker_pool::ReadLoad;
 use crate::Environment;
 
 /// The scope failure detectors act in.

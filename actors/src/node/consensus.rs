@@ -4,8 +4,8 @@
 //! handler steps it, and after each the `Ready` loop persists (inside [`Replica::advance`]), sends
 //! and applies. It is not a gated manager: Raft's own traffic (heartbeats, appends, votes) is not
 //! a request anyone makes, and charging it would drain budgets while the cluster idles. The gated
-//! facades in front of it, [`LeaderElection`](crate::leader_election::LeaderElection) and
-//! [`StateReplicator`](crate::state_replicator::StateReplicator), charge the campaigns and updates
+//! facades in front of it, [`LeaderElection`](crate::managers::leader_election::LeaderElection) and
+//! [`StateReplicator`](crate::managers::state_replicator::StateReplicator), charge the campaigns and updates
 //! that principals ask for.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,9 +17,52 @@ use actix::prelude::*;
 use cluster::replica::MessageType;
 use cluster::{LogStore, NodeId, Replica, ReplicaConfig, ReplicaError, State};
 use futures::channel::oneshot;
+use serde::{Deserialize, Serialize};
 
+use crate::node::Stop;
 use crate::transport::{Envelope, Peer, Transport};
 use crate::Environment;
+
+/// Raft's timing and log compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    /// How often Raft's clock ticks; the timeouts below are rounded to whole ticks.
+    pub tick_ms: u64,
+    /// A follower that hears no leader for one to two of these campaigns (150 ms by default).
+    pub election_timeout_ms: u64,
+    /// How often a leader sends heartbeats (50 ms by default).
+    pub heartbeat_ms: u64,
+    /// Snapshot the state and drop the log behind it every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl RaftSettings {
+    /// The same settings as the cluster core's timing.
+    pub fn timing(&self) -> cluster::Timing {
+        cluster::Timing {
+            tick: Duration::from_millis(self.tick_ms),
+            election_timeout: Duration::from_millis(self.election_timeout_ms),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+        }
+    }
+
+    /// What is wrong with these settings, if anything.
+    pub fn problem(&self) -> Option<String> {
+        (self.tick_ms == 0 || self.heartbeat_ms < self.tick_ms || self.election_timeout_ms <= self.heartbeat_ms).then(|| {
+            format!(
+                "need 0 < tick_ms <= heartbeat_ms < election_timeout_ms, got {} / {} / {}",
+                self.tick_ms, self.heartbeat_ms, self.election_timeout_ms
+            )
+        })
+    }
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings { tick_ms: 10, election_timeout_ms: 150, heartbeat_ms: 50, snapshot_every: 1024 }
+    }
+}
 
 /// Who leads, and in which term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -74,10 +117,6 @@ pub struct NodeView {
     pub commit_index: u64,
 }
 
-/// Stops the node at once, as a crash would: nothing is flushed that was not already durable.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Stop;
 
 /// Reads what this node knows of the cluster.
 #[derive(Debug, Message)]

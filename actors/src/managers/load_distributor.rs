@@ -1,4 +1,4 @@
-//! The load distributor (the tutorial's section 4.1): spreads a load over the live nodes in
+//! The load distributor: spreads a load over the live nodes in
 //! proportion to capacity x remaining energy ([`cluster::placement`]), so a node that is running
 //! out of joules is given less before it runs out.
 //!
@@ -15,48 +15,31 @@ use std::sync::Arc;
 use actix::prelude::*;
 use cluster::placement::{distribute, Candidate, PlacementError};
 use cluster::NodeId;
-use energy::Joules;
-use security::{CapSet, Capability, SecurityContext};
+use security::SecurityContext;
 use serde::Serialize;
 
-use crate::failure_detector::{FailureDetector, PeerView, Peers};
-use crate::gate::{self, Gate, Operation, Rules};
+use crate::managers::failure_detector::{FailureDetector, PeerView, Peers};
+use crate::gate::{Gate, Pending};
 use crate::transport::{Envelope, Transport};
-use crate::worker_pool;
-pub use crate::worker_pool::Adjust;
-use crate::Environment;
+use crate::managers::worker_pool;
+pub use crate::managers::worker_pool::Adjust;
+use crate::{gate_error, gated, Environment};
 
 /// The scope load distributors act in.
 pub const SCOPE: &str = "distribution_management";
 
-/// Why a distribution request failed (the tutorial's `DistributionError`).
-#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+/// Why a distribution request failed, besides the gate's refusals.
+#[gate_error]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DistributionError {
     /// A node could not be sent its share, or no live node can take the load.
     #[error("adjustment failed: {0}")]
     AdjustmentFailed(String),
-    /// The requester or this manager lacks a required capability.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The budget cannot cover the request.
-    #[error("insufficient energy: needs {needed}, {available} available")]
-    InsufficientEnergy {
-        /// Estimated cost.
-        needed: Joules,
-        /// Budget available.
-        available: Joules,
-    },
-    /// The request is malformed.
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
 }
-
-crate::gate_error!(DistributionError);
 
 /// Spreads `load` over the live nodes and records it as distribution `id` (replacing an earlier
 /// one of that id). Requires `DistributionManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Distribution, DistributionError>")]
+#[derive(Debug, Clone)]
 pub struct Distribute {
     /// Who asks.
     pub ctx: SecurityContext,
@@ -68,16 +51,14 @@ pub struct Distribute {
 
 /// Spreads every recorded load again over the nodes alive now. Requires
 /// `DistributionManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<Distribution>, DistributionError>")]
+#[derive(Debug, Clone)]
 pub struct Rebalance {
     /// Who asks.
     pub ctx: SecurityContext,
 }
 
 /// The recorded distributions. Requires `DistributionManagement`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<Distribution>, DistributionError>")]
+#[derive(Debug, Clone)]
 pub struct Distributions {
     /// Who asks.
     pub ctx: SecurityContext,
@@ -94,59 +75,6 @@ pub struct Distribution {
     pub shares: BTreeMap<NodeId, f64>,
 }
 
-impl Operation for Distribute {
-    type Output = Distribution;
-    type Error = DistributionError;
-    const NAME: &'static str = "distribute";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        &self.id
-    }
-
-    fn validate(&self, rules: &Rules<'_>) -> Result<(), DistributionError> {
-        rules.id("distribution id", &self.id).map_err(DistributionError::InvalidRequest)?;
-        if !(self.load.is_finite() && self.load >= 0.0) {
-            return Err(DistributionError::InvalidRequest(format!("load {} is not a finite, non-negative number", self.load)));
-        }
-        Ok(())
-    }
-}
-
-impl Operation for Rebalance {
-    type Output = Vec<Distribution>;
-    type Error = DistributionError;
-    const NAME: &'static str = "rebalance";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "distributions"
-    }
-}
-
-impl Operation for Distributions {
-    type Output = Vec<Distribution>;
-    type Error = DistributionError;
-    const NAME: &'static str = "distributions";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::DistributionManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "distributions"
-    }
-}
-
 /// The load distributor of one node.
 pub struct LoadDistributor {
     gate: Gate,
@@ -157,21 +85,11 @@ pub struct LoadDistributor {
 }
 
 impl LoadDistributor {
-    /// Operations and their default base costs: a distribution is the tutorial's 40 J, and so
-    /// is a rebalance, which is one or more distributions.
-    pub const DEFAULT_COSTS: &'static [(&'static str, f64)] = &[
-        (Distribute::NAME, 40.0),
-        (Rebalance::NAME, 40.0),
-        (Distributions::NAME, 0.0),
-        ("top_up", 0.0),
-        ("status", 0.0),
-    ];
-
     /// The distributor of node `node`, named `load-distributor/<node>`, seeing the cluster
     /// through `detector` and reaching the nodes through `transport`.
     pub fn new(env: &Environment, node: NodeId, detector: Addr<FailureDetector>, transport: Arc<dyn Transport>) -> Self {
         LoadDistributor {
-            gate: env.gate(&format!("load-distributor/{node}"), SCOPE, &env.config().load_distributor),
+            gate: env.gate::<Self>(&format!("load-distributor/{node}"), &env.config().load_distributor),
             node,
             detector,
             transport,
@@ -214,7 +132,7 @@ impl LoadDistributor {
     fn with_peers<T: 'static>(
         &mut self,
         body: impl FnOnce(&mut Self, Vec<PeerView>) -> Result<T, DistributionError> + 'static,
-    ) -> ResponseActFuture<Self, Result<T, DistributionError>> {
+    ) -> Pending<Self, T, DistributionError> {
         Box::pin(fut::wrap_future(self.detector.send(Peers)).map(|peers, distributor: &mut Self, _| match peers {
             Ok(peers) => body(distributor, peers),
             Err(e) => Err(DistributionError::AdjustmentFailed(format!("the failure detector is gone: {e}"))),
@@ -222,37 +140,39 @@ impl LoadDistributor {
     }
 }
 
-crate::gated_actor!(LoadDistributor);
+/// The load distributor's operations: a distribution costs 40 J by default, and so does a
+/// rebalance, which is one or more distributions; listing them costs nothing.
+#[gated(error = DistributionError, scope = SCOPE, budget = 7000.0, grants = [DistributionManagement, NodeManagement, EnergyManagement])]
+impl LoadDistributor {
+    /// Spreads a load over the live nodes and records it under its id.
+    #[operation(
+        requires = [DistributionManagement],
+        cost = 40.0,
+        resource = &msg.id,
+        validate = {
+            rules.id("distribution id", &msg.id)?;
+            if !(msg.load.is_finite() && msg.load >= 0.0) {
+                return Err(DistributionError::InvalidRequest(format!("load {} is not a finite, non-negative number", msg.load)));
+            }
+            Ok(())
+        }
+    )]
+    fn distribute(&mut self, msg: Distribute) -> Pending<Self, Distribution, DistributionError> {
+        self.with_peers(move |distributor, peers| distributor.place(&msg.id, msg.load, &peers))
+    }
 
-impl Handler<Distribute> for LoadDistributor {
-    type Result = ResponseActFuture<Self, Result<Distribution, DistributionError>>;
-
-    fn handle(&mut self, msg: Distribute, _: &mut Context<Self>) -> Self::Result {
-        gate::run_async(self, msg, |distributor, msg| {
-            distributor.with_peers(move |distributor, peers| distributor.place(&msg.id, msg.load, &peers))
+    /// Spreads every recorded load again over the nodes alive now.
+    #[operation(requires = [DistributionManagement], cost = 40.0, resource = "distributions")]
+    fn rebalance(&mut self, _msg: Rebalance) -> Pending<Self, Vec<Distribution>, DistributionError> {
+        self.with_peers(|distributor, peers| {
+            let loads: Vec<(String, f64)> = distributor.distributions.values().map(|d| (d.id.clone(), d.load)).collect();
+            loads.into_iter().map(|(id, load)| distributor.place(&id, load, &peers)).collect()
         })
     }
-}
 
-impl Handler<Rebalance> for LoadDistributor {
-    type Result = ResponseActFuture<Self, Result<Vec<Distribution>, DistributionError>>;
-
-    fn handle(&mut self, msg: Rebalance, _: &mut Context<Self>) -> Self::Result {
-        gate::run_async(self, msg, |distributor, _| {
-            distributor.with_peers(|distributor, peers| {
-                let loads: Vec<(String, f64)> = distributor.distributions.values().map(|d| (d.id.clone(), d.load)).collect();
-                loads.into_iter().map(|(id, load)| distributor.place(&id, load, &peers)).collect()
-            })
-        })
+    /// The recorded distributions.
+    #[operation(requires = [DistributionManagement], cost = 0.0, resource = "distributions")]
+    fn distributions(&mut self, _msg: Distributions) -> Result<Vec<Distribution>, DistributionError> {
+        Ok(self.distributions.values().cloned().collect())
     }
 }
-
-impl Handler<Distributions> for LoadDistributor {
-    type Result = Result<Vec<Distribution>, DistributionError>;
-
-    fn handle(&mut self, msg: Distributions, _: &mut Context<Self>) -> Self::Result {
-        gate::run(self, msg, |distributor, _| Ok(distributor.distributions.values().cloned().collect()))
-    }
-}
-
-crate::common_handlers!(LoadDistributor, DistributionError);

@@ -1,0 +1,188 @@
+//! Steps 5 and 6: the charge of an admitted request and the audit entry of every request, with
+//! the same record as a `tracing` event; budget alerts.
+
+use std::borrow::Cow;
+
+use energy::{Joules, Reading, Sample};
+use security::audit::compact_str::CompactString;
+use security::audit::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome};
+
+use super::admission::{Refusal, Ticket};
+use super::clock::Ticks;
+use super::running::Measured;
+use super::{Gate, GateError, Operation};
+
+impl Gate {
+    /// Turns a run's reading into joules, counts them, and records them for attribution.
+    fn assess(&mut self, reading: &Reading) -> Sample {
+        let sample = self.meter.assess(reading);
+        self.counters.measured += sample.joules;
+        if let Some(account) = &self.account {
+            account.record(sample.joules, sample.elapsed);
+        }
+        sample
+    }
+
+    /// Audits a refusal (measured, not charged) and returns its error.
+    pub(super) fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, measured: Measured) -> M::Error {
+        let sample = self.assess(&measured.reading);
+        self.counters.denied += 1;
+        let ctx = msg.context();
+        let estimate = refusal.operation.map_or(Joules::ZERO, |i| self.estimate(i));
+        let energy = self.energy_record(&sample, Joules::ZERO, estimate);
+        self.record(
+            measured.ended,
+            refusal.kind,
+            Outcome::Denied,
+            refusal.operation,
+            M::NAME,
+            CompactString::from(ctx.principal.as_str()),
+            CompactString::from(msg.resource()),
+            Some(&refusal.error),
+            energy,
+        );
+        refusal.error
+    }
+
+    /// Steps 5 and 6 for an admitted request.
+    pub(super) fn settle<M: Operation>(&mut self, ticket: Ticket, measured: Measured, result: &Result<M::Output, M::Error>) {
+        let sample = self.assess(&measured.reading);
+        let estimate = ticket.hold.amount();
+        let state = &mut self.operations[ticket.operation];
+        state.runs += 1;
+        state.mean_measured += (sample.joules.get() - state.mean_measured) / state.runs as f64;
+        let actual = state.base + sample.joules;
+        let overdraft = self.budget.settle(ticket.hold, actual);
+        if overdraft > Joules::ZERO {
+            tracing::warn!(actor = %self.actor, operation = M::NAME, %overdraft, "measured cost exceeded the remaining budget");
+        }
+        self.counters.charged += actual;
+        let outcome = match result {
+            Ok(_) => {
+                self.counters.allowed += 1;
+                Outcome::Allowed
+            }
+            Err(_) => {
+                self.counters.failed += 1;
+                Outcome::Failed
+            }
+        };
+        let energy = self.energy_record(&sample, actual, estimate);
+        self.record(
+            measured.ended,
+            EntryKind::EnergyUsage,
+            outcome,
+            Some(ticket.operation),
+            M::NAME,
+            ticket.principal,
+            ticket.resource,
+            result.as_ref().err(),
+            energy,
+        );
+        self.watch_budget(M::NAME, Some(ticket.operation));
+    }
+
+    fn energy_record(&self, sample: &Sample, charged: Joules, estimate: Joules) -> EnergyRecord {
+        EnergyRecord {
+            charged_j: charged.get(),
+            measured_j: sample.joules.get(),
+            estimate_j: estimate.get(),
+            remaining_j: self.budget.remaining().get(),
+            source: Cow::Borrowed(sample.source.as_str()),
+            elapsed_ns: sample.elapsed.as_nanos().min(u64::MAX as u128) as u64,
+            ops: sample.ops.map(|o| OpTally { alu: o.alu, mem: o.mem, fp: o.fp, total: o.total }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record<E: GateError>(
+        &mut self,
+        at: Ticks,
+        kind: EntryKind,
+        outcome: Outcome,
+        operation: Option<usize>,
+        name: &'static str,
+        principal: CompactString,
+        resource: CompactString,
+        error: Option<&E>,
+        energy: EnergyRecord,
+    ) {
+        let detail = error.map_or(Detail::NONE, |e| Detail::from_error(e.code(), e.to_string()));
+        // The same record as a `tracing` event: refusals of authority at WARN, other refusals and
+        // failures at INFO, successes at DEBUG. It is emitted from the parts, so that the entry
+        // can be built straight into the sink's argument (borrowing a built entry costs a copy).
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "ergon::audit",
+                    $level,
+                    actor = self.actor,
+                    principal = principal.as_str(),
+                    operation = name,
+                    resource = resource.as_str(),
+                    ?outcome,
+                    error = detail.error(),
+                    charged_j = energy.charged_j,
+                    "{}",
+                    detail.reason().unwrap_or("ok")
+                )
+            };
+        }
+        match (kind, outcome) {
+            (EntryKind::SecurityViolation, _) => event!(tracing::Level::WARN),
+            (_, Outcome::Denied | Outcome::Failed) => event!(tracing::Level::INFO),
+            _ => event!(tracing::Level::DEBUG),
+        }
+        self.audit.record(AuditEntry {
+            ts: self.clock.stamp(at),
+            kind,
+            outcome,
+            actor: Cow::Borrowed(self.actor),
+            principal,
+            operation: Cow::Borrowed(name),
+            scope: Cow::Borrowed(self.scope_of(operation)),
+            resource,
+            detail,
+            energy: Some(energy),
+        });
+    }
+
+    /// Raises an alert if the budget crossed a threshold.
+    pub(super) fn watch_budget(&mut self, name: &'static str, operation: Option<usize>) {
+        let Some(alert) = self.monitor.observe(&self.budget) else { return };
+        let level = match alert.level {
+            energy::AlertLevel::Critical => {
+                tracing::error!(actor = %self.actor, "{}", alert.message);
+                "critical"
+            }
+            energy::AlertLevel::Warning => {
+                tracing::warn!(actor = %self.actor, "{}", alert.message);
+                "warning"
+            }
+            energy::AlertLevel::Info => {
+                tracing::info!(actor = %self.actor, "{}", alert.message);
+                "info"
+            }
+        };
+        self.audit.record(AuditEntry {
+            ts: self.clock.now(),
+            kind: EntryKind::EnergyAlert,
+            outcome: Outcome::Allowed,
+            actor: Cow::Borrowed(self.actor),
+            principal: CompactString::const_new("system"),
+            operation: Cow::Borrowed(name),
+            scope: Cow::Borrowed(self.scope_of(operation)),
+            resource: CompactString::from(self.actor),
+            detail: Detail::from_alert(level, alert.message),
+            energy: Some(EnergyRecord {
+                charged_j: 0.0,
+                measured_j: 0.0,
+                estimate_j: 0.0,
+                remaining_j: alert.remaining.get(),
+                source: Cow::Borrowed(self.meter.source().as_str()),
+                elapsed_ns: 0,
+                ops: None,
+            }),
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! Steps 4 and 7: the body runs between two readings of the meter and the clock, and its result
+//! is the reply. [`run`] for a body that answers at once, [`run_async`] for one that awaits other
+//! actors.
+
+use std::ops::AddAssign;
+
+use actix::fut::{self, ActorFutureExt};
+use actix::{ActorFuture, ResponseActFuture};
+use energy::{Mark, Reading};
+
+use super::clock::Ticks;
+use super::metered::MeteredFuture;
+use super::{Gate, GatedActor, Operation};
+
+/// The start of a stretch of work: the meter's counters and the clock.
+pub(super) struct Start {
+    mark: Mark,
+    at: Ticks,
+}
+
+/// What a request's stretches of work measured, and when the last one ended: the time its audit
+/// entry carries.
+#[derive(Clone, Copy)]
+pub(super) struct Measured {
+    pub(super) reading: Reading,
+    pub(super) ended: Ticks,
+}
+
+impl AddAssign for Measured {
+    fn add_assign(&mut self, later: Measured) {
+        self.reading += later.reading;
+        self.ended = later.ended;
+    }
+}
+
+impl Gate {
+    pub(super) fn begin(&self) -> Start {
+        let mark = self.meter.begin();
+        Start { mark, at: self.clock.ticks() }
+    }
+
+    pub(super) fn end(&self, start: Start) -> Measured {
+        let ended = self.clock.ticks();
+        let reading = self.meter.end(start.mark, self.clock.between(start.at, ended));
+        Measured { reading, ended }
+    }
+}
+
+/// Passes `msg` through the gate and runs `body` for it if admitted. For synchronous handlers.
+///
+/// The handlers that [`gated`](crate::gated) writes call it; an actor whose handler needs more
+/// than a declaration can say calls it itself (see the [module documentation](super) for the
+/// declaration).
+pub fn run<A, M>(actor: &mut A, msg: M, body: impl FnOnce(&mut A, M) -> Result<M::Output, M::Error>) -> Result<M::Output, M::Error>
+where
+    A: GatedActor,
+    M: Operation,
+{
+    let start = actor.gate().begin();
+    match actor.gate().admit(&msg) {
+        Err(refusal) => {
+            let gate = actor.gate();
+            let measured = gate.end(start);
+            Err(gate.refuse(&msg, refusal, measured))
+        }
+        Ok(ticket) => {
+            let result = body(actor, msg);
+            let gate = actor.gate();
+            let measured = gate.end(start);
+            gate.settle::<M>(ticket, measured, &result);
+            result
+        }
+    }
+}
+
+/// Like [`run`], for a body that returns a future (it awaits replies from other actors).
+///
+/// Only the stretches in which the future runs on the actor are metered; time spent waiting for
+/// replies is not charged. Energy stays reserved until the future completes, so requests admitted
+/// meanwhile cannot overdraw the budget.
+pub fn run_async<A, M, F>(actor: &mut A, msg: M, body: impl FnOnce(&mut A, M) -> F) -> ResponseActFuture<A, Result<M::Output, M::Error>>
+where
+    A: GatedActor,
+    M: Operation,
+    F: ActorFuture<A, Output = Result<M::Output, M::Error>> + Unpin + 'static,
+{
+    let start = actor.gate().begin();
+    match actor.gate().admit(&msg) {
+        Err(refusal) => {
+            let gate = actor.gate();
+            let measured = gate.end(start);
+            Box::pin(fut::ready(Err(gate.refuse(&msg, refusal, measured))))
+        }
+        Ok(ticket) => {
+            let inner = body(actor, msg);
+            let measured = actor.gate().end(start);
+            Box::pin(MeteredFuture::new(inner, measured).map(move |(result, measured), actor: &mut A, _| {
+                actor.gate().settle::<M>(ticket, measured, &result);
+                result
+            }))
+        }
+    }
+}

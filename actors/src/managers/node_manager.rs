@@ -1,0 +1,327 @@
+//! The node manager: admits nodes to the cluster, tells its peers, and lists the members.
+//!
+//! A join is validated, announced to every peer node manager, and takes effect only when all of
+//! them confirm; the joining node's principal is then granted the capabilities it asked for
+//! (never more than this manager holds) in the scope it asked for (never outside
+//! `node_management`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use actix::fut::{self, ActorFutureExt, WrapFuture};
+use actix::{MailboxError, Recipient};
+use energy::Joules;
+use security::{CapSet, Scope, SecurityContext};
+use serde::Serialize;
+
+use crate::gate::{Gate, GatedActor, Pending, Rules};
+use crate::{gate_error, gated, Environment};
+
+/// The scope node managers act in.
+pub const SCOPE: &str = "node_management";
+
+/// Why a node-manager request failed (for every node-manager operation), besides the gate's
+/// refusals.
+#[gate_error(InvalidCapabilities, InvalidScope)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JoinError {
+    /// The request is malformed, or conflicts with the membership (a duplicate id).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A peer did not confirm (it refused, or did not answer in time).
+    #[error("broadcast failed: {0}")]
+    BroadcastFailed(String),
+    /// A peer's mailbox is closed: the peer has stopped.
+    #[error("channel closed: {0}")]
+    ChannelClosed(String),
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    /// Its id, also its principal.
+    pub id: String,
+    /// What kind of node (`worker`, `storage`).
+    pub kind: String,
+    /// The energy it brings.
+    pub energy_budget: Joules,
+    /// What it was granted.
+    pub capabilities: CapSet,
+    /// Where it may act.
+    pub scope: Scope,
+}
+
+/// Asks to admit a node. Requires `NodeManagement`.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The node's id; it becomes the node's principal.
+    pub id: String,
+    /// What kind of node.
+    pub kind: String,
+    /// The energy it brings.
+    pub energy_budget: Joules,
+    /// Capabilities it asks for.
+    pub capabilities: CapSet,
+    /// Scope it asks for, within `node_management`.
+    pub scope: Scope,
+}
+
+/// An admitted node, and who confirmed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JoinResponse {
+    /// The node as recorded.
+    pub node: Node,
+    /// Capabilities granted to its principal.
+    pub granted_capabilities: CapSet,
+    /// Scope granted.
+    pub scope: Scope,
+    /// Peers that confirmed the join.
+    pub confirmed_by: Vec<String>,
+}
+
+/// Removes a node. Requires `NodeManagement`; answers the removed node.
+#[derive(Debug, Clone)]
+pub struct Leave {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The node.
+    pub id: String,
+}
+
+/// Lists the members. Requires `NodeManagement`.
+#[derive(Debug, Clone)]
+pub struct ListNodes {
+    /// Who asks.
+    pub ctx: SecurityContext,
+}
+
+/// Makes another node manager a peer: joins and leaves are announced to it. Requires
+/// `ConnectionManagement`.
+#[derive(Clone)]
+pub struct Connect {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The peer's name.
+    pub peer: String,
+    /// Where to announce.
+    pub endpoint: Recipient<Announce>,
+}
+
+/// A membership change, announced by a peer. Requires `NodeManagement`; answers the id of the
+/// confirming manager.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    /// The announcing manager's context.
+    pub ctx: SecurityContext,
+    /// What changed.
+    pub change: MembershipChange,
+}
+
+/// What changed in the membership.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MembershipChange {
+    /// A node was admitted.
+    Joined(Node),
+    /// A node left.
+    Left(String),
+}
+
+/// The node manager of one node.
+pub struct NodeManager {
+    gate: Gate,
+    name: String,
+    /// The manager's own context, presented to its peers.
+    identity: SecurityContext,
+    nodes: BTreeMap<String, Node>,
+    /// Joins announced but not yet confirmed, so a second join of the same id is refused.
+    joining: BTreeSet<String>,
+    peers: BTreeMap<String, Recipient<Announce>>,
+    reply_timeout: Duration,
+}
+
+impl NodeManager {
+    /// The node manager of node `node`, named `node-manager/<node>` in the audit log.
+    pub fn new(env: &Environment, node: &str) -> Self {
+        let config = &env.config().node_manager;
+        let name = format!("node-manager/{node}");
+        let gate = env.gate::<Self>(&name, config);
+        NodeManager {
+            identity: gate.identity(SCOPE),
+            gate,
+            name: node.to_owned(),
+            nodes: BTreeMap::new(),
+            joining: BTreeSet::new(),
+            peers: BTreeMap::new(),
+            reply_timeout: Duration::from_millis(config.reply_timeout_ms),
+        }
+    }
+
+    /// Announces a change to every peer; answers who confirmed, or the first reason it failed.
+    /// Peers whose mailbox is closed are dropped.
+    fn tell_peers(&mut self, change: MembershipChange) -> Pending<Self, Vec<String>, JoinError> {
+        let timeout = self.reply_timeout;
+        let requests: Vec<_> = self
+            .peers
+            .iter()
+            .map(|(peer, endpoint)| {
+                let request = endpoint.send(Announce { ctx: self.identity.clone(), change: change.clone() }).timeout(timeout);
+                let peer = peer.clone();
+                async move { (peer, request.await) }
+            })
+            .collect();
+        Box::pin(futures::future::join_all(requests).into_actor(self).map(move |replies, actor, _| {
+            let mut confirmed = Vec::new();
+            let mut closed = Vec::new();
+            let mut failed = Vec::new();
+            for (peer, reply) in replies {
+                match reply {
+                    Ok(Ok(_)) => confirmed.push(peer),
+                    Err(MailboxError::Closed) => closed.push(peer),
+                    Err(MailboxError::Timeout) => failed.push(format!("{peer} did not answer within {} ms", timeout.as_millis())),
+                    Ok(Err(refusal)) => failed.push(format!("{peer} refused: {refusal}")),
+                }
+            }
+            if closed.is_empty() && failed.is_empty() {
+                return Ok(confirmed);
+            }
+            // Undo the change where it was confirmed, so the members stay in agreement.
+            let undo = match &change {
+                MembershipChange::Joined(node) => Some(MembershipChange::Left(node.id.clone())),
+                MembershipChange::Left(_) => None,
+            };
+            for peer in &confirmed {
+                if let (Some(undo), Some(endpoint)) = (&undo, actor.peers.get(peer)) {
+                    endpoint.do_send(Announce { ctx: actor.identity.clone(), change: undo.clone() });
+                }
+            }
+            for peer in &closed {
+                actor.peers.remove(peer);
+            }
+            if !closed.is_empty() {
+                Err(JoinError::ChannelClosed(format!("peer {} has stopped (mailbox closed); removed from peers", closed.join(", "))))
+            } else {
+                Err(JoinError::BroadcastFailed(failed.join("; ")))
+            }
+        }))
+    }
+}
+
+/// The node manager's operations: joins and leaves are announced to every peer and take effect
+/// only when all of them confirm. `join` costs 10 J and `leave` 10 J by default; listing and
+/// announcements 1 J, connecting a peer 5 J.
+#[gated(
+    error = JoinError,
+    scope = SCOPE,
+    budget = 1000.0,
+    grants = [NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]
+)]
+impl NodeManager {
+    /// Admits a node: validated, announced to every peer, and granted what it asked for (never
+    /// more than this manager holds, never outside `node_management`) once all confirm.
+    #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = validate_join(msg, rules))]
+    fn join(&mut self, msg: Join) -> Pending<Self, JoinResponse, JoinError> {
+        if self.nodes.contains_key(&msg.id) || self.joining.contains(&msg.id) {
+            let reason = format!("node {} is already a member of {}", msg.id, self.name);
+            return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
+        }
+        let node =
+            Node { id: msg.id.clone(), kind: msg.kind, energy_budget: msg.energy_budget, capabilities: msg.capabilities, scope: msg.scope };
+        self.joining.insert(node.id.clone());
+        Box::pin(self.tell_peers(MembershipChange::Joined(node.clone())).map(move |confirmed, actor, _| {
+            actor.joining.remove(&node.id);
+            let confirmed_by = confirmed?;
+            actor.gate.grant_table().grant(node.id.as_str(), node.capabilities);
+            actor.nodes.insert(node.id.clone(), node.clone());
+            Ok(JoinResponse { granted_capabilities: node.capabilities, scope: node.scope.clone(), node, confirmed_by })
+        }))
+    }
+
+    /// Removes a member, once every peer confirms, and revokes what it was granted.
+    #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = Ok(rules.id("node id", &msg.id)?))]
+    fn leave(&mut self, msg: Leave) -> Pending<Self, Node, JoinError> {
+        if !self.nodes.contains_key(&msg.id) {
+            let reason = format!("node {} is not a member of {}", msg.id, self.name);
+            return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
+        }
+        Box::pin(self.tell_peers(MembershipChange::Left(msg.id.clone())).map(move |confirmed, actor, _| {
+            confirmed?;
+            let node = actor.nodes.remove(&msg.id).expect("checked before announcing");
+            actor.gate.grant_table().revoke(&node.id, node.capabilities);
+            Ok(node)
+        }))
+    }
+
+    /// The members.
+    #[operation(requires = [NodeManagement], cost = 1.0, resource = "members")]
+    fn list_nodes(&mut self, _msg: ListNodes) -> Result<Vec<Node>, JoinError> {
+        Ok(self.nodes.values().cloned().collect())
+    }
+
+    /// Makes another node manager a peer.
+    #[operation(requires = [ConnectionManagement], cost = 5.0, resource = &msg.peer, validate = Ok(rules.id("peer name", &msg.peer)?))]
+    fn connect(&mut self, msg: Connect) -> Result<(), JoinError> {
+        self.peers.insert(msg.peer, msg.endpoint);
+        Ok(())
+    }
+
+    /// Applies a peer's membership change; answers this manager's node.
+    #[operation(requires = [NodeManagement], cost = 1.0, resource = msg.change.node_id(), validate = Ok(rules.id("node id", msg.change.node_id())?))]
+    fn announce(&mut self, msg: Announce) -> Result<String, JoinError> {
+        match msg.change {
+            MembershipChange::Joined(node) => {
+                self.nodes.insert(node.id.clone(), node);
+            }
+            MembershipChange::Left(id) => {
+                self.nodes.remove(&id);
+            }
+        }
+        Ok(self.name.clone())
+    }
+}
+
+/// A join asks for nothing this manager cannot give.
+fn validate_join(msg: &Join, rules: &Rules<'_>) -> Result<(), JoinError> {
+    rules.id("node id", &msg.id)?;
+    rules.id("node kind", &msg.kind)?;
+    if msg.energy_budget == Joules::ZERO {
+        return Err(JoinError::InvalidRequest(format!("node {} brings no energy budget", msg.id)));
+    }
+    let extra = msg.capabilities.difference(rules.actor_grants);
+    if !extra.is_empty() {
+        return Err(JoinError::InvalidCapabilities(format!(
+            "cannot grant {extra}: this node manager holds only {}",
+            rules.actor_grants
+        )));
+    }
+    if !rules.actor_scope.includes(&msg.scope) {
+        return Err(JoinError::InvalidScope(format!(
+            "scope {} is outside {}; ask for {} or a scope below it",
+            msg.scope, rules.actor_scope, rules.actor_scope
+        )));
+    }
+    Ok(())
+}
+
+impl MembershipChange {
+    /// The node that joined or left.
+    pub fn node_id(&self) -> &str {
+        match self {
+            MembershipChange::Joined(node) => &node.id,
+            MembershipChange::Left(id) => id,
+        }
+    }
+}
+
+/// Makes every node manager a peer of every other, on behalf of `ctx` (which needs
+/// `ConnectionManagement`).
+pub async fn connect_all(ctx: &SecurityContext, managers: &[(String, actix::Addr<NodeManager>)]) -> Result<(), JoinError> {
+    for (name, addr) in managers {
+        for (peer, peer_addr) in managers.iter().filter(|(p, _)| p != name) {
+            let request = Connect { ctx: ctx.clone(), peer: peer.clone(), endpoint: peer_addr.clone().recipient() };
+            addr.send(request).await.map_err(|e| JoinError::ChannelClosed(format!("{name}: {e}")))??;
+        }
+    }
+    Ok(())
+}
