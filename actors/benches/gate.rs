@@ -8,31 +8,27 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Context, Handler, Message};
-use actors::config::{ActorConfig, Limits};
-use actors::energy::{Joules, Thresholds, TimeMeter, Watts};
-use actors::gate::{self, Gate, GateSetup, GatedActor, Operation};
-use actors::security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, Durability, EntryKind, MemorySink, Outcome};
+use actix::{Actor, Addr, Context, Handler};
+use actors::energy::{Thresholds, TimeMeter, Watts};
+use actors::gate::{self, Gate, GateClock, GateSetup, GatedActor, Limits};
+use actors::security::audit::{
+    AuditConfig, AuditEntry, AuditLog, AuditSink, Durability, EntryKind, MemorySink, Outcome,
+};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
 
 const REQUESTS_PER_ROUND: u32 = 20_000;
 /// Rounds; `ERGON_BENCH_ROUNDS` overrides (a profiler wants fewer).
 fn rounds() -> usize {
-    std::env::var("ERGON_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15)
+    std::env::var("ERGON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15)
 }
 const AUDIT_ENTRIES: usize = 500_000;
 
-#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
-enum BenchError {
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    #[error("insufficient energy: {needed} > {available}")]
-    InsufficientEnergy { needed: Joules, available: Joules },
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-}
-
-actors::gate_error!(BenchError);
+#[actors::gate_error]
+#[derive(Debug, thiserror::Error)]
+enum BenchError {}
 
 /// The handler body both variants run: a little arithmetic on the actor's state.
 fn body(state: &mut u64, x: u64) -> u64 {
@@ -40,26 +36,9 @@ fn body(state: &mut u64, x: u64) -> u64 {
     *state
 }
 
-#[derive(Message)]
-#[rtype(result = "Result<u64, BenchError>")]
 struct Work {
     ctx: SecurityContext,
     x: u64,
-}
-
-impl Operation for Work {
-    type Output = u64;
-    type Error = BenchError;
-    const NAME: &'static str = "work";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::ResourceManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "bench"
-    }
 }
 
 struct Plain {
@@ -82,51 +61,44 @@ struct Gated {
     state: u64,
 }
 
-impl Actor for Gated {
-    type Context = Context<Self>;
-}
-
-impl GatedActor for Gated {
-    fn gate(&mut self) -> &mut Gate {
-        &mut self.gate
-    }
-}
-
-impl Handler<Work> for Gated {
-    type Result = Result<u64, BenchError>;
-    fn handle(&mut self, msg: Work, _: &mut Context<Self>) -> Self::Result {
-        gate::run(self, msg, |actor, msg| Ok(body(&mut actor.state, msg.x)))
+#[actors::gated(error = BenchError, scope = "bench", budget = 1e15, grants = [ResourceManagement])]
+impl Gated {
+    #[operation(requires = [ResourceManagement], cost = 1e-3, resource = "bench")]
+    fn work(&mut self, msg: Work) -> Result<u64, BenchError> {
+        Ok(body(&mut self.state, msg.x))
     }
 }
 
 fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
-    let caps = CapSet::of(&[Capability::ResourceManagement]);
-    let config = ActorConfig {
-        budget_joules: Joules::new(1e15).unwrap(),
-        refill_watts: None,
-        grants: caps,
-        costs: [("work".to_string(), Joules::new(1e-3).unwrap())].into_iter().collect(),
-        mailbox_capacity: 1024,
-        reply_timeout_ms: 1000,
-    };
     let gate = Gate::new(GateSetup {
         actor: "bench".into(),
-        scope: Scope::new("bench").unwrap(),
-        config,
-        limits: Limits { max_id_bytes: 128, max_payload_bytes: 1 << 16 },
+        scope: Scope::new(Gated::SCOPE).unwrap(),
+        operations: Gated::OPERATIONS,
+        config: &Gated::default_config(),
+        limits: Limits::default(),
         thresholds: Thresholds::default(),
         grants: grants.clone(),
         audit,
         meter: Box::new(TimeMeter::new(Watts::new(12.5).unwrap())),
         account: None,
+        clock: GateClock::system(),
     });
     Gated { gate, state: 1 }
 }
 
-async fn round<A: Actor<Context = Context<A>> + Handler<Work>>(addr: &Addr<A>, ctx: &SecurityContext) -> Duration {
+async fn round<A: Actor<Context = Context<A>> + Handler<Work>>(
+    addr: &Addr<A>,
+    ctx: &SecurityContext,
+) -> Duration {
     let start = Instant::now();
     for x in 0..REQUESTS_PER_ROUND {
-        let reply = addr.send(Work { ctx: ctx.clone(), x: x as u64 }).await.unwrap();
+        let reply = addr
+            .send(Work {
+                ctx: ctx.clone(),
+                x: x as u64,
+            })
+            .await
+            .unwrap();
         std::hint::black_box(reply.unwrap());
     }
     start.elapsed()
@@ -141,7 +113,14 @@ fn audit_throughput(dir: &std::path::Path) -> f64 {
     let mut config = AuditConfig::new(dir);
     config.durability = Durability::IntervalMs(10);
     let (log, _) = AuditLog::open(config).unwrap();
-    let template = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "node-manager/n1", "operator", "join", "worker-1");
+    let template = AuditEntry::new(
+        EntryKind::EnergyUsage,
+        Outcome::Allowed,
+        "node-manager/n1",
+        "operator",
+        "join",
+        "worker-1",
+    );
     let start = Instant::now();
     for _ in 0..AUDIT_ENTRIES {
         log.record(template.clone());
@@ -159,8 +138,13 @@ fn gate_alone_ns(grants: &Arc<GrantTable>, ctx: &SecurityContext) -> f64 {
     let n = 1_000_000u32;
     let start = Instant::now();
     for x in 0..n {
-        let msg = Work { ctx: ctx.clone(), x: x as u64 };
-        let reply = gate::run(&mut actor, msg, |actor, msg| Ok(body(&mut actor.state, msg.x)));
+        let msg = Work {
+            ctx: ctx.clone(),
+            x: x as u64,
+        };
+        let reply = gate::run(&mut actor, msg, |actor, msg| {
+            Ok(body(&mut actor.state, msg.x))
+        });
         std::hint::black_box(reply.unwrap());
     }
     start.elapsed().as_nanos() as f64 / n as f64
@@ -214,7 +198,13 @@ fn main() {
             file_r.push(f / p);
         }
         file.flush().unwrap();
-        (median(plain_t), median(memory_t), median(file_t), median(memory_r), median(file_r))
+        (
+            median(plain_t),
+            median(memory_t),
+            median(file_t),
+            median(memory_r),
+            median(file_r),
+        )
     });
     let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
     let alone_ns = {

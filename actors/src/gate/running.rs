@@ -36,12 +36,17 @@ impl AddAssign for Measured {
 impl Gate {
     pub(super) fn begin(&self) -> Start {
         let mark = self.meter.begin();
-        Start { mark, at: self.clock.ticks() }
+        Start {
+            mark,
+            at: self.clock.ticks(),
+        }
     }
 
     pub(super) fn end(&self, start: Start) -> Measured {
         let ended = self.clock.ticks();
-        let reading = self.meter.end(start.mark, self.clock.between(start.at, ended));
+        let reading = self
+            .meter
+            .end(start.mark, self.clock.between(start.at, ended));
         Measured { reading, ended }
     }
 }
@@ -51,7 +56,11 @@ impl Gate {
 /// The handlers that [`gated`](crate::gated) writes call it; an actor whose handler needs more
 /// than a declaration can say calls it itself (see the [module documentation](super) for the
 /// declaration).
-pub fn run<A, M>(actor: &mut A, msg: M, body: impl FnOnce(&mut A, M) -> Result<M::Output, M::Error>) -> Result<M::Output, M::Error>
+pub fn run<A, M>(
+    actor: &mut A,
+    msg: M,
+    body: impl FnOnce(&mut A, M) -> Result<M::Output, M::Error>,
+) -> Result<M::Output, M::Error>
 where
     A: GatedActor,
     M: Operation,
@@ -78,7 +87,11 @@ where
 /// Only the stretches in which the future runs on the actor are metered; time spent waiting for
 /// replies is not charged. Energy stays reserved until the future completes, so requests admitted
 /// meanwhile cannot overdraw the budget.
-pub fn run_async<A, M, F>(actor: &mut A, msg: M, body: impl FnOnce(&mut A, M) -> F) -> ResponseActFuture<A, Result<M::Output, M::Error>>
+pub fn run_async<A, M, F>(
+    actor: &mut A,
+    msg: M,
+    body: impl FnOnce(&mut A, M) -> F,
+) -> ResponseActFuture<A, Result<M::Output, M::Error>>
 where
     A: GatedActor,
     M: Operation,
@@ -94,10 +107,12 @@ where
         Ok(ticket) => {
             let inner = body(actor, msg);
             let measured = actor.gate().end(start);
-            Box::pin(MeteredFuture::new(inner, measured).map(move |(result, measured), actor: &mut A, _| {
-                actor.gate().settle::<M>(ticket, measured, &result);
-                result
-            }))
+            Box::pin(MeteredFuture::new(inner, measured).map(
+                move |(result, measured), actor: &mut A, _| {
+                    actor.gate().settle::<M>(ticket, measured, &result);
+                    result
+                },
+            ))
         }
     }
 }

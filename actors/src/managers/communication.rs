@@ -14,6 +14,7 @@ use actix::{Message, Recipient};
 use security::SecurityContext;
 use serde::Serialize;
 
+use crate::gate::Gate;
 use crate::{gate_error, gated, Environment};
 
 /// The scope communication managers act in.
@@ -124,7 +125,10 @@ impl CommunicationManager {
     fn subscribe(&mut self, msg: Subscribe) -> Result<usize, CommunicationError> {
         let subscribers = self.channels.entry(msg.channel.clone()).or_default();
         if subscribers.contains_key(&msg.subscriber) {
-            let reason = format!("{} is already subscribed to {}", msg.subscriber, msg.channel);
+            let reason = format!(
+                "{} is already subscribed to {}",
+                msg.subscriber, msg.channel
+            );
             return Err(CommunicationError::InvalidRequest(reason));
         }
         subscribers.insert(msg.subscriber, msg.endpoint);
@@ -194,12 +198,20 @@ impl CommunicationManager {
                 listed(&delivered)
             )));
         }
-        Ok(BroadcastReceipt { channel: msg.channel, seq, delivered })
+        Ok(BroadcastReceipt {
+            channel: msg.channel,
+            seq,
+            delivered,
+        })
     }
 }
 
 /// A subscription names a channel and a subscriber.
-fn subscription(rules: &crate::gate::Rules<'_>, channel: &str, subscriber: &str) -> Result<(), CommunicationError> {
+fn subscription(
+    rules: &crate::gate::Rules<'_>,
+    channel: &str,
+    subscriber: &str,
+) -> Result<(), CommunicationError> {
     rules.id("channel", channel)?;
     Ok(rules.id("subscriber", subscriber)?)
 }
@@ -211,4 +223,3 @@ fn listed(names: &[String]) -> String {
         names.join(", ")
     }
 }
-

@@ -1,32 +1,32 @@
-//! The failure detector (the tutorial's section 3.1): phi-accrual over heartbeats.
+//! The failure detector: phi-accrual over heartbeats.
 //!
-//! Every `failure_detection.heartbeat_ms` the detector sends each peer a [`Heartbeat`] over the
+//! Every `failure_detector.heartbeat_ms` the detector sends each peer a [`Heartbeat`] over the
 //! transport, carrying what this node reports about itself ([`Vitals`]: its applied state version,
 //! the leader it knows, its worker pool's capacity and remaining energy); ten times as often it
-//! looks at each peer's phi ([`cluster::phi`]). Looking is free; when a peer crosses the threshold (or comes back), the
-//! detector sends itself a gated [`Check`], so the decision is charged (15 J) and audited like
-//! any request, records a [`Failure`] and hands it to the recovery manager. Operators can send
-//! `Check` for any peer at any time. Other actors of the node report failures they see themselves
-//! (a worker pool whose worker stopped) with [`Report`]; they take the same path.
+//! asks its [`Detector`] (in the deterministic cluster core) which peers crossed the threshold or
+//! came back. Asking is free; for each such peer the detector sends itself a gated [`Check`], so
+//! the decision is charged (15 J by default) and audited like any request, records a [`Failure`]
+//! and hands it to the recovery manager. Operators can send `Check` for any peer at any time.
+//! Other actors of the node report failures they see themselves (a worker pool whose worker
+//! stopped) with [`Report`]; they take the same path.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use cluster::phi::{PhiAccrual, PhiConfig};
+use cluster::detector::{Change, Detector, DetectorConfig};
 use cluster::NodeId;
-use energy::Joules;
-use security::{CapSet, Capability, SecurityContext};
+use security::SecurityContext;
 use serde::{Deserialize, Serialize};
 
+use crate::gate::{Gate, Pending};
+use crate::managers::recovery_manager::{self, Recover};
+use crate::managers::worker_pool::ReadLoad;
 use crate::node::consensus::{Consensus, Inspect};
 use crate::node::Stop;
-use crate::gate::{self, Gate, Operation, Rules};
-use crate::managers::recovery_manager::{self, Recover};
 use crate::transport::{Envelope, Transport};
-use crate::managers::worker_pool::ReadLoad;
-use crate::Environment;
+use crate::{gate_error, gated, Environment};
 
 /// The scope failure detectors act in.
 pub const SCOPE: &str = "failure_detection";
@@ -34,8 +34,86 @@ pub const SCOPE: &str = "failure_detection";
 /// How many failures a detector remembers.
 const HISTORY: usize = 1024;
 
+/// Heartbeats and phi-accrual detection. The defaults are Akka's cluster failure detector's: a
+/// beat a second, and a silent node is declared failed about 4.5 s after its last beat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DetectionSettings {
+    /// How often every node sends each peer a heartbeat, and checks each peer's phi.
+    pub heartbeat_ms: u64,
+    /// Phi at or above this means failed.
+    pub threshold: f64,
+    /// How many heartbeat intervals to remember per peer.
+    pub max_sample_size: usize,
+    /// A floor under the intervals' standard deviation.
+    pub min_std_deviation_ms: u64,
+    /// A pause this long on top of the mean interval is not suspicious.
+    pub acceptable_heartbeat_pause_ms: u64,
+    /// The interval assumed before any has been measured.
+    pub first_heartbeat_estimate_ms: u64,
+}
+
+impl DetectionSettings {
+    /// The cluster core's detector settings.
+    pub fn detector(&self) -> DetectorConfig {
+        DetectorConfig {
+            phi: self.phi(),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            back_off_beats: 10,
+        }
+    }
+
+    /// The same settings as the cluster core's phi-accrual configuration.
+    pub fn phi(&self) -> cluster::phi::PhiConfig {
+        cluster::phi::PhiConfig {
+            threshold: self.threshold,
+            max_sample_size: self.max_sample_size,
+            min_std_deviation: Duration::from_millis(self.min_std_deviation_ms),
+            acceptable_heartbeat_pause: Duration::from_millis(self.acceptable_heartbeat_pause_ms),
+            first_heartbeat_estimate: Duration::from_millis(self.first_heartbeat_estimate_ms),
+        }
+    }
+
+    /// What is wrong with these settings, if anything.
+    pub fn problem(&self) -> Option<String> {
+        (self.heartbeat_ms == 0 || !(self.threshold.is_finite() && self.threshold > 0.0)).then(
+            || {
+                format!(
+                    "need heartbeat_ms > 0 and a positive threshold, got {} ms and {}",
+                    self.heartbeat_ms, self.threshold
+                )
+            },
+        )
+    }
+}
+
+impl Default for DetectionSettings {
+    fn default() -> Self {
+        let akka = cluster::phi::PhiConfig::default();
+        DetectionSettings {
+            heartbeat_ms: 1000,
+            threshold: akka.threshold,
+            max_sample_size: akka.max_sample_size,
+            min_std_deviation_ms: akka.min_std_deviation.as_millis() as u64,
+            acceptable_heartbeat_pause_ms: akka.acceptable_heartbeat_pause.as_millis() as u64,
+            first_heartbeat_estimate_ms: akka.first_heartbeat_estimate.as_millis() as u64,
+        }
+    }
+}
+
 /// What kind of failure, which decides the recovery strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum FailureKind {
@@ -95,34 +173,18 @@ pub struct Heartbeat {
     pub vitals: Vitals,
 }
 
-/// Why a detection request failed (the tutorial's `DetectionError`).
-#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+/// Why a detection request failed, besides the gate's refusals.
+#[gate_error]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DetectionError {
     /// The failure was recorded but recovery did not take it or did not succeed.
     #[error("failure handling failed: {0}")]
     FailureHandlingFailed(String),
-    /// The requester or this detector lacks a required capability.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The budget cannot cover the request.
-    #[error("insufficient energy: needs {needed}, {available} available")]
-    InsufficientEnergy {
-        /// Estimated cost.
-        needed: Joules,
-        /// Budget available.
-        available: Joules,
-    },
-    /// The request is malformed (for instance, not a peer of this node).
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
 }
-
-crate::gate_error!(DetectionError);
 
 /// Checks a peer now: if its phi crossed the threshold it is recorded as failed and handed to
 /// recovery; if it was failed and is heard again, its rejoining is. Requires `FailureDetection`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<PeerView, DetectionError>")]
+#[derive(Debug, Clone)]
 pub struct Check {
     /// Who asks.
     pub ctx: SecurityContext,
@@ -132,8 +194,7 @@ pub struct Check {
 
 /// Reports a failure an actor of this node saw itself; it is recorded and handed to recovery.
 /// Requires `FailureHandling`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), DetectionError>")]
+#[derive(Debug, Clone)]
 pub struct Report {
     /// Who reports.
     pub ctx: SecurityContext,
@@ -142,8 +203,7 @@ pub struct Report {
 }
 
 /// The failures recorded, oldest first (at most the last 1024). Requires `FailureDetection`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<Failure>, DetectionError>")]
+#[derive(Debug, Clone)]
 pub struct Failures {
     /// Who asks.
     pub ctx: SecurityContext,
@@ -170,85 +230,15 @@ pub struct PeerView {
     pub vitals: Option<Vitals>,
 }
 
-impl Operation for Check {
-    type Output = PeerView;
-    type Error = DetectionError;
-    const NAME: &'static str = "check";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::FailureDetection]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "node"
-    }
-}
-
-impl Operation for Report {
-    type Output = ();
-    type Error = DetectionError;
-    const NAME: &'static str = "report";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::FailureHandling]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        &self.failure.subject
-    }
-
-    fn validate(&self, rules: &Rules<'_>) -> Result<(), DetectionError> {
-        let f = &self.failure;
-        if f.subject.is_empty() || f.subject.len() > rules.limits.max_id_bytes {
-            let reason = format!("subject must be 1 to {} bytes, not {}", rules.limits.max_id_bytes, f.subject.len());
-            return Err(DetectionError::InvalidRequest(reason));
-        }
-        rules.payload("reason", f.reason.len()).map_err(DetectionError::InvalidRequest)
-    }
-}
-
-impl Operation for Failures {
-    type Output = Vec<Failure>;
-    type Error = DetectionError;
-    const NAME: &'static str = "failures";
-    const REQUIRES: CapSet = CapSet::of(&[Capability::FailureDetection]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "failures"
-    }
-}
-
-/// One peer as the detector follows it.
-struct Watch {
-    phi: PhiAccrual,
-    vitals: Option<Vitals>,
-    /// Since when it counts as failed.
-    failed_since: Option<Duration>,
-    /// A `Check` for it is on its way, so the next sweep does not send another.
-    check_pending: bool,
-    /// No automatic check before this: the last was refused for want of energy, and asking ten
-    /// times a beat would only fill the audit log with refusals.
-    quiet_until: Duration,
-}
-
 /// The failure detector of one node.
 pub struct FailureDetector {
     gate: Gate,
     node: NodeId,
     epoch: Instant,
     every: Duration,
-    phi: PhiConfig,
-    peers: BTreeMap<NodeId, Watch>,
+    decide: Detector,
+    vitals: BTreeMap<NodeId, Vitals>,
     local: Vitals,
-    /// When each node was last known to lead (from this node's Raft view or its own heartbeat):
-    /// a node that led when it went silent is a lost leader even if Raft has moved on since.
-    last_led: BTreeMap<NodeId, Duration>,
     failures: VecDeque<Failure>,
     transport: Arc<dyn Transport>,
     consensus: Addr<Consensus>,
@@ -257,11 +247,6 @@ pub struct FailureDetector {
 }
 
 impl FailureDetector {
-    /// Operations and their default base costs: a check is the tutorial's 15 J, a report (a
-    /// failure an actor saw itself, with no phi to compute) 5 J.
-    pub const DEFAULT_COSTS: &'static [(&'static str, f64)] =
-        &[(Check::NAME, 15.0), (Report::NAME, 5.0), (Failures::NAME, 0.0), ("top_up", 0.0), ("status", 0.0)];
-
     /// The detector of node `node`, named `failure-detector/<node>`, watching the other
     /// `voters`, reading this node's vitals from `consensus` and `pool`, handing failures to
     /// `recovery`.
@@ -274,16 +259,16 @@ impl FailureDetector {
         pool: Option<Recipient<ReadLoad>>,
         recovery: Option<Addr<recovery_manager::RecoveryManager>>,
     ) -> Self {
-        let settings = env.config().failure_detection;
+        let config = &env.config().failure_detector;
+        let settings = config.settings;
         FailureDetector {
-            gate: env.gate(&format!("failure-detector/{node}"), SCOPE, &env.config().failure_detector),
+            gate: env.gate::<Self>(&format!("failure-detector/{node}"), config),
             node,
             epoch: Instant::now(),
             every: Duration::from_millis(settings.heartbeat_ms),
-            phi: settings.phi(),
-            peers: voters.iter().filter(|&&v| v != node).map(|&v| (v, Watch::new(settings.phi()))).collect(),
+            decide: Detector::new(node, voters, settings.detector(), Duration::ZERO),
+            vitals: BTreeMap::new(),
             local: Vitals::default(),
-            last_led: BTreeMap::new(),
             failures: VecDeque::new(),
             transport,
             consensus,
@@ -297,9 +282,6 @@ impl FailureDetector {
     }
 
     fn start_beating(&mut self, ctx: &mut Context<Self>) {
-        // Every peer counts as heard at start, so one that never speaks is detected too.
-        let now = self.now();
-        self.peers.values_mut().for_each(|w| w.phi.heartbeat(now));
         ctx.run_interval(self.every, |detector, ctx| detector.beat(ctx));
         // Looking costs little, so look ten times per beat: detection lags the threshold by a
         // tenth of an interval, not a whole one.
@@ -311,53 +293,82 @@ impl FailureDetector {
     fn beat(&mut self, ctx: &mut Context<Self>) {
         let view = self.consensus.send(Inspect);
         let load = self.pool.as_ref().map(|pool| pool.send(ReadLoad));
-        let read = async move { (view.await.ok(), match load { Some(l) => l.await.ok(), None => None }) };
-        ctx.spawn(fut::wrap_future(read).map(|(view, load), detector: &mut Self, _| {
-            if let Some(view) = view {
-                detector.local.version = view.state.version;
-                detector.local.leader = view.leader;
-                if let Some(leader) = view.leader {
-                    detector.last_led.insert(leader, detector.now());
+        let read = async move {
+            (
+                view.await.ok(),
+                match load {
+                    Some(l) => l.await.ok(),
+                    None => None,
+                },
+            )
+        };
+        ctx.spawn(
+            fut::wrap_future(read).map(|(view, load), detector: &mut Self, _| {
+                if let Some(view) = view {
+                    detector.local.version = view.state.version;
+                    detector.local.leader = view.leader;
+                    if let Some(leader) = view.leader {
+                        let now = detector.now();
+                        detector.decide.led(leader, now);
+                    }
                 }
-            }
-            if let Some(load) = load {
-                detector.local.capacity = load.workers as f64;
-                detector.local.remaining_j = load.remaining_j;
-            }
-            let beat = Heartbeat { from: detector.node, vitals: detector.local };
-            for &peer in detector.peers.keys() {
-                if let Err(e) = detector.transport.send(detector.node, peer, Envelope::Heartbeat(beat.clone())) {
-                    tracing::trace!(node = detector.node, "heartbeat: {e}");
+                if let Some(load) = load {
+                    detector.local.capacity = load.workers as f64;
+                    detector.local.remaining_j = load.remaining_j;
                 }
-            }
-        }));
+                let beat = Heartbeat {
+                    from: detector.node,
+                    vitals: detector.local,
+                };
+                for peer in detector.decide.peers() {
+                    if let Err(e) = detector.transport.send(
+                        detector.node,
+                        peer,
+                        Envelope::Heartbeat(beat.clone()),
+                    ) {
+                        tracing::trace!(node = detector.node, "heartbeat: {e}");
+                    }
+                }
+            }),
+        );
     }
 
-    /// Sends a gated `Check` for every peer whose state changed: silent past the threshold, or
-    /// failed and heard again.
+    /// Sends a gated `Check` for every peer the core says is due, and tells the core how each
+    /// ended.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let threshold = self.phi.threshold;
-        let identity = self.gate.identity(SCOPE);
-        for (&node, watch) in &mut self.peers {
-            let failed_now = watch.phi.phi(now) >= threshold;
-            if failed_now != watch.failed_since.is_some() && !watch.check_pending && now >= watch.quiet_until {
-                watch.check_pending = true;
-                ctx.notify(Check { ctx: identity.clone(), node });
-            }
+        let me = ctx.address();
+        for node in self.decide.due(self.now()) {
+            let check = me.send(Check {
+                ctx: self.gate.identity(SCOPE),
+                node,
+            });
+            ctx.spawn(
+                fut::wrap_future(check).map(move |answer, detector: &mut Self, _| {
+                    let refused =
+                        matches!(answer, Ok(Err(DetectionError::InsufficientEnergy { .. })));
+                    let now = detector.now();
+                    detector.decide.answered(node, refused, now);
+                }),
+            );
         }
     }
 
     fn view(&self, node: NodeId, now: Duration) -> PeerView {
-        match self.peers.get(&node) {
-            Some(w) => PeerView {
+        match self.decide.state(node, now) {
+            Some(state) => PeerView {
                 node,
-                alive: w.failed_since.is_none(),
-                phi: w.phi.phi(now),
-                silent_ms: w.phi.last_heartbeat().map(|t| now.saturating_sub(t).as_millis() as u64),
-                vitals: w.vitals,
+                alive: state.alive,
+                phi: state.phi,
+                silent_ms: Some(state.silent.as_millis() as u64),
+                vitals: self.vitals.get(&node).copied(),
             },
-            None => PeerView { node, alive: true, phi: 0.0, silent_ms: Some(0), vitals: Some(self.local) },
+            None => PeerView {
+                node,
+                alive: true,
+                phi: 0.0,
+                silent_ms: Some(0),
+                vitals: Some(self.local),
+            },
         }
     }
 
@@ -370,116 +381,124 @@ impl FailureDetector {
     }
 
     /// Hands `failure` to recovery and waits for its answer.
-    fn hand_off(&self, failure: Failure) -> ResponseActFuture<Self, Result<(), DetectionError>> {
+    fn hand_off(&self, failure: Failure) -> Pending<Self, (), DetectionError> {
         let Some(recovery) = &self.recovery else {
             let reason = "no recovery manager is attached to this detector".to_owned();
-            return Box::pin(fut::ready(Err(DetectionError::FailureHandlingFailed(reason))));
+            return Box::pin(fut::ready(Err(DetectionError::FailureHandlingFailed(
+                reason,
+            ))));
         };
         let what = format!("{} of {}", failure.kind.name(), failure.subject);
-        let request = recovery.send(Recover { ctx: self.gate.identity(recovery_manager::SCOPE), failure });
-        Box::pin(fut::wrap_future(request).map(move |answer, _, _| match answer {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(DetectionError::FailureHandlingFailed(format!("recovery of {what}: {e}"))),
-            Err(e) => Err(DetectionError::FailureHandlingFailed(format!("the recovery manager is gone: {e}"))),
-        }))
+        let request = recovery.send(Recover {
+            ctx: self.gate.identity(recovery_manager::SCOPE),
+            failure,
+        });
+        Box::pin(
+            fut::wrap_future(request).map(move |answer, _, _| match answer {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(DetectionError::FailureHandlingFailed(format!(
+                    "recovery of {what}: {e}"
+                ))),
+                Err(e) => Err(DetectionError::FailureHandlingFailed(format!(
+                    "the recovery manager is gone: {e}"
+                ))),
+            }),
+        )
     }
 }
 
-impl Watch {
-    fn new(config: PhiConfig) -> Self {
-        Watch { phi: PhiAccrual::new(config), vitals: None, failed_since: None, check_pending: false, quiet_until: Duration::ZERO }
+/// The failure detector's operations: a check costs 15 J by default, a report (a failure an actor
+/// saw itself, with no phi to compute) 5 J, the list of failures nothing.
+#[gated(
+    error = DetectionError,
+    scope = SCOPE,
+    budget = 5000.0,
+    grants = [FailureDetection, FailureHandling, RecoveryManagement, NodeManagement, EnergyManagement],
+    reply_timeout_ms = 5000,
+    settings = DetectionSettings,
+    started = start_beating
+)]
+impl FailureDetector {
+    /// Checks a peer now; a peer found failed, or back, is recorded and handed to recovery.
+    #[operation(requires = [FailureDetection], cost = 15.0, resource = "node")]
+    fn check(&mut self, msg: Check) -> Pending<Self, PeerView, DetectionError> {
+        let (node, now) = (msg.node, self.now());
+        let checked = match self.decide.check(node, now) {
+            Ok(checked) => checked,
+            Err(e) => {
+                return Box::pin(fut::ready(Err(DetectionError::InvalidRequest(
+                    e.to_string(),
+                ))))
+            }
+        };
+        let view = self.view(node, now);
+        let Some(change) = checked.change else {
+            return Box::pin(fut::ready(Ok(view)));
+        };
+        let kind = match change {
+            Change::Failed {
+                was_leader: true, ..
+            } => FailureKind::LeaderUnreachable,
+            Change::Failed { .. } => FailureKind::Unreachable,
+            Change::Rejoined { .. } => FailureKind::Rejoined,
+        };
+        let failure = Failure {
+            node,
+            kind,
+            subject: format!("node {node}"),
+            time: SystemTime::now(),
+            reason: change.to_string(),
+        };
+        self.record(&failure);
+        Box::pin(
+            self.hand_off(failure)
+                .map(move |handled, _, _| handled.map(|()| view)),
+        )
+    }
+
+    /// Records a failure an actor of this node saw itself and hands it to recovery.
+    #[operation(
+        requires = [FailureHandling],
+        cost = 5.0,
+        resource = &msg.failure.subject,
+        validate = {
+            let f = &msg.failure;
+            if f.subject.is_empty() || f.subject.len() > rules.limits.max_id_bytes {
+                let reason = format!("subject must be 1 to {} bytes, not {}", rules.limits.max_id_bytes, f.subject.len());
+                return Err(DetectionError::InvalidRequest(reason));
+            }
+            Ok(rules.payload("reason", f.reason.len())?)
+        }
+    )]
+    fn report(&mut self, msg: Report) -> Pending<Self, (), DetectionError> {
+        self.record(&msg.failure);
+        self.hand_off(msg.failure)
+    }
+
+    /// The failures recorded, oldest first.
+    #[operation(requires = [FailureDetection], cost = 0.0, resource = "failures")]
+    fn failures(&mut self, _msg: Failures) -> Result<Vec<Failure>, DetectionError> {
+        Ok(self.failures.iter().cloned().collect())
     }
 }
-
-crate::gated_actor!(FailureDetector, start_beating);
 
 impl Handler<Heartbeat> for FailureDetector {
     type Result = ();
 
     fn handle(&mut self, beat: Heartbeat, _: &mut Context<Self>) {
         let now = self.now();
-        let Some(watch) = self.peers.get_mut(&beat.from) else {
-            tracing::debug!(node = self.node, from = beat.from, "heartbeat from a node that is not a peer");
+        if !self
+            .decide
+            .heartbeat(beat.from, now, beat.vitals.leader == Some(beat.from))
+        {
+            tracing::debug!(
+                node = self.node,
+                from = beat.from,
+                "heartbeat from a node that is not a peer"
+            );
             return;
-        };
-        if watch.failed_since.is_some() && watch.phi.phi(now) >= self.phi.threshold {
-            // Back from the dead: its silence says nothing about its rhythm from now on.
-            watch.phi = PhiAccrual::new(self.phi);
         }
-        watch.phi.heartbeat(now);
-        watch.vitals = Some(beat.vitals);
-        if beat.vitals.leader == Some(beat.from) {
-            self.last_led.insert(beat.from, now);
-        }
-    }
-}
-
-impl Handler<Check> for FailureDetector {
-    type Result = ResponseActFuture<Self, Result<PeerView, DetectionError>>;
-
-    fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> Self::Result {
-        let node = msg.node;
-        if let Some(watch) = self.peers.get_mut(&node) {
-            watch.check_pending = false;
-        }
-        let checked = gate::run_async(self, msg, |detector, msg| -> ResponseActFuture<Self, _> {
-            let (now, threshold, node) = (detector.now(), detector.phi.threshold, msg.node);
-            let Some(watch) = detector.peers.get_mut(&node) else {
-                let reason = format!("node {node} is not a peer of node {}", detector.node);
-                return Box::pin(fut::ready(Err(DetectionError::InvalidRequest(reason))));
-            };
-            let phi = watch.phi.phi(now);
-            let last_heard = watch.phi.last_heartbeat().unwrap_or_default();
-            let silent = now.saturating_sub(last_heard);
-            let led_until = detector.last_led.get(&node).copied();
-            let change = match (watch.failed_since, phi >= threshold) {
-                (None, true) => {
-                    watch.failed_since = Some(now);
-                    let was_leader = led_until.is_some_and(|t| t + detector.every >= last_heard);
-                    let kind = if was_leader { FailureKind::LeaderUnreachable } else { FailureKind::Unreachable };
-                    let reason = format!("no heartbeat for {} ms: phi {phi:.1} >= {threshold}", silent.as_millis());
-                    Some((kind, reason))
-                }
-                (Some(since), false) => {
-                    watch.failed_since = None;
-                    let reason = format!("heard again {} ms after it was declared failed", (now - since).as_millis());
-                    Some((FailureKind::Rejoined, reason))
-                }
-                _ => None,
-            };
-            let view = detector.view(node, now);
-            let Some((kind, reason)) = change else {
-                return Box::pin(fut::ready(Ok(view)));
-            };
-            let failure = Failure { node, kind, subject: format!("node {node}"), time: SystemTime::now(), reason };
-            detector.record(&failure);
-            Box::pin(detector.hand_off(failure).map(move |handled, _, _| handled.map(|()| view)))
-        });
-        Box::pin(checked.map(move |result, detector: &mut Self, _| {
-            if let (Err(DetectionError::InsufficientEnergy { .. }), Some(watch)) = (&result, detector.peers.get_mut(&node)) {
-                watch.quiet_until = detector.epoch.elapsed() + detector.every * 10;
-            }
-            result
-        }))
-    }
-}
-
-impl Handler<Report> for FailureDetector {
-    type Result = ResponseActFuture<Self, Result<(), DetectionError>>;
-
-    fn handle(&mut self, msg: Report, _: &mut Context<Self>) -> Self::Result {
-        gate::run_async(self, msg, |detector, msg| {
-            detector.record(&msg.failure);
-            detector.hand_off(msg.failure)
-        })
-    }
-}
-
-impl Handler<Failures> for FailureDetector {
-    type Result = Result<Vec<Failure>, DetectionError>;
-
-    fn handle(&mut self, msg: Failures, _: &mut Context<Self>) -> Self::Result {
-        gate::run(self, msg, |detector, _| Ok(detector.failures.iter().cloned().collect()))
+        self.vitals.insert(beat.from, beat.vitals);
     }
 }
 
@@ -488,7 +507,7 @@ impl Handler<Peers> for FailureDetector {
 
     fn handle(&mut self, _: Peers, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let mut nodes: Vec<NodeId> = self.peers.keys().copied().collect();
+        let mut nodes: Vec<NodeId> = self.decide.peers().collect();
         nodes.push(self.node);
         nodes.sort_unstable();
         MessageResult(nodes.into_iter().map(|n| self.view(n, now)).collect())
@@ -502,5 +521,3 @@ impl Handler<Stop> for FailureDetector {
         ctx.stop();
     }
 }
-
-crate::common_handlers!(FailureDetector, DetectionError);
