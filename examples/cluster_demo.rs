@@ -17,20 +17,20 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler};
 use actors::cluster::NodeId;
-use actors::energy::{instrumentation, instrumented_modules, Instrumentation, Joules};
-use actors::gate::{GateError, GateStatus};
 use actors::managers::communication::{Broadcast, CommunicationError, Delivery, Subscribe};
+use actors::energy::{instrumentation, instrumented_modules, Instrumentation, Joules};
 use actors::managers::failure_detector::{Failure, FailureDetector, Failures, Peers};
+use actors::gate::{GateError, GateStatus};
 use actors::managers::leader_election::Leader;
 use actors::managers::load_distributor::{Distribute, Distribution};
+use actors::node::local_cluster::LocalCluster;
 use actors::managers::node_manager::{connect_all, Join, JoinError, ListNodes};
 use actors::managers::recovery_manager::{OpenFailures, Recoveries};
 use actors::managers::resource_scaler::Scale;
-use actors::managers::state_replicator::Replicate;
-use actors::managers::worker_pool::{Job, ReadLoad, Work};
-use actors::node::local_cluster::LocalCluster;
 use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, EntryKind, Outcome};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::managers::state_replicator::Replicate;
+use actors::managers::worker_pool::{Job, ReadLoad, Work};
 use actors::{Config, Environment, Status};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Parser;
@@ -71,10 +71,7 @@ const JOB_JOULES: f64 = 250.0;
 async fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,ergon::audit=error".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ergon::audit=error".into()))
         .with_target(false)
         .without_time()
         .with_writer(std::io::stderr)
@@ -84,14 +81,9 @@ async fn main() -> Result<()> {
     // The demo makes a job panic on purpose; its worker catches it. One log line says so, not
     // a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let place = info
-            .location()
-            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         let payload = info.payload();
-        let what = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        let what = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
         tracing::warn!("panic{place}: {}", what.unwrap_or("(no message)"));
     }));
 
@@ -99,23 +91,16 @@ async fn main() -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    config
-        .worker_pool
-        .costs
-        .insert("work".into(), Joules::new(JOB_JOULES)?);
+    config.worker_pool.costs.insert("work".into(), Joules::new(JOB_JOULES)?);
     // Sample the machine's best energy counter beside the gates and share it among the actors.
     config.attribution.enabled = true;
     let (audit_dir, data_dir) = (args.out.join("audit"), args.out.join("data"));
     for dir in [&audit_dir, &data_dir] {
         if dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
         }
     }
-    config.audit = AuditConfig {
-        dir: audit_dir.clone(),
-        ..config.audit
-    };
+    config.audit = AuditConfig { dir: audit_dir.clone(), ..config.audit };
     let (log, _) = AuditLog::open(config.audit.clone())?;
     let log = Arc::new(log);
 
@@ -163,11 +148,7 @@ async fn main() -> Result<()> {
             config.meter.watts_per_core
         ),
     }
-    println!(
-        "  audit log: {}; Raft logs: {}\n",
-        audit_dir.display(),
-        data_dir.display()
-    );
+    println!("  audit log: {}; Raft logs: {}\n", audit_dir.display(), data_dir.display());
 
     use Capability::*;
     let grants = Arc::new(GrantTable::new());
@@ -176,10 +157,7 @@ async fn main() -> Result<()> {
     let env = Environment::new(config.clone(), grants.clone(), log.clone());
     let attribution = env.attribution().cloned();
     if let Some(attribution) = &attribution {
-        println!(
-            "  energy counter, sampled beside the gates: {}\n",
-            attribution.probe().verdict
-        );
+        println!("  energy counter, sampled beside the gates: {}\n", attribution.probe().verdict);
     }
     let scope = |s: &str| Scope::new(s).expect("constant scope");
     let operator = |s: &str| grants.context("operator", scope(s)).expect("granted above");
@@ -197,19 +175,11 @@ async fn main() -> Result<()> {
 }
 
 /// The tutorial's section 1: joins, subscriptions, and broadcasts until a budget runs out.
-async fn section_one(
-    cluster: &LocalCluster,
-    grants: &GrantTable,
-    operator: &impl Fn(&str) -> SecurityContext,
-) -> Result<()> {
+async fn section_one(cluster: &LocalCluster, grants: &GrantTable, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
     use Capability::*;
     let scope = |s: &str| Scope::new(s).expect("constant scope");
     let node = |id: NodeId| cluster.node(id).expect("every node is up");
-    let peers: Vec<_> = cluster
-        .up()
-        .into_iter()
-        .map(|id| (id.to_string(), node(id).nodes.clone()))
-        .collect();
+    let peers: Vec<_> = cluster.up().into_iter().map(|id| (id.to_string(), node(id).nodes.clone())).collect();
     connect_all(&operator("node_management"), &peers).await?;
     println!("step 1: the five node managers are peers of each other");
 
@@ -221,49 +191,23 @@ async fn section_one(
         energy_budget: Joules::new(250.0).expect("constant"),
         capabilities: CapSet::of(&[BroadcastManagement]),
         // Each worker may act in its own scope below node_management.
-        scope: Scope::new(&format!("node_management.{id}"))
-            .unwrap_or_else(|_| scope("node_management")),
+        scope: Scope::new(&format!("node_management.{id}")).unwrap_or_else(|_| scope("node_management")),
     };
     let n1 = node(1);
     for id in ["worker-1", "worker-2", "worker-3"] {
-        report_join(
-            id,
-            n1.nodes.send(join(operator("node_management"), id)).await?,
-        );
+        report_join(id, n1.nodes.send(join(operator("node_management"), id)).await?);
     }
     let intruder = grants.context("intruder", scope("node_management"))?;
-    report_join(
-        "worker-4 (by intruder)",
-        n1.nodes.send(join(intruder.clone(), "worker-4")).await?,
-    );
-    report_join(
-        "\"\" (empty id)",
-        n1.nodes.send(join(operator("node_management"), "")).await?,
-    );
-    let members = node(3)
-        .nodes
-        .send(ListNodes {
-            ctx: operator("node_management"),
-        })
-        .await??;
-    println!(
-        "  node 3 sees {} members: {}",
-        members.len(),
-        members
-            .iter()
-            .map(|m| m.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    report_join("worker-4 (by intruder)", n1.nodes.send(join(intruder.clone(), "worker-4")).await?);
+    report_join("\"\" (empty id)", n1.nodes.send(join(operator("node_management"), "")).await?);
+    let members = node(3).nodes.send(ListNodes { ctx: operator("node_management") }).await??;
+    println!("  node 3 sees {} members: {}", members.len(), members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "));
 
     println!("step 3: two listeners per node subscribe to \"telemetry\"");
     let received = Arc::new(AtomicU64::new(0));
     for id in cluster.up() {
         for i in 1..=2 {
-            let listener = Listener {
-                received: received.clone(),
-            }
-            .start();
+            let listener = Listener { received: received.clone() }.start();
             let subscribe = Subscribe {
                 ctx: operator("communication_management"),
                 channel: "telemetry".into(),
@@ -274,28 +218,17 @@ async fn section_one(
         }
     }
     // The intruder holds BroadcastManagement only, and claims NodeManagement as well.
-    let forged = SecurityContext::new(
-        "intruder",
-        CapSet::of(&[BroadcastManagement, NodeManagement]),
-        scope("communication_management"),
-    );
+    let forged = SecurityContext::new("intruder", CapSet::of(&[BroadcastManagement, NodeManagement]), scope("communication_management"));
     let denied = n1
         .communication
         .send(Subscribe {
             ctx: forged,
             channel: "telemetry".into(),
             subscriber: "spy".into(),
-            endpoint: Listener {
-                received: received.clone(),
-            }
-            .start()
-            .recipient(),
+            endpoint: Listener { received: received.clone() }.start().recipient(),
         })
         .await?;
-    println!(
-        "  a subscription by the intruder with a forged context: {}",
-        outcome(&denied)
-    );
+    println!("  a subscription by the intruder with a forged context: {}", outcome(&denied));
 
     println!("step 4: node 1 broadcasts until its communication budget runs out");
     let mut sent = 0u32;
@@ -311,24 +244,15 @@ async fn section_one(
         }
         if sent % 50 == 0 {
             let status = status::<_, CommunicationError>(&n1.communication, operator("*")).await?;
-            println!(
-                "  {sent} broadcasts: {:.1}% of the budget used",
-                100.0 * status.used.get() / status.total.get()
-            );
+            println!("  {sent} broadcasts: {:.1}% of the budget used", 100.0 * status.used.get() / status.total.get());
         }
     };
     println!("  after {sent} broadcasts: {exhausted}");
     let n1_comm = status::<_, CommunicationError>(&n1.communication, operator("*")).await?;
     for alert in &n1_comm.alerts {
-        println!(
-            "  alert on {}: {:?}: {}",
-            n1_comm.actor, alert.level, alert.message
-        );
+        println!("  alert on {}: {:?}: {}", n1_comm.actor, alert.level, alert.message);
     }
-    println!(
-        "  deliveries received by listeners: {}\n",
-        received.load(Ordering::Relaxed)
-    );
+    println!("  deliveries received by listeners: {}\n", received.load(Ordering::Relaxed));
     Ok(())
 }
 
@@ -350,66 +274,26 @@ fn crunch(rounds: u64) -> Job {
 async fn print_shares(d: &Distribution, detector: &Addr<FailureDetector>) {
     let peers = detector.send(Peers).await.unwrap_or_default();
     for (node, share) in &d.shares {
-        let vitals = peers
-            .iter()
-            .find(|p| p.node == *node)
-            .and_then(|p| p.vitals)
-            .unwrap_or_default();
-        println!(
-            "  node {node}: {share:>5.1}   ({} workers x {:.0} J left in its pool)",
-            vitals.capacity, vitals.remaining_j
-        );
+        let vitals = peers.iter().find(|p| p.node == *node).and_then(|p| p.vitals).unwrap_or_default();
+        println!("  node {node}: {share:>5.1}   ({} workers x {:.0} J left in its pool)", vitals.capacity, vitals.remaining_j);
     }
 }
 
 /// The tutorial's sections 2 to 4 on the five nodes.
-async fn cluster_steps(
-    cluster: &mut LocalCluster,
-    operator: &impl Fn(&str) -> SecurityContext,
-) -> Result<()> {
+async fn cluster_steps(cluster: &mut LocalCluster, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
     let within = Duration::from_secs(10);
-    let leader = cluster
-        .leader(within)
-        .await
-        .ok_or_else(|| anyhow!("no leader was elected within {within:?}"))?;
-    let node = |cluster: &LocalCluster, id: NodeId| {
-        cluster
-            .node(id)
-            .map(|n| (n.replicator.clone(), n.distributor.clone()))
-    };
-    let known = cluster
-        .node(leader)
-        .expect("up")
-        .election
-        .send(Leader {
-            ctx: operator("election_management"),
-        })
-        .await??;
-    println!(
-        "step 5: Raft elected a leader: node {leader} (term {})",
-        known.map_or(0, |l| l.term)
-    );
+    let leader = cluster.leader(within).await.ok_or_else(|| anyhow!("no leader was elected within {within:?}"))?;
+    let node = |cluster: &LocalCluster, id: NodeId| cluster.node(id).map(|n| (n.replicator.clone(), n.distributor.clone()));
+    let known = cluster.node(leader).expect("up").election.send(Leader { ctx: operator("election_management") }).await??;
+    println!("step 5: Raft elected a leader: node {leader} (term {})", known.map_or(0, |l| l.term));
 
     println!("step 6: five updates replicate, through followers and the leader; each answers after a quorum committed it");
-    let followers: Vec<NodeId> = cluster
-        .up()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let followers: Vec<NodeId> = cluster.up().into_iter().filter(|&id| id != leader).collect();
     for (i, &via) in followers.iter().chain([&leader]).enumerate() {
         let (replicator, _) = node(cluster, via).expect("up");
         let data = format!("config v{i}").into_bytes();
-        let state = replicator
-            .send(Replicate {
-                ctx: operator("replication_management"),
-                data,
-            })
-            .await??;
-        println!(
-            "  via node {via}: version {} = {:?}",
-            state.version,
-            String::from_utf8_lossy(&state.data)
-        );
+        let state = replicator.send(Replicate { ctx: operator("replication_management"), data }).await??;
+        println!("  via node {via}: version {} = {:?}", state.version, String::from_utf8_lossy(&state.data));
     }
     let converged = cluster.converged(5, Duration::from_secs(5)).await;
     println!("  every node applied version 5: {converged}");
@@ -421,22 +305,11 @@ async fn cluster_steps(
     let (pool, scaler) = (busy_node.pool.clone(), busy_node.scaler.clone());
     println!("step 7: node {busy}'s worker pool gets 12 CPU-heavy jobs at once");
     let started = Instant::now();
-    let jobs: Vec<_> = (0..12)
-        .map(|_| {
-            pool.send(Work {
-                ctx: operator("resource_management"),
-                job: crunch(40_000_000),
-            })
-        })
-        .collect();
+    let jobs: Vec<_> =
+        (0..12).map(|_| pool.send(Work { ctx: operator("resource_management"), job: crunch(40_000_000) })).collect();
     actix::clock::sleep(Duration::from_millis(20)).await;
     let load = pool.send(ReadLoad).await?;
-    println!(
-        "  {} jobs in flight on {} workers: queue_depth {:.1}",
-        load.in_flight,
-        load.workers,
-        load.metric("queue_depth").unwrap_or(0.0)
-    );
+    println!("  {} jobs in flight on {} workers: queue_depth {:.1}", load.in_flight, load.workers, load.metric("queue_depth").unwrap_or(0.0));
     let scale = |threshold| Scale {
         ctx: operator("scaling_management"),
         resource: "workers".into(),
@@ -445,28 +318,14 @@ async fn cluster_steps(
         factor: 2.0,
     };
     let scaled = scaler.send(scale(1.5)).await??;
-    println!(
-        "  the scaler saw queue_depth {:.1} > 1.5 and scaled the pool by 2: {} -> {} workers",
-        scaled.value, scaled.from, scaled.to
-    );
+    println!("  the scaler saw queue_depth {:.1} > 1.5 and scaled the pool by 2: {} -> {} workers", scaled.value, scaled.from, scaled.to);
     for job in jobs {
         job.await??;
     }
     println!("  all 12 done in {} ms", started.elapsed().as_millis());
-    let poisoned = pool
-        .send(Work {
-            ctx: operator("resource_management"),
-            job: Job::new(|| panic!("poisoned input")),
-        })
-        .await?;
-    println!(
-        "  a job panics: {}",
-        poisoned.err().map_or("?".into(), |e| e.to_string())
-    );
-    let restarted = poll(within, || async {
-        (pool.send(ReadLoad).await.ok()?.stopped == 0).then_some(())
-    })
-    .await;
+    let poisoned = pool.send(Work { ctx: operator("resource_management"), job: Job::new(|| panic!("poisoned input")) }).await?;
+    println!("  a job panics: {}", poisoned.err().map_or("?".into(), |e| e.to_string()));
+    let restarted = poll(within, || async { (pool.send(ReadLoad).await.ok()?.stopped == 0).then_some(()) }).await;
     let load = pool.send(ReadLoad).await?;
     println!(
         "  its worker was reported, recovered with the restart strategy: {} workers running, {} stopped{}",
@@ -477,23 +336,14 @@ async fn cluster_steps(
 
     let spender_pool = cluster.node(spender).expect("up").pool.clone();
     for _ in 0..8 {
-        spender_pool
-            .send(Work {
-                ctx: operator("resource_management"),
-                job: crunch(1_000_000),
-            })
-            .await??;
+        spender_pool.send(Work { ctx: operator("resource_management"), job: crunch(1_000_000) }).await??;
     }
     println!("  node {spender}'s pool runs 8 jobs too, and stays at its 2 workers");
 
     cluster.heard(within).await;
     println!("step 8: node {coordinator} spreads a load of 100 over the live nodes by capacity x remaining energy");
     let (_, distributor) = node(cluster, coordinator).expect("up");
-    let ingest = Distribute {
-        ctx: operator("distribution_management"),
-        id: "ingest".into(),
-        load: 100.0,
-    };
+    let ingest = Distribute { ctx: operator("distribution_management"), id: "ingest".into(), load: 100.0 };
     let before = distributor.send(ingest).await??;
     let coordinator_detector = cluster.node(coordinator).expect("up").detector.clone();
     print_shares(&before, &coordinator_detector).await;
@@ -503,24 +353,13 @@ async fn cluster_steps(
     cluster.crash(leader).await;
     let new_leader = cluster.leader(within).await;
     match new_leader {
-        Some(l) => println!(
-            "  Raft elected node {l} {} ms after the crash",
-            crashed_at.elapsed().as_millis()
-        ),
+        Some(l) => println!("  Raft elected node {l} {} ms after the crash", crashed_at.elapsed().as_millis()),
         None => println!("  no new leader within {within:?}"),
     }
     let survivors = cluster.up();
     let detected = poll(within, || async {
         for &id in &survivors {
-            let failures = cluster
-                .node(id)?
-                .detector
-                .send(Failures {
-                    ctx: operator("failure_detection"),
-                })
-                .await
-                .ok()?
-                .ok()?;
+            let failures = cluster.node(id)?.detector.send(Failures { ctx: operator("failure_detection") }).await.ok()?.ok()?;
             if !failures.iter().any(|f| f.node == leader) {
                 return None;
             }
@@ -530,15 +369,7 @@ async fn cluster_steps(
     .await;
     let recovered = poll(within, || async {
         for &id in &survivors {
-            let open = cluster
-                .node(id)?
-                .recovery
-                .send(OpenFailures {
-                    ctx: operator("recovery_management"),
-                })
-                .await
-                .ok()?
-                .ok()?;
+            let open = cluster.node(id)?.recovery.send(OpenFailures { ctx: operator("recovery_management") }).await.ok()?.ok()?;
             if !open.is_empty() {
                 return None;
             }
@@ -546,51 +377,21 @@ async fn cluster_steps(
         Some(crashed_at.elapsed())
     })
     .await;
-    let ms = |d: Option<Duration>| {
-        d.map_or("not within 10 s".to_owned(), |d| {
-            format!("{} ms", d.as_millis())
-        })
-    };
-    println!(
-        "  every survivor's failure detector declared node {leader} failed after {}",
-        ms(detected)
-    );
+    let ms = |d: Option<Duration>| d.map_or("not within 10 s".to_owned(), |d| format!("{} ms", d.as_millis()));
+    println!("  every survivor's failure detector declared node {leader} failed after {}", ms(detected));
     let watcher = cluster.node(coordinator).expect("up");
-    let (detector, recovery, distributor) = (
-        watcher.detector.clone(),
-        watcher.recovery.clone(),
-        watcher.distributor.clone(),
-    );
-    let failures = detector
-        .send(Failures {
-            ctx: operator("failure_detection"),
-        })
-        .await??;
+    let (detector, recovery, distributor) = (watcher.detector.clone(), watcher.recovery.clone(), watcher.distributor.clone());
+    let failures = detector.send(Failures { ctx: operator("failure_detection") }).await??;
     if let Some(f) = failures.iter().rev().find(|f: &&Failure| f.node == leader) {
-        println!(
-            "  node {coordinator} recorded: {} of {}: {}",
-            f.kind.name(),
-            f.subject,
-            f.reason
-        );
+        println!("  node {coordinator} recorded: {} of {}: {}", f.kind.name(), f.subject, f.reason);
     }
     println!("  every survivor recovered it after {}", ms(recovered));
-    let recoveries = recovery
-        .send(Recoveries {
-            ctx: operator("recovery_management"),
-        })
-        .await??;
+    let recoveries = recovery.send(Recoveries { ctx: operator("recovery_management") }).await??;
     if let Some(r) = recoveries.iter().rev().find(|r| r.failure.node == leader) {
-        println!(
-            "  node {coordinator}'s recovery: {}: {}",
-            r.strategy.name(),
-            r.outcome
-        );
+        println!("  node {coordinator}'s recovery: {}: {}", r.strategy.name(), r.outcome);
     }
     let ctx = operator("distribution_management");
-    let after = distributor
-        .send(actors::managers::load_distributor::Distributions { ctx })
-        .await??;
+    let after = distributor.send(actors::managers::load_distributor::Distributions { ctx }).await??;
     if let Some(d) = after.first() {
         println!("  the load now:");
         print_shares(d, &detector).await;
@@ -599,36 +400,19 @@ async fn cluster_steps(
     if let Some(l) = new_leader {
         println!("step 10: updates go on through the new leader");
         let (replicator, _) = node(cluster, l).expect("up");
-        let state = replicator
-            .send(Replicate {
-                ctx: operator("replication_management"),
-                data: b"config v5".to_vec(),
-            })
-            .await??;
+        let state = replicator.send(Replicate { ctx: operator("replication_management"), data: b"config v5".to_vec() }).await??;
         println!("  via node {l}: version {}", state.version);
     }
 
     println!("step 11: node {leader} restarts from its data directory");
     cluster.boot(leader).await?;
     let back = poll(within, || async {
-        let recoveries = recovery
-            .send(Recoveries {
-                ctx: operator("recovery_management"),
-            })
-            .await
-            .ok()?
-            .ok()?;
-        recoveries
-            .into_iter()
-            .find(|r| r.failure.node == leader && r.failure.kind.name() == "rejoined")
+        let recoveries = recovery.send(Recoveries { ctx: operator("recovery_management") }).await.ok()?.ok()?;
+        recoveries.into_iter().find(|r| r.failure.node == leader && r.failure.kind.name() == "rejoined")
     })
     .await;
     match back {
-        Some(r) => println!(
-            "  node {coordinator} saw it rejoin and recovered it with {}: {}",
-            r.strategy.name(),
-            r.outcome
-        ),
+        Some(r) => println!("  node {coordinator} saw it rejoin and recovered it with {}: {}", r.strategy.name(), r.outcome),
         None => println!("  node {coordinator} did not see it rejoin within {within:?}"),
     }
     println!();
@@ -637,41 +421,26 @@ async fn cluster_steps(
 
 /// Asks `probe` every 100 ms until it answers, for at most `within` (each ask is a gated,
 /// audited query, so not too often).
-async fn poll<T, F: std::future::Future<Output = Option<T>>>(
-    within: Duration,
-    probe: impl FnMut() -> F,
-) -> Option<T> {
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
     actors::node::wait::eventually(within, Duration::from_millis(100), probe).await
 }
 
 /// What every step cost, from the audit log, and where to read it.
-async fn summary(
-    cluster: &LocalCluster,
-    operator: &impl Fn(&str) -> SecurityContext,
-    audit_dir: &Path,
-    log: &AuditLog,
-) -> Result<()> {
+async fn summary(cluster: &LocalCluster, operator: &impl Fn(&str) -> SecurityContext, audit_dir: &Path, log: &AuditLog) -> Result<()> {
     // Let the last recoveries' audit entries land.
     actix::clock::sleep(Duration::from_millis(200)).await;
     log.flush()?;
     println!("summary: what each operation cost, over all nodes (from the audit log)");
-    println!(
-        "  {:<22} {:<14} {:>8} {:>7} {:>7} {:>12}",
-        "manager", "operation", "allowed", "failed", "denied", "charged"
-    );
+    println!("  {:<22} {:<14} {:>8} {:>7} {:>7} {:>12}", "manager", "operation", "allowed", "failed", "denied", "charged");
     let mut rows: BTreeMap<(String, String), (u64, u64, u64, f64)> = BTreeMap::new();
     for entry in AuditReader::open(audit_dir)?.entries() {
         let entry = entry?.entry;
-        let Some(energy) = &entry.energy else {
-            continue;
-        };
+        let Some(energy) = &entry.energy else { continue };
         if entry.alert().is_some() || entry.kind == EntryKind::EnergyAttribution {
             continue;
         }
         let manager = entry.actor.split('/').next().unwrap_or_default().to_owned();
-        let row = rows
-            .entry((manager, entry.operation.to_string()))
-            .or_default();
+        let row = rows.entry((manager, entry.operation.to_string())).or_default();
         match entry.outcome {
             Outcome::Allowed => row.0 += 1,
             Outcome::Failed => row.1 += 1,
@@ -680,32 +449,17 @@ async fn summary(
         row.3 += energy.charged_j;
     }
     for ((manager, operation), (allowed, failed, denied, charged)) in &rows {
-        println!(
-            "  {manager:<22} {operation:<14} {allowed:>8} {failed:>7} {denied:>7} {:>10.1} J",
-            charged
-        );
+        println!("  {manager:<22} {operation:<14} {allowed:>8} {failed:>7} {denied:>7} {:>10.1} J", charged);
     }
     let total: f64 = rows.values().map(|r| r.3).sum();
-    println!(
-        "  {:<22} {:<14} {:>8} {:>7} {:>7} {:>10.1} J",
-        "all", "", "", "", "", total
-    );
+    println!("  {:<22} {:<14} {:>8} {:>7} {:>7} {:>10.1} J", "all", "", "", "", "", total);
     if let Some(n1) = cluster.node(1) {
         let s = status::<_, CommunicationError>(&n1.communication, operator("*")).await?;
-        println!(
-            "  {} has {:.1} of {:.1} left",
-            s.actor,
-            s.remaining.get(),
-            s.total.get()
-        );
+        println!("  {} has {:.1} of {:.1} left", s.actor, s.remaining.get(), s.total.get());
     }
 
     let report = verify(audit_dir)?;
-    println!(
-        "\naudit log: {} entries in {}, chain verified",
-        report.entries,
-        audit_dir.display()
-    );
+    println!("\naudit log: {} entries in {}, chain verified", report.entries, audit_dir.display());
     print_operation_counts(audit_dir)?;
     Ok(())
 }
@@ -713,40 +467,19 @@ async fn summary(
 /// The energy counter's total over the run, and each manager's share of it beside what its
 /// per-message meter measured.
 fn print_attribution(report: &actors::energy::attribution::Report) {
-    println!(
-        "\nthe energy counter ({}, {}) over {:.1} s: {:.3} J",
-        report.counter,
-        report.source,
-        report.period.as_secs_f64(),
-        report.measured.get()
-    );
+    println!("\nthe energy counter ({}, {}) over {:.1} s: {:.3} J", report.counter, report.source, report.period.as_secs_f64(), report.measured.get());
     let mut by_manager: BTreeMap<&str, (u64, f64, f64)> = BTreeMap::new();
     for (actor, line) in &report.lines {
-        let row = by_manager
-            .entry(actor.split('/').next().unwrap_or(actor))
-            .or_default();
+        let row = by_manager.entry(actor.split('/').next().unwrap_or(actor)).or_default();
         row.0 += line.runs;
         row.1 += line.modelled.get();
         row.2 += line.attributed.get();
     }
-    println!(
-        "  {:<22} {:>8} {:>13} {:>15}",
-        "manager", "runs", "metered µJ", "attributed µJ"
-    );
+    println!("  {:<22} {:>8} {:>13} {:>15}", "manager", "runs", "metered µJ", "attributed µJ");
     for (manager, (runs, metered, attributed)) in &by_manager {
-        println!(
-            "  {manager:<22} {runs:>8} {:>13.3} {:>15.1}",
-            metered * 1e6,
-            attributed * 1e6
-        );
+        println!("  {manager:<22} {runs:>8} {:>13.3} {:>15.1}", metered * 1e6, attributed * 1e6);
     }
-    println!(
-        "  {:<22} {:>8} {:>13} {:>15.1}",
-        "unattributed",
-        "",
-        "",
-        report.unattributed.get() * 1e6
-    );
+    println!("  {:<22} {:>8} {:>13} {:>15.1}", "unattributed", "", "", report.unattributed.get() * 1e6);
     println!(
         "  attributed + unattributed = {:.3} J of {:.3} J measured ({} readings failed)",
         report.accounted().get(),
@@ -754,10 +487,7 @@ fn print_attribution(report: &actors::energy::attribution::Report) {
         report.failed_reads
     );
     if report.source != actors::energy::Source::Rapl {
-        println!(
-            "  ({} is not RAPL: these joules are an estimate from CPU time, not a measurement)",
-            report.counter
-        );
+        println!("  ({} is not RAPL: these joules are an estimate from CPU time, not a measurement)", report.counter);
     }
 }
 
@@ -767,28 +497,18 @@ fn print_commands(audit_dir: &Path) {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("ergon")))
         .filter(|path| path.exists())
-        .map_or_else(
-            || "cargo run -q -p ergon-cli --".to_string(),
-            |p| p.display().to_string(),
-        );
+        .map_or_else(|| "cargo run -q -p ergon-cli --".to_string(), |p| p.display().to_string());
     println!("read it with:");
     println!("  {ergon} audit verify {}", audit_dir.display());
     println!("  {ergon} audit summary {}", audit_dir.display());
     println!("  {ergon} audit show {} --denied", audit_dir.display());
-    println!(
-        "  {ergon} audit show {} --operation recover",
-        audit_dir.display()
-    );
-    println!(
-        "  {ergon} audit show {} --principal operator --operation join",
-        audit_dir.display()
-    );
+    println!("  {ergon} audit show {} --operation recover", audit_dir.display());
+    println!("  {ergon} audit show {} --principal operator --operation join", audit_dir.display());
 }
 
 /// The mean operation counts per message of each operation, as the audit log recorded them.
 fn print_operation_counts(audit_dir: &std::path::Path) -> Result<()> {
-    let mut by_operation: std::collections::BTreeMap<String, (u64, [u64; 4], f64)> =
-        Default::default();
+    let mut by_operation: std::collections::BTreeMap<String, (u64, [u64; 4], f64)> = Default::default();
     for entry in AuditReader::open(audit_dir)?.entries() {
         let entry = entry?.entry;
         let Some(energy) = entry.energy else { continue };
@@ -804,13 +524,8 @@ fn print_operation_counts(audit_dir: &std::path::Path) -> Result<()> {
         println!("  (no operation counts: this build is not instrumented)");
         return Ok(());
     }
-    println!(
-        "operation counts per message, mean over the audit log (the gate's own work included):"
-    );
-    println!(
-        "  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
-        "operation", "messages", "alu", "mem", "fp", "total", "model energy"
-    );
+    println!("operation counts per message, mean over the audit log (the gate's own work included):");
+    println!("  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}", "operation", "messages", "alu", "mem", "fp", "total", "model energy");
     for (operation, (n, sums, joules)) in by_operation {
         let mean = |s: u64| s / n;
         println!(
@@ -827,10 +542,7 @@ fn print_operation_counts(audit_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn report_join(
-    what: &str,
-    result: Result<actors::managers::node_manager::JoinResponse, JoinError>,
-) {
+fn report_join(what: &str, result: Result<actors::managers::node_manager::JoinResponse, JoinError>) {
     match result {
         Ok(r) => println!(
             "  join {what}: granted {} in {}, confirmed by {}",

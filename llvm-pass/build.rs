@@ -44,17 +44,14 @@ fn sysroot_llvm() -> Result<(PathBuf, String), String> {
         .map_err(|e| format!("`{rustc} --print sysroot` could not run ({e})"))?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let dir = sysroot.join("lib");
-    find_llvm_in(&dir)
-        .ok_or_else(|| format!("{} holds no libLLVM-22-rust-*.so", dir.display()))
+    find_llvm_in(&dir).ok_or_else(|| format!("{} holds no libLLVM-22-rust-*.so", dir.display()))
         .map(|lib| (dir, lib))
 }
 
 /// Debian's `llvm-22-dev`, for toolchains installed without rustup.
 fn debian_llvm() -> Option<(PathBuf, String)> {
     let dir = PathBuf::from("/usr/lib/llvm-22/lib");
-    dir.join("libLLVM-22.so")
-        .exists()
-        .then(|| (dir, "LLVM-22".to_string()))
+    dir.join("libLLVM-22.so").exists().then(|| (dir, "LLVM-22".to_string()))
 }
 
 fn find_llvm_in(dir: &Path) -> Option<String> {

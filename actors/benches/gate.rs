@@ -11,18 +11,13 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, Context, Handler};
 use actors::energy::{Thresholds, TimeMeter, Watts};
 use actors::gate::{self, Gate, GateClock, GateSetup, GatedActor, Limits};
-use actors::security::audit::{
-    AuditConfig, AuditEntry, AuditLog, AuditSink, Durability, EntryKind, MemorySink, Outcome,
-};
+use actors::security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, Durability, EntryKind, MemorySink, Outcome};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
 
 const REQUESTS_PER_ROUND: u32 = 20_000;
 /// Rounds; `ERGON_BENCH_ROUNDS` overrides (a profiler wants fewer).
 fn rounds() -> usize {
-    std::env::var("ERGON_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15)
+    std::env::var("ERGON_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15)
 }
 const AUDIT_ENTRIES: usize = 500_000;
 
@@ -86,19 +81,10 @@ fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
     Gated { gate, state: 1 }
 }
 
-async fn round<A: Actor<Context = Context<A>> + Handler<Work>>(
-    addr: &Addr<A>,
-    ctx: &SecurityContext,
-) -> Duration {
+async fn round<A: Actor<Context = Context<A>> + Handler<Work>>(addr: &Addr<A>, ctx: &SecurityContext) -> Duration {
     let start = Instant::now();
     for x in 0..REQUESTS_PER_ROUND {
-        let reply = addr
-            .send(Work {
-                ctx: ctx.clone(),
-                x: x as u64,
-            })
-            .await
-            .unwrap();
+        let reply = addr.send(Work { ctx: ctx.clone(), x: x as u64 }).await.unwrap();
         std::hint::black_box(reply.unwrap());
     }
     start.elapsed()
@@ -113,14 +99,7 @@ fn audit_throughput(dir: &std::path::Path) -> f64 {
     let mut config = AuditConfig::new(dir);
     config.durability = Durability::IntervalMs(10);
     let (log, _) = AuditLog::open(config).unwrap();
-    let template = AuditEntry::new(
-        EntryKind::EnergyUsage,
-        Outcome::Allowed,
-        "node-manager/n1",
-        "operator",
-        "join",
-        "worker-1",
-    );
+    let template = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "node-manager/n1", "operator", "join", "worker-1");
     let start = Instant::now();
     for _ in 0..AUDIT_ENTRIES {
         log.record(template.clone());
@@ -138,13 +117,8 @@ fn gate_alone_ns(grants: &Arc<GrantTable>, ctx: &SecurityContext) -> f64 {
     let n = 1_000_000u32;
     let start = Instant::now();
     for x in 0..n {
-        let msg = Work {
-            ctx: ctx.clone(),
-            x: x as u64,
-        };
-        let reply = gate::run(&mut actor, msg, |actor, msg| {
-            Ok(body(&mut actor.state, msg.x))
-        });
+        let msg = Work { ctx: ctx.clone(), x: x as u64 };
+        let reply = gate::run(&mut actor, msg, |actor, msg| Ok(body(&mut actor.state, msg.x)));
         std::hint::black_box(reply.unwrap());
     }
     start.elapsed().as_nanos() as f64 / n as f64
@@ -198,13 +172,7 @@ fn main() {
             file_r.push(f / p);
         }
         file.flush().unwrap();
-        (
-            median(plain_t),
-            median(memory_t),
-            median(file_t),
-            median(memory_r),
-            median(file_r),
-        )
+        (median(plain_t), median(memory_t), median(file_t), median(memory_r), median(file_r))
     });
     let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
     let alone_ns = {

@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant};
 
 use actors::energy::{FixedMeter, Joules};
-use actors::managers::state_replicator::Replicate;
 use actors::node::local_cluster::LocalCluster;
 use actors::security::audit::MemorySink;
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::managers::state_replicator::Replicate;
 use actors::{Config, Environment};
 use futures::future::join_all;
 
@@ -23,23 +23,10 @@ fn env() -> (Environment, SecurityContext) {
     }
     let grants = std::sync::Arc::new(GrantTable::new());
     use Capability::*;
-    grants.grant(
-        "bench",
-        CapSet::of(&[ReplicationManagement, StateManagement]),
-    );
-    let env = Environment::new(
-        config,
-        grants.clone(),
-        std::sync::Arc::new(MemorySink::new()),
-    )
-    .with_meter(|| {
-        Box::new(FixedMeter {
-            per_run: Joules::ZERO,
-        })
-    });
-    let ctx = grants
-        .context("bench", Scope::new("replication_management").unwrap())
-        .unwrap();
+    grants.grant("bench", CapSet::of(&[ReplicationManagement, StateManagement]));
+    let env = Environment::new(config, grants.clone(), std::sync::Arc::new(MemorySink::new()))
+        .with_meter(|| Box::new(FixedMeter { per_run: Joules::ZERO }));
+    let ctx = grants.context("bench", Scope::new("replication_management").unwrap()).unwrap();
     (env, ctx)
 }
 
@@ -51,18 +38,12 @@ async fn latency(n: u64, ops: usize) -> (f64, f64) {
     let (env, ctx) = env();
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
-    let leader = cluster
-        .leader(Duration::from_secs(5))
-        .await
-        .expect("a leader");
+    let leader = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
     let replicator = &cluster.node(leader).unwrap().replicator;
     let mut samples = Vec::with_capacity(ops);
     for i in 0..ops {
         let started = Instant::now();
-        let update = Replicate {
-            ctx: ctx.clone(),
-            data: format!("update {i}").into_bytes(),
-        };
+        let update = Replicate { ctx: ctx.clone(), data: format!("update {i}").into_bytes() };
         replicator.send(update).await.unwrap().expect("replicated");
         samples.push(started.elapsed().as_secs_f64() * 1e3);
     }
@@ -74,18 +55,12 @@ async fn throughput(n: u64, ops: usize, in_flight: usize) -> f64 {
     let (env, ctx) = env();
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
-    let leader = cluster
-        .leader(Duration::from_secs(5))
-        .await
-        .expect("a leader");
+    let leader = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
     let replicator = cluster.node(leader).unwrap().replicator.clone();
     let started = Instant::now();
     for batch in 0..ops.div_ceil(in_flight) {
         let sends = (0..in_flight).map(|i| {
-            let update = Replicate {
-                ctx: ctx.clone(),
-                data: format!("update {batch}/{i}").into_bytes(),
-            };
+            let update = Replicate { ctx: ctx.clone(), data: format!("update {batch}/{i}").into_bytes() };
             replicator.send(update)
         });
         for result in join_all(sends).await {
@@ -102,29 +77,13 @@ async fn failover(n: u64, rounds: usize) -> f64 {
     let mut cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
     let mut samples = Vec::new();
     for round in 0..rounds {
-        let old = cluster
-            .leader(Duration::from_secs(5))
-            .await
-            .expect("a leader");
+        let old = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
         cluster.crash(old).await;
         let crashed = Instant::now();
         loop {
-            let Some(new) = cluster.leader(Duration::from_secs(5)).await else {
-                panic!("no new leader")
-            };
-            let update = Replicate {
-                ctx: ctx.clone(),
-                data: format!("after crash {round}").into_bytes(),
-            };
-            if cluster
-                .node(new)
-                .unwrap()
-                .replicator
-                .send(update)
-                .await
-                .unwrap()
-                .is_ok()
-            {
+            let Some(new) = cluster.leader(Duration::from_secs(5)).await else { panic!("no new leader") };
+            let update = Replicate { ctx: ctx.clone(), data: format!("after crash {round}").into_bytes() };
+            if cluster.node(new).unwrap().replicator.send(update).await.unwrap().is_ok() {
                 break;
             }
         }
@@ -138,10 +97,7 @@ async fn failover(n: u64, rounds: usize) -> f64 {
 }
 
 fn main() {
-    let ops = std::env::var("ERGON_BENCH_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let ops = std::env::var("ERGON_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let system = actix::System::new();
     let figures = system.block_on(async move {
         let (p50_3, p99_3) = latency(3, ops).await;

@@ -19,8 +19,8 @@ use energy::{Thresholds, Watts};
 use security::audit::AuditConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::gate::GatedActor;
 pub use crate::gate::{ActorConfig, Limits};
+use crate::gate::GatedActor;
 use crate::managers::communication::CommunicationManager;
 use crate::managers::failure_detector::{DetectionSettings, FailureDetector};
 use crate::managers::leader_election::LeaderElection;
@@ -168,22 +168,16 @@ impl Default for Config {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         Config::from_toml(&text)
     }
 
     /// Parses TOML over the defaults and checks the result.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let overrides: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let overrides: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let mut merged = toml::Table::try_from(Config::default()).expect("the defaults serialise");
         merge(&mut merged, overrides.clone());
-        let mut config: Config = merged
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         if let Some(path) = &config.meter.profile {
             let profile = energy::calibration::Profile::load(path)
                 .map_err(|e| ConfigError::Invalid(format!("meter.profile: {e}")))?;
@@ -219,14 +213,8 @@ impl Config {
         check_actor::<WorkerPool>("worker_pool", &self.worker_pool)?;
         let problems = [
             self.raft.problem().map(|p| format!("raft: {p}")),
-            self.failure_detector
-                .settings
-                .problem()
-                .map(|p| format!("failure_detector: {p}")),
-            self.worker_pool
-                .settings
-                .problem()
-                .map(|p| format!("worker_pool: {p}")),
+            self.failure_detector.settings.problem().map(|p| format!("failure_detector: {p}")),
+            self.worker_pool.settings.problem().map(|p| format!("worker_pool: {p}")),
         ];
         match problems.into_iter().flatten().next() {
             Some(problem) => Err(ConfigError::Invalid(problem)),
@@ -236,15 +224,8 @@ impl Config {
 }
 
 /// Checks an actor's section against what the actor declared.
-fn check_actor<A: GatedActor>(
-    section: &str,
-    config: &ActorConfig<A::Settings>,
-) -> Result<(), ConfigError> {
-    if let Some(unknown) = config
-        .costs
-        .keys()
-        .find(|k| !A::OPERATIONS.iter().any(|op| op.name == k.as_str()))
-    {
+fn check_actor<A: GatedActor>(section: &str, config: &ActorConfig<A::Settings>) -> Result<(), ConfigError> {
+    if let Some(unknown) = config.costs.keys().find(|k| !A::OPERATIONS.iter().any(|op| op.name == k.as_str())) {
         let known: Vec<_> = A::OPERATIONS.iter().map(|op| op.name).collect();
         return Err(ConfigError::Invalid(format!(
             "{section}.costs.{unknown}: no such operation; {section} has {}",
@@ -252,9 +233,7 @@ fn check_actor<A: GatedActor>(
         )));
     }
     if config.mailbox_capacity == 0 {
-        return Err(ConfigError::Invalid(format!(
-            "{section}.mailbox_capacity must be at least 1"
-        )));
+        return Err(ConfigError::Invalid(format!("{section}.mailbox_capacity must be at least 1")));
     }
     Ok(())
 }
@@ -264,16 +243,10 @@ fn check_actor<A: GatedActor>(
 /// into its budget cannot have serde refuse unknown keys, so this does, for every section alike.
 fn unknown_key(given: &toml::Table, known: &toml::Table, path: &str) -> Option<String> {
     given.iter().find_map(|(key, value)| {
-        let here = if path.is_empty() {
-            key.clone()
-        } else {
-            format!("{path}.{key}")
-        };
+        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
         match (known.get(key), value) {
             (None, _) => Some(here),
-            (Some(toml::Value::Table(known)), toml::Value::Table(given)) => {
-                unknown_key(given, known, &here)
-            }
+            (Some(toml::Value::Table(known)), toml::Value::Table(given)) => unknown_key(given, known, &here),
             _ => None,
         }
     })
@@ -305,153 +278,62 @@ mod tests {
         assert_eq!(c.communication_manager.budget_joules.get(), 1000.0);
         assert_eq!(c.communication_manager.costs["broadcast"].get(), 5.0);
         assert_eq!((c.alerts.warning, c.alerts.critical), (0.8, 0.95));
-        assert_eq!(
-            (
-                c.leader_election.budget_joules.get(),
-                c.leader_election.costs["election"].get()
-            ),
-            (3000.0, 20.0)
-        );
-        assert_eq!(
-            (
-                c.state_replicator.budget_joules.get(),
-                c.state_replicator.costs["replicate"].get()
-            ),
-            (4000.0, 25.0)
-        );
+        assert_eq!((c.leader_election.budget_joules.get(), c.leader_election.costs["election"].get()), (3000.0, 20.0));
+        assert_eq!((c.state_replicator.budget_joules.get(), c.state_replicator.costs["replicate"].get()), (4000.0, 25.0));
         assert_eq!((c.raft.election_timeout_ms, c.raft.heartbeat_ms), (150, 50));
-        assert_eq!(
-            (
-                c.failure_detector.budget_joules.get(),
-                c.failure_detector.costs["check"].get()
-            ),
-            (5000.0, 15.0)
-        );
-        assert_eq!(
-            (
-                c.recovery_manager.budget_joules.get(),
-                c.recovery_manager.costs["recover"].get()
-            ),
-            (6000.0, 35.0)
-        );
-        assert_eq!(
-            (
-                c.load_distributor.budget_joules.get(),
-                c.load_distributor.costs["distribute"].get()
-            ),
-            (7000.0, 40.0)
-        );
-        assert_eq!(
-            (
-                c.resource_scaler.budget_joules.get(),
-                c.resource_scaler.costs["scale"].get()
-            ),
-            (8000.0, 45.0)
-        );
-        assert_eq!(
-            c.failure_detector.settings.phi(),
-            cluster::phi::PhiConfig::default(),
-            "Akka's defaults"
-        );
-        assert_eq!(
-            c.recovery_manager.settings.strategies.len(),
-            4,
-            "every failure kind has a strategy"
-        );
+        assert_eq!((c.failure_detector.budget_joules.get(), c.failure_detector.costs["check"].get()), (5000.0, 15.0));
+        assert_eq!((c.recovery_manager.budget_joules.get(), c.recovery_manager.costs["recover"].get()), (6000.0, 35.0));
+        assert_eq!((c.load_distributor.budget_joules.get(), c.load_distributor.costs["distribute"].get()), (7000.0, 40.0));
+        assert_eq!((c.resource_scaler.budget_joules.get(), c.resource_scaler.costs["scale"].get()), (8000.0, 45.0));
+        assert_eq!(c.failure_detector.settings.phi(), cluster::phi::PhiConfig::default(), "Akka's defaults");
+        assert_eq!(c.recovery_manager.settings.strategies.len(), 4, "every failure kind has a strategy");
         // The names in logs are the names in the configuration file.
         for (kind, strategy) in &c.recovery_manager.settings.strategies {
-            let toml = toml::Table::try_from(&c.recovery_manager.settings)
-                .unwrap()
-                .to_string();
-            assert!(
-                toml.contains(&format!("{} = \"{}\"", kind.name(), strategy.name())),
-                "{toml}"
-            );
+            let toml = toml::Table::try_from(&c.recovery_manager.settings).unwrap().to_string();
+            assert!(toml.contains(&format!("{} = \"{}\"", kind.name(), strategy.name())), "{toml}");
         }
     }
 
     #[test]
     fn strategies_and_detection_are_configurable() {
         let c = Config::from_toml("[recovery_manager.strategies]\nunreachable = \"fail_over\"\n[failure_detector]\nheartbeat_ms = 100").unwrap();
-        assert_eq!(
-            c.recovery_manager.settings.strategies[&FailureKind::Unreachable],
-            Strategy::FailOver
-        );
-        assert_eq!(
-            c.recovery_manager.settings.strategies[&FailureKind::Rejoined],
-            Strategy::CatchUp
-        );
+        assert_eq!(c.recovery_manager.settings.strategies[&FailureKind::Unreachable], Strategy::FailOver);
+        assert_eq!(c.recovery_manager.settings.strategies[&FailureKind::Rejoined], Strategy::CatchUp);
         assert_eq!(c.failure_detector.settings.heartbeat_ms, 100);
-        let err = Config::from_toml("[recovery_manager.strategies]\nunreachable = \"pray\"")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[recovery_manager.strategies]\nunreachable = \"pray\"").unwrap_err().to_string();
         assert!(err.contains("pray"), "{err}");
-        let err = Config::from_toml("[worker_pool]\ninitial = 0")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[worker_pool]\ninitial = 0").unwrap_err().to_string();
         assert!(err.contains("1 <= initial <= max"), "{err}");
     }
 
     #[test]
     fn a_file_overrides_only_what_it_names() {
-        let c = Config::from_toml("[node_manager]\nbudget_joules = 50.0\ncosts = { join = 2.5 }\n")
-            .unwrap();
+        let c = Config::from_toml("[node_manager]\nbudget_joules = 50.0\ncosts = { join = 2.5 }\n").unwrap();
         assert_eq!(c.node_manager.budget_joules.get(), 50.0);
         assert_eq!(c.node_manager.costs["join"].get(), 2.5);
-        assert_eq!(
-            c.node_manager.costs["leave"],
-            Config::default().node_manager.costs["leave"]
-        );
-        assert_eq!(
-            c.communication_manager,
-            Config::default().communication_manager
-        );
+        assert_eq!(c.node_manager.costs["leave"], Config::default().node_manager.costs["leave"]);
+        assert_eq!(c.communication_manager, Config::default().communication_manager);
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
     }
 
     #[test]
     fn mistakes_are_named() {
-        let err = Config::from_toml("[node_manager]\ncosts = { joinn = 1.0 }")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("node_manager.costs.joinn: no such operation"),
-            "{err}"
-        );
-        let err = Config::from_toml("[node_manager]\nbudget_joules = -5.0")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[node_manager]\ncosts = { joinn = 1.0 }").unwrap_err().to_string();
+        assert!(err.contains("node_manager.costs.joinn: no such operation"), "{err}");
+        let err = Config::from_toml("[node_manager]\nbudget_joules = -5.0").unwrap_err().to_string();
         assert!(err.contains("cannot be negative"), "{err}");
-        let err = Config::from_toml("[node_managr]\nbudget_joules = 5.0")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[node_managr]\nbudget_joules = 5.0").unwrap_err().to_string();
         assert!(err.contains("node_managr"), "{err}");
-        let err = Config::from_toml("[failure_detector]\nheartbeat_msec = 5")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("failure_detector.heartbeat_msec: no such setting"),
-            "{err}"
-        );
-        let err = Config::from_toml("[node_manager]\nbudget = 5.0")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("node_manager.budget: no such setting"),
-            "{err}"
-        );
-        let err = Config::from_toml("[alerts]\nwarning = 0.99")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[failure_detector]\nheartbeat_msec = 5").unwrap_err().to_string();
+        assert!(err.contains("failure_detector.heartbeat_msec: no such setting"), "{err}");
+        let err = Config::from_toml("[node_manager]\nbudget = 5.0").unwrap_err().to_string();
+        assert!(err.contains("node_manager.budget: no such setting"), "{err}");
+        let err = Config::from_toml("[alerts]\nwarning = 0.99").unwrap_err().to_string();
         assert!(err.contains("warning < critical"), "{err}");
-        let err = Config::from_toml("[node_manager]\ngrants = [\"Root\"]")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[node_manager]\ngrants = [\"Root\"]").unwrap_err().to_string();
         assert!(err.contains("Root"), "{err}");
         assert!(Config::from_toml("this is = = not toml").is_err());
-        let err = Config::from_toml("[raft]\nheartbeat_ms = 500")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[raft]\nheartbeat_ms = 500").unwrap_err().to_string();
         assert!(err.contains("heartbeat_ms < election_timeout_ms"), "{err}");
     }
 }

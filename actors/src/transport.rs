@@ -79,11 +79,7 @@ pub struct Inbox {
 impl Inbox {
     /// An inbox that takes Raft messages only.
     pub fn new(raft: Recipient<Peer>) -> Self {
-        Inbox {
-            raft,
-            heartbeats: None,
-            adjustments: None,
-        }
+        Inbox { raft, heartbeats: None, adjustments: None }
     }
 
     /// Heartbeats go to `detector`.
@@ -102,14 +98,8 @@ impl Inbox {
     fn deliver(&self, message: Envelope) -> bool {
         match message {
             Envelope::Raft(m) => self.raft.try_send(Peer(m)).is_ok(),
-            Envelope::Heartbeat(m) => self
-                .heartbeats
-                .as_ref()
-                .is_some_and(|r| r.try_send(m).is_ok()),
-            Envelope::Adjust(m) => self
-                .adjustments
-                .as_ref()
-                .is_some_and(|r| r.try_send(m).is_ok()),
+            Envelope::Heartbeat(m) => self.heartbeats.as_ref().is_some_and(|r| r.try_send(m).is_ok()),
+            Envelope::Adjust(m) => self.adjustments.as_ref().is_some_and(|r| r.try_send(m).is_ok()),
         }
     }
 }
@@ -133,14 +123,8 @@ struct Inner {
 impl LocalNetwork {
     /// A network with no faults, its loss drawn from `seed`.
     pub fn new(seed: u64) -> Self {
-        let inner = Inner {
-            nodes: BTreeMap::new(),
-            faults: Faults::default(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        };
-        LocalNetwork {
-            inner: Arc::new(Mutex::new(inner)),
-        }
+        let inner = Inner { nodes: BTreeMap::new(), faults: Faults::default(), rng: ChaCha8Rng::seed_from_u64(seed) };
+        LocalNetwork { inner: Arc::new(Mutex::new(inner)) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -184,17 +168,10 @@ impl Transport for LocalNetwork {
             // A crashed node's timers may still fire for a moment; nothing it sends arrives.
             return Err(Undeliverable::Lost(to));
         }
-        let inbox = inner
-            .nodes
-            .get(&to)
-            .ok_or(Undeliverable::Unreachable(to))?
-            .clone();
+        let inbox = inner.nodes.get(&to).ok_or(Undeliverable::Unreachable(to))?.clone();
         match inner.faults.route(&mut inner.rng, from, to) {
             Route::Lost => Err(Undeliverable::Lost(to)),
-            Route::After(0) => inbox
-                .deliver(message)
-                .then_some(())
-                .ok_or(Undeliverable::Unreachable(to)),
+            Route::After(0) => inbox.deliver(message).then_some(()).ok_or(Undeliverable::Unreachable(to)),
             Route::After(ms) => {
                 actix::spawn(async move {
                     actix::clock::sleep(Duration::from_millis(ms)).await;

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use actix::Actor;
-use actors::energy::Watts;
 use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
+use actors::energy::Watts;
 use actors::managers::node_manager::{Join, JoinError, NodeManager};
 use actors::security::audit::{EntryKind, Outcome, Timestamp};
 use actors::security::{CapSet, Capability, Scope, SecurityContext};
@@ -16,11 +16,7 @@ use actors::{Config, Status, TopUp};
 use common::*;
 
 fn broadcast(ctx: SecurityContext, channel: &str) -> Broadcast {
-    Broadcast {
-        ctx,
-        channel: channel.into(),
-        content: "hello".into(),
-    }
+    Broadcast { ctx, channel: channel.into(), content: "hello".into() }
 }
 
 fn small_budget(joules: f64) -> Config {
@@ -34,48 +30,21 @@ fn small_budget(joules: f64) -> Config {
 async fn an_allowed_request_is_charged_base_plus_measured_and_audited() {
     let world = World::new(Config::default());
     let comm = CommunicationManager::new(&world.env, "n1").start();
-    let receipt = comm
-        .send(broadcast(
-            world.ctx("operator", "communication_management"),
-            "news",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let receipt = comm.send(broadcast(world.ctx("operator", "communication_management"), "news")).await.unwrap().unwrap();
     assert_eq!(receipt.seq, 1);
 
-    let status = comm
-        .send(Status::new(world.ctx("operator", "*")))
-        .await
-        .unwrap()
-        .unwrap();
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
     // broadcast: 5 J base + 0.5 J measured; the status query itself is charged after the snapshot.
     assert_eq!(status.used, j(5.5));
     assert_eq!(status.counters.allowed, 1);
 
     let entries = world.entries();
     let e = &entries[0];
-    assert_eq!(
-        (e.kind, e.outcome, &*e.operation, &*e.principal),
-        (
-            EntryKind::EnergyUsage,
-            Outcome::Allowed,
-            "broadcast",
-            "operator"
-        )
-    );
+    assert_eq!((e.kind, e.outcome, &*e.operation, &*e.principal), (EntryKind::EnergyUsage, Outcome::Allowed, "broadcast", "operator"));
     assert_eq!(&*e.scope, "communication_management.broadcast");
     assert_eq!(&*e.actor, "communication-manager/n1");
     let energy = e.energy.as_ref().unwrap();
-    assert_eq!(
-        (
-            energy.charged_j,
-            energy.measured_j,
-            energy.estimate_j,
-            energy.remaining_j
-        ),
-        (5.5, 0.5, 5.0, 994.5)
-    );
+    assert_eq!((energy.charged_j, energy.measured_j, energy.estimate_j, energy.remaining_j), (5.5, 0.5, 5.0, 994.5));
     assert_eq!(energy.source, "fixed");
 }
 
@@ -83,35 +52,15 @@ async fn an_allowed_request_is_charged_base_plus_measured_and_audited() {
 async fn refusals_are_measured_and_audited_but_not_charged() {
     let world = World::new(Config::default());
     let comm = CommunicationManager::new(&world.env, "n1").start();
-    let no_caps = world
-        .ctx("operator", "communication_management")
-        .attenuate(CapSet::EMPTY);
-    let err = comm
-        .send(broadcast(no_caps, "news"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("BroadcastManagement")),
-        "{err}"
-    );
+    let no_caps = world.ctx("operator", "communication_management").attenuate(CapSet::EMPTY);
+    let err = comm.send(broadcast(no_caps, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("BroadcastManagement")), "{err}");
 
-    let status = comm
-        .send(Status::new(world.ctx("operator", "*")))
-        .await
-        .unwrap()
-        .unwrap();
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
     assert_eq!(status.used, Joules::ZERO);
     assert_eq!(status.counters.denied, 1);
     let e = &world.entries()[0];
-    assert_eq!(
-        (e.kind, e.outcome, e.error()),
-        (
-            EntryKind::SecurityViolation,
-            Outcome::Denied,
-            Some("PermissionDenied")
-        )
-    );
+    assert_eq!((e.kind, e.outcome, e.error()), (EntryKind::SecurityViolation, Outcome::Denied, Some("PermissionDenied")));
     let energy = e.energy.as_ref().unwrap();
     assert_eq!((energy.charged_j, energy.measured_j), (0.0, MEASURED));
     assert!(e.reason().unwrap().contains("lacks {BroadcastManagement}"));
@@ -129,34 +78,18 @@ async fn steps_run_in_order_authority_then_validation_then_energy() {
     // Fails authority, validation and energy: authority is reported.
     let mut bad = broadcast(ok.attenuate(CapSet::EMPTY), "");
     let err = comm.send(bad.clone()).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::PermissionDenied(_)),
-        "{err}"
-    );
+    assert!(matches!(err, CommunicationError::PermissionDenied(_)), "{err}");
 
     // Fails validation and energy: validation is reported.
     bad.ctx = ok.clone();
     let err = comm.send(bad).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::InvalidRequest(ref why) if why.contains("channel is empty")),
-        "{err}"
-    );
+    assert!(matches!(err, CommunicationError::InvalidRequest(ref why) if why.contains("channel is empty")), "{err}");
 
     // Fails only energy.
     let err = comm.send(broadcast(ok, "news")).await.unwrap().unwrap_err();
-    assert_eq!(
-        err,
-        CommunicationError::InsufficientEnergy {
-            needed: j(5.0),
-            available: j(1.0)
-        }
-    );
+    assert_eq!(err, CommunicationError::InsufficientEnergy { needed: j(5.0), available: j(1.0) });
 
-    let kinds: Vec<_> = world
-        .entries()
-        .iter()
-        .map(|e| (e.kind, e.error().unwrap().to_string()))
-        .collect();
+    let kinds: Vec<_> = world.entries().iter().map(|e| (e.kind, e.error().unwrap().to_string())).collect();
     assert_eq!(
         kinds,
         vec![
@@ -172,39 +105,17 @@ async fn within_authority_forged_capabilities_come_before_scope_and_scope_before
     let world = World::new(Config::default());
     let comm = CommunicationManager::new(&world.env, "n1").start();
     // guest holds only BroadcastManagement; this context claims NodeManagement too, in a wrong scope.
-    let forged = SecurityContext::new(
-        "guest",
-        CapSet::of(&[Capability::BroadcastManagement, Capability::NodeManagement]),
-        Scope::new("node_management").unwrap(),
-    );
-    let err = comm
-        .send(broadcast(forged, "news"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("NodeManagement")),
-        "{err}"
-    );
+    let forged = SecurityContext::new("guest", CapSet::of(&[Capability::BroadcastManagement, Capability::NodeManagement]), Scope::new("node_management").unwrap());
+    let err = comm.send(broadcast(forged, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("NodeManagement")), "{err}");
 
     let wrong_scope = world.ctx("guest", "node_management");
-    let err = comm
-        .send(broadcast(wrong_scope.attenuate(CapSet::EMPTY), "news"))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = comm.send(broadcast(wrong_scope.attenuate(CapSet::EMPTY), "news")).await.unwrap().unwrap_err();
     assert!(matches!(err, CommunicationError::InvalidScope(_)), "{err}");
 
     let unknown = SecurityContext::new("stranger", CapSet::EMPTY, Scope::root());
-    let err = comm
-        .send(broadcast(unknown, "news"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("holds no grants")),
-        "{err}"
-    );
+    let err = comm.send(broadcast(unknown, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("holds no grants")), "{err}");
 }
 
 #[actix::test]
@@ -213,15 +124,8 @@ async fn the_actor_itself_must_hold_the_capability() {
     config.communication_manager.grants = CapSet::of(&[Capability::EnergyManagement]);
     let world = World::new(config);
     let comm = CommunicationManager::new(&world.env, "n1").start();
-    let err = comm
-        .send(broadcast(world.ctx("operator", "*"), "news"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("actor communication-manager/n1 itself lacks")),
-        "{err}"
-    );
+    let err = comm.send(broadcast(world.ctx("operator", "*"), "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("actor communication-manager/n1 itself lacks")), "{err}");
 }
 
 #[actix::test]
@@ -231,28 +135,11 @@ async fn the_estimate_includes_the_running_mean_of_measured_costs() {
     let world = World::new(small_budget(11.0));
     let comm = CommunicationManager::new(&world.env, "n1").start();
     let ctx = world.ctx("operator", "communication_management");
-    comm.send(broadcast(ctx.clone(), "a"))
-        .await
-        .unwrap()
-        .unwrap();
-    comm.send(broadcast(ctx.clone(), "a"))
-        .await
-        .unwrap()
-        .unwrap();
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
     let err = comm.send(broadcast(ctx, "a")).await.unwrap().unwrap_err();
-    assert_eq!(
-        err,
-        CommunicationError::InsufficientEnergy {
-            needed: j(5.5),
-            available: Joules::ZERO
-        }
-    );
-    let estimates: Vec<_> = world
-        .entries()
-        .iter()
-        .filter_map(|e| e.energy.as_ref())
-        .map(|e| e.estimate_j)
-        .collect();
+    assert_eq!(err, CommunicationError::InsufficientEnergy { needed: j(5.5), available: Joules::ZERO });
+    let estimates: Vec<_> = world.entries().iter().filter_map(|e| e.energy.as_ref()).map(|e| e.estimate_j).collect();
     assert_eq!(&estimates[..2], &[5.0, 5.5]);
 }
 
@@ -264,10 +151,7 @@ async fn alerts_fire_once_at_80_and_95_percent() {
     let comm = CommunicationManager::new(&world.env, "n1").start();
     let ctx = world.ctx("operator", "communication_management");
     for _ in 0..18 {
-        comm.send(broadcast(ctx.clone(), "a"))
-            .await
-            .unwrap()
-            .unwrap();
+        comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
     }
     let alerts: Vec<_> = world
         .entries()
@@ -276,15 +160,8 @@ async fn alerts_fire_once_at_80_and_95_percent() {
         .filter(|(_, e)| e.kind == EntryKind::EnergyAlert)
         .map(|(i, e)| (i, e.alert().unwrap().to_string()))
         .collect();
-    assert_eq!(
-        alerts,
-        vec![(15, "warning".to_string()), (19, "critical".to_string())]
-    );
-    let status = comm
-        .send(Status::new(world.ctx("operator", "*")))
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(alerts, vec![(15, "warning".to_string()), (19, "critical".to_string())]);
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
     assert_eq!(status.alerts.len(), 2);
 }
 
@@ -295,20 +172,10 @@ async fn a_refill_rate_restores_the_budget_over_time() {
     let world = World::new(config);
     let comm = CommunicationManager::new(&world.env, "n1").start();
     let ctx = world.ctx("operator", "communication_management");
-    comm.send(broadcast(ctx.clone(), "a"))
-        .await
-        .unwrap()
-        .unwrap();
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
     // 0.5 J left; 5.5 J estimated. At 200 W the bucket needs 25 ms to refill that much.
-    let err = comm
-        .send(broadcast(ctx.clone(), "a"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::InsufficientEnergy { .. }),
-        "{err}"
-    );
+    let err = comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InsufficientEnergy { .. }), "{err}");
     actix::clock::sleep(Duration::from_millis(60)).await;
     comm.send(broadcast(ctx, "a")).await.unwrap().unwrap();
 }
@@ -318,35 +185,14 @@ async fn top_up_needs_energy_management_and_restores_service() {
     let world = World::new(small_budget(5.0));
     let comm = CommunicationManager::new(&world.env, "n1").start();
     let ctx = world.ctx("operator", "communication_management");
-    comm.send(broadcast(ctx.clone(), "a"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(comm
-        .send(broadcast(ctx.clone(), "a"))
-        .await
-        .unwrap()
-        .is_err());
+    comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
+    assert!(comm.send(broadcast(ctx.clone(), "a")).await.unwrap().is_err());
 
     let guest = world.ctx("guest", "*");
-    let err = comm
-        .send(TopUp::<CommunicationError>::new(guest, j(100.0)))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("EnergyManagement")),
-        "{err}"
-    );
+    let err = comm.send(TopUp::<CommunicationError>::new(guest, j(100.0))).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::PermissionDenied(ref why) if why.contains("EnergyManagement")), "{err}");
 
-    let remaining = comm
-        .send(TopUp::<CommunicationError>::new(
-            world.ctx("operator", "*"),
-            j(100.0),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let remaining = comm.send(TopUp::<CommunicationError>::new(world.ctx("operator", "*"), j(100.0))).await.unwrap().unwrap();
     assert_eq!(remaining, j(100.0));
     comm.send(broadcast(ctx, "a")).await.unwrap().unwrap();
 }
@@ -359,14 +205,10 @@ async fn an_asynchronous_operation_holds_its_estimate_until_it_completes() {
     let n1 = NodeManager::new(&world.env, "n1").start();
     let n2 = NodeManager::new(&world.env, "n2").start();
     let op = world.ctx("operator", "node_management");
-    n1.send(actors::managers::node_manager::Connect {
-        ctx: op.clone(),
-        peer: "n2".into(),
-        endpoint: n2.clone().recipient(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    n1.send(actors::managers::node_manager::Connect { ctx: op.clone(), peer: "n2".into(), endpoint: n2.clone().recipient() })
+        .await
+        .unwrap()
+        .unwrap();
     let join = |id: &str| Join {
         ctx: op.clone(),
         id: id.into(),
@@ -389,27 +231,11 @@ async fn a_revocation_takes_effect_on_the_next_message() {
     let world = World::new(Config::default());
     let comm = CommunicationManager::new(&world.env, "n1").start();
     let ctx = world.ctx("operator", "communication_management");
-    comm.send(broadcast(ctx.clone(), "news"))
-        .await
-        .unwrap()
-        .unwrap();
-    world
-        .env
-        .grants()
-        .revoke("operator", CapSet::of(&[Capability::BroadcastManagement]));
-    let err = comm
-        .send(broadcast(ctx.clone(), "news"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("BroadcastManagement")),
-        "{err}"
-    );
-    world
-        .env
-        .grants()
-        .grant("operator", CapSet::of(&[Capability::BroadcastManagement]));
+    comm.send(broadcast(ctx.clone(), "news")).await.unwrap().unwrap();
+    world.env.grants().revoke("operator", CapSet::of(&[Capability::BroadcastManagement]));
+    let err = comm.send(broadcast(ctx.clone(), "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("BroadcastManagement")), "{err}");
+    world.env.grants().grant("operator", CapSet::of(&[Capability::BroadcastManagement]));
     comm.send(broadcast(ctx, "news")).await.unwrap().unwrap();
 }
 
@@ -420,18 +246,9 @@ async fn entries_carry_the_time_their_run_ended_in_order_and_its_running_time() 
     let nanos = |t: Timestamp| t.to_datetime().timestamp_nanos_opt().unwrap();
     let before = nanos(Timestamp::now());
     for _ in 0..3 {
-        comm.send(broadcast(
-            world.ctx("operator", "communication_management"),
-            "news",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+        comm.send(broadcast(world.ctx("operator", "communication_management"), "news")).await.unwrap().unwrap();
         // A refusal is stamped the same way.
-        comm.send(broadcast(world.ctx("operator", "node_management"), "news"))
-            .await
-            .unwrap()
-            .unwrap_err();
+        comm.send(broadcast(world.ctx("operator", "node_management"), "news")).await.unwrap().unwrap_err();
     }
     let after = nanos(Timestamp::now());
 
@@ -442,12 +259,7 @@ async fn entries_carry_the_time_their_run_ended_in_order_and_its_running_time() 
     // well within a millisecond over a test's length.
     let tolerance = Duration::from_millis(1).as_nanos() as i64;
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
-    assert!(
-        stamps[0] >= before - tolerance && stamps[5] <= after + tolerance,
-        "{before} {stamps:?} {after}"
-    );
+    assert!(stamps[0] >= before - tolerance && stamps[5] <= after + tolerance, "{before} {stamps:?} {after}");
     // The gate times every run, whatever the meter (here a fixed charge per run).
-    assert!(entries
-        .iter()
-        .all(|e| e.energy.as_ref().unwrap().elapsed_ns > 0));
+    assert!(entries.iter().all(|e| e.energy.as_ref().unwrap().elapsed_ns > 0));
 }

@@ -17,17 +17,8 @@ struct Cluster {
 
 async fn cluster(config: Config, n: usize) -> Cluster {
     let world = World::new(config);
-    let managers: Vec<_> = (1..=n)
-        .map(|i| {
-            (
-                format!("n{i}"),
-                NodeManager::new(&world.env, &format!("n{i}")).start(),
-            )
-        })
-        .collect();
-    connect_all(&world.ctx("operator", "node_management"), &managers)
-        .await
-        .unwrap();
+    let managers: Vec<_> = (1..=n).map(|i| (format!("n{i}"), NodeManager::new(&world.env, &format!("n{i}")).start())).collect();
+    connect_all(&world.ctx("operator", "node_management"), &managers).await.unwrap();
     Cluster { world, managers }
 }
 
@@ -37,13 +28,8 @@ impl Cluster {
     async fn peer_on_own_arbiter(&self, name: &'static str) -> (actix::Arbiter, Addr<NodeManager>) {
         let arbiter = actix::Arbiter::new();
         let env = self.world.env.clone();
-        let peer =
-            NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, name));
-        let connect = actors::managers::node_manager::Connect {
-            ctx: self.op(),
-            peer: name.into(),
-            endpoint: peer.clone().recipient(),
-        };
+        let peer = NodeManager::start_in_arbiter(&arbiter.handle(), move |_| NodeManager::new(&env, name));
+        let connect = actors::managers::node_manager::Connect { ctx: self.op(), peer: name.into(), endpoint: peer.clone().recipient() };
         self.managers[0].1.send(connect).await.unwrap().unwrap();
         (arbiter, peer)
     }
@@ -64,12 +50,7 @@ impl Cluster {
     }
 
     async fn members(&self, i: usize) -> Vec<String> {
-        let nodes = self.managers[i]
-            .1
-            .send(ListNodes { ctx: self.op() })
-            .await
-            .unwrap()
-            .unwrap();
+        let nodes = self.managers[i].1.send(ListNodes { ctx: self.op() }).await.unwrap().unwrap();
         nodes.into_iter().map(|n| n.id).collect()
     }
 }
@@ -79,29 +60,15 @@ async fn a_join_is_confirmed_by_every_peer_and_grants_what_was_asked() {
     let c = cluster(Config::default(), 3).await;
     let response = c.managers[0].1.send(c.join("w1")).await.unwrap().unwrap();
     assert_eq!(response.confirmed_by, vec!["n2", "n3"]);
-    assert_eq!(
-        response.granted_capabilities,
-        CapSet::of(&[Capability::BroadcastManagement])
-    );
+    assert_eq!(response.granted_capabilities, CapSet::of(&[Capability::BroadcastManagement]));
     assert_eq!(response.scope.as_str(), "node_management.w1");
     for i in 0..3 {
         assert_eq!(c.members(i).await, vec!["w1"], "manager {i}");
     }
     // The node's principal can now act with what it was granted.
-    assert_eq!(
-        c.world.env.grants().of("w1"),
-        Some(CapSet::of(&[Capability::BroadcastManagement]))
-    );
+    assert_eq!(c.world.env.grants().of("w1"), Some(CapSet::of(&[Capability::BroadcastManagement])));
 
-    let left = c.managers[1]
-        .1
-        .send(Leave {
-            ctx: c.op(),
-            id: "w1".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let left = c.managers[1].1.send(Leave { ctx: c.op(), id: "w1".into() }).await.unwrap().unwrap();
     assert_eq!(left.id, "w1");
     for i in 0..3 {
         assert!(c.members(i).await.is_empty(), "manager {i}");
@@ -119,34 +86,16 @@ async fn invalid_request_for_a_malformed_or_duplicate_join() {
     assert_eq!(err, JoinError::InvalidRequest("node id is empty".into()));
     let mut no_energy = c.join("w1");
     no_energy.energy_budget = j(0.0);
-    assert!(matches!(
-        n1.send(no_energy).await.unwrap(),
-        Err(JoinError::InvalidRequest(_))
-    ));
+    assert!(matches!(n1.send(no_energy).await.unwrap(), Err(JoinError::InvalidRequest(_))));
     let mut bad_chars = c.join("w1");
     bad_chars.id = "w 1\n".into();
-    assert!(
-        matches!(n1.send(bad_chars).await.unwrap(), Err(JoinError::InvalidRequest(ref why)) if why.contains("contains ' '"))
-    );
+    assert!(matches!(n1.send(bad_chars).await.unwrap(), Err(JoinError::InvalidRequest(ref why)) if why.contains("contains ' '")));
 
     n1.send(c.join("w1")).await.unwrap().unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::InvalidRequest(ref why) if why.contains("already a member")),
-        "{err}"
-    );
-    let err = n1
-        .send(Leave {
-            ctx: c.op(),
-            id: "w9".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(err, JoinError::InvalidRequest(ref why) if why.contains("not a member")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::InvalidRequest(ref why) if why.contains("already a member")), "{err}");
+    let err = n1.send(Leave { ctx: c.op(), id: "w9".into() }).await.unwrap().unwrap_err();
+    assert!(matches!(err, JoinError::InvalidRequest(ref why) if why.contains("not a member")), "{err}");
 }
 
 #[actix::test]
@@ -155,26 +104,15 @@ async fn broadcast_failed_when_a_peer_refuses_and_the_join_is_undone() {
     let c = cluster(Config::default(), 3).await;
     let mut config = Config::default();
     config.node_manager.budget_joules = j(0.0);
-    let env = actors::Environment::new(
-        config,
-        c.world.env.grants().clone(),
-        c.world.env.audit().clone(),
-    );
+    let env = actors::Environment::new(config, c.world.env.grants().clone(), c.world.env.audit().clone());
     let poor = NodeManager::new(&env, "poor").start();
     let n1 = &c.managers[0].1;
-    n1.send(actors::managers::node_manager::Connect {
-        ctx: c.op(),
-        peer: "poor".into(),
-        endpoint: poor.clone().recipient(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    n1.send(actors::managers::node_manager::Connect { ctx: c.op(), peer: "poor".into(), endpoint: poor.clone().recipient() })
+        .await
+        .unwrap()
+        .unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("poor refused: insufficient energy")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("poor refused: insufficient energy")), "{err}");
     // n2 and n3 confirmed, then were told to undo.
     actix::clock::sleep(Duration::from_millis(20)).await;
     for i in 0..3 {
@@ -197,10 +135,7 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
     });
     busy.recv_timeout(Duration::from_secs(2)).unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("slow did not answer within 50 ms")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("slow did not answer within 50 ms")), "{err}");
     arbiter.stop();
 }
 
@@ -213,10 +148,7 @@ async fn channel_closed_when_a_peer_has_stopped() {
     arbiter.stop();
     stopped(&n3).await;
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::ChannelClosed(ref why) if why.contains("peer n3 has stopped")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::ChannelClosed(ref why) if why.contains("peer n3 has stopped")), "{err}");
     // The dead peer was dropped; the next join goes through with n2 alone.
     let ok = n1.send(c.join("w1")).await.unwrap().unwrap();
     assert_eq!(ok.confirmed_by, vec!["n2"]);
@@ -228,10 +160,7 @@ async fn permission_denied_without_node_management() {
     let mut join = c.join("w1");
     join.ctx = c.world.ctx("guest", "node_management");
     let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::PermissionDenied(ref why) if why.contains("\"guest\" lacks {NodeManagement}")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::PermissionDenied(ref why) if why.contains("\"guest\" lacks {NodeManagement}")), "{err}");
 }
 
 #[actix::test]
@@ -243,13 +172,7 @@ async fn insufficient_energy_once_the_budget_is_spent() {
     n1.send(c.join("w1")).await.unwrap().unwrap();
     n1.send(c.join("w2")).await.unwrap().unwrap();
     let err = n1.send(c.join("w3")).await.unwrap().unwrap_err();
-    assert_eq!(
-        err,
-        JoinError::InsufficientEnergy {
-            needed: j(10.5),
-            available: j(4.0)
-        }
-    );
+    assert_eq!(err, JoinError::InsufficientEnergy { needed: j(10.5), available: j(4.0) });
 }
 
 #[actix::test]
@@ -258,10 +181,7 @@ async fn invalid_capabilities_when_asking_for_more_than_the_manager_holds() {
     let mut join = c.join("w1");
     join.capabilities = CapSet::of(&[Capability::SecurityManagement]);
     let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::InvalidCapabilities(ref why) if why.contains("cannot grant {SecurityManagement}")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::InvalidCapabilities(ref why) if why.contains("cannot grant {SecurityManagement}")), "{err}");
 }
 
 #[actix::test]
@@ -270,16 +190,10 @@ async fn invalid_scope_when_asking_for_a_scope_outside_node_management() {
     let mut join = c.join("w1");
     join.scope = Scope::new("communication_management").unwrap();
     let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::InvalidScope(ref why) if why.contains("outside node_management")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::InvalidScope(ref why) if why.contains("outside node_management")), "{err}");
     // And a context whose own scope does not cover the join.
     let mut join = c.join("w1");
     join.ctx = c.world.ctx("operator", "node_management.leave");
     let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, JoinError::InvalidScope(ref why) if why.contains("does not cover node_management.join")),
-        "{err}"
-    );
+    assert!(matches!(err, JoinError::InvalidScope(ref why) if why.contains("does not cover node_management.join")), "{err}");
 }

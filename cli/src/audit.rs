@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use security::audit::{
-    decode_line, verify, AuditReader, EntryKind, Filter, StoredEntry, Summary, Tally, VerifyError,
-};
+use security::audit::{decode_line, EntryKind, verify, AuditReader, Filter, StoredEntry, Summary, Tally, VerifyError};
 
 /// The log was read and is damaged or tampered with.
 pub const EXIT_BROKEN: u8 = 1;
@@ -87,9 +85,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     }
     match humantime::parse_duration(text) {
         Ok(age) => Ok(Utc::now() - chrono::Duration::from_std(age).map_err(|e| e.to_string())?),
-        Err(_) => Err(format!(
-            "{text:?} is neither an RFC 3339 time (2026-11-21T10:00:00Z) nor an age (15m, 2h)"
-        )),
+        Err(_) => Err(format!("{text:?} is neither an RFC 3339 time (2026-11-21T10:00:00Z) nor an age (15m, 2h)")),
     }
 }
 
@@ -110,11 +106,7 @@ fn verify_command(path: &Path) -> ExitCode {
                 report.first_seq,
                 report.last_seq,
                 report.files,
-                if report.head_checked {
-                    ", HEAD matches"
-                } else {
-                    " (a single file: HEAD not checked)"
-                }
+                if report.head_checked { ", HEAD matches" } else { " (a single file: HEAD not checked)" }
             );
             ExitCode::SUCCESS
         }
@@ -136,10 +128,7 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
         match entry {
             Ok(stored) => summary.add(&stored.entry),
             Err(security::audit::ReadError::TornTail { path, bytes }) => {
-                eprintln!(
-                    "ergon: warning: {} ends in a partial line of {bytes} bytes, not counted",
-                    path.display()
-                );
+                eprintln!("ergon: warning: {} ends in a partial line of {bytes} bytes, not counted", path.display());
             }
             Err(e) => return Err(e.into()),
         }
@@ -162,17 +151,9 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
             t.denied,
             t.joules,
             summary.alerts,
-            if summary.repairs > 0 {
-                format!("; {} log repairs", summary.repairs)
-            } else {
-                String::new()
-            }
+            if summary.repairs > 0 { format!("; {} log repairs", summary.repairs) } else { String::new() }
         )?;
-        for (title, table) in [
-            ("actor", &summary.by_actor),
-            ("principal", &summary.by_principal),
-            ("operation", &summary.by_operation),
-        ] {
+        for (title, table) in [("actor", &summary.by_actor), ("principal", &summary.by_principal), ("operation", &summary.by_operation)] {
             writeln!(out)?;
             print_table(&mut out, title, table)?;
         }
@@ -184,57 +165,22 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(
-    out: &mut impl Write,
-    title: &str,
-    rows: &std::collections::BTreeMap<String, Tally>,
-) -> io::Result<()> {
-    let width = rows
-        .keys()
-        .map(String::len)
-        .max()
-        .unwrap_or(0)
-        .max(title.len());
-    writeln!(
-        out,
-        "{title:<width$}  {:>8}  {:>7}  {:>7}  {:>12}",
-        "requests", "denied", "failed", "joules"
-    )?;
+fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTreeMap<String, Tally>) -> io::Result<()> {
+    let width = rows.keys().map(String::len).max().unwrap_or(0).max(title.len());
+    writeln!(out, "{title:<width$}  {:>8}  {:>7}  {:>7}  {:>12}", "requests", "denied", "failed", "joules")?;
     for (name, t) in rows {
-        writeln!(
-            out,
-            "{name:<width$}  {:>8}  {:>7}  {:>7}  {:>12.3}",
-            t.requests, t.denied, t.failed, t.joules
-        )?;
+        writeln!(out, "{name:<width$}  {:>8}  {:>7}  {:>7}  {:>12.3}", t.requests, t.denied, t.failed, t.joules)?;
     }
     Ok(())
 }
 
 /// The energy counter's total, and each actor's metered energy beside its share of the counter.
 fn print_metered(out: &mut impl Write, metered: &security::audit::Metered) -> io::Result<()> {
-    writeln!(
-        out,
-        "measured by the energy counter ({}): {:.3} J",
-        metered.source, metered.measured_j
-    )?;
-    let width = metered
-        .by_actor
-        .keys()
-        .map(String::len)
-        .max()
-        .unwrap_or(0)
-        .max("actor".len());
-    writeln!(
-        out,
-        "{:<width$}  {:>12}  {:>12}",
-        "actor", "metered J", "attributed J"
-    )?;
+    writeln!(out, "measured by the energy counter ({}): {:.3} J", metered.source, metered.measured_j)?;
+    let width = metered.by_actor.keys().map(String::len).max().unwrap_or(0).max("actor".len());
+    writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "metered J", "attributed J")?;
     for (actor, line) in &metered.by_actor {
-        writeln!(
-            out,
-            "{actor:<width$}  {:>12.3e}  {:>12.3e}",
-            line.metered_j, line.attributed_j
-        )?;
+        writeln!(out, "{actor:<width$}  {:>12.3e}  {:>12.3e}", line.metered_j, line.attributed_j)?;
     }
     Ok(())
 }
@@ -253,8 +199,7 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
     let mut seen = 0u64;
     loop {
         let caught_up = tail.read_available(|line, path, number| {
-            let stored = decode_line(line)
-                .map_err(|why| anyhow::anyhow!("{}, line {number}: {why}", path.display()))?;
+            let stored = decode_line(line).map_err(|why| anyhow::anyhow!("{}, line {number}: {why}", path.display()))?;
             seen += 1;
             if filter.matches(&stored.entry) {
                 if args.json {
@@ -290,15 +235,12 @@ fn render(stored: &StoredEntry) -> String {
         (o, None) => format!("{o:?}").to_lowercase(),
     };
     let charged = e.energy.as_ref().map_or(String::new(), |en| match e.kind {
-        EntryKind::EnergyAttribution => {
-            format!("{:.6} J attributed ({})", en.measured_j, en.source)
-        }
+        EntryKind::EnergyAttribution => format!("{:.6} J attributed ({})", en.measured_j, en.source),
         _ => format!("{:.3} J", en.charged_j),
     });
-    let detail = e
-        .error()
-        .map(|code| format!(" {code}: {}", e.reason().unwrap_or("")))
-        .unwrap_or_else(|| e.reason().map(|r| format!(" {r}")).unwrap_or_default());
+    let detail = e.error().map(|code| format!(" {code}: {}", e.reason().unwrap_or(""))).unwrap_or_else(|| {
+        e.reason().map(|r| format!(" {r}")).unwrap_or_default()
+    });
     format!(
         "{:>6} {} {} {} {} {} {} {}{}",
         stored.seq,
@@ -326,14 +268,7 @@ struct Tail {
 impl Tail {
     fn open(path: &Path) -> Result<Tail> {
         AuditReader::open(path)?;
-        Ok(Tail {
-            path: path.to_owned(),
-            file_index: 0,
-            reader: None,
-            offset: 0,
-            line_number: 0,
-            partial: 0,
-        })
+        Ok(Tail { path: path.to_owned(), file_index: 0, reader: None, offset: 0, line_number: 0, partial: 0 })
     }
 
     fn files(&self) -> Result<Vec<PathBuf>> {
@@ -341,18 +276,12 @@ impl Tail {
     }
 
     /// Passes every complete line not yet seen to `each`; returns whether it reached the end.
-    fn read_available(
-        &mut self,
-        mut each: impl FnMut(&[u8], &Path, usize) -> Result<()>,
-    ) -> Result<bool> {
+    fn read_available(&mut self, mut each: impl FnMut(&[u8], &Path, usize) -> Result<()>) -> Result<bool> {
         loop {
             let files = self.files()?;
-            let Some(path) = files.get(self.file_index).cloned() else {
-                return Ok(true);
-            };
+            let Some(path) = files.get(self.file_index).cloned() else { return Ok(true) };
             if self.reader.is_none() {
-                let mut file =
-                    File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                let mut file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
                 file.seek(SeekFrom::Start(self.offset))?;
                 self.reader = Some(BufReader::new(file));
             }

@@ -94,13 +94,7 @@ pub enum EnergyCommand {
 
 pub fn run(command: EnergyCommand) -> Result<ExitCode> {
     match command {
-        EnergyCommand::Probe {
-            powercap_root,
-            pmu_root,
-            load_ms,
-            watts_per_core,
-            json,
-        } => {
+        EnergyCommand::Probe { powercap_root, pmu_root, load_ms, watts_per_core, json } => {
             let config = ProbeConfig {
                 powercap_root,
                 pmu_root,
@@ -108,9 +102,7 @@ pub fn run(command: EnergyCommand) -> Result<ExitCode> {
                 watts_per_core: Watts::new(watts_per_core)?,
             };
             if !json {
-                eprintln!(
-                    "probing: reading every counter, {load_ms} ms of CPU load, reading again ..."
-                );
+                eprintln!("probing: reading every counter, {load_ms} ms of CPU load, reading again ...");
             }
             let found = probe(&config);
             if json {
@@ -120,61 +112,28 @@ pub fn run(command: EnergyCommand) -> Result<ExitCode> {
             println!("{:<34} {:<14} {:<9} detail", "counter", "source", "status");
             for f in &found.findings {
                 let (status, detail) = match &f.status {
-                    Status::Usable { joules, watts } => (
-                        "usable",
-                        format!("{joules:.3} J during the load, {watts:.2} W"),
-                    ),
-                    Status::Stuck => (
-                        "stuck",
-                        format!(
-                            "did not advance during {load_ms} ms of load: measures nothing here"
-                        ),
-                    ),
+                    Status::Usable { joules, watts } => ("usable", format!("{joules:.3} J during the load, {watts:.2} W")),
+                    Status::Stuck => ("stuck", format!("did not advance during {load_ms} ms of load: measures nothing here")),
                     Status::Unusable { why } => ("unusable", why.clone()),
                 };
-                println!(
-                    "{:<34} {:<14} {:<9} {detail}",
-                    f.name,
-                    f.source.as_str(),
-                    status
-                );
+                println!("{:<34} {:<14} {:<9} {detail}", f.name, f.source.as_str(), status);
             }
             println!("\nergon uses: {}", found.verdict);
             Ok(ExitCode::SUCCESS)
         }
-        EnergyCommand::Calibrate {
-            powercap_root,
-            pmu_root,
-            repeats,
-            run_ms,
-            watts_per_core,
-            out,
-            plot,
-        } => {
+        EnergyCommand::Calibrate { powercap_root, pmu_root, repeats, run_ms, watts_per_core, out, plot } => {
             let config = ProbeConfig {
                 powercap_root,
                 pmu_root,
                 load: Duration::from_millis(200),
                 watts_per_core: Watts::new(watts_per_core)?,
             };
-            calibrate(
-                &config,
-                repeats as usize,
-                Duration::from_millis(run_ms),
-                &out,
-                &plot,
-            )
+            calibrate(&config, repeats as usize, Duration::from_millis(run_ms), &out, &plot)
         }
     }
 }
 
-fn calibrate(
-    config: &ProbeConfig,
-    repeats: usize,
-    each: Duration,
-    out: &Path,
-    plot: &Path,
-) -> Result<ExitCode> {
+fn calibrate(config: &ProbeConfig, repeats: usize, each: Duration, out: &Path, plot: &Path) -> Result<ExitCode> {
     if energy::instrumentation() != energy::Instrumentation::Instrumented {
         bail!(
             "this ergon binary is not instrumented by ergon's LLVM pass, so it cannot count the operations \
@@ -184,9 +143,7 @@ fn calibrate(
     eprintln!("probing the energy counters ...");
     let load = config.load;
     let (probe, counter) = probe_and_open(config, || energy::counters::probe::spin(load));
-    let Some(mut counter) = counter else {
-        bail!("{}", probe.verdict)
-    };
+    let Some(mut counter) = counter else { bail!("{}", probe.verdict) };
     println!("counter: {}", probe.verdict);
     let rapl = probe.source == Source::Rapl;
     if !rapl {
@@ -199,8 +156,7 @@ fn calibrate(
     let mut work = workloads::Workloads::new();
     let total = MIXES.len() * repeats;
     let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs, {eta} left")
-            .expect("a constant template"),
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs, {eta} left").expect("a constant template"),
     );
     bar.set_message("calibrating");
     let runs = measure(
@@ -220,10 +176,7 @@ fn calibrate(
     let profile = Profile::new(counter.name(), probe.source, fitted, runs);
     profile.save(out)?;
     println!("profile: {} ({})", out.display(), profile.basis);
-    println!(
-        "load it with `[meter] profile = \"{}\"` in the configuration",
-        out.display()
-    );
+    println!("load it with `[meter] profile = \"{}\"` in the configuration", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,10 +190,7 @@ fn print_fit(runs: &[Observation], fitted: &Fit) {
         fitted.idle_watts,
         fitted.r_squared
     );
-    println!(
-        "{:<11} {:>8} {:>14} {:>14} {:>14} {:>11} {:>11} {:>9}",
-        "mix", "seconds", "alu", "memory", "fp", "measured J", "fitted J", "residual"
-    );
+    println!("{:<11} {:>8} {:>14} {:>14} {:>14} {:>11} {:>11} {:>9}", "mix", "seconds", "alu", "memory", "fp", "measured J", "fitted J", "residual");
     for (run, residual) in runs.iter().zip(&fitted.residuals) {
         println!(
             "{:<11} {:>8.3} {:>14} {:>14} {:>14} {:>11.4} {:>11.4} {:>8.2}%",
@@ -259,36 +209,18 @@ fn print_fit(runs: &[Observation], fitted: &Fit) {
 /// Fitted against measured joules, one point per run, with the line where they are equal.
 fn draw(path: &Path, runs: &[Observation], fitted: &Fit, counter: &str) -> Result<()> {
     use plotters::prelude::*;
-    let points: Vec<(f64, f64)> = runs
-        .iter()
-        .map(|r| (r.joules, fitted.predict(&r.ops, r.seconds)))
-        .collect();
-    let top = points
-        .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .fold(0.0, f64::max)
-        .max(1e-12)
-        * 1.05;
+    let points: Vec<(f64, f64)> = runs.iter().map(|r| (r.joules, fitted.predict(&r.ops, r.seconds))).collect();
+    let top = points.iter().flat_map(|(a, b)| [*a, *b]).fold(0.0, f64::max).max(1e-12) * 1.05;
     let root = SVGBackend::new(path, (720, 540)).into_drawing_area();
     let chart = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "ergon calibration against {counter}: R² {:.4}",
-                    fitted.r_squared
-                ),
-                ("sans-serif", 18),
-            )
+            .caption(format!("ergon calibration against {counter}: R² {:.4}", fitted.r_squared), ("sans-serif", 18))
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..top, 0.0..top)?;
-        chart
-            .configure_mesh()
-            .x_desc("measured J")
-            .y_desc("fitted J")
-            .draw()?;
+        chart.configure_mesh().x_desc("measured J").y_desc("fitted J").draw()?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (top, top)], &BLACK))?;
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
         root.present()?;

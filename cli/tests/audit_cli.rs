@@ -4,15 +4,10 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use security::audit::{
-    AuditConfig, AuditEntry, AuditLog, AuditSink, EnergyRecord, EntryKind, Outcome,
-};
+use security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, EnergyRecord, EntryKind, Outcome};
 
 fn ergon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ergon"))
-        .args(args)
-        .output()
-        .expect("the ergon binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ergon")).args(args).output().expect("the ergon binary runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -27,11 +22,7 @@ fn write_log(dir: &Path) {
         ("mallory", "join", Outcome::Denied, 0.0),
         ("bob", "broadcast", Outcome::Failed, 5.0),
     ] {
-        let kind = if outcome == Outcome::Denied {
-            EntryKind::SecurityViolation
-        } else {
-            EntryKind::EnergyUsage
-        };
+        let kind = if outcome == Outcome::Denied { EntryKind::SecurityViolation } else { EntryKind::EnergyUsage };
         let mut e = AuditEntry::new(kind, outcome, "node-manager/n1", principal, operation, "w1");
         e.energy = Some(EnergyRecord {
             charged_j: joules,
@@ -56,18 +47,12 @@ fn verify_passes_an_intact_log_and_fails_an_edited_one_naming_the_place() {
     assert!(text(&out.stdout).starts_with("ok: 4 entries"));
 
     let segment = dir.path().join("segment-000001.jsonl");
-    let edited =
-        fs::read_to_string(&segment)
-            .unwrap()
-            .replacen("\"charged_j\":5.0", "\"charged_j\":0.5", 1);
+    let edited = fs::read_to_string(&segment).unwrap().replacen("\"charged_j\":5.0", "\"charged_j\":0.5", 1);
     fs::write(&segment, edited).unwrap();
     let out = ergon(&["audit", "verify", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("segment-000001.jsonl, line 2 (entry 1)") && err.contains("edited"),
-        "{err}"
-    );
+    assert!(err.contains("segment-000001.jsonl, line 2 (entry 1)") && err.contains("edited"), "{err}");
 }
 
 #[test]
@@ -80,11 +65,7 @@ fn verify_reports_a_truncated_log() {
     fs::write(&segment, kept).unwrap();
     let out = ergon(&["audit", "verify", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("newest entries were removed"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("newest entries were removed"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -105,17 +86,9 @@ fn unreadable_inputs_exit_2_with_a_clear_message() {
             let err = text(&out.stderr);
             let code = out.status.code();
             // Garbage is a damaged log for verify (1) and unreadable for the readers (2).
-            let allowed = if command == "verify" && path == &garbage {
-                Some(1)
-            } else {
-                Some(2)
-            };
+            let allowed = if command == "verify" && path == &garbage { Some(1) } else { Some(2) };
             assert_eq!(code, allowed, "{command} {}: {err}", path.display());
-            assert!(
-                err.contains(expected),
-                "{command} {}: {err}",
-                path.display()
-            );
+            assert!(err.contains(expected), "{command} {}: {err}", path.display());
             assert!(!err.contains("panicked"), "{err}");
         }
     }
@@ -127,10 +100,7 @@ fn summary_adds_up_by_principal_and_as_json() {
     write_log(dir.path());
     let out = ergon(&["audit", "summary", dir.path().to_str().unwrap()]);
     let table = text(&out.stdout);
-    assert!(
-        table.starts_with("4 requests: 2 allowed, 1 failed, 1 denied; 20.000 J charged"),
-        "{table}"
-    );
+    assert!(table.starts_with("4 requests: 2 allowed, 1 failed, 1 denied; 20.000 J charged"), "{table}");
     let out = ergon(&["audit", "summary", dir.path().to_str().unwrap(), "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["by_principal"]["alice"]["joules"], 15.0);
@@ -146,22 +116,13 @@ fn show_filters_entries() {
     let lines = |args: &[&str]| {
         let mut all = vec!["audit", "show", path];
         all.extend_from_slice(args);
-        text(&ergon(&all).stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+        text(&ergon(&all).stdout).lines().map(str::to_owned).collect::<Vec<_>>()
     };
     assert_eq!(lines(&[]).len(), 4);
     let denied = lines(&["--denied"]);
     assert_eq!(denied.len(), 1);
-    assert!(
-        denied[0].contains("mallory") && denied[0].contains("denied"),
-        "{denied:?}"
-    );
-    assert_eq!(
-        lines(&["--principal", "alice", "--operation", "broadcast"]).len(),
-        1
-    );
+    assert!(denied[0].contains("mallory") && denied[0].contains("denied"), "{denied:?}");
+    assert_eq!(lines(&["--principal", "alice", "--operation", "broadcast"]).len(), 1);
     assert_eq!(lines(&["--actor", "node-manager/n2"]).len(), 0);
     assert_eq!(lines(&["--since", "1h"]).len(), 4);
     assert_eq!(lines(&["--until", "1h"]).len(), 0);
@@ -179,14 +140,7 @@ fn follow_prints_entries_written_after_it_started() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ergon"))
-        .args([
-            "audit",
-            "show",
-            dir.path().to_str().unwrap(),
-            "--follow",
-            "--principal",
-            "carol",
-        ])
+        .args(["audit", "show", dir.path().to_str().unwrap(), "--follow", "--principal", "carol"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -196,14 +150,7 @@ fn follow_prints_entries_written_after_it_started() {
     config.max_segment_bytes = 600;
     let (log, _) = AuditLog::open(config).unwrap();
     for i in 0..3 {
-        log.record(AuditEntry::new(
-            EntryKind::EnergyUsage,
-            Outcome::Allowed,
-            "a",
-            "carol",
-            "join",
-            &format!("x{i}"),
-        ));
+        log.record(AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "carol", "join", &format!("x{i}")));
     }
     log.close().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
@@ -212,29 +159,15 @@ fn follow_prints_entries_written_after_it_started() {
     let shown = text(&out.stdout);
     assert_eq!(shown.lines().count(), 3, "{shown}");
     assert!(shown.contains(" x2 "), "{shown}");
-    assert!(
-        fs::read_dir(dir.path()).unwrap().count() > 3,
-        "the writer rotated"
-    );
+    assert!(fs::read_dir(dir.path()).unwrap().count() > 3, "the writer rotated");
 }
 
 #[test]
 fn summary_sets_each_actors_metered_energy_beside_its_share_of_the_counter() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
-    for (actor, metered, attributed) in [
-        ("node-manager/n1", 2e-6, 0.25),
-        ("energy-meter", 0.0, 0.05),
-        ("unattributed", 0.0, 1.7),
-    ] {
-        let mut e = AuditEntry::new(
-            EntryKind::EnergyAttribution,
-            Outcome::Allowed,
-            actor,
-            "ergon",
-            "attribution",
-            "powercap:intel-rapl:0",
-        );
+    for (actor, metered, attributed) in [("node-manager/n1", 2e-6, 0.25), ("energy-meter", 0.0, 0.05), ("unattributed", 0.0, 1.7)] {
+        let mut e = AuditEntry::new(EntryKind::EnergyAttribution, Outcome::Allowed, actor, "ergon", "attribution", "powercap:intel-rapl:0");
         e.energy = Some(EnergyRecord {
             charged_j: 0.0,
             measured_j: attributed,
@@ -250,26 +183,8 @@ fn summary_sets_each_actors_metered_energy_beside_its_share_of_the_counter() {
     let out = ergon(&["audit", "summary", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("measured by the energy counter (rapl): 2.000 J"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("node-manager/n1")
-            && l.contains("2.000e-6")
-            && l.contains("2.500e-1")),
-        "{stdout}"
-    );
-    let out = ergon(&[
-        "audit",
-        "show",
-        dir.path().to_str().unwrap(),
-        "--operation",
-        "attribution",
-    ]);
-    assert!(
-        text(&out.stdout).contains("1.700000 J attributed (rapl)"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(stdout.contains("measured by the energy counter (rapl): 2.000 J"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("node-manager/n1") && l.contains("2.000e-6") && l.contains("2.500e-1")), "{stdout}");
+    let out = ergon(&["audit", "show", dir.path().to_str().unwrap(), "--operation", "attribution"]);
+    assert!(text(&out.stdout).contains("1.700000 J attributed (rapl)"), "{}", text(&out.stdout));
 }

@@ -4,10 +4,7 @@ use std::fs;
 use std::process::{Command, Output};
 
 fn ergon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ergon"))
-        .args(args)
-        .output()
-        .expect("the ergon binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ergon")).args(args).output().expect("the ergon binary runs")
 }
 
 #[test]
@@ -18,59 +15,23 @@ fn probe_lists_a_stuck_rapl_zone_and_chooses_cpu_time() {
     fs::write(zone.join("name"), "psys\n").unwrap();
     fs::write(zone.join("max_energy_range_uj"), "262143328850\n").unwrap();
     fs::write(zone.join("energy_uj"), "0\n").unwrap();
-    let out = ergon(&[
-        "energy",
-        "probe",
-        "--powercap-root",
-        root.path().to_str().unwrap(),
-        "--load-ms",
-        "50",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ergon(&["energy", "probe", "--powercap-root", root.path().to_str().unwrap(), "--load-ms", "50", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let psys = &report["findings"][0];
-    assert_eq!(
-        (psys["name"].as_str(), psys["status"].as_str()),
-        (Some("powercap:intel-rapl:0 (psys)"), Some("stuck")),
-        "{report}"
-    );
+    assert_eq!((psys["name"].as_str(), psys["status"].as_str()), (Some("powercap:intel-rapl:0 (psys)"), Some("stuck")), "{report}");
     assert_eq!(report["source"], "time-model");
 
-    let out = ergon(&[
-        "energy",
-        "probe",
-        "--powercap-root",
-        root.path().to_str().unwrap(),
-        "--load-ms",
-        "50",
-    ]);
+    let out = ergon(&["energy", "probe", "--powercap-root", root.path().to_str().unwrap(), "--load-ms", "50"]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("stuck") && table.contains("measures nothing here"),
-        "{table}"
-    );
+    assert!(table.contains("stuck") && table.contains("measures nothing here"), "{table}");
     assert!(table.contains("not a measurement of energy"), "{table}");
 }
 
 #[test]
 fn probe_says_why_a_missing_tree_is_unusable() {
-    let out = ergon(&[
-        "energy",
-        "probe",
-        "--powercap-root",
-        "/nonexistent/powercap",
-        "--load-ms",
-        "20",
-    ]);
+    let out = ergon(&["energy", "probe", "--powercap-root", "/nonexistent/powercap", "--load-ms", "20"]);
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("unusable") && table.contains("no powercap tree"),
-        "{table}"
-    );
+    assert!(table.contains("unusable") && table.contains("no powercap tree"), "{table}");
 }

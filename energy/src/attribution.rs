@@ -74,19 +74,14 @@ impl Account {
 
     /// Records one run: its modelled cost and running time. Called by the gate on every message.
     pub fn record(&self, modelled: Joules, busy: Duration) {
-        self.modelled_pj
-            .fetch_add((modelled.get() * 1e12) as u64, Ordering::Relaxed);
-        self.busy_ns.fetch_add(
-            u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.modelled_pj.fetch_add((modelled.get() * 1e12) as u64, Ordering::Relaxed);
+        self.busy_ns.fetch_add(u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.runs.fetch_add(1, Ordering::Relaxed);
     }
 
     fn take(&self) -> Usage {
         Usage {
-            modelled: Joules::new(self.modelled_pj.swap(0, Ordering::Relaxed) as f64 * 1e-12)
-                .unwrap_or(Joules::ZERO),
+            modelled: Joules::new(self.modelled_pj.swap(0, Ordering::Relaxed) as f64 * 1e-12).unwrap_or(Joules::ZERO),
             busy: Duration::from_nanos(self.busy_ns.swap(0, Ordering::Relaxed)),
             runs: self.runs.swap(0, Ordering::Relaxed),
         }
@@ -164,13 +159,7 @@ pub struct Shares {
 pub fn share(window: &Window) -> Shares {
     let measured = window.measured.get();
     let capacity = window.capacity.as_secs_f64();
-    let fraction = |time: Duration| {
-        if capacity > 0.0 {
-            (time.as_secs_f64() / capacity).clamp(0.0, 1.0)
-        } else {
-            0.0
-        }
-    };
+    let fraction = |time: Duration| if capacity > 0.0 { (time.as_secs_f64() / capacity).clamp(0.0, 1.0) } else { 0.0 };
     let busy: Duration = window.accounts.iter().map(|(_, busy)| *busy).sum();
     let handlers = fraction(busy);
     let polling = fraction(window.polling).min(1.0 - handlers);
@@ -185,19 +174,12 @@ pub fn share(window: &Window) -> Shares {
             0.0
         }
     };
-    let accounts: Vec<Joules> = window
-        .accounts
-        .iter()
-        .map(|a| window.measured.scale(handlers * weight(a)))
-        .collect();
+    let accounts: Vec<Joules> =
+        window.accounts.iter().map(|a| window.measured.scale(handlers * weight(a))).collect();
     let polling = window.measured.scale(polling);
     let given = accounts.iter().map(|j| j.get()).sum::<f64>() + polling.get();
     let unattributed = Joules::new((measured - given).max(0.0)).unwrap_or(Joules::ZERO);
-    Shares {
-        accounts,
-        polling,
-        unattributed,
-    }
+    Shares { accounts, polling, unattributed }
 }
 
 /// How often the sampler reads, and how often it reports.
@@ -212,10 +194,7 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig {
-            every: Duration::from_millis(10),
-            report_every: Duration::from_secs(1),
-        }
+        SamplerConfig { every: Duration::from_millis(10), report_every: Duration::from_secs(1) }
     }
 }
 
@@ -331,21 +310,15 @@ impl Sampler {
                         if *stop {
                             true
                         } else {
-                            let (stop, _) = shared
-                                .wake
-                                .wait_timeout(stop, config.every)
-                                .unwrap_or_else(PoisonError::into_inner);
+                            let (stop, _) =
+                                shared.wake.wait_timeout(stop, config.every).unwrap_or_else(PoisonError::into_inner);
                             *stop
                         }
                     };
                     window.close(&mut *counter, &accounts, &mut pending);
                     if stopping || last_report.elapsed() >= config.report_every {
                         report(&pending);
-                        shared
-                            .totals
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .add(&pending);
+                        shared.totals.lock().unwrap_or_else(PoisonError::into_inner).add(&pending);
                         pending = Report::new(counter.name(), counter.source());
                         last_report = Instant::now();
                     }
@@ -354,23 +327,13 @@ impl Sampler {
                     }
                 }
             })
-            .map_err(|e| CounterError::Failed {
-                name: "sampler".into(),
-                why: format!("cannot start its thread: {e}"),
-            })?;
-        Ok(Sampler {
-            shared,
-            thread: Some(thread),
-        })
+            .map_err(|e| CounterError::Failed { name: "sampler".into(), why: format!("cannot start its thread: {e}") })?;
+        Ok(Sampler { shared, thread: Some(thread) })
     }
 
     /// Everything reported so far.
     pub fn totals(&self) -> Report {
-        self.shared
-            .totals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.totals.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Closes the last window, reports it, and returns the totals.
@@ -380,11 +343,7 @@ impl Sampler {
     }
 
     fn halt(&mut self) {
-        *self
-            .shared
-            .stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = true;
+        *self.shared.stop.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -409,15 +368,11 @@ struct WindowClock {
 }
 
 fn process_cpu() -> Duration {
-    cpu_time::ProcessTime::try_now()
-        .map(|t| t.as_duration())
-        .unwrap_or_default()
+    cpu_time::ProcessTime::try_now().map(|t| t.as_duration()).unwrap_or_default()
 }
 
 fn own_cpu() -> Duration {
-    cpu_time::ThreadTime::try_now()
-        .map(|t| t.as_duration())
-        .unwrap_or_default()
+    cpu_time::ThreadTime::try_now().map(|t| t.as_duration()).unwrap_or_default()
 }
 
 impl WindowClock {
@@ -465,20 +420,10 @@ impl WindowClock {
             if usage.runs == 0 && attributed.get() == 0.0 {
                 continue;
             }
-            let line = Line {
-                runs: usage.runs,
-                busy: usage.busy,
-                modelled: usage.modelled,
-                attributed: *attributed,
-            };
+            let line = Line { runs: usage.runs, busy: usage.busy, modelled: usage.modelled, attributed: *attributed };
             report.add_line(name, &line);
         }
-        let reading = Line {
-            runs: 1,
-            busy: polling,
-            modelled: Joules::ZERO,
-            attributed: shares.polling,
-        };
+        let reading = Line { runs: 1, busy: polling, modelled: Joules::ZERO, attributed: shares.polling };
         report.add_line(METER_ACCOUNT, &reading);
         report.measured += window.measured;
         report.unattributed += shares.unattributed;

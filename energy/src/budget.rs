@@ -64,10 +64,7 @@ impl EnergyBudget {
 
     /// A full budget that regains `rate` watts' worth of energy, counted from `now`.
     pub fn with_refill(total: Joules, rate: Watts, now: Instant) -> Self {
-        EnergyBudget {
-            refill: Some((rate, now)),
-            ..EnergyBudget::new(total)
-        }
+        EnergyBudget { refill: Some((rate, now)), ..EnergyBudget::new(total) }
     }
 
     /// The budget's capacity.
@@ -122,10 +119,7 @@ impl EnergyBudget {
     pub fn reserve(&mut self, estimate: Joules) -> Result<Reservation, Shortfall> {
         let available = self.available();
         if estimate > available {
-            return Err(Shortfall {
-                needed: estimate,
-                available,
-            });
+            return Err(Shortfall { needed: estimate, available });
         }
         self.reserved += estimate;
         Ok(Reservation { amount: estimate })
@@ -170,18 +164,9 @@ mod tests {
         let mut b = EnergyBudget::new(j(100.0));
         let first = b.reserve(j(60.0)).unwrap();
         assert_eq!(b.available(), j(40.0));
-        assert_eq!(
-            b.reserve(j(50.0)).unwrap_err(),
-            Shortfall {
-                needed: j(50.0),
-                available: j(40.0)
-            }
-        );
+        assert_eq!(b.reserve(j(50.0)).unwrap_err(), Shortfall { needed: j(50.0), available: j(40.0) });
         assert_eq!(b.settle(first, j(55.0)), Joules::ZERO);
-        assert_eq!(
-            (b.remaining(), b.used(), b.available()),
-            (j(45.0), j(55.0), j(45.0))
-        );
+        assert_eq!((b.remaining(), b.used(), b.available()), (j(45.0), j(55.0), j(45.0)));
     }
 
     #[test]
@@ -189,10 +174,7 @@ mod tests {
         let mut b = EnergyBudget::new(j(10.0));
         let hold = b.reserve(j(10.0)).unwrap();
         b.release(hold);
-        assert_eq!(
-            (b.remaining(), b.available(), b.consumed()),
-            (j(10.0), j(10.0), Joules::ZERO)
-        );
+        assert_eq!((b.remaining(), b.available(), b.consumed()), (j(10.0), j(10.0), Joules::ZERO));
     }
 
     #[test]
@@ -236,9 +218,6 @@ mod tests {
         let hold = b.reserve(j(10.0)).unwrap();
         b.settle(hold, j(10.0));
         b.top_up(j(25.0));
-        assert_eq!(
-            (b.total(), b.remaining(), b.used()),
-            (j(35.0), j(25.0), j(10.0))
-        );
+        assert_eq!((b.total(), b.remaining(), b.used()), (j(35.0), j(25.0), j(10.0)));
     }
 }

@@ -83,48 +83,13 @@ pub struct Mix {
 /// The mixes a calibration runs: each class alone, each pair, and all three, so that no two
 /// columns of the fit move together.
 pub const MIXES: [Mix; 7] = [
-    Mix {
-        name: "alu",
-        alu: 4,
-        mem: 0,
-        fp: 0,
-    },
-    Mix {
-        name: "memory",
-        alu: 0,
-        mem: 4,
-        fp: 0,
-    },
-    Mix {
-        name: "fp",
-        alu: 0,
-        mem: 0,
-        fp: 4,
-    },
-    Mix {
-        name: "alu+memory",
-        alu: 3,
-        mem: 1,
-        fp: 0,
-    },
-    Mix {
-        name: "memory+fp",
-        alu: 0,
-        mem: 1,
-        fp: 3,
-    },
-    Mix {
-        name: "alu+fp",
-        alu: 1,
-        mem: 0,
-        fp: 3,
-    },
-    Mix {
-        name: "all",
-        alu: 2,
-        mem: 1,
-        fp: 1,
-    },
+    Mix { name: "alu", alu: 4, mem: 0, fp: 0 },
+    Mix { name: "memory", alu: 0, mem: 4, fp: 0 },
+    Mix { name: "fp", alu: 0, mem: 0, fp: 4 },
+    Mix { name: "alu+memory", alu: 3, mem: 1, fp: 0 },
+    Mix { name: "memory+fp", alu: 0, mem: 1, fp: 3 },
+    Mix { name: "alu+fp", alu: 1, mem: 0, fp: 3 },
+    Mix { name: "all", alu: 2, mem: 1, fp: 1 },
 ];
 
 /// One run: what was counted, how long it took, what the counter saw.
@@ -168,22 +133,12 @@ pub fn measure(
             std::thread::sleep((start + each).saturating_duration_since(Instant::now()));
             let seconds = start.elapsed().as_secs_f64();
             let joules = counter.read()?.saturating_sub(joules_before).get();
-            let ops = crate::measure_ops()
-                .map_err(|_| CalibrationError::NotInstrumented)?
-                .since(&ops_before);
-            observations.push(Observation {
-                mix: mix.name.into(),
-                ops,
-                seconds,
-                joules,
-            });
+            let ops = crate::measure_ops().map_err(|_| CalibrationError::NotInstrumented)?.since(&ops_before);
+            observations.push(Observation { mix: mix.name.into(), ops, seconds, joules });
             progress(observations.len(), total);
         }
     }
-    if observations
-        .iter()
-        .all(|o| o.ops.alu + o.ops.mem + o.ops.fp == 0)
-    {
+    if observations.iter().all(|o| o.ops.alu + o.ops.mem + o.ops.fp == 0) {
         return Err(CalibrationError::NotInstrumented);
     }
     Ok(observations)
@@ -215,11 +170,7 @@ impl Fit {
         let [a, m, f] = self.joules_per_op;
         let unit = if a > 0.0 { a } else { 1e-12 };
         CostModel {
-            weights: OpWeights {
-                alu: a / unit,
-                mem: m / unit,
-                fp: f / unit,
-            },
+            weights: OpWeights { alu: a / unit, mem: m / unit, fp: f / unit },
             unit_energy: Joules::new(unit).unwrap_or(Joules::ZERO),
         }
     }
@@ -231,49 +182,18 @@ pub fn fit(runs: &[Observation]) -> Result<Fit, CalibrationError> {
     if runs.len() < 4 {
         return Err(CalibrationError::TooFewRuns { runs: runs.len() });
     }
-    let rows: Vec<[f64; 4]> = runs
-        .iter()
-        .map(|r| {
-            [
-                r.ops.alu as f64,
-                r.ops.mem as f64,
-                r.ops.fp as f64,
-                r.seconds,
-            ]
-        })
-        .collect();
+    let rows: Vec<[f64; 4]> =
+        runs.iter().map(|r| [r.ops.alu as f64, r.ops.mem as f64, r.ops.fp as f64, r.seconds]).collect();
     let y: Vec<f64> = runs.iter().map(|r| r.joules).collect();
     let x = nnls(&rows, &y);
-    let fit = Fit {
-        joules_per_op: [x[0], x[1], x[2]],
-        idle_watts: x[3],
-        r_squared: 0.0,
-        residuals: Vec::new(),
-    };
-    let predicted: Vec<f64> = runs
-        .iter()
-        .map(|r| fit.predict(&r.ops, r.seconds))
-        .collect();
+    let fit = Fit { joules_per_op: [x[0], x[1], x[2]], idle_watts: x[3], r_squared: 0.0, residuals: Vec::new() };
+    let predicted: Vec<f64> = runs.iter().map(|r| fit.predict(&r.ops, r.seconds)).collect();
     let mean = y.iter().sum::<f64>() / y.len() as f64;
     let ss_res: f64 = y.iter().zip(&predicted).map(|(y, p)| (y - p).powi(2)).sum();
     let ss_tot: f64 = y.iter().map(|y| (y - mean).powi(2)).sum();
-    let r_squared = if ss_tot > 0.0 {
-        1.0 - ss_res / ss_tot
-    } else if ss_res == 0.0 {
-        1.0
-    } else {
-        0.0
-    };
-    let residuals = y
-        .iter()
-        .zip(&predicted)
-        .map(|(y, p)| if *y != 0.0 { (p - y) / y } else { *p })
-        .collect();
-    Ok(Fit {
-        r_squared,
-        residuals,
-        ..fit
-    })
+    let r_squared = if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else if ss_res == 0.0 { 1.0 } else { 0.0 };
+    let residuals = y.iter().zip(&predicted).map(|(y, p)| if *y != 0.0 { (p - y) / y } else { *p }).collect();
+    Ok(Fit { r_squared, residuals, ..fit })
 }
 
 /// Non-negative least squares for four unknowns: the best unconstrained least-squares solution
@@ -282,13 +202,10 @@ pub fn fit(runs: &[Observation]) -> Result<Fit, CalibrationError> {
 fn nnls(rows: &[[f64; 4]], y: &[f64]) -> [f64; 4] {
     // Columns are scaled to unit norm first: operation counts (1e9) and seconds (0.1) differ by
     // ten orders of magnitude.
-    let norms: [f64; 4] =
-        std::array::from_fn(|j| rows.iter().map(|r| r[j] * r[j]).sum::<f64>().sqrt());
+    let norms: [f64; 4] = std::array::from_fn(|j| rows.iter().map(|r| r[j] * r[j]).sum::<f64>().sqrt());
     let mut best = ([0.0; 4], y.iter().map(|v| v * v).sum::<f64>());
     for subset in 1u32..16 {
-        let columns: Vec<usize> = (0..4)
-            .filter(|j| subset & (1 << j) != 0 && norms[*j] > 0.0)
-            .collect();
+        let columns: Vec<usize> = (0..4).filter(|j| subset & (1 << j) != 0 && norms[*j] > 0.0).collect();
         if columns.len() != subset.count_ones() as usize {
             continue;
         }
@@ -311,11 +228,7 @@ fn nnls(rows: &[[f64; 4]], y: &[f64]) -> [f64; 4] {
         for (&j, v) in columns.iter().zip(&solution) {
             x[j] = v / norms[j];
         }
-        let residual: f64 = rows
-            .iter()
-            .zip(y)
-            .map(|(r, t)| (t - (0..4).map(|j| r[j] * x[j]).sum::<f64>()).powi(2))
-            .sum();
+        let residual: f64 = rows.iter().zip(y).map(|(r, t)| (t - (0..4).map(|j| r[j] * x[j]).sum::<f64>()).powi(2)).sum();
         if residual < best.1 {
             best = (x, residual);
         }
@@ -373,34 +286,17 @@ impl Profile {
     /// else the default model, saying why.
     pub fn new(counter: &str, source: Source, fit: Fit, runs: Vec<Observation>) -> Profile {
         let (cost_model, basis) = if source == Source::Rapl {
-            (
-                fit.cost_model(),
-                format!(
-                    "fit to {counter} (RAPL) over {} runs, R² {:.4}",
-                    runs.len(),
-                    fit.r_squared
-                ),
-            )
+            (fit.cost_model(), format!("fit to {counter} (RAPL) over {} runs, R² {:.4}", runs.len(), fit.r_squared))
         } else {
             let why = format!("{counter} is not RAPL ({source}), so its fit says nothing about joules per operation; ");
             (CostModel::default(), format!("{why}{DEFAULT_BASIS}"))
         };
-        Profile {
-            cost_model,
-            basis,
-            counter: counter.to_owned(),
-            source,
-            fit,
-            runs,
-        }
+        Profile { cost_model, basis, counter: counter.to_owned(), source, fit, runs }
     }
 
     /// Reads a profile written by `ergon energy calibrate`.
     pub fn load(path: &std::path::Path) -> Result<Profile, CalibrationError> {
-        let error = |why: String| CalibrationError::Profile {
-            path: path.display().to_string(),
-            why,
-        };
+        let error = |why: String| CalibrationError::Profile { path: path.display().to_string(), why };
         let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| error(format!("not a calibration profile: {e}")))
     }
@@ -408,10 +304,7 @@ impl Profile {
     /// Writes it as JSON, through a temporary file, so a crash leaves the old profile or the new
     /// one, never half of one.
     pub fn save(&self, path: &std::path::Path) -> Result<(), CalibrationError> {
-        let error = |why: String| CalibrationError::Profile {
-            path: path.display().to_string(),
-            why,
-        };
+        let error = |why: String| CalibrationError::Profile { path: path.display().to_string(), why };
         let text = serde_json::to_string_pretty(self).map_err(|e| error(e.to_string()))?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text + "\n").map_err(|e| error(e.to_string()))?;

@@ -43,7 +43,5 @@ pub use budget::{EnergyBudget, Reservation, Shortfall};
 pub use meter::{FixedMeter, Mark, Meter, OpCountMeter, Reading, Sample, Source, TimeMeter};
 pub use model::{CostModel, OpWeights};
 pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds};
-pub use ops::{
-    instrumentation, instrumented_modules, measure_ops, Instrumentation, NotInstrumented, OpCounts,
-};
+pub use ops::{instrumentation, instrumented_modules, measure_ops, Instrumentation, NotInstrumented, OpCounts};
 pub use quantity::{Joules, QuantityError, Watts};

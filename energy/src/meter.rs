@@ -141,11 +141,7 @@ impl Meter for TimeMeter {
     }
 
     fn end(&self, _start: Mark, elapsed: Duration) -> Reading {
-        Reading {
-            elapsed,
-            ops: None,
-            energy: None,
-        }
+        Reading { elapsed, ops: None, energy: None }
     }
 
     fn assess(&self, reading: &Reading) -> Sample {
@@ -181,29 +177,18 @@ impl Meter for OpCountMeter {
     }
 
     fn begin(&self) -> Mark {
-        Mark {
-            ops: crate::measure_ops().ok(),
-        }
+        Mark { ops: crate::measure_ops().ok() }
     }
 
     fn end(&self, start: Mark, elapsed: Duration) -> Reading {
         let ops = crate::measure_ops().ok();
-        Reading {
-            elapsed,
-            ops: start.ops.zip(ops).map(|(a, b)| b.since(&a)),
-            energy: None,
-        }
+        Reading { elapsed, ops: start.ops.zip(ops).map(|(a, b)| b.since(&a)), energy: None }
     }
 
     fn assess(&self, reading: &Reading) -> Sample {
         // In an instrumented build every reading has counts (the meter exists only there).
         let ops = reading.ops.unwrap_or_default();
-        Sample {
-            joules: self.model.cost(&ops),
-            source: Source::OpCountModel,
-            elapsed: reading.elapsed,
-            ops: reading.ops,
-        }
+        Sample { joules: self.model.cost(&ops), source: Source::OpCountModel, elapsed: reading.elapsed, ops: reading.ops }
     }
 }
 
@@ -225,19 +210,11 @@ impl Meter for FixedMeter {
     }
 
     fn end(&self, _start: Mark, elapsed: Duration) -> Reading {
-        Reading {
-            elapsed,
-            ..Reading::default()
-        }
+        Reading { elapsed, ..Reading::default() }
     }
 
     fn assess(&self, reading: &Reading) -> Sample {
-        Sample {
-            joules: self.per_run,
-            source: Source::Fixed,
-            elapsed: reading.elapsed,
-            ops: reading.ops,
-        }
+        Sample { joules: self.per_run, source: Source::Fixed, elapsed: reading.elapsed, ops: reading.ops }
     }
 }
 
@@ -258,28 +235,14 @@ mod tests {
 
     #[test]
     fn a_reading_with_an_uncounted_part_is_uncounted() {
-        let counted = Reading {
-            ops: Some(OpCounts {
-                alu: 1,
-                mem: 0,
-                fp: 0,
-                total: 1,
-            }),
-            ..Reading::default()
-        };
+        let counted = Reading { ops: Some(OpCounts { alu: 1, mem: 0, fp: 0, total: 1 }), ..Reading::default() };
         assert_eq!((counted + Reading::default()).ops, None);
         assert_eq!((counted + counted).ops.unwrap().alu, 2);
     }
 
     #[test]
     fn sources_print_as_they_serialise() {
-        for s in [
-            Source::Rapl,
-            Source::PerfCounters,
-            Source::OpCountModel,
-            Source::TimeModel,
-            Source::Fixed,
-        ] {
+        for s in [Source::Rapl, Source::PerfCounters, Source::OpCountModel, Source::TimeModel, Source::Fixed] {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
     }

@@ -21,11 +21,7 @@ pub struct OpWeights {
 
 impl Default for OpWeights {
     fn default() -> Self {
-        OpWeights {
-            alu: 1.0,
-            mem: 5.0,
-            fp: 3.0,
-        }
+        OpWeights { alu: 1.0, mem: 5.0, fp: 3.0 }
     }
 }
 
@@ -73,20 +69,12 @@ mod tests {
     use super::*;
 
     fn ops(alu: u64, mem: u64, fp: u64) -> OpCounts {
-        OpCounts {
-            alu,
-            mem,
-            fp,
-            total: alu + mem + fp,
-        }
+        OpCounts { alu, mem, fp, total: alu + mem + fp }
     }
 
     #[test]
     fn cost_uses_the_tutorial_weights() {
-        let model = CostModel {
-            unit_energy: Joules::new(1.0).unwrap(),
-            ..CostModel::default()
-        };
+        let model = CostModel { unit_energy: Joules::new(1.0).unwrap(), ..CostModel::default() };
         // 10 ALU × 1 + 2 mem × 5 + 3 fp × 3 = 29 ALU-equivalents.
         assert_eq!(model.cost(&ops(10, 2, 3)).get(), 29.0);
     }

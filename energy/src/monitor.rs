@@ -30,10 +30,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds {
-            warning: 0.8,
-            critical: 0.95,
-        }
+        Thresholds { warning: 0.8, critical: 0.95 }
     }
 }
 
@@ -93,11 +90,7 @@ const RECENT_ALERTS: usize = 64;
 impl EnergyMonitor {
     /// A monitor that has seen no usage yet.
     pub fn new(thresholds: Thresholds) -> Self {
-        EnergyMonitor {
-            thresholds,
-            current: None,
-            recent: VecDeque::new(),
-        }
+        EnergyMonitor { thresholds, current: None, recent: VecDeque::new() }
     }
 
     /// Looks at the budget after a change; returns the alert if a threshold was crossed.
@@ -156,16 +149,9 @@ mod tests {
         let mut levels = Vec::new();
         for _ in 0..100 {
             spend(&mut budget, 1.0);
-            levels.extend(
-                monitor
-                    .observe(&budget)
-                    .map(|a| (a.level, budget.used().get())),
-            );
+            levels.extend(monitor.observe(&budget).map(|a| (a.level, budget.used().get())));
         }
-        assert_eq!(
-            levels,
-            vec![(AlertLevel::Warning, 80.0), (AlertLevel::Critical, 95.0)]
-        );
+        assert_eq!(levels, vec![(AlertLevel::Warning, 80.0), (AlertLevel::Critical, 95.0)]);
     }
 
     #[test]
@@ -181,10 +167,7 @@ mod tests {
         let mut budget = EnergyBudget::new(Joules::new(100.0).unwrap());
         let mut monitor = EnergyMonitor::new(Thresholds::default());
         spend(&mut budget, 96.0);
-        assert_eq!(
-            monitor.observe(&budget).unwrap().level,
-            AlertLevel::Critical
-        );
+        assert_eq!(monitor.observe(&budget).unwrap().level, AlertLevel::Critical);
         budget.top_up(Joules::new(400.0).unwrap());
         assert_eq!(monitor.observe(&budget).unwrap().level, AlertLevel::Info);
         spend(&mut budget, 320.0);
@@ -197,10 +180,7 @@ mod tests {
     #[test]
     fn threshold_problems_are_named() {
         assert!(Thresholds::default().problem().is_none());
-        let bad = Thresholds {
-            warning: 0.9,
-            critical: 0.5,
-        };
+        let bad = Thresholds { warning: 0.9, critical: 0.5 };
         assert!(bad.problem().unwrap().contains("warning = 0.9"));
     }
 }

@@ -128,12 +128,7 @@ pub fn measure_ops() -> Result<OpCounts, NotInstrumented> {
     let mut raw = [0u64; 4];
     // SAFETY: writes four integers of this thread's counters into `raw`.
     unsafe { ergon_read_op_counters(raw.as_mut_ptr()) };
-    Ok(OpCounts {
-        alu: raw[0],
-        mem: raw[1],
-        fp: raw[2],
-        total: raw[3],
-    })
+    Ok(OpCounts { alu: raw[0], mem: raw[1], fp: raw[2], total: raw[3] })
 }
 
 #[cfg(test)]
@@ -149,27 +144,9 @@ mod tests {
 
     #[test]
     fn deltas_clamp_instead_of_wrapping() {
-        let a = OpCounts {
-            alu: 10,
-            mem: 4,
-            fp: 1,
-            total: 20,
-        };
-        let b = OpCounts {
-            alu: 15,
-            mem: 3,
-            fp: 1,
-            total: 25,
-        };
-        assert_eq!(
-            b.since(&a),
-            OpCounts {
-                alu: 5,
-                mem: 0,
-                fp: 0,
-                total: 5
-            }
-        );
+        let a = OpCounts { alu: 10, mem: 4, fp: 1, total: 20 };
+        let b = OpCounts { alu: 15, mem: 3, fp: 1, total: 25 };
+        assert_eq!(b.since(&a), OpCounts { alu: 5, mem: 0, fp: 0, total: 5 });
         assert_eq!(a.other(), 5);
     }
 }

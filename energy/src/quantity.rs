@@ -222,21 +222,10 @@ mod tests {
 
     #[test]
     fn joules_reject_nan_infinity_and_negatives() {
-        assert_eq!(
-            Joules::new(f64::NAN),
-            Err(QuantityError::NotANumber { unit: "joules" })
-        );
-        assert!(matches!(
-            Joules::new(f64::INFINITY),
-            Err(QuantityError::Infinite { .. })
-        ));
-        assert!(matches!(
-            Joules::new(f64::NEG_INFINITY),
-            Err(QuantityError::Infinite { .. })
-        ));
-        assert!(
-            matches!(Joules::new(-0.5), Err(QuantityError::Negative { value, .. }) if value == -0.5)
-        );
+        assert_eq!(Joules::new(f64::NAN), Err(QuantityError::NotANumber { unit: "joules" }));
+        assert!(matches!(Joules::new(f64::INFINITY), Err(QuantityError::Infinite { .. })));
+        assert!(matches!(Joules::new(f64::NEG_INFINITY), Err(QuantityError::Infinite { .. })));
+        assert!(matches!(Joules::new(-0.5), Err(QuantityError::Negative { value, .. }) if value == -0.5));
         assert_eq!(Joules::new(-0.0).unwrap().get().to_bits(), 0.0f64.to_bits());
         assert_eq!(Joules::new(2.5).unwrap().get(), 2.5);
     }
@@ -252,10 +241,7 @@ mod tests {
     fn deserialising_a_bad_number_is_an_error_not_a_value() {
         assert!(serde_json::from_str::<Joules>("-3.0").is_err());
         assert!(serde_json::from_str::<Joules>("1e400").is_err());
-        assert_eq!(
-            serde_json::from_str::<Joules>("3.5").unwrap(),
-            Joules::new(3.5).unwrap()
-        );
+        assert_eq!(serde_json::from_str::<Joules>("3.5").unwrap(), Joules::new(3.5).unwrap());
     }
 
     #[test]

@@ -26,24 +26,14 @@ fn shares_follow_modelled_cost_and_add_up_to_the_measurement() {
         measured: j(2.0),
         capacity: ms(200),
         polling: ms(2),
-        accounts: vec![
-            (j(1e-6), ms(20)),
-            (j(3e-6), ms(60)),
-            (Joules::ZERO, Duration::ZERO),
-        ],
+        accounts: vec![(j(1e-6), ms(20)), (j(3e-6), ms(60)), (Joules::ZERO, Duration::ZERO)],
     };
     let shares = share(&window);
     // Handlers ran 80 ms of 200: 0.8 J, split 1:3:0.
-    assert!(
-        close(shares.accounts[0], 0.2)
-            && close(shares.accounts[1], 0.6)
-            && close(shares.accounts[2], 0.0)
-    );
+    assert!(close(shares.accounts[0], 0.2) && close(shares.accounts[1], 0.6) && close(shares.accounts[2], 0.0));
     assert!(close(shares.polling, 0.02));
     assert!(close(shares.unattributed, 1.18));
-    let total: f64 = shares.accounts.iter().map(|x| x.get()).sum::<f64>()
-        + shares.polling.get()
-        + shares.unattributed.get();
+    let total: f64 = shares.accounts.iter().map(|x| x.get()).sum::<f64>() + shares.polling.get() + shares.unattributed.get();
     assert!((total - 2.0).abs() < 1e-12);
 }
 
@@ -56,43 +46,17 @@ fn unmodelled_runs_share_by_running_time_and_nothing_exceeds_the_measurement() {
         accounts: vec![(Joules::ZERO, ms(10)), (Joules::ZERO, ms(30))],
     };
     let shares = share(&unmodelled);
-    assert!(
-        close(shares.accounts[0], 0.1)
-            && close(shares.accounts[1], 0.3)
-            && close(shares.unattributed, 0.6)
-    );
+    assert!(close(shares.accounts[0], 0.1) && close(shares.accounts[1], 0.3) && close(shares.unattributed, 0.6));
 
     // Running time beyond the capacity (a handler preempted mid-run) cannot claim more than all of it.
-    let crowded = Window {
-        measured: j(1.0),
-        capacity: ms(10),
-        polling: ms(5),
-        accounts: vec![(j(1.0), ms(50))],
-    };
+    let crowded = Window { measured: j(1.0), capacity: ms(10), polling: ms(5), accounts: vec![(j(1.0), ms(50))] };
     let shares = share(&crowded);
-    assert!(
-        close(shares.accounts[0], 1.0)
-            && close(shares.polling, 0.0)
-            && close(shares.unattributed, 0.0)
-    );
+    assert!(close(shares.accounts[0], 1.0) && close(shares.polling, 0.0) && close(shares.unattributed, 0.0));
 
-    let idle = Window {
-        measured: j(0.5),
-        capacity: ms(100),
-        polling: Duration::ZERO,
-        accounts: vec![],
-    };
+    let idle = Window { measured: j(0.5), capacity: ms(100), polling: Duration::ZERO, accounts: vec![] };
     assert!(close(share(&idle).unattributed, 0.5));
-    let empty = Window {
-        measured: j(0.5),
-        capacity: Duration::ZERO,
-        polling: Duration::ZERO,
-        accounts: vec![(j(1.0), ms(1))],
-    };
-    assert!(
-        close(share(&empty).unattributed, 0.5),
-        "no capacity, nothing to share by"
-    );
+    let empty = Window { measured: j(0.5), capacity: Duration::ZERO, polling: Duration::ZERO, accounts: vec![(j(1.0), ms(1))] };
+    assert!(close(share(&empty).unattributed, 0.5), "no capacity, nothing to share by");
 }
 
 /// A machine counter the test winds forward, which fails when told to.
@@ -114,10 +78,7 @@ impl EnergyCounter for Dial {
     }
     fn read(&mut self) -> Result<Joules, CounterError> {
         if std::mem::take(&mut *self.fail_next.lock().unwrap()) {
-            return Err(CounterError::Failed {
-                name: "dial".into(),
-                why: "told to fail".into(),
-            });
+            return Err(CounterError::Failed { name: "dial".into(), why: "told to fail".into() });
         }
         Ok(Joules::new(*self.joules.lock().unwrap()).unwrap())
     }
@@ -129,23 +90,13 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     let accounts = Accounts::new();
     let reports: Arc<Mutex<Vec<Report>>> = Arc::default();
     let sink = reports.clone();
-    let config = SamplerConfig {
-        every: ms(5),
-        report_every: ms(20),
-    };
-    let sampler = Sampler::start(
-        Box::new(dial.clone()),
-        accounts.clone(),
-        config,
-        Box::new(move |r| sink.lock().unwrap().push(r.clone())),
-    )
-    .unwrap();
+    let config = SamplerConfig { every: ms(5), report_every: ms(20) };
+    let sampler =
+        Sampler::start(Box::new(dial.clone()), accounts.clone(), config, Box::new(move |r| sink.lock().unwrap().push(r.clone())))
+            .unwrap();
     let node = accounts.open("node-manager");
     let comm = accounts.open("communication-manager");
-    assert!(
-        Arc::ptr_eq(&node, &accounts.open("node-manager")),
-        "one account per actor"
-    );
+    assert!(Arc::ptr_eq(&node, &accounts.open("node-manager")), "one account per actor");
     for round in 0..10 {
         node.record(j(1e-6), Duration::from_micros(300));
         comm.record(j(3e-6), Duration::from_micros(900));
@@ -157,38 +108,17 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     }
     let totals = sampler.stop();
 
-    assert!(
-        close(totals.measured, 2.5),
-        "every joule the counter counted is reported: {totals:#?}"
-    );
-    assert!(
-        (totals.accounted().get() - 2.5).abs() < 1e-9,
-        "attributed + unattributed = measured: {totals:#?}"
-    );
-    assert_eq!(
-        totals.failed_reads, 1,
-        "the failed reading is counted, and its energy moved on"
-    );
-    let (node, comm) = (
-        &totals.lines["node-manager"],
-        &totals.lines["communication-manager"],
-    );
+    assert!(close(totals.measured, 2.5), "every joule the counter counted is reported: {totals:#?}");
+    assert!((totals.accounted().get() - 2.5).abs() < 1e-9, "attributed + unattributed = measured: {totals:#?}");
+    assert_eq!(totals.failed_reads, 1, "the failed reading is counted, and its energy moved on");
+    let (node, comm) = (&totals.lines["node-manager"], &totals.lines["communication-manager"]);
     assert_eq!((node.runs, comm.runs), (10, 10));
     assert!(close(node.modelled, 1e-5) && close(comm.modelled, 3e-5));
     assert!(comm.attributed > node.attributed && node.attributed > Joules::ZERO);
     let meter = &totals.lines[METER_ACCOUNT];
-    assert!(
-        meter.busy > Duration::ZERO && meter.attributed > Joules::ZERO,
-        "measuring is charged: {meter:?}"
-    );
-    assert!(
-        totals.unattributed > Joules::ZERO,
-        "a mostly idle machine leaves most energy unattributed"
-    );
-    assert_eq!(
-        (totals.source, totals.counter.as_str()),
-        (Source::Rapl, "dial")
-    );
+    assert!(meter.busy > Duration::ZERO && meter.attributed > Joules::ZERO, "measuring is charged: {meter:?}");
+    assert!(totals.unattributed > Joules::ZERO, "a mostly idle machine leaves most energy unattributed");
+    assert_eq!((totals.source, totals.counter.as_str()), (Source::Rapl, "dial"));
 
     // The reports, summed, are the totals.
     let reports = reports.lock().unwrap();

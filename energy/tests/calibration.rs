@@ -1,9 +1,7 @@
 //! Calibration on synthetic runs: known coefficients come back, within 1% under noise, and the
 //! profile keeps the documented default unless the counter is RAPL.
 
-use energy::calibration::{
-    fit, CalibrationError, Observation, Profile, DEFAULT_BASIS, DUTY_CYCLES, MIXES,
-};
+use energy::calibration::{fit, CalibrationError, Observation, Profile, DEFAULT_BASIS, DUTY_CYCLES, MIXES};
 use energy::{CostModel, OpCounts, Source};
 
 /// Joules per ALU, memory and FP operation, and idle watts, of a made-up machine.
@@ -34,16 +32,8 @@ fn runs(relative_noise: f64) -> Vec<Observation> {
                 fp: per_unit * u64::from(mix.fp) + 1000,
                 total: 0,
             };
-            let exact = ops.alu as f64 * alu_j
-                + ops.mem as f64 * mem_j
-                + ops.fp as f64 * fp_j
-                + seconds * idle;
-            runs.push(Observation {
-                mix: mix.name.into(),
-                ops,
-                seconds,
-                joules: exact * (1.0 + relative_noise * noise(i)),
-            });
+            let exact = ops.alu as f64 * alu_j + ops.mem as f64 * mem_j + ops.fp as f64 * fp_j + seconds * idle;
+            runs.push(Observation { mix: mix.name.into(), ops, seconds, joules: exact * (1.0 + relative_noise * noise(i)) });
         }
     }
     runs
@@ -67,22 +57,12 @@ fn exact_runs_give_back_the_coefficients() {
 fn noisy_runs_give_back_the_coefficients_within_one_percent() {
     let runs = runs(0.001);
     let fitted = fit(&runs).unwrap();
-    for (class, (got, want)) in ["alu", "memory", "fp"]
-        .iter()
-        .zip(fitted.joules_per_op.iter().zip(TRUTH.0))
-    {
+    for (class, (got, want)) in ["alu", "memory", "fp"].iter().zip(fitted.joules_per_op.iter().zip(TRUTH.0)) {
         assert!(within(*got, want, 0.01), "{class}: {got} vs {want}");
     }
-    assert!(
-        within(fitted.idle_watts, TRUTH.1, 0.01),
-        "{}",
-        fitted.idle_watts
-    );
+    assert!(within(fitted.idle_watts, TRUTH.1, 0.01), "{}", fitted.idle_watts);
     assert_eq!(fitted.residuals.len(), runs.len());
-    assert!(
-        fitted.residuals.iter().all(|r| r.abs() < 0.002),
-        "residuals are of the order of the noise"
-    );
+    assert!(fitted.residuals.iter().all(|r| r.abs() < 0.002), "residuals are of the order of the noise");
 }
 
 #[test]
@@ -96,36 +76,21 @@ fn a_class_that_costs_nothing_is_zero_not_negative() {
     let fitted = fit(&runs).unwrap();
     assert!(fitted.joules_per_op.iter().all(|j| *j >= 0.0), "{fitted:?}");
     assert!(fitted.joules_per_op[1] < 1e-11, "{fitted:?}");
-    assert_eq!(
-        fit(&runs[..3]).unwrap_err(),
-        CalibrationError::TooFewRuns { runs: 3 }
-    );
+    assert_eq!(fit(&runs[..3]).unwrap_err(), CalibrationError::TooFewRuns { runs: 3 });
 }
 
 #[test]
 fn the_profile_uses_the_fit_only_for_rapl() {
     let runs = runs(0.0);
     let fitted = fit(&runs).unwrap();
-    let rapl = Profile::new(
-        "powercap:intel-rapl:0 (package-0)",
-        Source::Rapl,
-        fitted.clone(),
-        runs.clone(),
-    );
+    let rapl = Profile::new("powercap:intel-rapl:0 (package-0)", Source::Rapl, fitted.clone(), runs.clone());
     let model = rapl.cost_model;
-    assert!(
-        within(model.unit_energy.get(), 0.5e-9, 1e-6) && within(model.weights.mem, 4.0, 1e-6),
-        "{model:?}"
-    );
+    assert!(within(model.unit_energy.get(), 0.5e-9, 1e-6) && within(model.weights.mem, 4.0, 1e-6), "{model:?}");
     assert!(rapl.basis.contains("RAPL"), "{}", rapl.basis);
 
     let estimate = Profile::new("cpu-time", Source::TimeModel, fitted, runs);
     assert_eq!(estimate.cost_model, CostModel::default());
-    assert!(
-        estimate.basis.contains("cpu-time is not RAPL") && estimate.basis.contains(DEFAULT_BASIS),
-        "{}",
-        estimate.basis
-    );
+    assert!(estimate.basis.contains("cpu-time is not RAPL") && estimate.basis.contains(DEFAULT_BASIS), "{}", estimate.basis);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("profile.json");
@@ -133,12 +98,7 @@ fn the_profile_uses_the_fit_only_for_rapl() {
     assert_eq!(Profile::load(&path).unwrap(), rapl);
     std::fs::write(&path, "{\"cost_model\": 3}").unwrap();
     let err = Profile::load(&path).unwrap_err().to_string();
-    assert!(
-        err.contains("profile.json: not a calibration profile"),
-        "{err}"
-    );
-    let err = Profile::load(&dir.path().join("none.json"))
-        .unwrap_err()
-        .to_string();
+    assert!(err.contains("profile.json: not a calibration profile"), "{err}");
+    let err = Profile::load(&dir.path().join("none.json")).unwrap_err().to_string();
     assert!(err.contains("none.json"), "{err}");
 }

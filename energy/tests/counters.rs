@@ -7,13 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use energy::counters::perf::{discover_power, machine_events, online_cpus};
-use energy::counters::powercap::{
-    discover, machine_zones, unreadable, wrap_delta, PowercapCounter,
-};
-use energy::counters::{
-    probe, probe_with, CounterError, EnergyCounter, PerfCounter, PowerEvent, ProbeConfig, Status,
-    Zone,
-};
+use energy::counters::powercap::{discover, machine_zones, unreadable, wrap_delta, PowercapCounter};
+use energy::counters::{probe, probe_with, CounterError, EnergyCounter, PerfCounter, PowerEvent, ProbeConfig, Status, Zone};
 use energy::Source;
 use perf_event::events::Software;
 
@@ -26,9 +21,7 @@ struct Tree {
 
 impl Tree {
     fn new() -> Tree {
-        Tree {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Tree { dir: tempfile::tempdir().unwrap() }
     }
 
     fn root(&self) -> &Path {
@@ -54,11 +47,7 @@ impl Tree {
     }
 
     fn zones(&self) -> Vec<Zone> {
-        discover(self.root())
-            .unwrap()
-            .into_iter()
-            .filter_map(|(_, z)| z.ok())
-            .collect()
+        discover(self.root()).unwrap().into_iter().filter_map(|(_, z)| z.ok()).collect()
     }
 
     fn counter(&self, id: &str) -> PowercapCounter {
@@ -67,20 +56,12 @@ impl Tree {
     }
 
     fn config(&self) -> ProbeConfig {
-        ProbeConfig {
-            powercap_root: self.root().to_owned(),
-            ..ProbeConfig::default()
-        }
+        ProbeConfig { powercap_root: self.root().to_owned(), ..ProbeConfig::default() }
     }
 }
 
 fn status<'a>(probe: &'a energy::counters::Probe, name: &str) -> &'a Status {
-    &probe
-        .findings
-        .iter()
-        .find(|f| f.name.starts_with(name))
-        .unwrap_or_else(|| panic!("no {name} in {probe:#?}"))
-        .status
+    &probe.findings.iter().find(|f| f.name.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {probe:#?}")).status
 }
 
 #[test]
@@ -91,11 +72,7 @@ fn one_wraparound_is_counted_across_the_wrap() {
     tree.zone("intel-rapl:0", "package-0", MAX - 1_000_000);
     let mut counter = tree.counter("intel-rapl:0");
     tree.set("intel-rapl:0", 2_000_000);
-    assert_eq!(
-        counter.read().unwrap().get(),
-        3.0,
-        "1 J before the wrap and 2 J after"
-    );
+    assert_eq!(counter.read().unwrap().get(), 3.0, "1 J before the wrap and 2 J after");
 }
 
 #[test]
@@ -113,10 +90,7 @@ fn several_wraparounds_accumulate_when_read_between_them() {
     }
     let expected = (14 * step) as f64 / 1e6;
     let got = counter.read().unwrap().get();
-    assert!(
-        (got - expected).abs() < 1e-3,
-        "{got} J, expected {expected} J"
-    );
+    assert!((got - expected).abs() < 1e-3, "{got} J, expected {expected} J");
     assert!(got > 3.0 * MAX as f64 / 1e6, "more than three wraps' worth");
 }
 
@@ -135,45 +109,17 @@ fn several_packages_and_subzones_are_found_in_order_and_summed_without_double_co
     let ids: Vec<&str> = zones.iter().map(|z| z.id.as_str()).collect();
     assert_eq!(
         ids,
-        [
-            "intel-rapl:0",
-            "intel-rapl:0:0",
-            "intel-rapl:0:1",
-            "intel-rapl:1",
-            "intel-rapl:1:0",
-            "intel-rapl:10",
-            "intel-rapl-mmio:0"
-        ]
+        ["intel-rapl:0", "intel-rapl:0:0", "intel-rapl:0:1", "intel-rapl:1", "intel-rapl:1:0", "intel-rapl:10", "intel-rapl-mmio:0"]
     );
     assert_eq!(zones[2].parent(), Some("intel-rapl:0"));
     assert_eq!(zones[0].parent(), None);
-    let machine: Vec<&str> = machine_zones(&zones)
-        .iter()
-        .map(|z| z.id.as_str())
-        .collect();
-    assert_eq!(
-        machine,
-        [
-            "intel-rapl:0",
-            "intel-rapl:0:1",
-            "intel-rapl:1",
-            "intel-rapl:1:0",
-            "intel-rapl:10"
-        ],
-        "packages and DRAM; not core (inside its package), not the MMIO copy"
-    );
+    let machine: Vec<&str> = machine_zones(&zones).iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(machine, ["intel-rapl:0", "intel-rapl:0:1", "intel-rapl:1", "intel-rapl:1:0", "intel-rapl:10"], "packages and DRAM; not core (inside its package), not the MMIO copy");
 
     tree.zone("intel-rapl:2", "psys", 8);
     let zones = tree.zones();
-    let machine: Vec<&str> = machine_zones(&zones)
-        .iter()
-        .map(|z| z.id.as_str())
-        .collect();
-    assert_eq!(
-        machine,
-        ["intel-rapl:2"],
-        "the platform zone covers everything"
-    );
+    let machine: Vec<&str> = machine_zones(&zones).iter().map(|z| z.id.as_str()).collect();
+    assert_eq!(machine, ["intel-rapl:2"], "the platform zone covers everything");
 }
 
 #[test]
@@ -187,19 +133,13 @@ fn missing_files_and_trees_are_named() {
     fs::remove_file(tree.root().join("intel-rapl:0/max_energy_range_uj")).unwrap();
     let (_, zone) = discover(tree.root()).unwrap().remove(0);
     let err = zone.unwrap_err();
-    assert!(
-        err.to_string().contains("max_energy_range_uj: missing"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("max_energy_range_uj: missing"), "{err}");
 
     tree.zone("intel-rapl:1", "package-1", 1);
     let mut counter = tree.counter("intel-rapl:1");
     fs::remove_file(tree.root().join("intel-rapl:1/energy_uj")).unwrap();
     let err = counter.read().unwrap_err();
-    assert!(
-        matches!(err, CounterError::Missing { ref path, .. } if path.ends_with("energy_uj")),
-        "{err:?}"
-    );
+    assert!(matches!(err, CounterError::Missing { ref path, .. } if path.ends_with("energy_uj")), "{err:?}");
 }
 
 #[test]
@@ -214,17 +154,9 @@ fn an_unreadable_counter_says_how_to_grant_access() {
     let err = PowercapCounter::open(zone).unwrap_err();
     assert!(matches!(err, CounterError::Unreadable { .. }), "{err:?}");
     // What an unprivileged user gets since CVE-2020-8694:
-    let denied = unreadable(
-        &path,
-        &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-    );
+    let denied = unreadable(&path, &std::io::Error::from(std::io::ErrorKind::PermissionDenied));
     let text = denied.to_string();
-    assert!(
-        text.contains("CVE-2020-8694")
-            && text.contains("chmod a+r")
-            && text.contains(&tree.root().display().to_string()),
-        "{text}"
-    );
+    assert!(text.contains("CVE-2020-8694") && text.contains("chmod a+r") && text.contains(&tree.root().display().to_string()), "{text}");
 }
 
 #[test]
@@ -234,16 +166,10 @@ fn garbage_contents_are_errors_not_numbers() {
     let mut counter = tree.counter("intel-rapl:0");
     tree.write("intel-rapl:0", "energy_uj", "lots\n");
     let err = counter.read().unwrap_err();
-    assert!(
-        matches!(err, CounterError::Garbage { ref contents, .. } if contents == "lots"),
-        "{err:?}"
-    );
+    assert!(matches!(err, CounterError::Garbage { ref contents, .. } if contents == "lots"), "{err:?}");
     tree.write("intel-rapl:0", "energy_uj", &format!("{}\n", MAX + 1));
     let err = counter.read().unwrap_err();
-    assert!(
-        err.to_string().contains("above max_energy_range_uj"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("above max_energy_range_uj"), "{err}");
     tree.write("intel-rapl:0", "energy_uj", "");
     assert!(matches!(counter.read(), Err(CounterError::Garbage { .. })));
     fs::write(tree.root().join("intel-rapl:0/name"), [0xff, 0xfe]).unwrap();
@@ -255,71 +181,41 @@ fn garbage_contents_are_errors_not_numbers() {
 fn a_counter_that_does_not_advance_is_stuck_and_cpu_time_is_chosen_saying_so() {
     let tree = Tree::new();
     tree.zone("intel-rapl:0", "psys", 0);
-    let probe = probe_with(&tree.config(), || {
-        energy::counters::probe::spin(Duration::from_millis(50))
-    });
+    let probe = probe_with(&tree.config(), || energy::counters::probe::spin(Duration::from_millis(50)));
     assert_eq!(*status(&probe, "powercap:intel-rapl:0"), Status::Stuck);
     assert!(matches!(status(&probe, "cpu-time"), Status::Usable { .. }));
-    assert_eq!(
-        (probe.chosen.as_slice(), probe.source),
-        (&["cpu-time".to_owned()][..], Source::TimeModel)
-    );
-    assert!(
-        probe.verdict.contains("not a measurement"),
-        "{}",
-        probe.verdict
-    );
+    assert_eq!((probe.chosen.as_slice(), probe.source), (&["cpu-time".to_owned()][..], Source::TimeModel));
+    assert!(probe.verdict.contains("not a measurement"), "{}", probe.verdict);
 }
 
 #[test]
 fn advancing_rapl_zones_are_chosen_over_cpu_time() {
     let tree = Tree::new();
-    tree.zone("intel-rapl:0", "package-0", 1_000)
-        .zone("intel-rapl:0:0", "core", 500)
-        .zone("intel-rapl:1", "package-1", 0);
+    tree.zone("intel-rapl:0", "package-0", 1_000).zone("intel-rapl:0:0", "core", 500).zone("intel-rapl:1", "package-1", 0);
     let probe = probe_with(&tree.config(), || {
         tree.set("intel-rapl:0", 3_001_000);
         tree.set("intel-rapl:0:0", 1_000_500);
         tree.set("intel-rapl:1", 2_000_000);
     });
-    assert!(
-        matches!(status(&probe, "powercap:intel-rapl:0 "), Status::Usable { joules, .. } if *joules == 3.0),
-        "{probe:#?}"
-    );
+    assert!(matches!(status(&probe, "powercap:intel-rapl:0 "), Status::Usable { joules, .. } if *joules == 3.0), "{probe:#?}");
     assert_eq!(probe.source, Source::Rapl);
-    assert_eq!(
-        probe.chosen,
-        [
-            "powercap:intel-rapl:0 (package-0)",
-            "powercap:intel-rapl:1 (package-1)"
-        ]
-    );
+    assert_eq!(probe.chosen, ["powercap:intel-rapl:0 (package-0)", "powercap:intel-rapl:1 (package-1)"]);
 
     // One package that stands still makes the sum untrustworthy: fall back.
     let probe = probe_with(&tree.config(), || tree.set("intel-rapl:0", 9_000_000));
     assert_eq!(*status(&probe, "powercap:intel-rapl:1"), Status::Stuck);
     assert_eq!(probe.source, Source::TimeModel);
-    assert!(
-        probe.verdict.contains("cannot be read or do not advance"),
-        "{}",
-        probe.verdict
-    );
+    assert!(probe.verdict.contains("cannot be read or do not advance"), "{}", probe.verdict);
 }
 
 #[test]
 fn this_machine_is_probed_as_it_is() {
     // No RAPL here (a VM): whatever the tree shows, the choice must not be a RAPL counter that
     // does not advance, and the verdict must say what the joules are.
-    let probe = probe(&ProbeConfig {
-        load: Duration::from_millis(50),
-        ..ProbeConfig::default()
-    });
+    let probe = probe(&ProbeConfig { load: Duration::from_millis(50), ..ProbeConfig::default() });
     for finding in &probe.findings {
         if probe.chosen.contains(&finding.name) {
-            assert!(
-                matches!(finding.status, Status::Usable { .. }),
-                "{finding:?}"
-            );
+            assert!(matches!(finding.status, Status::Usable { .. }), "{finding:?}");
         }
     }
     assert!(!probe.verdict.is_empty());
@@ -337,21 +233,9 @@ fn power_pmu(events: &[(&str, &str, &str)]) -> tempfile::TempDir {
     fs::write(pmu.join("format/event"), "config:0-7\n").unwrap();
     fs::write(pmu.join("cpumask"), "0,18\n").unwrap();
     for (i, (name, scale, unit)) in events.iter().enumerate() {
-        fs::write(
-            pmu.join("events").join(name),
-            format!("event=0x{:02x}\n", i + 1),
-        )
-        .unwrap();
-        fs::write(
-            pmu.join("events").join(format!("{name}.scale")),
-            format!("{scale}\n"),
-        )
-        .unwrap();
-        fs::write(
-            pmu.join("events").join(format!("{name}.unit")),
-            format!("{unit}\n"),
-        )
-        .unwrap();
+        fs::write(pmu.join("events").join(name), format!("event=0x{:02x}\n", i + 1)).unwrap();
+        fs::write(pmu.join("events").join(format!("{name}.scale")), format!("{scale}\n")).unwrap();
+        fs::write(pmu.join("events").join(format!("{name}.unit")), format!("{unit}\n")).unwrap();
     }
     root
 }
@@ -371,29 +255,12 @@ fn the_power_pmu_is_described_from_sysfs_and_its_machine_events_chosen() {
     let events: Vec<PowerEvent> = found.into_iter().map(|(_, e)| e.unwrap()).collect();
     assert_eq!(events[2].scale, 1.52587890625e-05);
     assert_eq!(events[0].cpus, [0, 18], "one CPU per package, from cpumask");
-    let machine: Vec<&str> = machine_events(&events)
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
-    assert_eq!(
-        machine,
-        ["energy-pkg", "energy-ram"],
-        "cores are inside the package"
-    );
+    let machine: Vec<&str> = machine_events(&events).iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(machine, ["energy-pkg", "energy-ram"], "cores are inside the package");
 
-    let with_psys = power_pmu(&[
-        ("energy-pkg", RAPL_SCALE, "Joules"),
-        ("energy-psys", RAPL_SCALE, "Joules"),
-    ]);
-    let events: Vec<PowerEvent> = discover_power(with_psys.path())
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.unwrap())
-        .collect();
-    let machine: Vec<&str> = machine_events(&events)
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
+    let with_psys = power_pmu(&[("energy-pkg", RAPL_SCALE, "Joules"), ("energy-psys", RAPL_SCALE, "Joules")]);
+    let events: Vec<PowerEvent> = discover_power(with_psys.path()).unwrap().into_iter().map(|(_, e)| e.unwrap()).collect();
+    let machine: Vec<&str> = machine_events(&events).iter().map(|e| e.name.as_str()).collect();
     assert_eq!(machine, ["energy-psys"], "psys covers the packages");
 
     // The configuration is read through perf-event2's dynamic PMU builder; the kernel then refuses
@@ -415,10 +282,7 @@ fn a_power_pmu_with_garbage_or_missing_descriptions_is_named() {
         let err = event.unwrap_err();
         let message = err.to_string();
         match name.as_str() {
-            "energy-pkg" => assert!(
-                message.contains("\"a lot\" is not a counter value"),
-                "{message}"
-            ),
+            "energy-pkg" => assert!(message.contains("\"a lot\" is not a counter value"), "{message}"),
             "energy-ram" => assert!(message.contains("in Joules only"), "{message}"),
             _ => assert!(message.contains("positive number of joules"), "{message}"),
         }
@@ -431,23 +295,11 @@ fn a_power_pmu_with_garbage_or_missing_descriptions_is_named() {
     assert!(missing.to_string().contains("no `power` PMU"), "{missing}");
 
     // The probe reports every event as unusable and falls back, saying why.
-    let config = ProbeConfig {
-        pmu_root: root.path().to_owned(),
-        ..ProbeConfig::default()
-    };
-    let probe = probe_with(&config, || {
-        energy::counters::probe::spin(Duration::from_millis(20))
-    });
-    assert!(matches!(
-        status(&probe, "perf:power/energy-ram"),
-        Status::Unusable { .. }
-    ));
+    let config = ProbeConfig { pmu_root: root.path().to_owned(), ..ProbeConfig::default() };
+    let probe = probe_with(&config, || energy::counters::probe::spin(Duration::from_millis(20)));
+    assert!(matches!(status(&probe, "perf:power/energy-ram"), Status::Unusable { .. }));
     assert_ne!(probe.source, Source::Rapl);
-    assert!(
-        probe.verdict.contains("cannot be read or do not advance"),
-        "{}",
-        probe.verdict
-    );
+    assert!(probe.verdict.contains("cannot be read or do not advance"), "{}", probe.verdict);
 }
 
 #[test]
@@ -456,13 +308,8 @@ fn software_perf_events_count_on_this_machine() {
     // power PMU and the hardware counters, which this virtual machine does not have. Priced at
     // 1 nJ per nanosecond, it reads as 1 W per CPU.
     let cpus = online_cpus().unwrap();
-    let opened = PerfCounter::open(
-        "perf:cpu-clock".into(),
-        Source::TimeModel,
-        &[(Software::CPU_CLOCK, 1e-9)],
-        &cpus,
-        Path::new("cpu-clock"),
-    );
+    let opened =
+        PerfCounter::open("perf:cpu-clock".into(), Source::TimeModel, &[(Software::CPU_CLOCK, 1e-9)], &cpus, Path::new("cpu-clock"));
     let mut counter = match opened {
         Ok(counter) => counter,
         // Unprivileged, machine-wide events are refused; the error must say what to change.
@@ -477,10 +324,7 @@ fn software_perf_events_count_on_this_machine() {
     energy::counters::probe::spin(Duration::from_millis(50));
     let used = counter.read().unwrap().get() - first.get();
     let most = started.elapsed().as_secs_f64() * cpus.len() as f64;
-    assert!(
-        used > 0.0 && used <= most * 1.05,
-        "{used} J in {most} CPU-seconds at 1 W"
-    );
+    assert!(used > 0.0 && used <= most * 1.05, "{used} J in {most} CPU-seconds at 1 W");
     assert_eq!(counter.source(), Source::TimeModel);
 }
 
@@ -491,18 +335,11 @@ fn hardware_counters_are_used_where_they_open_and_named_where_they_do_not() {
         Ok(mut counter) => {
             let first = counter.read().unwrap();
             energy::counters::probe::spin(Duration::from_millis(20));
-            assert!(
-                counter.read().unwrap() > first,
-                "instructions retire under load"
-            );
+            assert!(counter.read().unwrap() > first, "instructions retire under load");
             assert_eq!(counter.source(), Source::PerfCounters);
         }
-        Err(CounterError::Missing { why, .. }) => {
-            assert!(why.contains("cannot count this event"), "{why}")
-        }
-        Err(CounterError::Unreadable { why, .. }) => {
-            assert!(why.contains("perf_event_paranoid"), "{why}")
-        }
+        Err(CounterError::Missing { why, .. }) => assert!(why.contains("cannot count this event"), "{why}"),
+        Err(CounterError::Unreadable { why, .. }) => assert!(why.contains("perf_event_paranoid"), "{why}"),
         Err(e) => panic!("{e}"),
     }
 }

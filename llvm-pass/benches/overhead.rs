@@ -8,19 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Workload and repetitions per run (about 0.1 s each on this project's machines).
-const WORKLOADS: &[(&str, u32)] = &[
-    ("hash", 100),
-    ("sort", 30),
-    ("nbody", 100),
-    ("matmul", 400),
-    ("hashmap", 20),
-];
+const WORKLOADS: &[(&str, u32)] = &[("hash", 100), ("sort", 30), ("nbody", 100), ("matmul", 400), ("hashmap", 20)];
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -38,15 +29,7 @@ fn build() -> (PathBuf, PathBuf) {
     run(
         Command::new(&cargo)
             .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "ergon-pass-fixtures",
-                "--bin",
-                "workloads",
-            ])
+            .args(["build", "--release", "--locked", "-p", "ergon-pass-fixtures", "--bin", "workloads"])
             .env("CARGO_TARGET_DIR", &plain_dir),
         "the plain build",
     );
@@ -54,36 +37,16 @@ fn build() -> (PathBuf, PathBuf) {
     run(
         Command::new(env!("CARGO_BIN_EXE_cargo-ergon"))
             .current_dir(&root)
-            .args([
-                "ergon",
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "ergon-pass-fixtures",
-                "--instrument",
-                "ergon-pass-fixtures",
-            ]),
+            .args(["ergon", "build", "--release", "--locked", "-p", "ergon-pass-fixtures", "--instrument", "ergon-pass-fixtures"]),
         "the instrumented build",
     );
-    (
-        plain_dir.join("release/workloads"),
-        root.join("target/ergon/release/workloads"),
-    )
+    (plain_dir.join("release/workloads"), root.join("target/ergon/release/workloads"))
 }
 
 /// One run: (nanoseconds inside the process, checksum).
 fn time(exe: &Path, workload: &str, reps: u32) -> (f64, String) {
-    let out = Command::new(exe)
-        .args([workload, &reps.to_string()])
-        .output()
-        .expect("the workload runs");
-    assert!(
-        out.status.success(),
-        "{} {workload}: {}",
-        exe.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(exe).args([workload, &reps.to_string()]).output().expect("the workload runs");
+    assert!(out.status.success(), "{} {workload}: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).expect("UTF-8");
     let fields: Vec<&str> = text.split_whitespace().collect();
     match fields.as_slice() {
@@ -98,10 +61,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("ERGON_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(9);
+    let rounds: usize = std::env::var("ERGON_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
     let (plain, instrumented) = build();
     let mut ratios = Vec::new();
     let mut lines = Vec::new();
@@ -117,31 +77,19 @@ fn main() {
                 let i = time(&instrumented, workload, reps);
                 (time(&plain, workload, reps), i)
             };
-            assert_eq!(
-                p_sum, i_sum,
-                "{workload}: the instrumented build computed something else"
-            );
+            assert_eq!(p_sum, i_sum, "{workload}: the instrumented build computed something else");
             per_round.push(i / p);
             plain_ns.push(p / reps as f64);
             inst_ns.push(i / reps as f64);
         }
         let ratio = median(per_round);
-        eprintln!(
-            "  {workload}: plain {:.0} µs, instrumented {:.0} µs per repetition, {ratio:.3}x",
-            median(plain_ns) / 1e3,
-            median(inst_ns) / 1e3
-        );
-        lines.push(format!(
-            "RESULT instrumentation_overhead_{workload} {ratio:.3} x"
-        ));
+        eprintln!("  {workload}: plain {:.0} µs, instrumented {:.0} µs per repetition, {ratio:.3}x", median(plain_ns) / 1e3, median(inst_ns) / 1e3);
+        lines.push(format!("RESULT instrumentation_overhead_{workload} {ratio:.3} x"));
         ratios.push(ratio);
     }
     println!("instrumentation overhead: {} workloads, {rounds} alternating rounds each, median of instrumented/plain", WORKLOADS.len());
     for line in lines {
         println!("{line}");
     }
-    println!(
-        "RESULT instrumentation_overhead_median {:.3} x",
-        median(ratios)
-    );
+    println!("RESULT instrumentation_overhead_median {:.3} x", median(ratios));
 }

@@ -85,29 +85,19 @@ impl std::ops::AddAssign for ClassCounts {
 pub unsafe fn classify(inst: LLVMValueRef) -> Option<(OpClass, u64)> {
     use LLVMOpcode::*;
     let class = match LLVMGetInstructionOpcode(inst) {
-        LLVMAdd | LLVMSub | LLVMMul | LLVMUDiv | LLVMSDiv | LLVMURem | LLVMSRem | LLVMShl
-        | LLVMLShr | LLVMAShr | LLVMAnd | LLVMOr | LLVMXor | LLVMICmp | LLVMSelect | LLVMTrunc
-        | LLVMZExt | LLVMSExt | LLVMPtrToInt | LLVMPtrToAddr | LLVMIntToPtr | LLVMGetElementPtr => {
-            OpClass::Alu
-        }
-        LLVMLoad | LLVMStore | LLVMAtomicRMW | LLVMAtomicCmpXchg | LLVMFence | LLVMVAArg => {
-            OpClass::Mem
-        }
-        LLVMFAdd | LLVMFSub | LLVMFMul | LLVMFDiv | LLVMFRem | LLVMFNeg | LLVMFCmp
-        | LLVMFPTrunc | LLVMFPExt | LLVMFPToSI | LLVMFPToUI | LLVMSIToFP | LLVMUIToFP => {
-            OpClass::Fp
-        }
+        LLVMAdd | LLVMSub | LLVMMul | LLVMUDiv | LLVMSDiv | LLVMURem | LLVMSRem | LLVMShl | LLVMLShr
+        | LLVMAShr | LLVMAnd | LLVMOr | LLVMXor | LLVMICmp | LLVMSelect | LLVMTrunc | LLVMZExt
+        | LLVMSExt | LLVMPtrToInt | LLVMPtrToAddr | LLVMIntToPtr | LLVMGetElementPtr => OpClass::Alu,
+        LLVMLoad | LLVMStore | LLVMAtomicRMW | LLVMAtomicCmpXchg | LLVMFence | LLVMVAArg => OpClass::Mem,
+        LLVMFAdd | LLVMFSub | LLVMFMul | LLVMFDiv | LLVMFRem | LLVMFNeg | LLVMFCmp | LLVMFPTrunc
+        | LLVMFPExt | LLVMFPToSI | LLVMFPToUI | LLVMSIToFP | LLVMUIToFP => OpClass::Fp,
         LLVMCall | LLVMInvoke | LLVMCallBr => match intrinsic_name(inst) {
             Some(name) => classify_intrinsic(inst, name)?,
             None => return Some((OpClass::Other, 1)),
         },
         _ => OpClass::Other,
     };
-    let lanes = if class == OpClass::Other {
-        1
-    } else {
-        lanes(inst)
-    };
+    let lanes = if class == OpClass::Other { 1 } else { lanes(inst) };
     Some((class, lanes))
 }
 
@@ -172,10 +162,7 @@ unsafe fn classify_intrinsic(inst: LLVMValueRef, name: &str) -> Option<OpClass> 
     if involves_fp(inst) {
         return Some(OpClass::Fp);
     }
-    if name.starts_with("llvm.trap")
-        || name.starts_with("llvm.debugtrap")
-        || name.starts_with("llvm.stack")
-    {
+    if name.starts_with("llvm.trap") || name.starts_with("llvm.debugtrap") || name.starts_with("llvm.stack") {
         return Some(OpClass::Other);
     }
     Some(OpClass::Alu)
@@ -185,13 +172,10 @@ unsafe fn classify_intrinsic(inst: LLVMValueRef, name: &str) -> Option<OpClass> 
 unsafe fn types(inst: LLVMValueRef) -> impl Iterator<Item = LLVMTypeRef> {
     let operands = LLVMGetNumOperands(inst).max(0) as u32;
     let operands = match LLVMGetInstructionOpcode(inst) {
-        LLVMOpcode::LLVMCall | LLVMOpcode::LLVMInvoke | LLVMOpcode::LLVMCallBr => {
-            LLVMGetNumArgOperands(inst)
-        }
+        LLVMOpcode::LLVMCall | LLVMOpcode::LLVMInvoke | LLVMOpcode::LLVMCallBr => LLVMGetNumArgOperands(inst),
         _ => operands,
     };
-    std::iter::once(LLVMTypeOf(inst))
-        .chain((0..operands).map(move |i| LLVMTypeOf(LLVMGetOperand(inst, i))))
+    std::iter::once(LLVMTypeOf(inst)).chain((0..operands).map(move |i| LLVMTypeOf(LLVMGetOperand(inst, i))))
 }
 
 unsafe fn involves_fp(inst: LLVMValueRef) -> bool {
@@ -202,9 +186,7 @@ unsafe fn involves_fp(inst: LLVMValueRef) -> bool {
 unsafe fn lanes(inst: LLVMValueRef) -> u64 {
     types(inst)
         .map(|ty| match LLVMGetTypeKind(ty) {
-            LLVMTypeKind::LLVMVectorTypeKind | LLVMTypeKind::LLVMScalableVectorTypeKind => {
-                LLVMGetVectorSize(ty) as u64
-            }
+            LLVMTypeKind::LLVMVectorTypeKind | LLVMTypeKind::LLVMScalableVectorTypeKind => LLVMGetVectorSize(ty) as u64,
             _ => 1,
         })
         .max()
@@ -214,9 +196,7 @@ unsafe fn lanes(inst: LLVMValueRef) -> u64 {
 
 unsafe fn element(ty: LLVMTypeRef) -> LLVMTypeRef {
     match LLVMGetTypeKind(ty) {
-        LLVMTypeKind::LLVMVectorTypeKind | LLVMTypeKind::LLVMScalableVectorTypeKind => {
-            LLVMGetElementType(ty)
-        }
+        LLVMTypeKind::LLVMVectorTypeKind | LLVMTypeKind::LLVMScalableVectorTypeKind => LLVMGetElementType(ty),
         _ => ty,
     }
 }
@@ -225,12 +205,6 @@ unsafe fn is_fp(ty: LLVMTypeRef) -> bool {
     use LLVMTypeKind::*;
     matches!(
         LLVMGetTypeKind(ty),
-        LLVMHalfTypeKind
-            | LLVMBFloatTypeKind
-            | LLVMFloatTypeKind
-            | LLVMDoubleTypeKind
-            | LLVMX86_FP80TypeKind
-            | LLVMFP128TypeKind
-            | LLVMPPC_FP128TypeKind
+        LLVMHalfTypeKind | LLVMBFloatTypeKind | LLVMFloatTypeKind | LLVMDoubleTypeKind | LLVMX86_FP80TypeKind | LLVMFP128TypeKind | LLVMPPC_FP128TypeKind
     )
 }

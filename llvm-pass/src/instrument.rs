@@ -80,12 +80,7 @@ impl CounterScope {
         let mut list = [scope];
         let list = LLVMMetadataAsValue(ctx, LLVMMDNodeInContext2(ctx, list.as_mut_ptr(), 1));
         let kind = |k: &str| LLVMGetMDKindIDInContext(ctx, k.as_ptr().cast(), k.len() as u32);
-        CounterScope {
-            alias_scope_kind: kind("alias.scope"),
-            noalias_kind: kind("noalias"),
-            scope,
-            list,
-        }
+        CounterScope { alias_scope_kind: kind("alias.scope"), noalias_kind: kind("noalias"), scope, list }
     }
 
     /// Marks one of the pass's own counter accesses.
@@ -102,15 +97,9 @@ impl CounterScope {
             let n = LLVMGetMDNodeNumOperands(old) as usize;
             let mut operands = vec![std::ptr::null_mut(); n];
             LLVMGetMDNodeOperands(old, operands.as_mut_ptr());
-            let mut scopes: Vec<LLVMMetadataRef> = operands
-                .into_iter()
-                .map(|v| LLVMValueAsMetadata(v))
-                .collect();
+            let mut scopes: Vec<LLVMMetadataRef> = operands.into_iter().map(|v| LLVMValueAsMetadata(v)).collect();
             scopes.push(self.scope);
-            LLVMMetadataAsValue(
-                ctx,
-                LLVMMDNodeInContext2(ctx, scopes.as_mut_ptr(), scopes.len()),
-            )
+            LLVMMetadataAsValue(ctx, LLVMMDNodeInContext2(ctx, scopes.as_mut_ptr(), scopes.len()))
         };
         LLVMSetMetadata(inst, self.noalias_kind, list);
     }
@@ -160,16 +149,7 @@ impl Instrumenter {
         let tls_fn = LLVMGetIntrinsicDeclaration(module, id, params.as_mut_ptr(), 1);
         let tls_ty = LLVMIntrinsicGetType(ctx, id, params.as_mut_ptr(), 1);
         let scopes = CounterScope::new(ctx);
-        Ok(Instrumenter {
-            module,
-            ctx,
-            builder: LLVMCreateBuilderInContext(ctx),
-            i64,
-            ptr,
-            counters,
-            tls_address: (tls_ty, tls_fn),
-            scopes,
-        })
+        Ok(Instrumenter { module, ctx, builder: LLVMCreateBuilderInContext(ctx), i64, ptr, counters, tls_address: (tls_ty, tls_fn), scopes })
     }
 
     unsafe fn run(self) -> Result<Report, PassError> {
@@ -210,14 +190,7 @@ impl Instrumenter {
             LLVMPositionBuilderBefore(self.builder, after_allocas(entry));
             let (ty, f) = self.tls_address;
             let mut args = [self.counters];
-            let base = LLVMBuildCall2(
-                self.builder,
-                ty,
-                f,
-                args.as_mut_ptr(),
-                1,
-                c"ergon.ops".as_ptr(),
-            );
+            let base = LLVMBuildCall2(self.builder, ty, f, args.as_mut_ptr(), 1, c"ergon.ops".as_ptr());
             for (&block, c) in blocks.iter().zip(&counts) {
                 if c.total() == 0 {
                     continue;
@@ -226,9 +199,7 @@ impl Instrumenter {
                     // After the counter address, which is computed here.
                     LLVMPositionBuilderBefore(self.builder, LLVMGetNextInstruction(base));
                 } else {
-                    let Some(at) = insertion_point(block) else {
-                        continue;
-                    };
+                    let Some(at) = insertion_point(block) else { continue };
                     LLVMPositionBuilderBefore(self.builder, at);
                 }
                 self.bump(base, ALU, c.alu);
@@ -249,24 +220,12 @@ impl Instrumenter {
             base
         } else {
             let mut idx = [LLVMConstInt(self.i64, index, 0)];
-            LLVMBuildInBoundsGEP2(
-                self.builder,
-                self.i64,
-                base,
-                idx.as_mut_ptr(),
-                1,
-                c"".as_ptr(),
-            )
+            LLVMBuildInBoundsGEP2(self.builder, self.i64, base, idx.as_mut_ptr(), 1, c"".as_ptr())
         };
         let old = LLVMBuildLoad2(self.builder, self.i64, slot, c"".as_ptr());
         LLVMSetAlignment(old, 8);
         self.scopes.mark_counter_access(old);
-        let new = LLVMBuildAdd(
-            self.builder,
-            old,
-            LLVMConstInt(self.i64, n, 0),
-            c"".as_ptr(),
-        );
+        let new = LLVMBuildAdd(self.builder, old, LLVMConstInt(self.i64, n, 0), c"".as_ptr());
         let store = LLVMBuildStore(self.builder, new, slot);
         LLVMSetAlignment(store, 8);
         self.scopes.mark_counter_access(store);
@@ -318,11 +277,7 @@ impl Instrumenter {
         let old = LLVMGetNamedGlobal(self.module, name.as_ptr());
         if !old.is_null() {
             let init = LLVMGetInitializer(old);
-            let len = if init.is_null() {
-                0
-            } else {
-                LLVMGetArrayLength2(LLVMTypeOf(init))
-            };
+            let len = if init.is_null() { 0 } else { LLVMGetArrayLength2(LLVMTypeOf(init)) };
             for i in 0..len {
                 entries.push(LLVMGetAggregateElement(init, i as u32));
             }
@@ -331,10 +286,7 @@ impl Instrumenter {
         entries.push(slot);
         let array_ty = LLVMArrayType2(self.ptr, entries.len() as u64);
         let used = LLVMAddGlobal(self.module, array_ty, name.as_ptr());
-        LLVMSetInitializer(
-            used,
-            LLVMConstArray2(self.ptr, entries.as_mut_ptr(), entries.len() as u64),
-        );
+        LLVMSetInitializer(used, LLVMConstArray2(self.ptr, entries.as_mut_ptr(), entries.len() as u64));
         LLVMSetLinkage(used, LLVMLinkage::LLVMAppendingLinkage);
         LLVMSetSection(used, c"llvm.metadata".as_ptr());
     }
@@ -374,9 +326,7 @@ pub(crate) unsafe fn block_counts(block: LLVMBasicBlockRef) -> ClassCounts {
 }
 
 unsafe fn first_non_phi(block: LLVMBasicBlockRef) -> LLVMValueRef {
-    instructions(block)
-        .find(|&i| LLVMIsAPHINode(i).is_null())
-        .expect("a well-formed block ends in a terminator")
+    instructions(block).find(|&i| LLVMIsAPHINode(i).is_null()).expect("a well-formed block ends in a terminator")
 }
 
 /// Where a block's increments go: after its PHI nodes and EH pad; `None` for a `catchswitch`
@@ -394,9 +344,7 @@ unsafe fn insertion_point(block: LLVMBasicBlockRef) -> Option<LLVMValueRef> {
 
 /// The first instruction of the entry block after its leading allocas.
 unsafe fn after_allocas(entry: LLVMBasicBlockRef) -> LLVMValueRef {
-    instructions(entry)
-        .find(|&i| LLVMIsAAllocaInst(i).is_null())
-        .expect("a well-formed block ends in a terminator")
+    instructions(entry).find(|&i| LLVMIsAAllocaInst(i).is_null()).expect("a well-formed block ends in a terminator")
 }
 
 unsafe fn value_name(value: LLVMValueRef) -> String {

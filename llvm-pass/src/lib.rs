@@ -42,10 +42,7 @@ pub use report::{FunctionReport, Report};
 pub enum PassError {
     /// The input could not be read.
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The input is empty.
     #[error("{path} is empty: expected LLVM bitcode (.bc) or textual IR (.ll)")]
     Empty { path: PathBuf },
@@ -57,11 +54,7 @@ pub enum PassError {
         "{path} was written by {producer}, and this ergon-instrument runs on {reader}, which cannot \
          read it; build the input with the rustc whose LLVM matches (rustc --version --verbose shows it)"
     )]
-    VersionMismatch {
-        path: PathBuf,
-        producer: String,
-        reader: String,
-    },
+    VersionMismatch { path: PathBuf, producer: String, reader: String },
     /// The module already defines the counters.
     #[error("the module is already instrumented (it defines `{}`); instrumenting twice would count twice", instrument::COUNTERS_SYMBOL)]
     AlreadyInstrumented,
@@ -79,10 +72,7 @@ pub enum PassError {
     Codegen { detail: String },
     /// The output could not be written.
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// How to instrument.
@@ -101,17 +91,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            before: "default<O3>".into(),
-            after: AFTER_PIPELINE.into(),
-            cpu: "x86-64".into(),
-        }
+        Options { before: "default<O3>".into(), after: AFTER_PIPELINE.into(), cpu: "x86-64".into() }
     }
 }
 
 /// Promotes counters to registers in loops and folds the increments of merged blocks.
-pub const AFTER_PIPELINE: &str =
-    "function(loop-mssa(licm),instcombine<no-verify-fixpoint>,simplifycfg)";
+pub const AFTER_PIPELINE: &str = "function(loop-mssa(licm),instcombine<no-verify-fixpoint>,simplifycfg)";
 
 /// Optimises (per `options.before`), instruments, verifies and re-optimises `module` in place.
 pub fn instrument_module(module: &Module<'_>, options: &Options) -> Result<Report, PassError> {
@@ -119,11 +104,7 @@ pub fn instrument_module(module: &Module<'_>, options: &Options) -> Result<Repor
     instrument_with(module, &machine, options)
 }
 
-fn instrument_with(
-    module: &Module<'_>,
-    machine: &TargetMachine,
-    options: &Options,
-) -> Result<Report, PassError> {
+fn instrument_with(module: &Module<'_>, machine: &TargetMachine, options: &Options) -> Result<Report, PassError> {
     if !options.before.is_empty() {
         module_io::run_pipeline(module, machine, &options.before)?;
     }
@@ -137,12 +118,7 @@ fn instrument_with(
 
 /// Instruments a module held in memory (`name` names it in errors) and returns it as `emit`
 /// asks, with the report.
-pub fn instrument_bytes(
-    input: &[u8],
-    name: &Path,
-    emit: Emit,
-    options: &Options,
-) -> Result<(Vec<u8>, Report), PassError> {
+pub fn instrument_bytes(input: &[u8], name: &Path, emit: Emit, options: &Options) -> Result<(Vec<u8>, Report), PassError> {
     let ctx = Context::create();
     let module = module_io::parse(&ctx, input, name)?;
     let machine = module_io::target_machine(&module, &options.cpu)?;
@@ -151,16 +127,8 @@ pub fn instrument_bytes(
 }
 
 /// Reads `input`, instruments it and writes `output` (whole or not at all); returns the report.
-pub fn instrument_file(
-    input: &Path,
-    output: &Path,
-    emit: Emit,
-    options: &Options,
-) -> Result<Report, PassError> {
-    let bytes = std::fs::read(input).map_err(|source| PassError::Read {
-        path: input.into(),
-        source,
-    })?;
+pub fn instrument_file(input: &Path, output: &Path, emit: Emit, options: &Options) -> Result<Report, PassError> {
+    let bytes = std::fs::read(input).map_err(|source| PassError::Read { path: input.into(), source })?;
     let (out, report) = instrument_bytes(&bytes, input, emit, options)?;
     module_io::write_atomically(output, &out)?;
     Ok(report)

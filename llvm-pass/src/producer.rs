@@ -9,10 +9,7 @@
 pub fn producer(bytes: &[u8]) -> Option<String> {
     let bitcode = unwrap_wrapper(bytes)?;
     let body = bitcode.strip_prefix(b"BC\xC0\xDE")?;
-    let mut r = Bits {
-        bytes: body,
-        pos: 0,
-    };
+    let mut r = Bits { bytes: body, pos: 0 };
     // The top level uses 2-bit abbreviation ids; the first entry must enter block 13.
     if r.fixed(2)? != 1 || r.vbr(8)? != IDENTIFICATION_BLOCK {
         return None;
@@ -47,11 +44,7 @@ pub fn producer(bytes: &[u8]) -> Option<String> {
 
 /// The major version in a producer string such as `LLVM22.1.2-rust-1.95.0-stable`.
 pub fn major_version(producer: &str) -> Option<u32> {
-    let digits: String = producer
-        .trim_start_matches("LLVM")
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = producer.trim_start_matches("LLVM").chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
 
@@ -70,8 +63,7 @@ enum Op {
 
 fn unwrap_wrapper(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B]) {
-        let word =
-            |i: usize| Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize);
+        let word = |i: usize| Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize);
         let (offset, size) = (word(8)?, word(12)?);
         return bytes.get(offset..offset.checked_add(size)?);
     }
@@ -79,10 +71,7 @@ fn unwrap_wrapper(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 fn text(values: &[u64]) -> Option<String> {
-    values
-        .iter()
-        .map(|&v| u8::try_from(v).ok().map(char::from))
-        .collect()
+    values.iter().map(|&v| u8::try_from(v).ok().map(char::from)).collect()
 }
 
 struct Bits<'a> {
@@ -210,10 +199,7 @@ mod tests {
     fn garbage_has_no_producer() {
         assert_eq!(producer(b""), None);
         assert_eq!(producer(b"BC\xC0\xDE"), None);
-        assert_eq!(
-            producer(b"BC\xC0\xDE\xff\xff\xff\xff\xff\xff\xff\xff"),
-            None
-        );
+        assert_eq!(producer(b"BC\xC0\xDE\xff\xff\xff\xff\xff\xff\xff\xff"), None);
         assert_eq!(producer(b"not bitcode at all"), None);
     }
 }

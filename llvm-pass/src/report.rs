@@ -21,12 +21,7 @@ pub struct FunctionReport {
 impl FunctionReport {
     pub(crate) fn new(name: String, blocks: usize, counts: ClassCounts) -> Self {
         let demangled = format!("{:#}", rustc_demangle::demangle(&name));
-        FunctionReport {
-            name,
-            demangled,
-            blocks,
-            counts,
-        }
+        FunctionReport { name, demangled, blocks, counts }
     }
 }
 
@@ -52,8 +47,6 @@ impl Report {
 
     /// The function named `name` (symbol or demangled name).
     pub fn function(&self, name: &str) -> Option<&FunctionReport> {
-        self.functions
-            .iter()
-            .find(|f| f.name == name || f.demangled == name)
+        self.functions.iter().find(|f| f.name == name || f.demangled == name)
     }
 }

@@ -7,14 +7,8 @@ use std::process::Command;
 
 #[test]
 fn calibration_runs_end_to_end_and_says_when_its_counter_is_not_rapl() {
-    let out = Command::new(common::instrumented_fixtures().join("calibrate"))
-        .output()
-        .expect("the fixture runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(common::instrumented_fixtures().join("calibrate")).output().expect("the fixture runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let profile = &report["profile"];
     let runs = profile["runs"].as_array().unwrap();
@@ -36,14 +30,8 @@ fn calibration_runs_end_to_end_and_says_when_its_counter_is_not_rapl() {
     if profile["source"] == "rapl" {
         assert!(basis.contains("(RAPL)"), "{basis}");
     } else {
-        assert!(
-            basis.contains("is not RAPL") && basis.contains("Horowitz"),
-            "{basis}"
-        );
+        assert!(basis.contains("is not RAPL") && basis.contains("Horowitz"), "{basis}");
         let default = serde_json::to_value(energy::CostModel::default()).unwrap();
-        assert_eq!(
-            profile["cost_model"], default,
-            "the documented default is kept"
-        );
+        assert_eq!(profile["cost_model"], default, "the documented default is kept");
     }
 }

@@ -6,10 +6,7 @@ use std::sync::OnceLock;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("llvm-pass sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("llvm-pass sits in the workspace").to_path_buf()
 }
 
 /// Builds `ergon-pass-fixtures` with `cargo ergon`, it and the calibration workloads instrumented
@@ -20,22 +17,10 @@ pub fn instrumented_fixtures() -> &'static Path {
     DIR.get_or_init(|| {
         let status = Command::new(env!("CARGO_BIN_EXE_cargo-ergon"))
             .current_dir(workspace())
-            .args([
-                "ergon",
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "ergon-pass-fixtures",
-                "--instrument",
-                "ergon-pass-fixtures,ergon-workloads",
-            ])
+            .args(["ergon", "build", "--release", "--locked", "-p", "ergon-pass-fixtures", "--instrument", "ergon-pass-fixtures,ergon-workloads"])
             .status()
             .expect("cargo-ergon runs");
-        assert!(
-            status.success(),
-            "cargo ergon build of the fixtures failed: {status}"
-        );
+        assert!(status.success(), "cargo ergon build of the fixtures failed: {status}");
         workspace().join("target/ergon/release")
     })
 }

@@ -21,12 +21,7 @@ struct Run {
 fn runs() -> BTreeMap<String, Vec<Run>> {
     let exe = common::instrumented_fixtures().join("exact");
     let out = Command::new(&exe).output().expect("the fixture runs");
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        exe.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{} failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
     let mut runs: BTreeMap<String, Vec<Run>> = BTreeMap::new();
     for line in String::from_utf8(out.stdout).expect("UTF-8").lines() {
         #[derive(Deserialize)]
@@ -43,33 +38,14 @@ fn runs() -> BTreeMap<String, Vec<Run>> {
 
 /// Asserts `value(run) == slope·n + c` with one constant `c` for every run, `c <= max_constant`,
 /// and returns `c`.
-fn exactly(
-    scenario: &str,
-    runs: &[Run],
-    class: &str,
-    value: impl Fn(&Run) -> u64,
-    slope: u64,
-    max_constant: u64,
-) -> u64 {
+fn exactly(scenario: &str, runs: &[Run], class: &str, value: impl Fn(&Run) -> u64, slope: u64, max_constant: u64) -> u64 {
     assert!(runs.len() >= 3, "{scenario}: {runs:?}");
-    let constant = |r: &Run| {
-        value(r)
-            .checked_sub(slope * r.n)
-            .unwrap_or_else(|| panic!("{scenario}: {class} below {slope}·n: {r:?}"))
-    };
+    let constant = |r: &Run| value(r).checked_sub(slope * r.n).unwrap_or_else(|| panic!("{scenario}: {class} below {slope}·n: {r:?}"));
     let c = constant(&runs[0]);
     for r in runs {
-        assert_eq!(
-            constant(r),
-            c,
-            "{scenario}: {class} is not {slope}·n + {c} at n = {}: {runs:?}",
-            r.n
-        );
+        assert_eq!(constant(r), c, "{scenario}: {class} is not {slope}·n + {c} at n = {}: {runs:?}", r.n);
     }
-    assert!(
-        c <= max_constant,
-        "{scenario}: per-call constant {c} for {class} exceeds {max_constant}"
-    );
+    assert!(c <= max_constant, "{scenario}: per-call constant {c} for {class} exceeds {max_constant}");
     c
 }
 
@@ -84,22 +60,8 @@ fn known_programs_count_exactly() {
     }
     // One volatile load and one volatile store per iteration, plus at most 16 memory
     // operations per call (the measurement closure and black_box spill a few).
-    exactly(
-        "loads_and_stores",
-        &runs["loads_and_stores"],
-        "mem",
-        |r| r.mem,
-        2,
-        16,
-    );
-    exactly(
-        "loads_and_stores",
-        &runs["loads_and_stores"],
-        "fp",
-        fp,
-        0,
-        0,
-    );
+    exactly("loads_and_stores", &runs["loads_and_stores"], "mem", |r| r.mem, 2, 16);
+    exactly("loads_and_stores", &runs["loads_and_stores"], "fp", fp, 0, 0);
     // Memory operations outside the loops do not depend on n.
     for scenario in ["fp_adds", "early_return", "panic"] {
         exactly(scenario, &runs[scenario], "mem", |r| r.mem, 0, 32);
@@ -129,8 +91,5 @@ fn threads_count_their_own_work_only() {
     for r in parent {
         assert_eq!(r.fp, 0, "{parent:?}");
     }
-    assert!(
-        parent[2].total.abs_diff(parent[1].total) < 100,
-        "{parent:?}"
-    );
+    assert!(parent[2].total.abs_diff(parent[1].total) < 100, "{parent:?}");
 }

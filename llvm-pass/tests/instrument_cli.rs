@@ -5,10 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn instrument(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ergon-instrument"))
-        .args(args)
-        .output()
-        .expect("ergon-instrument runs")
+    Command::new(env!("CARGO_BIN_EXE_ergon-instrument")).args(args).output().expect("ergon-instrument runs")
 }
 
 fn stderr(out: &Output) -> String {
@@ -70,11 +67,7 @@ fn bitcode_from(producer: &str) -> Vec<u8> {
 fn a_rustc_module_becomes_an_object_and_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("work.rs");
-    std::fs::write(
-        &src,
-        "#[no_mangle] pub fn work(n: u64) -> f64 { (0..n).map(|i| i as f64).sum() }\n",
-    )
-    .unwrap();
+    std::fs::write(&src, "#[no_mangle] pub fn work(n: u64) -> f64 { (0..n).map(|i| i as f64).sum() }\n").unwrap();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let status = Command::new(rustc)
         .args(["-O", "--emit=llvm-bc", "--crate-type=lib", "-o"])
@@ -84,47 +77,19 @@ fn a_rustc_module_becomes_an_object_and_a_report() {
         .unwrap();
     assert!(status.success());
     let (obj, report) = (dir.path().join("work.o"), dir.path().join("work.json"));
-    let out = instrument(&[
-        dir.path().join("work.bc").as_os_str(),
-        "-o".as_ref(),
-        obj.as_os_str(),
-        "--emit".as_ref(),
-        "obj".as_ref(),
-        "--report".as_ref(),
-        report.as_os_str(),
-    ]);
+    let out = instrument(&[dir.path().join("work.bc").as_os_str(), "-o".as_ref(), obj.as_os_str(), "--emit".as_ref(), "obj".as_ref(), "--report".as_ref(), report.as_os_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(std::fs::read(&obj).unwrap().starts_with(b"\x7fELF"));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let work = report["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "work")
-        .expect("work is reported");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let work = report["functions"].as_array().unwrap().iter().find(|f| f["name"] == "work").expect("work is reported");
     assert!(work["fp"].as_u64().unwrap() >= 1, "{work}");
     assert!(work["blocks"].as_u64().unwrap() >= 2, "{work}");
     // Bitcode out is valid input again, but refused a second instrumentation.
     let bc = dir.path().join("again.bc");
-    assert!(instrument(&[
-        dir.path().join("work.bc").as_os_str(),
-        "-o".as_ref(),
-        bc.as_os_str()
-    ])
-    .status
-    .success());
-    let twice = instrument(&[
-        bc.as_os_str(),
-        "-o".as_ref(),
-        dir.path().join("x.bc").as_os_str(),
-    ]);
+    assert!(instrument(&[dir.path().join("work.bc").as_os_str(), "-o".as_ref(), bc.as_os_str()]).status.success());
+    let twice = instrument(&[bc.as_os_str(), "-o".as_ref(), dir.path().join("x.bc").as_os_str()]);
     assert!(!twice.status.success());
-    assert!(
-        stderr(&twice).contains("already instrumented"),
-        "{}",
-        stderr(&twice)
-    );
+    assert!(stderr(&twice).contains("already instrumented"), "{}", stderr(&twice));
 }
 
 fn refused(input: &Path, output: &Path) -> String {
@@ -151,10 +116,7 @@ fn bad_inputs_are_named() {
     assert!(e.contains("empty.bc is empty"), "{e}");
 
     let e = refused(&write("garbage.bc", &[0xff, 0xfe, 0x00, 0x42, 0x99]), &out);
-    assert!(
-        e.contains("garbage.bc is not a valid LLVM module") && e.contains("neither LLVM bitcode"),
-        "{e}"
-    );
+    assert!(e.contains("garbage.bc is not a valid LLVM module") && e.contains("neither LLVM bitcode"), "{e}");
 
     let e = refused(&write("broken.ll", b"define i32 @f( {\n"), &out);
     assert!(e.contains("broken.ll is not a valid LLVM module"), "{e}");
@@ -162,14 +124,8 @@ fn bad_inputs_are_named() {
     let e = refused(&write("truncated.bc", b"BC\xC0\xDE\x35\x14\x00\x00"), &out);
     assert!(e.contains("truncated.bc is not a valid LLVM module"), "{e}");
 
-    let e = refused(
-        &write("newer.bc", &bitcode_from("LLVM99.0.0-rust-2.0.0-nightly")),
-        &out,
-    );
-    assert!(
-        e.contains("written by LLVM99.0.0-rust-2.0.0-nightly") && e.contains("runs on LLVM 22."),
-        "{e}"
-    );
+    let e = refused(&write("newer.bc", &bitcode_from("LLVM99.0.0-rust-2.0.0-nightly")), &out);
+    assert!(e.contains("written by LLVM99.0.0-rust-2.0.0-nightly") && e.contains("runs on LLVM 22."), "{e}");
 }
 
 #[test]
@@ -179,8 +135,5 @@ fn an_unwritable_output_is_named() {
     std::fs::write(&input, "define void @f() {\n  ret void\n}\n").unwrap();
     let output = dir.path().join("no-such-dir").join("out.o");
     let e = refused(&input, &output);
-    assert!(
-        e.contains("cannot write") && e.contains("no-such-dir"),
-        "{e}"
-    );
+    assert!(e.contains("cannot write") && e.contains("no-such-dir"), "{e}");
 }

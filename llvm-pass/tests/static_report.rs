@@ -7,10 +7,7 @@ use llvm_pass::{instrument_module, module_io, Options};
 
 /// Counting the module as written, without optimising it first.
 fn as_written() -> Options {
-    Options {
-        before: String::new(),
-        ..Options::default()
-    }
+    Options { before: String::new(), ..Options::default() }
 }
 
 const MIX: &str = r#"
@@ -60,21 +57,9 @@ fn the_report_matches_a_hand_count() {
     let report = instrument_module(&module, &as_written()).unwrap();
     let mix = report.function("mix").expect("mix is reported");
     assert_eq!(mix.blocks, 3);
-    assert_eq!(
-        mix.counts,
-        ClassCounts {
-            alu: 4,
-            mem: 12,
-            fp: 9,
-            other: 6
-        }
-    );
+    assert_eq!(mix.counts, ClassCounts { alu: 4, mem: 12, fp: 9, other: 6 });
     assert_eq!(report.totals, mix.counts);
-    assert_eq!(
-        report.functions.len(),
-        1,
-        "declarations have no body to report"
-    );
+    assert_eq!(report.functions.len(), 1, "declarations have no body to report");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["functions"][0]["alu"], 4);
     assert_eq!(json["functions"][0]["demangled"], "mix");
@@ -139,28 +124,12 @@ fn eh_pads_and_phis_keep_the_module_valid() {
     let report = instrument_module(&module, &as_written()).expect("instrumented EH code verifies");
     let itanium = report.function("itanium").unwrap();
     assert_eq!(itanium.blocks, 4);
-    assert_eq!(
-        itanium.counts,
-        ClassCounts {
-            alu: 3,
-            mem: 0,
-            fp: 0,
-            other: 6
-        }
-    );
+    assert_eq!(itanium.counts, ClassCounts { alu: 3, mem: 0, fp: 0, other: 6 });
     let windows = report.function("windows").unwrap();
     assert_eq!(windows.blocks, 5);
     // The catchswitch block holds only the catchswitch and gets no increment; it is still
     // reported statically.
-    assert_eq!(
-        windows.counts,
-        ClassCounts {
-            alu: 2,
-            mem: 0,
-            fp: 0,
-            other: 7
-        }
-    );
+    assert_eq!(windows.counts, ClassCounts { alu: 2, mem: 0, fp: 0, other: 7 });
     // And the result compiles to an object.
     let machine = module_io::target_machine(&module, "x86-64").unwrap();
     let object = module_io::emit(&module, &machine, module_io::Emit::Obj).unwrap();

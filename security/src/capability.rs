@@ -138,17 +138,13 @@ impl CapSet {
 
     /// The capabilities in the set, in declaration order.
     pub fn iter(self) -> impl Iterator<Item = Capability> {
-        Capability::ALL
-            .iter()
-            .copied()
-            .filter(move |c| self.contains(*c))
+        Capability::ALL.iter().copied().filter(move |c| self.contains(*c))
     }
 }
 
 impl FromIterator<Capability> for CapSet {
     fn from_iter<I: IntoIterator<Item = Capability>>(iter: I) -> Self {
-        iter.into_iter()
-            .fold(CapSet::EMPTY, |set, c| set.union(CapSet::of(&[c])))
+        iter.into_iter().fold(CapSet::EMPTY, |set, c| set.union(CapSet::of(&[c])))
     }
 }
 

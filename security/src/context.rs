@@ -71,26 +71,16 @@ pub struct SecurityContext {
 impl SecurityContext {
     /// A context; the gate checks it against the grant table, so building one grants nothing.
     pub fn new(principal: impl Into<Principal>, capabilities: CapSet, scope: Scope) -> Self {
-        SecurityContext {
-            principal: principal.into(),
-            capabilities,
-            scope,
-        }
+        SecurityContext { principal: principal.into(), capabilities, scope }
     }
 
     /// The same context presenting only the capabilities also in `keep`.
     pub fn attenuate(&self, keep: CapSet) -> Self {
-        SecurityContext {
-            capabilities: self.capabilities.intersection(keep),
-            ..self.clone()
-        }
+        SecurityContext { capabilities: self.capabilities.intersection(keep), ..self.clone() }
     }
 
     /// The context narrowed to one operation (`node_management` → `node_management.join`).
     pub fn propagate(&self, operation: &str) -> Self {
-        SecurityContext {
-            scope: self.scope.child(operation),
-            ..self.clone()
-        }
+        SecurityContext { scope: self.scope.child(operation), ..self.clone() }
     }
 }

@@ -55,22 +55,12 @@ impl GrantTable {
 
     /// What `principal` holds, or `None` if it was never granted anything.
     pub fn of(&self, principal: &str) -> Option<CapSet> {
-        self.grants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(principal)
-            .copied()
+        self.grants.read().unwrap_or_else(|e| e.into_inner()).get(principal).copied()
     }
 
     /// A context presenting everything `principal` holds, in `scope`.
-    pub fn context(
-        &self,
-        principal: &str,
-        scope: Scope,
-    ) -> Result<SecurityContext, UnknownPrincipal> {
-        let caps = self
-            .of(principal)
-            .ok_or_else(|| UnknownPrincipal(principal.to_owned()))?;
+    pub fn context(&self, principal: &str, scope: Scope) -> Result<SecurityContext, UnknownPrincipal> {
+        let caps = self.of(principal).ok_or_else(|| UnknownPrincipal(principal.to_owned()))?;
         Ok(SecurityContext::new(principal, caps, scope))
     }
 }
@@ -85,17 +75,10 @@ mod tests {
         let t = GrantTable::new();
         t.grant("n1", CapSet::of(&[NodeManagement]));
         t.grant("n1", CapSet::of(&[BroadcastManagement]));
-        assert_eq!(
-            t.of("n1"),
-            Some(CapSet::of(&[NodeManagement, BroadcastManagement]))
-        );
+        assert_eq!(t.of("n1"), Some(CapSet::of(&[NodeManagement, BroadcastManagement])));
         let before = t.version();
         t.revoke("n1", CapSet::of(&[NodeManagement]));
-        assert_ne!(
-            t.version(),
-            before,
-            "a revocation invalidates cached lookups"
-        );
+        assert_ne!(t.version(), before, "a revocation invalidates cached lookups");
         assert_eq!(t.of("n1"), Some(CapSet::of(&[BroadcastManagement])));
         assert_eq!(t.of("nobody"), None);
         let err = t.context("nobody", Scope::root()).unwrap_err();

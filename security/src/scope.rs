@@ -23,9 +23,7 @@ pub struct Scope(Arc<str>);
 pub struct ScopeError(pub String);
 
 fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Scope {
@@ -66,9 +64,7 @@ impl Scope {
     pub fn includes(&self, other: &Scope) -> bool {
         self.is_root()
             || other.0 == self.0
-            || (other.0.len() > self.0.len()
-                && other.0.starts_with(&*self.0)
-                && other.0.as_bytes()[self.0.len()] == b'.')
+            || (other.0.len() > self.0.len() && other.0.starts_with(&*self.0) && other.0.as_bytes()[self.0.len()] == b'.')
     }
 
     /// Whether a context in this scope may run `operation` on an actor in `actor_scope`, that is,
@@ -79,11 +75,7 @@ impl Scope {
         if self.is_root() {
             return true;
         }
-        let target = actor_scope
-            .0
-            .bytes()
-            .chain(Some(b'.'))
-            .chain(operation.bytes());
+        let target = actor_scope.0.bytes().chain(Some(b'.')).chain(operation.bytes());
         let target_len = actor_scope.0.len() + 1 + operation.len();
         let mine = self.0.as_bytes();
         if mine.len() > target_len {
@@ -139,10 +131,7 @@ mod tests {
 
     #[test]
     fn propagation_appends_the_operation() {
-        assert_eq!(
-            s("node_management").child("join").as_str(),
-            "node_management.join"
-        );
+        assert_eq!(s("node_management").child("join").as_str(), "node_management.join");
         assert_eq!(Scope::root().child("join").as_str(), "join");
     }
 
@@ -155,10 +144,7 @@ mod tests {
         assert!(!s("node_management.join").covers(&actor, "leave"));
         assert!(!s("node_management.join.extra").covers(&actor, "join"));
         assert!(!s("communication_management").covers(&actor, "join"));
-        assert!(
-            !s("node").covers(&actor, "join"),
-            "prefixes must end at a segment boundary"
-        );
+        assert!(!s("node").covers(&actor, "join"), "prefixes must end at a segment boundary");
     }
 
     #[test]

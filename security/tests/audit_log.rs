@@ -5,19 +5,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use security::audit::{
-    verify, AuditConfig, AuditEntry, AuditError, AuditLog, AuditReader, AuditSink, Durability,
-    EntryKind, Filter, Outcome, Problem, ReadError, Summary, TailRepair, VerifyError,
+    verify, AuditConfig, AuditEntry, AuditError, AuditLog, AuditReader, AuditSink, Durability, EntryKind, Filter,
+    Outcome, Problem, ReadError, Summary, TailRepair, VerifyError,
 };
 
 fn entry(i: usize) -> AuditEntry {
-    let mut e = AuditEntry::new(
-        EntryKind::EnergyUsage,
-        Outcome::Allowed,
-        "node-manager/n1",
-        "alice",
-        "join",
-        &format!("node-{i}"),
-    );
+    let mut e = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "node-manager/n1", "alice", "join", &format!("node-{i}"));
     e.energy = Some(security::audit::EnergyRecord {
         charged_j: 10.0,
         measured_j: 1e-6,
@@ -43,28 +36,16 @@ fn segment(dir: &Path, index: u32) -> PathBuf {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
 }
 
 fn set_lines(path: &Path, lines: &[String]) {
-    fs::write(
-        path,
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )
-    .unwrap();
+    fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
 }
 
-fn problem(
-    result: Result<security::audit::VerifyReport, VerifyError>,
-) -> (Option<usize>, Option<u64>, Problem) {
+fn problem(result: Result<security::audit::VerifyReport, VerifyError>) -> (Option<usize>, Option<u64>, Problem) {
     match result {
-        Err(VerifyError::Broken {
-            line, seq, problem, ..
-        }) => (line, seq, problem),
+        Err(VerifyError::Broken { line, seq, problem, .. }) => (line, seq, problem),
         other => panic!("expected a broken log, got {other:?}"),
     }
 }
@@ -74,15 +55,7 @@ fn an_intact_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 20, |_| {});
     let report = verify(dir.path()).unwrap();
-    assert_eq!(
-        (
-            report.entries,
-            report.first_seq,
-            report.last_seq,
-            report.head_checked
-        ),
-        (20, 0, 19, true)
-    );
+    assert_eq!((report.entries, report.first_seq, report.last_seq, report.head_checked), (20, 0, 19, true));
 }
 
 #[test]
@@ -93,15 +66,9 @@ fn an_edit_is_found_at_its_line() {
     let mut l = lines(&seg);
     l[4] = l[4].replace("\"charged_j\":10.0", "\"charged_j\":1.0");
     set_lines(&seg, &l);
-    assert_eq!(
-        problem(verify(dir.path())),
-        (Some(5), Some(4), Problem::Edited)
-    );
+    assert_eq!(problem(verify(dir.path())), (Some(5), Some(4), Problem::Edited));
     let message = verify(dir.path()).unwrap_err().to_string();
-    assert!(
-        message.contains("segment-000001.jsonl, line 5 (entry 4)") && message.contains("edited"),
-        "{message}"
-    );
+    assert!(message.contains("segment-000001.jsonl, line 5 (entry 4)") && message.contains("edited"), "{message}");
 }
 
 #[test]
@@ -117,10 +84,7 @@ fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
     let hash = hex::encode(Sha256::digest(format!("{body}}}").as_bytes()));
     l[2] = format!("{body},\"hash\":\"{hash}\"}}");
     set_lines(&seg, &l);
-    assert_eq!(
-        problem(verify(dir.path())),
-        (Some(4), Some(3), Problem::Relinked)
-    );
+    assert_eq!(problem(verify(dir.path())), (Some(4), Some(3), Problem::Relinked));
 }
 
 #[test]
@@ -131,17 +95,7 @@ fn a_deletion_is_found() {
     let mut l = lines(&seg);
     l.remove(3);
     set_lines(&seg, &l);
-    assert_eq!(
-        problem(verify(dir.path())),
-        (
-            Some(4),
-            Some(4),
-            Problem::Missing {
-                expected: 3,
-                found: 4
-            }
-        )
-    );
+    assert_eq!(problem(verify(dir.path())), (Some(4), Some(4), Problem::Missing { expected: 3, found: 4 }));
 }
 
 #[test]
@@ -151,13 +105,7 @@ fn deleting_the_first_entry_is_found() {
     let seg = segment(dir.path(), 1);
     let l = lines(&seg);
     set_lines(&seg, &l[1..]);
-    assert_eq!(
-        problem(verify(dir.path())).2,
-        Problem::Missing {
-            expected: 0,
-            found: 1
-        }
-    );
+    assert_eq!(problem(verify(dir.path())).2, Problem::Missing { expected: 0, found: 1 });
 }
 
 #[test]
@@ -168,17 +116,7 @@ fn a_reordering_is_found() {
     let mut l = lines(&seg);
     l.swap(5, 6);
     set_lines(&seg, &l);
-    assert_eq!(
-        problem(verify(dir.path())),
-        (
-            Some(6),
-            Some(6),
-            Problem::Reordered {
-                expected: 5,
-                found: 6
-            }
-        )
-    );
+    assert_eq!(problem(verify(dir.path())), (Some(6), Some(6), Problem::Reordered { expected: 5, found: 6 }));
 }
 
 #[test]
@@ -188,26 +126,10 @@ fn removing_the_newest_entries_is_found_through_head() {
     let seg = segment(dir.path(), 1);
     let l = lines(&seg);
     set_lines(&seg, &l[..7]);
-    assert_eq!(
-        problem(verify(dir.path())).2,
-        Problem::Truncated {
-            head_seq: 9,
-            last_seq: Some(6)
-        }
-    );
+    assert_eq!(problem(verify(dir.path())).2, Problem::Truncated { head_seq: 9, last_seq: Some(6) });
     // And the writer refuses to extend it, which would hide the gap.
     let err = AuditLog::open(AuditConfig::new(dir.path())).err().unwrap();
-    assert!(
-        matches!(
-            err,
-            AuditError::HeadAhead {
-                head_seq: 9,
-                last_seq: Some(6),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, AuditError::HeadAhead { head_seq: 9, last_seq: Some(6), .. }), "{err}");
 }
 
 #[test]
@@ -215,10 +137,7 @@ fn a_missing_head_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 2, |_| {});
     fs::remove_file(dir.path().join("HEAD")).unwrap();
-    assert!(matches!(
-        problem(verify(dir.path())).2,
-        Problem::HeadMissing(_)
-    ));
+    assert!(matches!(problem(verify(dir.path())).2, Problem::HeadMissing(_)));
 }
 
 #[test]
@@ -229,40 +148,18 @@ fn a_torn_tail_is_reported_by_verify_and_repaired_on_open() {
     let mut bytes = fs::read(&seg).unwrap();
     bytes.extend_from_slice(br#"{"seq":4,"prev":"ab"#);
     fs::write(&seg, &bytes).unwrap();
-    assert_eq!(
-        problem(verify(dir.path())),
-        (Some(5), None, Problem::TornTail { bytes: 19 })
-    );
+    assert_eq!(problem(verify(dir.path())), (Some(5), None, Problem::TornTail { bytes: 19 }));
 
     let (log, report) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
-    let Some(TailRepair::Moved {
-        bytes: 19,
-        saved_to,
-        ..
-    }) = report.repaired
-    else {
-        panic!("{report:?}")
-    };
-    assert_eq!(
-        fs::read(&saved_to).unwrap(),
-        br#"{"seq":4,"prev":"ab"#,
-        "the torn bytes are kept, not dropped"
-    );
+    let Some(TailRepair::Moved { bytes: 19, saved_to, .. }) = report.repaired else { panic!("{report:?}") };
+    assert_eq!(fs::read(&saved_to).unwrap(), br#"{"seq":4,"prev":"ab"#, "the torn bytes are kept, not dropped");
     log.record(entry(99));
     log.close().unwrap();
 
     let report = verify(dir.path()).unwrap();
     assert_eq!(report.entries, 6);
-    let kinds: Vec<_> = AuditReader::open(dir.path())
-        .unwrap()
-        .entries()
-        .map(|e| e.unwrap().entry.kind)
-        .collect();
-    assert_eq!(
-        kinds[4],
-        EntryKind::LogRepair,
-        "the repair is recorded in the chain"
-    );
+    let kinds: Vec<_> = AuditReader::open(dir.path()).unwrap().entries().map(|e| e.unwrap().entry.kind).collect();
+    assert_eq!(kinds[4], EntryKind::LogRepair, "the repair is recorded in the chain");
 }
 
 #[test]
@@ -274,10 +171,7 @@ fn a_whole_entry_missing_only_its_newline_is_completed() {
     bytes.pop();
     fs::write(&seg, &bytes).unwrap();
     let (log, report) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
-    assert!(
-        matches!(report.repaired, Some(TailRepair::Completed { seq: 2, .. })),
-        "{report:?}"
-    );
+    assert!(matches!(report.repaired, Some(TailRepair::Completed { seq: 2, .. })), "{report:?}");
     assert_eq!(report.next_seq, 3);
     log.close().unwrap();
     assert_eq!(verify(dir.path()).unwrap().entries, 3);
@@ -288,11 +182,7 @@ fn rotation_continues_the_chain_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 50, |c| c.max_segment_bytes = 2_000);
     let report = verify(dir.path()).unwrap();
-    assert!(
-        report.files >= 10,
-        "expected many segments, got {}",
-        report.files
-    );
+    assert!(report.files >= 10, "expected many segments, got {}", report.files);
     assert_eq!((report.entries, report.last_seq), (50, 49));
     for i in 1..=report.files as u32 {
         assert!(fs::metadata(segment(dir.path(), i)).unwrap().len() <= 2_000);
@@ -302,19 +192,12 @@ fn rotation_continues_the_chain_across_segments() {
     assert_eq!(verify(dir.path()).unwrap().last_seq, 54);
     // Deleting a whole middle segment is a deletion.
     fs::remove_file(segment(dir.path(), 3)).unwrap();
-    assert!(matches!(
-        problem(verify(dir.path())).2,
-        Problem::Missing { .. }
-    ));
+    assert!(matches!(problem(verify(dir.path())).2, Problem::Missing { .. }));
 }
 
 #[test]
 fn every_durability_mode_writes_a_verifiable_log() {
-    for durability in [
-        Durability::EveryEntry,
-        Durability::IntervalMs(5),
-        Durability::Never,
-    ] {
+    for durability in [Durability::EveryEntry, Durability::IntervalMs(5), Durability::Never] {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 25, |c| c.durability = durability);
         assert_eq!(verify(dir.path()).unwrap().entries, 25, "{durability:?}");
@@ -327,29 +210,17 @@ fn garbage_missing_and_empty_inputs_give_clear_errors() {
     let garbage = dir.path().join("garbage.jsonl");
     fs::write(&garbage, b"\x00\xffthis is not json\n{}\n").unwrap();
     let message = verify(&garbage).unwrap_err().to_string();
-    assert!(
-        message.contains("garbage.jsonl, line 1: not an audit entry"),
-        "{message}"
-    );
+    assert!(message.contains("garbage.jsonl, line 1: not an audit entry"), "{message}");
 
     let empty = dir.path().join("empty.jsonl");
     fs::write(&empty, b"").unwrap();
-    assert!(matches!(
-        verify(&empty),
-        Err(VerifyError::Read(ReadError::Empty(_)))
-    ));
+    assert!(matches!(verify(&empty), Err(VerifyError::Read(ReadError::Empty(_)))));
 
     let missing = dir.path().join("nope");
-    assert_eq!(
-        verify(&missing).unwrap_err().to_string(),
-        format!("{}: no such file or directory", missing.display())
-    );
+    assert_eq!(verify(&missing).unwrap_err().to_string(), format!("{}: no such file or directory", missing.display()));
 
     let not_a_log = tempfile::tempdir().unwrap();
-    assert!(verify(not_a_log.path())
-        .unwrap_err()
-        .to_string()
-        .contains("not an audit log"));
+    assert!(verify(not_a_log.path()).unwrap_err().to_string().contains("not an audit log"));
 }
 
 #[test]
@@ -389,32 +260,15 @@ fn the_reader_filters_and_the_summary_adds_up() {
     log.close().unwrap();
     let reader = AuditReader::open(dir.path()).unwrap();
     let all: Vec<_> = reader.entries().map(|e| e.unwrap().entry).collect();
-    let denied = Filter {
-        denied: true,
-        ..Filter::default()
-    };
+    let denied = Filter { denied: true, ..Filter::default() };
     assert_eq!(all.iter().filter(|e| denied.matches(e)).count(), 2);
-    let alice = Filter {
-        principal: Some("alice".into()),
-        operation: Some("join".into()),
-        ..Filter::default()
-    };
+    let alice = Filter { principal: Some("alice".into()), operation: Some("join".into()), ..Filter::default() };
     assert_eq!(all.iter().filter(|e| alice.matches(e)).count(), 4);
-    let future = Filter {
-        since: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
-        ..Filter::default()
-    };
+    let future = Filter { since: Some(chrono::Utc::now() + chrono::Duration::hours(1)), ..Filter::default() };
     assert_eq!(all.iter().filter(|e| future.matches(e)).count(), 0);
 
     let summary: Summary = all.iter().collect();
-    assert_eq!(
-        (
-            summary.total.requests,
-            summary.total.denied,
-            summary.total.joules
-        ),
-        (6, 2, 40.0)
-    );
+    assert_eq!((summary.total.requests, summary.total.denied, summary.total.joules), (6, 2, 40.0));
     assert_eq!(summary.by_principal["mallory"].denied, 2);
     assert_eq!(summary.by_actor["node-manager/n1"].joules, 40.0);
 }

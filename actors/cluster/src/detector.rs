@@ -46,11 +46,7 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig {
-            phi: PhiConfig::default(),
-            heartbeat: Duration::from_secs(1),
-            back_off_beats: 10,
-        }
+        DetectorConfig { phi: PhiConfig::default(), heartbeat: Duration::from_secs(1), back_off_beats: 10 }
     }
 }
 
@@ -89,23 +85,10 @@ pub enum Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::Failed {
-                silent,
-                phi,
-                threshold,
-                ..
-            } => {
-                write!(
-                    f,
-                    "no heartbeat for {} ms: phi {phi:.1} >= {threshold}",
-                    silent.as_millis()
-                )
+            Change::Failed { silent, phi, threshold, .. } => {
+                write!(f, "no heartbeat for {} ms: phi {phi:.1} >= {threshold}", silent.as_millis())
             }
-            Change::Rejoined { after } => write!(
-                f,
-                "heard again {} ms after it was declared failed",
-                after.as_millis()
-            ),
+            Change::Rejoined { after } => write!(f, "heard again {} ms after it was declared failed", after.as_millis()),
         }
     }
 }
@@ -162,23 +145,10 @@ impl Detector {
             .map(|&n| {
                 let mut phi = PhiAccrual::new(config.phi);
                 phi.heartbeat(now);
-                (
-                    n,
-                    Watch {
-                        phi,
-                        failed_since: None,
-                        check_pending: false,
-                        quiet_until: Duration::ZERO,
-                    },
-                )
+                (n, Watch { phi, failed_since: None, check_pending: false, quiet_until: Duration::ZERO })
             })
             .collect();
-        Detector {
-            me,
-            config,
-            peers,
-            last_led: BTreeMap::new(),
-        }
+        Detector { me, config, peers, last_led: BTreeMap::new() }
     }
 
     /// The settings.
@@ -194,9 +164,7 @@ impl Detector {
     /// A heartbeat from `from` arrived at `now`; `leads` if it reports itself the leader. False
     /// if `from` is not a peer.
     pub fn heartbeat(&mut self, from: NodeId, now: Duration, leads: bool) -> bool {
-        let Some(watch) = self.peers.get_mut(&from) else {
-            return false;
-        };
+        let Some(watch) = self.peers.get_mut(&from) else { return false };
         // A heartbeat that ends a silence past the threshold is not learned (PhiAccrual, as
         // Akka's): the history stays what it was, and a later crash is detected as fast as before.
         watch.phi.heartbeat(now);
@@ -243,10 +211,7 @@ impl Detector {
         let heartbeat = self.config.heartbeat;
         let threshold = self.config.phi.threshold;
         let led_until = self.last_led.get(&node).copied();
-        let watch = self
-            .peers
-            .get_mut(&node)
-            .ok_or(NotAPeer { node, me: self.me })?;
+        let watch = self.peers.get_mut(&node).ok_or(NotAPeer { node, me: self.me })?;
         let phi = watch.phi.phi(now);
         let last_heard = watch.phi.last_heartbeat().unwrap_or_default();
         let silent = now.saturating_sub(last_heard);
@@ -254,43 +219,22 @@ impl Detector {
             (None, true) => {
                 watch.failed_since = Some(now);
                 let was_leader = led_until.is_some_and(|t| t + heartbeat >= last_heard);
-                Some(Change::Failed {
-                    was_leader,
-                    silent,
-                    phi,
-                    threshold,
-                })
+                Some(Change::Failed { was_leader, silent, phi, threshold })
             }
             (Some(since), false) => {
                 watch.failed_since = None;
-                Some(Change::Rejoined {
-                    after: now.saturating_sub(since),
-                })
+                Some(Change::Rejoined { after: now.saturating_sub(since) })
             }
             _ => None,
         };
-        Ok(Checked {
-            state: PeerState {
-                alive: watch.failed_since.is_none(),
-                phi,
-                silent,
-            },
-            change,
-        })
+        Ok(Checked { state: PeerState { alive: watch.failed_since.is_none(), phi, silent }, change })
     }
 
     /// How the detector sees `node` at `now`, if it is a peer.
     pub fn state(&self, node: NodeId, now: Duration) -> Option<PeerState> {
         let watch = self.peers.get(&node)?;
-        let silent = watch
-            .phi
-            .last_heartbeat()
-            .map_or(Duration::ZERO, |t| now.saturating_sub(t));
-        Some(PeerState {
-            alive: watch.failed_since.is_none(),
-            phi: watch.phi.phi(now),
-            silent,
-        })
+        let silent = watch.phi.last_heartbeat().map_or(Duration::ZERO, |t| now.saturating_sub(t));
+        Some(PeerState { alive: watch.failed_since.is_none(), phi: watch.phi.phi(now), silent })
     }
 }
 
@@ -307,10 +251,7 @@ mod tests {
         for _ in 0..beats {
             now += BEAT;
             assert!(detector.heartbeat(2, now, false));
-            assert!(
-                detector.due(now).is_empty(),
-                "a peer beating on time is not checked"
-            );
+            assert!(detector.due(now).is_empty(), "a peer beating on time is not checked");
         }
         now
     }
@@ -325,10 +266,7 @@ mod tests {
             if detector.due(now) == [2] {
                 let checked = detector.check(2, now).unwrap();
                 detector.answered(2, false, now);
-                assert!(
-                    matches!(checked.change, Some(Change::Failed { .. })),
-                    "{checked:?}"
-                );
+                assert!(matches!(checked.change, Some(Change::Failed { .. })), "{checked:?}");
                 return now - last;
             }
         }
@@ -340,20 +278,14 @@ mod tests {
         let last = beat(&mut detector, Duration::ZERO, 300);
         let before = detection_after(&mut detector, last);
         // Akka's defaults: mean 1 s + pause 3 s + about 5 standard deviations of the 100 ms floor.
-        assert!(
-            (Duration::from_millis(4_300)..=Duration::from_millis(4_800)).contains(&before),
-            "{before:?}"
-        );
+        assert!((Duration::from_millis(4_300)..=Duration::from_millis(4_800)).contains(&before), "{before:?}");
 
         // A five-minute partition, then it heals: node 2 is heard again, and counts as rejoined.
         let healed = last + Duration::from_secs(300);
         assert!(detector.heartbeat(2, healed, false));
         assert_eq!(detector.due(healed), [2]);
         let checked = detector.check(2, healed).unwrap();
-        assert!(
-            matches!(checked.change, Some(Change::Rejoined { .. })),
-            "{checked:?}"
-        );
+        assert!(matches!(checked.change, Some(Change::Rejoined { .. })), "{checked:?}");
         detector.answered(2, false, healed);
 
         // A thousand beats later (the history's length), and right after the heal, a crash is
@@ -362,19 +294,13 @@ mod tests {
             let mut again = detector.clone();
             let last = beat(&mut again, healed, beats);
             let after = detection_after(&mut again, last);
-            assert_eq!(
-                after, before,
-                "{beats} beats after the heal: {after:?}, before the partition {before:?}"
-            );
+            assert_eq!(after, before, "{beats} beats after the heal: {after:?}, before the partition {before:?}");
         }
     }
 
     #[test]
     fn a_check_refused_for_energy_backs_off_ten_beats() {
-        let config = DetectorConfig {
-            heartbeat: Duration::from_millis(50),
-            ..DetectorConfig::default()
-        };
+        let config = DetectorConfig { heartbeat: Duration::from_millis(50), ..DetectorConfig::default() };
         let mut detector = Detector::new(1, &[1, 2], config, Duration::ZERO);
         // Silent from the start; sweep every 5 ms for 1 s, every check refused.
         let mut asked = Vec::new();
@@ -387,18 +313,8 @@ mod tests {
             }
         }
         assert!(asked.len() >= 2, "{asked:?}");
-        assert!(
-            asked
-                .windows(2)
-                .all(|w| w[1] - w[0] >= Duration::from_millis(500)),
-            "{asked:?}"
-        );
-        assert!(
-            asked
-                .windows(2)
-                .all(|w| w[1] - w[0] <= Duration::from_millis(505)),
-            "{asked:?}"
-        );
+        assert!(asked.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(500)), "{asked:?}");
+        assert!(asked.windows(2).all(|w| w[1] - w[0] <= Duration::from_millis(505)), "{asked:?}");
     }
 
     #[test]
@@ -408,11 +324,7 @@ mod tests {
         assert_eq!(detector.due(late), [2, 3]);
         assert!(detector.due(late).is_empty(), "asked for already");
         detector.answered(2, false, late);
-        assert_eq!(
-            detector.due(late),
-            [2],
-            "answered without deciding: asked again"
-        );
+        assert_eq!(detector.due(late), [2], "answered without deciding: asked again");
         assert_eq!(detector.check(9, late), Err(NotAPeer { node: 9, me: 1 }));
         assert!(!detector.heartbeat(9, late, false));
     }

@@ -38,11 +38,7 @@ impl Default for Faults {
 impl Faults {
     /// Losing `drop_rate` of messages and delaying the rest by `latency_ms`, unpartitioned.
     pub fn new(drop_rate: f64, latency_ms: (u64, u64)) -> Self {
-        Faults {
-            drop_rate,
-            latency_ms,
-            minority: BTreeSet::new(),
-        }
+        Faults { drop_rate, latency_ms, minority: BTreeSet::new() }
     }
 
     /// Cuts `minority` off from every other node; they can still reach each other.
@@ -94,8 +90,6 @@ mod tests {
         let routes: Vec<Route> = (0..4000).map(|_| f.route(&mut rng, 1, 2)).collect();
         let lost = routes.iter().filter(|r| **r == Route::Lost).count();
         assert!((800..1200).contains(&lost), "{lost} of 4000 lost at 25%");
-        assert!(routes
-            .iter()
-            .all(|r| matches!(r, Route::Lost | Route::After(2..=9))));
+        assert!(routes.iter().all(|r| matches!(r, Route::Lost | Route::After(2..=9))));
     }
 }

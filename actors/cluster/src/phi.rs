@@ -64,13 +64,8 @@ pub struct PhiAccrual {
 impl PhiAccrual {
     /// A detector that has heard nothing yet.
     pub fn new(config: PhiConfig) -> Self {
-        let mut detector = PhiAccrual {
-            config,
-            intervals: VecDeque::new(),
-            sum: 0.0,
-            sum_of_squares: 0.0,
-            last: None,
-        };
+        let mut detector =
+            PhiAccrual { config, intervals: VecDeque::new(), sum: 0.0, sum_of_squares: 0.0, last: None };
         // Akka seeds the history with two intervals around the first estimate, so that phi is
         // defined from the first heartbeat on.
         let mean = ms(config.first_heartbeat_estimate);
@@ -121,11 +116,7 @@ impl PhiAccrual {
         let mean = self.sum / n;
         let variance = (self.sum_of_squares / n - mean * mean).max(0.0);
         let std = variance.sqrt().max(ms(self.config.min_std_deviation));
-        phi(
-            ms(now.saturating_sub(last)),
-            mean + ms(self.config.acceptable_heartbeat_pause),
-            std,
-        )
+        phi(ms(now.saturating_sub(last)), mean + ms(self.config.acceptable_heartbeat_pause), std)
     }
 
     /// Whether phi at `now` is under the threshold.
@@ -169,20 +160,9 @@ mod tests {
             d.heartbeat(at(i * 1_000));
         }
         let last = 60_000;
-        assert!(
-            d.phi(at(last + 1_000)) < 1.0,
-            "one ordinary interval is not suspicious"
-        );
-        assert!(
-            d.is_available(at(last + 4_300)),
-            "phi {} at 4.3 s",
-            d.phi(at(last + 4_300))
-        );
-        assert!(
-            !d.is_available(at(last + 4_700)),
-            "phi {} at 4.7 s",
-            d.phi(at(last + 4_700))
-        );
+        assert!(d.phi(at(last + 1_000)) < 1.0, "one ordinary interval is not suspicious");
+        assert!(d.is_available(at(last + 4_300)), "phi {} at 4.3 s", d.phi(at(last + 4_300)));
+        assert!(!d.is_available(at(last + 4_700)), "phi {} at 4.7 s", d.phi(at(last + 4_700)));
         // Phi only grows with silence.
         let phis: Vec<f64> = (0..100).map(|i| d.phi(at(last + i * 100))).collect();
         assert!(phis.windows(2).all(|w| w[1] >= w[0]));
@@ -196,19 +176,12 @@ mod tests {
         let mut worst = 0.0f64;
         for _ in 0..2_000 {
             // 1 s +- 400 ms, and now and then a 2.5 s stall.
-            let gap = if rng.gen_bool(0.01) {
-                2_500
-            } else {
-                rng.gen_range(600..=1_400)
-            };
+            let gap = if rng.gen_bool(0.01) { 2_500 } else { rng.gen_range(600..=1_400) };
             now += gap;
             worst = worst.max(d.phi(at(now)));
             d.heartbeat(at(now));
         }
-        assert!(
-            worst < d.config().threshold,
-            "phi reached {worst} on a live node"
-        );
+        assert!(worst < d.config().threshold, "phi reached {worst} on a live node");
     }
 
     #[test]
@@ -249,11 +222,7 @@ mod tests {
             now += 100;
             d.heartbeat(at(now));
         }
-        assert!(
-            !d.is_available(at(now + 2_000)),
-            "phi {}",
-            d.phi(at(now + 2_000))
-        );
+        assert!(!d.is_available(at(now + 2_000)), "phi {}", d.phi(at(now + 2_000)));
     }
 
     #[test]
@@ -265,11 +234,7 @@ mod tests {
         let learned = d.clone();
         d.heartbeat(at(100_000 + 300_000));
         for after in [1_000, 4_300, 4_700] {
-            assert_eq!(
-                d.phi(at(400_000 + after)),
-                learned.phi(at(100_000 + after)),
-                "{after} ms after"
-            );
+            assert_eq!(d.phi(at(400_000 + after)), learned.phi(at(100_000 + after)), "{after} ms after");
         }
         // A slow beat within the threshold is learned.
         d.heartbeat(at(400_000 + 3_000));

@@ -52,32 +52,19 @@ pub enum PlacementError {
 }
 
 /// Splits `load` over `candidates` in proportion to capacity x remaining energy.
-pub fn distribute(
-    load: f64,
-    candidates: &[Candidate],
-) -> Result<BTreeMap<NodeId, f64>, PlacementError> {
+pub fn distribute(load: f64, candidates: &[Candidate]) -> Result<BTreeMap<NodeId, f64>, PlacementError> {
     if !load.is_finite() || load < 0.0 {
         return Err(PlacementError::InvalidLoad(load));
     }
     let valid = |x: f64| x.is_finite() && x >= 0.0;
-    if let Some(c) = candidates
-        .iter()
-        .find(|c| !valid(c.capacity) || !valid(c.remaining_j))
-    {
-        return Err(PlacementError::InvalidCandidate {
-            node: c.node,
-            capacity: c.capacity,
-            remaining_j: c.remaining_j,
-        });
+    if let Some(c) = candidates.iter().find(|c| !valid(c.capacity) || !valid(c.remaining_j)) {
+        return Err(PlacementError::InvalidCandidate { node: c.node, capacity: c.capacity, remaining_j: c.remaining_j });
     }
     let total: f64 = candidates.iter().map(|c| c.capacity * c.remaining_j).sum();
     if total <= 0.0 || !total.is_finite() {
         return Err(PlacementError::NoCapacity(load));
     }
-    Ok(candidates
-        .iter()
-        .map(|c| (c.node, load * c.capacity * c.remaining_j / total))
-        .collect())
+    Ok(candidates.iter().map(|c| (c.node, load * c.capacity * c.remaining_j / total)).collect())
 }
 
 #[cfg(test)]
@@ -85,24 +72,13 @@ mod tests {
     use super::*;
 
     fn c(node: NodeId, capacity: f64, remaining_j: f64) -> Candidate {
-        Candidate {
-            node,
-            capacity,
-            remaining_j,
-        }
+        Candidate { node, capacity, remaining_j }
     }
 
     #[test]
     fn less_remaining_energy_gets_less_load_and_the_whole_load_is_placed() {
-        let shares = distribute(
-            100.0,
-            &[c(1, 2.0, 1_000.0), c(2, 2.0, 250.0), c(3, 1.0, 1_000.0)],
-        )
-        .unwrap();
-        assert!(
-            shares[&2] < shares[&3] && shares[&3] < shares[&1],
-            "{shares:?}"
-        );
+        let shares = distribute(100.0, &[c(1, 2.0, 1_000.0), c(2, 2.0, 250.0), c(3, 1.0, 1_000.0)]).unwrap();
+        assert!(shares[&2] < shares[&3] && shares[&3] < shares[&1], "{shares:?}");
         assert!((shares.values().sum::<f64>() - 100.0).abs() < 1e-9);
     }
 
@@ -110,18 +86,9 @@ mod tests {
     fn exhausted_nodes_get_nothing_and_bad_input_is_named() {
         let shares = distribute(10.0, &[c(1, 1.0, 0.0), c(2, 1.0, 5.0)]).unwrap();
         assert_eq!((shares[&1], shares[&2]), (0.0, 10.0));
-        assert_eq!(
-            distribute(1.0, &[c(1, 1.0, 0.0)]),
-            Err(PlacementError::NoCapacity(1.0))
-        );
+        assert_eq!(distribute(1.0, &[c(1, 1.0, 0.0)]), Err(PlacementError::NoCapacity(1.0)));
         assert_eq!(distribute(1.0, &[]), Err(PlacementError::NoCapacity(1.0)));
-        assert!(matches!(
-            distribute(f64::NAN, &[c(1, 1.0, 1.0)]),
-            Err(PlacementError::InvalidLoad(_))
-        ));
-        assert!(matches!(
-            distribute(1.0, &[c(4, -1.0, 1.0)]),
-            Err(PlacementError::InvalidCandidate { node: 4, .. })
-        ));
+        assert!(matches!(distribute(f64::NAN, &[c(1, 1.0, 1.0)]), Err(PlacementError::InvalidLoad(_))));
+        assert!(matches!(distribute(1.0, &[c(4, -1.0, 1.0)]), Err(PlacementError::InvalidCandidate { node: 4, .. })));
     }
 }

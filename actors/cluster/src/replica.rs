@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-pub use raft::prelude::MessageType;
 use raft::prelude::{Entry, EntryType, Message, Snapshot};
+pub use raft::prelude::MessageType;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::state::{DecodeError, State, Update, UpdateId};
@@ -152,10 +152,7 @@ impl Replica {
         let snapshot = store.snapshot_now();
         let applied_index = snapshot.get_metadata().index;
         let state = if applied_index == 0 {
-            State {
-                id: config.state_id.clone(),
-                ..State::default()
-            }
+            State { id: config.state_id.clone(), ..State::default() }
         } else {
             State::decode(&snapshot.data)?
         };
@@ -179,11 +176,7 @@ impl Replica {
         };
         raft_config.validate()?;
         let voters = store.initial_state()?.conf_state.voters;
-        let node = RawNode::new(
-            &raft_config,
-            store.clone(),
-            &crate::logging::logger(config.id),
-        )?;
+        let node = RawNode::new(&raft_config, store.clone(), &crate::logging::logger(config.id))?;
         Ok(Replica {
             node,
             incarnation: store.incarnation(),
@@ -212,11 +205,7 @@ impl Replica {
     /// snapshot's fate) and uses it to stop streaming appends to a peer that cannot be reached.
     pub fn report_delivery(&mut self, to: NodeId, kind: MessageType, delivered: bool) {
         if kind == MessageType::MsgSnapshot {
-            let status = if delivered {
-                SnapshotStatus::Finish
-            } else {
-                SnapshotStatus::Failure
-            };
+            let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
             self.node.report_snapshot(to, status);
         }
         if !delivered {
@@ -233,14 +222,7 @@ impl Replica {
     /// an [`Ack`] will carry once a quorum has committed it and this node has applied it.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ReplicaError> {
         let seq = self.next_seq;
-        let update = Update {
-            id: UpdateId {
-                origin: self.id(),
-                incarnation: self.incarnation,
-                seq,
-            },
-            data,
-        };
+        let update = Update { id: UpdateId { origin: self.id(), incarnation: self.incarnation, seq }, data };
         match self.node.propose(Vec::new(), update.encode()) {
             Ok(()) => {
                 self.next_seq += 1;
@@ -280,10 +262,7 @@ impl Replica {
         })?;
         out.messages.extend(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
-        self.store.persist(Persist {
-            commit: light.commit_index(),
-            ..Persist::default()
-        })?;
+        self.store.persist(Persist { commit: light.commit_index(), ..Persist::default() })?;
         out.messages.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut out)?;
         self.node.advance_apply();
@@ -309,20 +288,10 @@ impl Replica {
             self.state.version += 1;
             self.state.data.clone_from(&update.data);
             let id = update.id;
-            if id.origin == self.id()
-                && id.incarnation == self.incarnation
-                && self.pending.remove(&id.seq)
-            {
-                out.acks.push(Ack {
-                    seq: id.seq,
-                    version: self.state.version,
-                });
+            if id.origin == self.id() && id.incarnation == self.incarnation && self.pending.remove(&id.seq) {
+                out.acks.push(Ack { seq: id.seq, version: self.state.version });
             }
-            out.applied.push(Applied {
-                version: self.state.version,
-                update: id,
-                data: update.data,
-            });
+            out.applied.push(Applied { version: self.state.version, update: id, data: update.data });
         }
         Ok(())
     }
@@ -332,18 +301,12 @@ impl Replica {
         if self.applied_index < snapshot_index + self.snapshot_every {
             return Ok(());
         }
-        let mut snapshot = Snapshot {
-            data: self.state.encode(),
-            ..Snapshot::default()
-        };
+        let mut snapshot = Snapshot { data: self.state.encode(), ..Snapshot::default() };
         let meta = snapshot.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.node.store().term(self.applied_index)?;
         meta.set_conf_state(self.node.raft.prs().conf().to_conf_state());
-        self.store.persist(Persist {
-            compact: Some(snapshot),
-            ..Persist::default()
-        })?;
+        self.store.persist(Persist { compact: Some(snapshot), ..Persist::default() })?;
         Ok(())
     }
 

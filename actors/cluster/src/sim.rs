@@ -129,15 +129,7 @@ impl Sim {
             config,
         };
         for id in 1..=sim.config.nodes {
-            sim.nodes.insert(
-                id,
-                Node {
-                    replica: None,
-                    store: None,
-                    waiting: BTreeMap::new(),
-                    jitter: 0,
-                },
-            );
+            sim.nodes.insert(id, Node { replica: None, store: None, waiting: BTreeMap::new(), jitter: 0 });
             sim.start(id);
         }
         sim
@@ -151,26 +143,16 @@ impl Sim {
     fn start(&mut self, id: NodeId) {
         let voters = self.voters();
         let store = match &self.config.storage {
-            SimStorage::Memory => self.nodes[&id]
-                .store
-                .clone()
-                .unwrap_or_else(|| LogStore::in_memory(&voters)),
-            SimStorage::Dir(dir) => {
-                match LogStore::open(&dir.join(format!("node-{id}")), &voters) {
-                    Ok(store) => store,
-                    Err(e) => {
-                        return self.violation(format!("node {id} cannot reopen its store: {e}"))
-                    }
-                }
+            SimStorage::Memory => {
+                self.nodes[&id].store.clone().unwrap_or_else(|| LogStore::in_memory(&voters))
             }
+            SimStorage::Dir(dir) => match LogStore::open(&dir.join(format!("node-{id}")), &voters) {
+                Ok(store) => store,
+                Err(e) => return self.violation(format!("node {id} cannot reopen its store: {e}")),
+            },
         };
         // Distinct timeouts for live nodes, so that two candidates never tie forever.
-        let taken: BTreeSet<usize> = self
-            .nodes
-            .values()
-            .filter(|n| n.replica.is_some())
-            .map(|n| n.jitter)
-            .collect();
+        let taken: BTreeSet<usize> = self.nodes.values().filter(|n| n.replica.is_some()).map(|n| n.jitter).collect();
         let span = self.config.timing.election_ticks();
         let free: Vec<usize> = (0..span).filter(|k| !taken.contains(k)).collect();
         let jitter = free[self.rng.gen_range(0..free.len())];
@@ -194,9 +176,7 @@ impl Sim {
     }
 
     fn violation(&mut self, what: String) {
-        self.history
-            .violations
-            .push(format!("t={} ms: {what}", self.now));
+        self.history.violations.push(format!("t={} ms: {what}", self.now));
     }
 
     /// Simulated milliseconds since the start.
@@ -216,20 +196,12 @@ impl Sim {
 
     /// The ids of the nodes that are up.
     pub fn up(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.replica.is_some())
-            .map(|(&id, _)| id)
-            .collect()
+        self.nodes.iter().filter(|(_, n)| n.replica.is_some()).map(|(&id, _)| id).collect()
     }
 
     /// The ids of the nodes that are down.
     pub fn down(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.replica.is_none())
-            .map(|(&id, _)| id)
-            .collect()
+        self.nodes.iter().filter(|(_, n)| n.replica.is_none()).map(|(&id, _)| id).collect()
     }
 
     /// The leader of the highest term among the nodes that are up, if it can reach a majority.
@@ -237,18 +209,9 @@ impl Sim {
         let (id, replica) = self
             .nodes
             .iter()
-            .filter_map(|(&id, n)| {
-                n.replica
-                    .as_ref()
-                    .filter(|r| r.is_leader())
-                    .map(|r| (id, r))
-            })
+            .filter_map(|(&id, n)| n.replica.as_ref().filter(|r| r.is_leader()).map(|r| (id, r)))
             .max_by_key(|(_, r)| r.term())?;
-        let reachable = self
-            .up()
-            .into_iter()
-            .filter(|&peer| self.config.faults.connected(id, peer))
-            .count() as u64;
+        let reachable = self.up().into_iter().filter(|&peer| self.config.faults.connected(id, peer)).count() as u64;
         (reachable > self.config.nodes / 2 && replica.is_leader()).then_some(id)
     }
 
@@ -288,12 +251,8 @@ impl Sim {
     /// no leader (the client is told at once, as `ReplicaUpdateFailed` would tell it).
     pub fn propose(&mut self, id: NodeId, data: Vec<u8>) -> bool {
         let deadline = self.now + self.config.client_timeout_ms;
-        let Some(node) = self.nodes.get_mut(&id) else {
-            return false;
-        };
-        let Some(replica) = node.replica.as_mut() else {
-            return false;
-        };
+        let Some(node) = self.nodes.get_mut(&id) else { return false };
+        let Some(replica) = node.replica.as_mut() else { return false };
         match replica.propose(data.clone()) {
             Ok(seq) => {
                 node.waiting.insert(seq, (data, deadline));
@@ -358,15 +317,10 @@ impl Sim {
     }
 
     fn settled(&self) -> bool {
-        let Some(leader) = self.leader().and_then(|id| self.replica(id)) else {
-            return false;
-        };
+        let Some(leader) = self.leader().and_then(|id| self.replica(id)) else { return false };
         let target = leader.commit_index();
-        self.nodes.values().all(|n| {
-            n.replica
-                .as_ref()
-                .is_some_and(|r| r.applied_index() >= target)
-        }) && self.nodes.values().all(|n| n.waiting.is_empty())
+        self.nodes.values().all(|n| n.replica.as_ref().is_some_and(|r| r.applied_index() >= target))
+            && self.nodes.values().all(|n| n.waiting.is_empty())
     }
 
     /// Checks the history and, on a settled cluster, that every replica holds the same state.
@@ -378,12 +332,10 @@ impl Sim {
         for (id, version, data) in &h.acked {
             match h.applied.get(version) {
                 Some((applied, applied_data)) if applied == id && applied_data == data => {}
-                Some((applied, _)) => return Err(format!(
-                    "update {id:?} was acknowledged at version {version}, which holds {applied:?}"
-                )),
-                None => return Err(format!(
-                    "update {id:?} was acknowledged at version {version}, which no replica applied"
-                )),
+                Some((applied, _)) => {
+                    return Err(format!("update {id:?} was acknowledged at version {version}, which holds {applied:?}"))
+                }
+                None => return Err(format!("update {id:?} was acknowledged at version {version}, which no replica applied")),
             }
         }
         let states: BTreeSet<(u64, &[u8])> = self
@@ -399,14 +351,9 @@ impl Sim {
             return Err(format!("replicas disagree after settling: {states:?}"));
         }
         let (version, data) = states.into_iter().next().expect("one state");
-        let latest = h
-            .applied
-            .last_key_value()
-            .map(|(v, (_, d))| (*v, d.as_slice()));
+        let latest = h.applied.last_key_value().map(|(v, (_, d))| (*v, d.as_slice()));
         if version > 0 && latest != Some((version, data)) {
-            return Err(format!(
-                "replicas hold version {version}, the history's latest is {latest:?}"
-            ));
+            return Err(format!("replicas hold version {version}, the history's latest is {latest:?}"));
         }
         Ok(())
     }
@@ -438,12 +385,7 @@ impl Sim {
             let node = self.nodes.get_mut(&id).expect("up node");
             let replica = node.replica.as_mut().expect("up node");
             replica.tick();
-            let expired: Vec<u64> = node
-                .waiting
-                .iter()
-                .filter(|(_, (_, d))| *d <= now)
-                .map(|(&s, _)| s)
-                .collect();
+            let expired: Vec<u64> = node.waiting.iter().filter(|(_, (_, d))| *d <= now).map(|(&s, _)| s).collect();
             for seq in expired {
                 node.waiting.remove(&seq);
                 replica.forget(seq);
@@ -456,8 +398,7 @@ impl Sim {
     fn deliver(&mut self, from: NodeId, message: RaftMessage, lost: bool) {
         let to = message.to;
         let receiver = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut());
-        let Some(receiver) = receiver.filter(|_| !lost && self.config.faults.connected(from, to))
-        else {
+        let Some(receiver) = receiver.filter(|_| !lost && self.config.faults.connected(from, to)) else {
             return self.report(from, to, message.get_msg_type(), false);
         };
         // Only a snapshot's fate is reported on success: that is all raft-rs waits for.
@@ -481,9 +422,7 @@ impl Sim {
     }
 
     fn advance(&mut self, id: NodeId) {
-        let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) else {
-            return;
-        };
+        let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) else { return };
         match replica.advance() {
             Ok(output) => self.absorb(id, output),
             Err(e) => {
@@ -505,9 +444,7 @@ impl Sim {
                 }
                 Some(_) => {}
                 None => {
-                    self.history
-                        .applied
-                        .insert(applied.version, (applied.update, applied.data));
+                    self.history.applied.insert(applied.version, (applied.update, applied.data));
                 }
             }
         }
@@ -515,11 +452,7 @@ impl Sim {
         let incarnation = node.replica.as_ref().map_or(0, |r| r.incarnation());
         for ack in output.acks {
             if let Some((data, _)) = node.waiting.remove(&ack.seq) {
-                let update = UpdateId {
-                    origin: id,
-                    incarnation,
-                    seq: ack.seq,
-                };
+                let update = UpdateId { origin: id, incarnation, seq: ack.seq };
                 self.history.acked.push((update, ack.version, data));
             }
         }
@@ -536,8 +469,7 @@ impl Sim {
             Route::Lost => (self.config.faults.latency_ms.0, true),
         };
         self.sent += 1;
-        self.in_flight
-            .insert((self.now + delay, self.sent), (from, message, lost));
+        self.in_flight.insert((self.now + delay, self.sent), (from, message, lost));
     }
 
     /// Draws from the simulation's generator, so that a scenario built on it replays too.
@@ -566,10 +498,7 @@ mod tests {
         let mut sim = settled_sim();
         let (id, version, data) = sim.history.acked[0].clone();
         sim.history.acked.push((id, version + 100, data.clone()));
-        assert!(sim
-            .check()
-            .unwrap_err()
-            .contains("which no replica applied"));
+        assert!(sim.check().unwrap_err().contains("which no replica applied"));
 
         let mut sim = settled_sim();
         let other = sim.history.acked[1].0;
@@ -580,17 +509,7 @@ mod tests {
     #[test]
     fn the_checker_catches_diverged_or_unsettled_replicas() {
         let mut sim = settled_sim();
-        sim.history.applied.insert(
-            99,
-            (
-                UpdateId {
-                    origin: 1,
-                    incarnation: 1,
-                    seq: 99,
-                },
-                vec![],
-            ),
-        );
+        sim.history.applied.insert(99, (UpdateId { origin: 1, incarnation: 1, seq: 99 }, vec![]));
         assert!(sim.check().unwrap_err().contains("history's latest"));
 
         let mut sim = settled_sim();

@@ -68,20 +68,10 @@ impl Update {
 
     /// Reads entry bytes written by [`Update::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader {
-            bytes,
-            what: "update entry",
-        };
+        let mut r = Reader { bytes, what: "update entry" };
         r.tag(UPDATE_TAG)?;
-        let id = UpdateId {
-            origin: r.u64()?,
-            incarnation: r.u64()?,
-            seq: r.u64()?,
-        };
-        Ok(Update {
-            id,
-            data: r.rest().to_vec(),
-        })
+        let id = UpdateId { origin: r.u64()?, incarnation: r.u64()?, seq: r.u64()? };
+        Ok(Update { id, data: r.rest().to_vec() })
     }
 }
 
@@ -99,21 +89,13 @@ impl State {
 
     /// Reads snapshot bytes written by [`State::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader {
-            bytes,
-            what: "state snapshot",
-        };
+        let mut r = Reader { bytes, what: "state snapshot" };
         r.tag(STATE_TAG)?;
         let version = r.u64()?;
         let id_len = r.u64()?;
         let id = r.take(id_len)?;
-        let id =
-            String::from_utf8(id.to_vec()).map_err(|_| r.error("state id is not UTF-8".into()))?;
-        Ok(State {
-            id,
-            data: r.rest().to_vec(),
-            version,
-        })
+        let id = String::from_utf8(id.to_vec()).map_err(|_| r.error("state id is not UTF-8".into()))?;
+        Ok(State { id, data: r.rest().to_vec(), version })
     }
 }
 
@@ -124,10 +106,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn error(&self, problem: String) -> DecodeError {
-        DecodeError {
-            what: self.what,
-            problem,
-        }
+        DecodeError { what: self.what, problem }
     }
 
     fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
@@ -150,9 +129,7 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Result<u64, DecodeError> {
         let bytes = self.take(8)?;
-        Ok(u64::from_le_bytes(
-            bytes.try_into().expect("take(8) returns 8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(bytes.try_into().expect("take(8) returns 8 bytes")))
     }
 
     fn rest(&mut self) -> &'a [u8] {
@@ -166,53 +143,22 @@ mod tests {
 
     #[test]
     fn update_and_state_round_trip() {
-        let update = Update {
-            id: UpdateId {
-                origin: 3,
-                incarnation: 2,
-                seq: 99,
-            },
-            data: b"x=1".to_vec(),
-        };
+        let update = Update { id: UpdateId { origin: 3, incarnation: 2, seq: 99 }, data: b"x=1".to_vec() };
         assert_eq!(Update::decode(&update.encode()).unwrap(), update);
-        let state = State {
-            id: "cluster".into(),
-            data: vec![0, 1, 2],
-            version: 7,
-        };
+        let state = State { id: "cluster".into(), data: vec![0, 1, 2], version: 7 };
         assert_eq!(State::decode(&state.encode()).unwrap(), state);
     }
 
     #[test]
     fn truncated_or_foreign_bytes_are_named_errors() {
-        let update = Update {
-            id: UpdateId {
-                origin: 1,
-                incarnation: 1,
-                seq: 1,
-            },
-            data: vec![],
-        }
-        .encode();
+        let update = Update { id: UpdateId { origin: 1, incarnation: 1, seq: 1 }, data: vec![] }.encode();
         let err = Update::decode(&update[..10]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("corrupt update entry: needs 8 more bytes"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("corrupt update entry: needs 8 more bytes"), "{err}");
         let err = Update::decode(&[9]).unwrap_err();
         assert!(err.to_string().contains("format tag 9"), "{err}");
-        let mut state = State {
-            id: "abc".into(),
-            data: vec![],
-            version: 1,
-        }
-        .encode();
+        let mut state = State { id: "abc".into(), data: vec![], version: 1 }.encode();
         state[9] = 200; // id length beyond the end
-        assert!(State::decode(&state)
-            .unwrap_err()
-            .to_string()
-            .contains("corrupt state snapshot"));
+        assert!(State::decode(&state).unwrap_err().to_string().contains("corrupt state snapshot"));
         assert!(State::decode(&[]).is_err());
     }
 }

@@ -111,9 +111,7 @@ impl LogStore {
         let mut core = Core::default();
         core.conf_state.voters = voters.to_vec();
         core.incarnation = 1;
-        LogStore {
-            inner: Arc::new(RwLock::new(Inner { core, disk: None })),
-        }
+        LogStore { inner: Arc::new(RwLock::new(Inner { core, disk: None })) }
     }
 
     /// Opens (or creates) the store in `dir`, whose cluster is `voters` when it is new.
@@ -121,29 +119,18 @@ impl LogStore {
     /// Each open starts a new incarnation of the node (see [`UpdateId`](crate::UpdateId)).
     pub fn open(dir: &Path, voters: &[u64]) -> Result<Self, StoreError> {
         let path = dir.join("raft.redb");
-        let disk_err = |source: redb::Error| StoreError::Disk {
-            path: path.clone(),
-            source,
-        };
+        let disk_err = |source: redb::Error| StoreError::Disk { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|e| disk_err(redb::Error::Io(e)))?;
         let db = Database::create(&path).map_err(|e| disk_err(e.into()))?;
         let mut core = load(&db).map_err(|e| match e {
             Loaded::Disk(e) => disk_err(e),
-            Loaded::Corrupt(problem) => StoreError::Corrupt {
-                path: path.clone(),
-                problem,
-            },
+            Loaded::Corrupt(problem) => StoreError::Corrupt { path: path.clone(), problem },
         })?;
         if core.conf_state.voters.is_empty() {
             core.conf_state.voters = voters.to_vec();
         }
         core.incarnation += 1;
-        let store = LogStore {
-            inner: Arc::new(RwLock::new(Inner {
-                core,
-                disk: Some(Disk { db, path }),
-            })),
-        };
+        let store = LogStore { inner: Arc::new(RwLock::new(Inner { core, disk: Some(Disk { db, path }) })) };
         store.write_meta_all()?;
         Ok(store)
     }
@@ -170,10 +157,7 @@ impl LogStore {
             return Ok(());
         }
         let mut inner = self.write();
-        let commit_only = p.snapshot.is_none()
-            && p.entries.is_empty()
-            && p.hard_state.is_none()
-            && p.compact.is_none();
+        let commit_only = p.snapshot.is_none() && p.entries.is_empty() && p.hard_state.is_none() && p.compact.is_none();
         if let (true, Some(commit)) = (commit_only, p.commit) {
             inner.core.hard_state.commit = commit;
             return Ok(());
@@ -225,15 +209,11 @@ impl LogStore {
 
 impl Core {
     fn first_index(&self) -> u64 {
-        self.entries
-            .first()
-            .map_or(self.snapshot.get_metadata().index + 1, |e| e.index)
+        self.entries.first().map_or(self.snapshot.get_metadata().index + 1, |e| e.index)
     }
 
     fn last_index(&self) -> u64 {
-        self.entries
-            .last()
-            .map_or(self.snapshot.get_metadata().index, |e| e.index)
+        self.entries.last().map_or(self.snapshot.get_metadata().index, |e| e.index)
     }
 
     fn append(&mut self, new: &[Entry]) {
@@ -266,43 +246,23 @@ impl Disk {
     /// One transaction bringing the file up to `core`: entries dropped by a snapshot newer than
     /// `old_snapshot` or replaced by a conflicting append are removed, new ones inserted, and the
     /// metadata rewritten.
-    fn write(
-        &self,
-        core: &Core,
-        old_snapshot: u64,
-        first_new: Option<u64>,
-        new: &[Entry],
-    ) -> Result<(), StoreError> {
-        let err = |e: redb::Error| StoreError::Disk {
-            path: self.path.clone(),
-            source: e,
-        };
+    fn write(&self, core: &Core, old_snapshot: u64, first_new: Option<u64>, new: &[Entry]) -> Result<(), StoreError> {
+        let err = |e: redb::Error| StoreError::Disk { path: self.path.clone(), source: e };
         let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        tx.set_durability(Durability::Immediate)
-            .map_err(|e| err(redb::Error::from(e)))?;
+        tx.set_durability(Durability::Immediate).map_err(|e| err(redb::Error::from(e)))?;
         {
             let mut table = tx.open_table(ENTRIES).map_err(|e| err(e.into()))?;
             let new_snapshot = core.snapshot.get_metadata().index;
             if new_snapshot > old_snapshot {
                 // Everything at or below the snapshot, or everything if the snapshot came from
                 // the leader and replaced the log.
-                let upto = if core.entries.is_empty() {
-                    u64::MAX
-                } else {
-                    new_snapshot
-                };
-                table
-                    .retain_in(..=upto, |_, _| false)
-                    .map_err(|e| err(e.into()))?;
+                let upto = if core.entries.is_empty() { u64::MAX } else { new_snapshot };
+                table.retain_in(..=upto, |_, _| false).map_err(|e| err(e.into()))?;
             }
             if let Some(first) = first_new {
-                table
-                    .retain_in(first.., |_, _| false)
-                    .map_err(|e| err(e.into()))?;
+                table.retain_in(first.., |_, _| false).map_err(|e| err(e.into()))?;
                 for entry in new {
-                    table
-                        .insert(entry.index, entry.encode_to_vec().as_slice())
-                        .map_err(|e| err(e.into()))?;
+                    table.insert(entry.index, entry.encode_to_vec().as_slice()).map_err(|e| err(e.into()))?;
                 }
             }
         }
@@ -311,13 +271,9 @@ impl Disk {
     }
 
     fn write_meta(&self, core: &Core) -> Result<(), StoreError> {
-        let err = |e: redb::Error| StoreError::Disk {
-            path: self.path.clone(),
-            source: e,
-        };
+        let err = |e: redb::Error| StoreError::Disk { path: self.path.clone(), source: e };
         let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        tx.set_durability(Durability::Immediate)
-            .map_err(|e| err(redb::Error::from(e)))?;
+        tx.set_durability(Durability::Immediate).map_err(|e| err(redb::Error::from(e)))?;
         write_meta(&tx, core).map_err(err)?;
         tx.commit().map_err(|e| err(e.into()))
     }
@@ -351,10 +307,7 @@ fn load(db: &Database) -> Result<Core, Loaded> {
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(core),
         Err(e) => return Err(e.into()),
     };
-    fn decode<M: prost::Message + Default>(
-        what: &str,
-        bytes: Option<redb::AccessGuard<'_, &[u8]>>,
-    ) -> Result<M, Loaded> {
+    fn decode<M: prost::Message + Default>(what: &str, bytes: Option<redb::AccessGuard<'_, &[u8]>>) -> Result<M, Loaded> {
         match bytes {
             None => Ok(M::default()),
             Some(b) => M::decode(b.value()).map_err(|e| Loaded::Corrupt(format!("{what}: {e}"))),
@@ -366,9 +319,7 @@ fn load(db: &Database) -> Result<Core, Loaded> {
     core.incarnation = match meta.get(INCARNATION)? {
         None => 0,
         Some(b) => u64::from_le_bytes(
-            b.value()
-                .try_into()
-                .map_err(|_| Loaded::Corrupt("incarnation is not 8 bytes".into()))?,
+            b.value().try_into().map_err(|_| Loaded::Corrupt("incarnation is not 8 bytes".into()))?,
         ),
     };
     let entries = match tx.open_table(ENTRIES) {
@@ -378,8 +329,7 @@ fn load(db: &Database) -> Result<Core, Loaded> {
     };
     for (expected, row) in (core.snapshot.get_metadata().index + 1..).zip(entries.iter()?) {
         let (index, bytes) = row?;
-        let entry = Entry::decode(bytes.value())
-            .map_err(|e| Loaded::Corrupt(format!("entry {}: {e}", index.value())))?;
+        let entry = Entry::decode(bytes.value()).map_err(|e| Loaded::Corrupt(format!("entry {}: {e}", index.value())))?;
         if entry.index != index.value() || entry.index != expected {
             return Err(Loaded::Corrupt(format!(
                 "log is not contiguous: found entry {} (keyed {}) where {expected} was expected",
@@ -399,19 +349,10 @@ fn unavailable(e: StorageError) -> raft::Error {
 impl Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let inner = self.read();
-        Ok(RaftState {
-            hard_state: inner.core.hard_state.clone(),
-            conf_state: inner.core.conf_state.clone(),
-        })
+        Ok(RaftState { hard_state: inner.core.hard_state.clone(), conf_state: inner.core.conf_state.clone() })
     }
 
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
+    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _: GetEntriesContext) -> raft::Result<Vec<Entry>> {
         let inner = self.read();
         let core = &inner.core;
         if low < core.first_index() {
@@ -478,19 +419,11 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: vec![index as u8],
-            ..Default::default()
-        }
+        Entry { index, term, data: vec![index as u8], ..Default::default() }
     }
 
     fn snapshot(index: u64, term: u64, data: &[u8]) -> Snapshot {
-        let mut s = Snapshot {
-            data: data.to_vec(),
-            ..Default::default()
-        };
+        let mut s = Snapshot { data: data.to_vec(), ..Default::default() };
         s.mut_metadata().index = index;
         s.mut_metadata().term = term;
         s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
@@ -507,52 +440,21 @@ mod tests {
         let store = LogStore::open(dir.path(), &[1, 2, 3]).unwrap();
         assert_eq!(store.incarnation(), 1);
         let entries: Vec<_> = (1..=5).map(|i| entry(i, 1)).collect();
-        let hs = HardState {
-            term: 2,
-            vote: 3,
-            commit: 4,
-        };
-        store
-            .persist(Persist {
-                entries: &entries,
-                hard_state: Some(&hs),
-                ..Default::default()
-            })
-            .unwrap();
+        let hs = HardState { term: 2, vote: 3, commit: 4 };
+        store.persist(Persist { entries: &entries, hard_state: Some(&hs), ..Default::default() }).unwrap();
         // A conflicting append from a new leader replaces the suffix.
-        store
-            .persist(Persist {
-                entries: &[entry(4, 2)],
-                ..Default::default()
-            })
-            .unwrap();
-        store
-            .persist(Persist {
-                compact: Some(snapshot(2, 1, b"state")),
-                ..Default::default()
-            })
-            .unwrap();
+        store.persist(Persist { entries: &[entry(4, 2)], ..Default::default() }).unwrap();
+        store.persist(Persist { compact: Some(snapshot(2, 1, b"state")), ..Default::default() }).unwrap();
         drop(store);
 
         let store = LogStore::open(dir.path(), &[9]).unwrap();
         assert_eq!(store.incarnation(), 2);
         assert_eq!(indexes(&store), vec![3, 4]);
         assert_eq!(store.term(4).unwrap(), 2);
-        assert_eq!(
-            store.term(2).unwrap(),
-            1,
-            "the snapshot's own index keeps its term"
-        );
-        assert!(matches!(
-            store.term(1),
-            Err(raft::Error::Store(StorageError::Compacted))
-        ));
+        assert_eq!(store.term(2).unwrap(), 1, "the snapshot's own index keeps its term");
+        assert!(matches!(store.term(1), Err(raft::Error::Store(StorageError::Compacted))));
         assert_eq!(store.hard_state(), hs);
-        assert_eq!(
-            store.initial_state().unwrap().conf_state.voters,
-            vec![1, 2, 3],
-            "voters of a new store only"
-        );
+        assert_eq!(store.initial_state().unwrap().conf_state.voters, vec![1, 2, 3], "voters of a new store only");
         assert_eq!(&store.snapshot(2, 0).unwrap().data[..], b"state");
     }
 
@@ -560,41 +462,17 @@ mod tests {
     fn a_commit_index_alone_rides_along_with_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), &[1]).unwrap();
-        store
-            .persist(Persist {
-                entries: &[entry(1, 1), entry(2, 1)],
-                ..Default::default()
-            })
-            .unwrap();
-        store
-            .persist(Persist {
-                commit: Some(2),
-                ..Default::default()
-            })
-            .unwrap();
+        store.persist(Persist { entries: &[entry(1, 1), entry(2, 1)], ..Default::default() }).unwrap();
+        store.persist(Persist { commit: Some(2), ..Default::default() }).unwrap();
         assert_eq!(store.hard_state().commit, 2);
         drop(store);
         let store = LogStore::open(dir.path(), &[1]).unwrap();
         assert_eq!(store.hard_state().commit, 0, "no transaction of its own");
-        store
-            .persist(Persist {
-                commit: Some(2),
-                ..Default::default()
-            })
-            .unwrap();
-        store
-            .persist(Persist {
-                entries: &[entry(3, 1)],
-                ..Default::default()
-            })
-            .unwrap();
+        store.persist(Persist { commit: Some(2), ..Default::default() }).unwrap();
+        store.persist(Persist { entries: &[entry(3, 1)], ..Default::default() }).unwrap();
         drop(store);
         let store = LogStore::open(dir.path(), &[1]).unwrap();
-        assert_eq!(
-            store.hard_state().commit,
-            2,
-            "written with the next transaction"
-        );
+        assert_eq!(store.hard_state().commit, 2, "written with the next transaction");
     }
 
     #[test]
@@ -602,25 +480,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), &[1, 2, 3]).unwrap();
         let entries: Vec<_> = (1..=3).map(|i| entry(i, 1)).collect();
-        store
-            .persist(Persist {
-                entries: &entries,
-                ..Default::default()
-            })
-            .unwrap();
+        store.persist(Persist { entries: &entries, ..Default::default() }).unwrap();
         let snap = snapshot(10, 3, b"s");
-        store
-            .persist(Persist {
-                snapshot: Some(&snap),
-                ..Default::default()
-            })
-            .unwrap();
-        store
-            .persist(Persist {
-                entries: &[entry(11, 3)],
-                ..Default::default()
-            })
-            .unwrap();
+        store.persist(Persist { snapshot: Some(&snap), ..Default::default() }).unwrap();
+        store.persist(Persist { entries: &[entry(11, 3)], ..Default::default() }).unwrap();
         drop(store);
         let store = LogStore::open(dir.path(), &[1, 2, 3]).unwrap();
         assert_eq!(indexes(&store), vec![11]);
@@ -632,40 +495,21 @@ mod tests {
     fn entries_respect_bounds_and_size() {
         let store = LogStore::in_memory(&[1]);
         let entries: Vec<_> = (1..=4).map(|i| entry(i, 1)).collect();
-        store
-            .persist(Persist {
-                entries: &entries,
-                ..Default::default()
-            })
-            .unwrap();
+        store.persist(Persist { entries: &entries, ..Default::default() }).unwrap();
         let ctx = GetEntriesContext::empty(false);
         assert_eq!(store.entries(2, 4, None, ctx).unwrap().len(), 2);
         let ctx = GetEntriesContext::empty(false);
-        assert_eq!(
-            store.entries(1, 5, 1, ctx).unwrap().len(),
-            1,
-            "at least one entry, whatever the limit"
-        );
+        assert_eq!(store.entries(1, 5, 1, ctx).unwrap().len(), 1, "at least one entry, whatever the limit");
         let ctx = GetEntriesContext::empty(false);
-        assert!(
-            store.entries(1, 9, None, ctx).is_err(),
-            "beyond the end is an error, not a panic"
-        );
-        assert!(matches!(
-            store.snapshot(1, 2),
-            Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable
-            ))
-        ));
+        assert!(store.entries(1, 9, None, ctx).is_err(), "beyond the end is an error, not a panic");
+        assert!(matches!(store.snapshot(1, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
     }
 
     #[test]
     fn garbage_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("raft.redb"), b"this is not a database").unwrap();
-        let err = LogStore::open(dir.path(), &[1])
-            .err()
-            .expect("garbage must not open");
+        let err = LogStore::open(dir.path(), &[1]).err().expect("garbage must not open");
         assert!(err.to_string().contains("raft.redb"), "{err}");
     }
 }

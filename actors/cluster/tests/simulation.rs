@@ -25,10 +25,7 @@ fn a_leader_is_elected_in_three_and_five_node_clusters() {
         for seed in 0..20 {
             let mut sim = Sim::new(seed, SimConfig::nodes(nodes));
             let leader = sim.run_until_leader(TWO_SECONDS);
-            assert!(
-                leader.is_some(),
-                "{nodes} nodes, seed {seed}: no leader within 2 s"
-            );
+            assert!(leader.is_some(), "{nodes} nodes, seed {seed}: no leader within 2 s");
             // One leader per term: no other node leads in the leader's term.
             let leader = leader.unwrap();
             let term = sim.replica(leader).unwrap().term();
@@ -47,25 +44,15 @@ fn a_new_leader_takes_over_within_two_seconds_of_a_leader_crash() {
         for seed in 0..20 {
             let mut sim = Sim::new(seed, SimConfig::nodes(nodes));
             let old = sim.run_until_leader(TWO_SECONDS).unwrap();
-            assert!(
-                commit_through(&mut sim, old, b"before"),
-                "seed {seed}: first update not committed"
-            );
+            assert!(commit_through(&mut sim, old, b"before"), "seed {seed}: first update not committed");
             sim.crash(old);
             let crashed_at = sim.now();
             let new = sim.run_until_leader(TWO_SECONDS);
-            let new = new
-                .unwrap_or_else(|| panic!("{nodes} nodes, seed {seed}: no new leader within 2 s"));
+            let new = new.unwrap_or_else(|| panic!("{nodes} nodes, seed {seed}: no new leader within 2 s"));
             assert_ne!(new, old);
             let failover = sim.now() - crashed_at;
-            assert!(
-                failover <= TWO_SECONDS,
-                "seed {seed}: failover took {failover} ms"
-            );
-            assert!(
-                commit_through(&mut sim, new, b"after"),
-                "seed {seed}: the new leader cannot commit"
-            );
+            assert!(failover <= TWO_SECONDS, "seed {seed}: failover took {failover} ms");
+            assert!(commit_through(&mut sim, new, b"after"), "seed {seed}: the new leader cannot commit");
             sim.heal_and_settle(5_000);
             sim.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         }
@@ -85,27 +72,13 @@ fn a_minority_cannot_commit_the_majority_can_and_the_minority_catches_up() {
         let acked = sim.history().acked.len();
         sim.propose(leader, b"minority write".to_vec());
         sim.run_for(1_500);
-        assert_eq!(
-            sim.history().acked.len(),
-            acked,
-            "seed {seed}: the minority committed"
-        );
-        assert!(
-            !sim.replica(leader).unwrap().is_leader(),
-            "seed {seed}: a leader without quorum must step down"
-        );
+        assert_eq!(sim.history().acked.len(), acked, "seed {seed}: the minority committed");
+        assert!(!sim.replica(leader).unwrap().is_leader(), "seed {seed}: a leader without quorum must step down");
 
         let majority_leader = sim.leader().expect("the majority elects a leader");
         assert!(!minority.contains(&majority_leader));
         for i in 0..5 {
-            assert!(
-                commit_through(
-                    &mut sim,
-                    majority_leader,
-                    format!("majority {i}").as_bytes()
-                ),
-                "seed {seed}"
-            );
+            assert!(commit_through(&mut sim, majority_leader, format!("majority {i}").as_bytes()), "seed {seed}");
         }
         let majority_version = sim.replica(majority_leader).unwrap().state().version;
         assert!(sim.replica(follower).unwrap().state().version < majority_version);
@@ -114,10 +87,7 @@ fn a_minority_cannot_commit_the_majority_can_and_the_minority_catches_up() {
         sim.run_for(1_000);
         for id in minority {
             let state = sim.replica(id).unwrap().state();
-            assert!(
-                state.version >= majority_version,
-                "seed {seed}: node {id} did not catch up"
-            );
+            assert!(state.version >= majority_version, "seed {seed}: node {id} did not catch up");
         }
         sim.heal_and_settle(5_000);
         sim.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -129,10 +99,7 @@ fn a_minority_cannot_commit_the_majority_can_and_the_minority_catches_up() {
 fn random_round(seed: u64, config: SimConfig) -> Result<(usize, usize), String> {
     // A panic inside the round is a failure of this seed too, and must print it.
     std::panic::catch_unwind(|| random_round_inner(seed, config)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+        let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
         Err(format!("panicked: {}", what.unwrap_or_default()))
     })
 }
@@ -193,10 +160,7 @@ fn seeds() -> Vec<u64> {
     match std::env::var("ERGON_SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("ERGON_SIM_SEED is a number")],
         Err(_) => {
-            let rounds = std::env::var("ERGON_SIM_ROUNDS")
-                .ok()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(200);
+            let rounds = std::env::var("ERGON_SIM_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
             (0..rounds).collect()
         }
     }
@@ -218,14 +182,8 @@ fn random_faults_lose_no_acknowledged_update_and_replicas_converge() {
         }
     }
     // The rounds must exercise something: a run where nothing commits would pass vacuously.
-    assert!(
-        acked > 0 && applied >= acked,
-        "acked {acked}, applied {applied}"
-    );
-    eprintln!(
-        "random faults: {} rounds, {acked} updates acknowledged, {applied} versions applied",
-        seeds().len()
-    );
+    assert!(acked > 0 && applied >= acked, "acked {acked}, applied {applied}");
+    eprintln!("random faults: {} rounds, {acked} updates acknowledged, {applied} versions applied", seeds().len());
 }
 
 #[test]
@@ -233,10 +191,7 @@ fn random_faults_on_real_disks() {
     // Fewer rounds: every persist is an fsync'd redb transaction.
     for seed in seeds().into_iter().take(5) {
         let dir = tempfile::tempdir().unwrap();
-        let config = SimConfig {
-            storage: SimStorage::Dir(dir.path().to_owned()),
-            ..SimConfig::nodes(5)
-        };
+        let config = SimConfig { storage: SimStorage::Dir(dir.path().to_owned()), ..SimConfig::nodes(5) };
         if let Err(e) = random_round(seed, config) {
             panic!("simulation seed {seed} on disk failed: {e}\nreplay it: ERGON_SIM_SEED={seed} cargo test -p ergon-cluster --test simulation random_faults_on_real_disks");
         }
@@ -255,12 +210,7 @@ fn the_same_seed_replays_the_same_history() {
         }
         sim.crash(leader);
         sim.run_for(1_000);
-        (
-            sim.now(),
-            sim.leader(),
-            format!("{:?}", sim.history().applied),
-            sim.history().acked.len(),
-        )
+        (sim.now(), sim.leader(), format!("{:?}", sim.history().applied), sim.history().acked.len())
     };
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43));

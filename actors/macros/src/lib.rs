@@ -24,8 +24,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{
-    Error, Expr, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemEnum, ItemImpl, Lit,
-    PathArguments, ReturnType, Token, Type,
+    Error, Expr, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemEnum, ItemImpl, Lit, PathArguments, ReturnType, Token,
+    Type,
 };
 
 /// Declares a gated actor's operations on its `impl` block. See `actors::gate` for an example.
@@ -47,9 +47,7 @@ pub fn gated(args: TokenStream, item: TokenStream) -> TokenStream {
     let parser = syn::meta::parser(|meta| actor.parse(meta));
     syn::parse_macro_input!(args with parser);
     let block = syn::parse_macro_input!(item as ItemImpl);
-    expand_gated(actor, block)
-        .unwrap_or_else(Error::into_compile_error)
-        .into()
+    expand_gated(actor, block).unwrap_or_else(Error::into_compile_error).into()
 }
 
 /// Adds the gate's refusals to an actor's error enum and implements `GateError` for it. Write it
@@ -57,12 +55,9 @@ pub fn gated(args: TokenStream, item: TokenStream) -> TokenStream {
 /// those two as well. A variant the enum declares itself is kept as it is.
 #[proc_macro_attribute]
 pub fn gate_error(args: TokenStream, item: TokenStream) -> TokenStream {
-    let optional =
-        syn::parse_macro_input!(args with Punctuated::<Ident, Token![,]>::parse_terminated);
+    let optional = syn::parse_macro_input!(args with Punctuated::<Ident, Token![,]>::parse_terminated);
     let error = syn::parse_macro_input!(item as ItemEnum);
-    expand_gate_error(optional, error)
-        .unwrap_or_else(Error::into_compile_error)
-        .into()
+    expand_gate_error(optional, error).unwrap_or_else(Error::into_compile_error).into()
 }
 
 #[derive(Default)]
@@ -80,11 +75,7 @@ struct ActorArgs {
 
 impl ActorArgs {
     fn parse(&mut self, meta: syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
-        let key = meta
-            .path
-            .get_ident()
-            .map(Ident::to_string)
-            .unwrap_or_default();
+        let key = meta.path.get_ident().map(Ident::to_string).unwrap_or_default();
         match key.as_str() {
             "error" => self.error = Some(meta.value()?.parse()?),
             "scope" => self.scope = Some(meta.value()?.parse()?),
@@ -115,21 +106,13 @@ struct OperationArgs {
 
 impl OperationArgs {
     fn parse(&mut self, meta: syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
-        let key = meta
-            .path
-            .get_ident()
-            .map(Ident::to_string)
-            .unwrap_or_default();
+        let key = meta.path.get_ident().map(Ident::to_string).unwrap_or_default();
         match key.as_str() {
             "requires" => self.requires = Some(capabilities(meta.value()?)?),
             "cost" => self.cost = Some(joules(meta.value()?, "cost")?),
             "resource" => self.resource = Some(meta.value()?.parse()?),
             "validate" => self.validate = Some(meta.value()?.parse()?),
-            _ => {
-                return Err(meta.error(
-                    "unknown argument; #[operation] takes requires, cost, resource and validate",
-                ))
-            }
+            _ => return Err(meta.error("unknown argument; #[operation] takes requires, cost, resource and validate")),
         }
         Ok(())
     }
@@ -139,10 +122,7 @@ impl OperationArgs {
 fn capabilities(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
     let content;
     syn::bracketed!(content in input);
-    Ok(content
-        .parse_terminated(Ident::parse, Token![,])?
-        .into_iter()
-        .collect())
+    Ok(content.parse_terminated(Ident::parse, Token![,])?.into_iter().collect())
 }
 
 /// A literal number of joules: finite and not negative, checked here so that a table of costs
@@ -152,18 +132,10 @@ fn joules(input: ParseStream<'_>, what: &str) -> syn::Result<Lit> {
     let value = match &lit {
         Lit::Float(f) => f.base10_parse::<f64>()?,
         Lit::Int(i) => i.base10_parse::<f64>()?,
-        other => {
-            return Err(Error::new(
-                other.span(),
-                format!("{what} is a number of joules, such as 10.0"),
-            ))
-        }
+        other => return Err(Error::new(other.span(), format!("{what} is a number of joules, such as 10.0"))),
     };
     if !(value.is_finite() && value >= 0.0) {
-        return Err(Error::new(
-            lit.span(),
-            format!("{what} must be a finite, non-negative number of joules"),
-        ));
+        return Err(Error::new(lit.span(), format!("{what} must be a finite, non-negative number of joules")));
     }
     Ok(lit)
 }
@@ -216,11 +188,7 @@ fn required<T>(value: Option<T>, span: Span, message: &str) -> syn::Result<T> {
 }
 
 fn operation(method: &mut ImplItemFn) -> syn::Result<Option<Operation>> {
-    let Some(at) = method
-        .attrs
-        .iter()
-        .position(|a| a.path().is_ident("operation"))
-    else {
+    let Some(at) = method.attrs.iter().position(|a| a.path().is_ident("operation")) else {
         return Ok(None);
     };
     let attr = method.attrs.remove(at);
@@ -229,50 +197,27 @@ fn operation(method: &mut ImplItemFn) -> syn::Result<Option<Operation>> {
     let sig = &method.sig;
     let span = sig.ident.span();
     if args.requires.is_none() {
-        return Err(Error::new(
-            attr.span(),
-            "an operation says what it requires: requires = [Capability, ...] (or [])",
-        ));
+        return Err(Error::new(attr.span(), "an operation says what it requires: requires = [Capability, ...] (or [])"));
     }
     if args.cost.is_none() {
-        return Err(Error::new(
-            attr.span(),
-            "an operation has a base cost: cost = joules",
-        ));
+        return Err(Error::new(attr.span(), "an operation has a base cost: cost = joules"));
     }
     let mut inputs = sig.inputs.iter();
-    if !matches!(inputs.next(), Some(FnArg::Receiver(r)) if r.mutability.is_some() && r.reference.is_some())
-    {
+    if !matches!(inputs.next(), Some(FnArg::Receiver(r)) if r.mutability.is_some() && r.reference.is_some()) {
         return Err(Error::new(span, "an operation's body takes &mut self"));
     }
     let message = match inputs.next() {
         Some(FnArg::Typed(arg)) => (*arg.ty).clone(),
-        _ => {
-            return Err(Error::new(
-                span,
-                "an operation's body takes its message: fn name(&mut self, msg: Message)",
-            ))
-        }
+        _ => return Err(Error::new(span, "an operation's body takes its message: fn name(&mut self, msg: Message)")),
     };
     let with_context = inputs.next().is_some();
     if inputs.next().is_some() {
-        return Err(Error::new(
-            span,
-            "an operation's body takes &mut self, its message and at most the actor's context",
-        ));
+        return Err(Error::new(span, "an operation's body takes &mut self, its message and at most the actor's context"));
     }
     let Type::Path(path) = &message else {
-        return Err(Error::new(
-            message.span(),
-            "an operation's message is a named type",
-        ));
+        return Err(Error::new(message.span(), "an operation's message is a named type"));
     };
-    let type_name = path
-        .path
-        .segments
-        .last()
-        .map(|s| s.ident.to_string())
-        .unwrap_or_default();
+    let type_name = path.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
     let expected = snake_case(&type_name);
     if sig.ident != expected {
         return Err(Error::new(
@@ -281,38 +226,18 @@ fn operation(method: &mut ImplItemFn) -> syn::Result<Option<Operation>> {
         ));
     }
     let ReturnType::Type(_, ret) = &sig.output else {
-        return Err(Error::new(
-            span,
-            "an operation returns Result<Output, Error> or gate::Pending<Self, Output, Error>",
-        ));
+        return Err(Error::new(span, "an operation returns Result<Output, Error> or gate::Pending<Self, Output, Error>"));
     };
     let (output, asynchronous) = output_of(ret)?;
-    Ok(Some(Operation {
-        method: sig.ident.clone(),
-        message,
-        output,
-        asynchronous,
-        with_context,
-        args,
-        ret: (**ret).clone(),
-    }))
+    Ok(Some(Operation { method: sig.ident.clone(), message, output, asynchronous, with_context, args, ret: (**ret).clone() }))
 }
 
 /// The output type of `Result<Output, Error>` (synchronous) or `Pending<Self, Output, Error>`.
 fn output_of(ret: &Type) -> syn::Result<(Type, bool)> {
-    let wrong = || {
-        Error::new(
-            ret.span(),
-            "an operation returns Result<Output, Error> or gate::Pending<Self, Output, Error>",
-        )
-    };
-    let Type::Path(path) = ret else {
-        return Err(wrong());
-    };
+    let wrong = || Error::new(ret.span(), "an operation returns Result<Output, Error> or gate::Pending<Self, Output, Error>");
+    let Type::Path(path) = ret else { return Err(wrong()) };
     let last = path.path.segments.last().ok_or_else(wrong)?;
-    let PathArguments::AngleBracketed(generics) = &last.arguments else {
-        return Err(wrong());
-    };
+    let PathArguments::AngleBracketed(generics) = &last.arguments else { return Err(wrong()) };
     let types: Vec<&Type> = generics
         .args
         .iter()
@@ -330,36 +255,14 @@ fn output_of(ret: &Type) -> syn::Result<(Type, bool)> {
 
 fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
     let span = block.self_ty.span();
-    let error = required(
-        args.error,
-        span,
-        "#[gated] needs error = the actor's error type",
-    )?;
-    let scope = required(
-        args.scope,
-        span,
-        "#[gated] needs scope = the scope the actor acts in",
-    )?;
-    let budget = as_f64(&required(
-        args.budget,
-        span,
-        "#[gated] needs budget = its default budget in joules",
-    )?);
-    let grants = caps(&required(
-        args.grants,
-        span,
-        "#[gated] needs grants = [the capabilities it holds]",
-    )?);
+    let error = required(args.error, span, "#[gated] needs error = the actor's error type")?;
+    let scope = required(args.scope, span, "#[gated] needs scope = the scope the actor acts in")?;
+    let budget = as_f64(&required(args.budget, span, "#[gated] needs budget = its default budget in joules")?);
+    let grants = caps(&required(args.grants, span, "#[gated] needs grants = [the capabilities it holds]")?);
     let mailbox = args.mailbox.map_or(quote!(1024), |m| m.to_token_stream());
-    let reply_timeout = args
-        .reply_timeout_ms
-        .map_or(quote!(1000), |m| m.to_token_stream());
-    let settings = args
-        .settings
-        .map_or(quote!(::actors::gate::NoSettings), |s| s.to_token_stream());
-    let gate = args
-        .gate
-        .unwrap_or_else(|| Ident::new("gate", Span::call_site()));
+    let reply_timeout = args.reply_timeout_ms.map_or(quote!(1000), |m| m.to_token_stream());
+    let settings = args.settings.map_or(quote!(::actors::gate::NoSettings), |s| s.to_token_stream());
+    let gate = args.gate.unwrap_or_else(|| Ident::new("gate", Span::call_site()));
     let started = args.started.iter();
     let actor = block.self_ty.clone();
 
@@ -375,37 +278,15 @@ fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
     for (i, op) in operations.iter().enumerate() {
         // `top_up` and `status` come first in every table.
         let index = i + 2;
-        let Operation {
-            method,
-            message,
-            output,
-            asynchronous,
-            with_context,
-            args,
-            ret,
-        } = op;
+        let Operation { method, message, output, asynchronous, with_context, args, ret } = op;
         let name = method.to_string();
         let requires = caps(args.requires.as_deref().unwrap_or_default());
         let cost = as_f64(args.cost.as_ref().expect("checked"));
-        let resource = args
-            .resource
-            .as_ref()
-            .map_or(quote!(#name), |r| r.to_token_stream());
-        let validate = args
-            .validate
-            .as_ref()
-            .map_or(quote!(::core::result::Result::Ok(())), |v| {
-                v.to_token_stream()
-            });
-        let run = if *asynchronous {
-            quote!(run_async)
-        } else {
-            quote!(run)
-        };
+        let resource = args.resource.as_ref().map_or(quote!(#name), |r| r.to_token_stream());
+        let validate = args.validate.as_ref().map_or(quote!(::core::result::Result::Ok(())), |v| v.to_token_stream());
+        let run = if *asynchronous { quote!(run_async) } else { quote!(run) };
         let pass_context = with_context.then(|| quote!(, ctx));
-        table.push(
-            quote!(::actors::gate::Declared { name: #name, cost: #cost, requires: #requires }),
-        );
+        table.push(quote!(::actors::gate::Declared { name: #name, cost: #cost, requires: #requires }));
         generated.push(quote! {
             impl ::actix::Message for #message {
                 type Result = ::core::result::Result<#output, #error>;
@@ -585,18 +466,9 @@ fn refusals(optional: &[String]) -> Vec<Refusal> {
     all
 }
 
-fn expand_gate_error(
-    optional: Punctuated<Ident, Token![,]>,
-    mut error: ItemEnum,
-) -> syn::Result<Tokens> {
-    if let Some(unknown) = optional
-        .iter()
-        .find(|o| *o != "InvalidCapabilities" && *o != "InvalidScope")
-    {
-        return Err(Error::new(
-            unknown.span(),
-            "#[gate_error] may add InvalidCapabilities and InvalidScope",
-        ));
+fn expand_gate_error(optional: Punctuated<Ident, Token![,]>, mut error: ItemEnum) -> syn::Result<Tokens> {
+    if let Some(unknown) = optional.iter().find(|o| *o != "InvalidCapabilities" && *o != "InvalidScope") {
+        return Err(Error::new(unknown.span(), "#[gate_error] may add InvalidCapabilities and InvalidScope"));
     }
     let optional: Vec<String> = optional.iter().map(Ident::to_string).collect();
     let refusals = refusals(&optional);

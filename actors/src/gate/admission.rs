@@ -39,8 +39,7 @@ impl Gate {
     /// What `principal` holds, from the last lookup if no grant has changed since.
     fn held_by(&mut self, principal: &Principal) -> &Lookup {
         let version = self.grants.version();
-        if !matches!(&self.last_lookup, Some(last) if last.version == version && last.principal == *principal)
-        {
+        if !matches!(&self.last_lookup, Some(last) if last.version == version && last.principal == *principal) {
             self.last_lookup = None;
         }
         let grants = &self.grants;
@@ -65,39 +64,26 @@ impl Gate {
         let ctx = msg.context();
         let Some(operation) = self.operation_of::<M>() else {
             let reason = format!("{} has no operation {:?}", self.actor, M::NAME);
-            return Err(Refusal {
-                operation: None,
-                kind: EntryKind::Rejected,
-                error: M::Error::invalid_request(reason),
-            });
+            return Err(Refusal { operation: None, kind: EntryKind::Rejected, error: M::Error::invalid_request(reason) });
         };
-        let violation = |error| Refusal {
-            operation: Some(operation),
-            kind: EntryKind::SecurityViolation,
-            error,
-        };
+        let violation = |error| Refusal { operation: Some(operation), kind: EntryKind::SecurityViolation, error };
         let who = ctx.principal.as_str();
         let lookup = self.held_by(&ctx.principal);
         let (held, name) = (lookup.held, lookup.name.clone());
         match held {
             None => {
-                let reason =
-                    format!("principal {who:?} holds no grants, so its context is not valid");
+                let reason = format!("principal {who:?} holds no grants, so its context is not valid");
                 return Err(violation(M::Error::invalid_capabilities(reason)));
             }
             Some(held) if !held.contains_all(ctx.capabilities) => {
                 let extra = ctx.capabilities.difference(held);
-                let reason =
-                    format!("the context presents {extra}, which {who:?} was never granted");
+                let reason = format!("the context presents {extra}, which {who:?} was never granted");
                 return Err(violation(M::Error::invalid_capabilities(reason)));
             }
             Some(_) => {}
         }
         if !ctx.scope.covers(&self.scope, M::NAME) {
-            let reason = format!(
-                "scope {} does not cover {}",
-                ctx.scope, self.operations[operation].scope
-            );
+            let reason = format!("scope {} does not cover {}", ctx.scope, self.operations[operation].scope);
             return Err(violation(M::Error::invalid_scope(reason)));
         }
         let lacking = M::REQUIRES.difference(ctx.capabilities);
@@ -107,25 +93,13 @@ impl Gate {
         }
         let lacking = M::REQUIRES.difference(self.own);
         if !lacking.is_empty() {
-            let reason = format!(
-                "actor {} itself lacks {lacking}, required for {}",
-                self.actor,
-                M::NAME
-            );
+            let reason = format!("actor {} itself lacks {lacking}, required for {}", self.actor, M::NAME);
             return Err(violation(M::Error::permission_denied(reason)));
         }
 
-        let rules = Rules {
-            limits: &self.limits,
-            actor_grants: self.own,
-            actor_scope: &self.scope,
-        };
+        let rules = Rules { limits: &self.limits, actor_grants: self.own, actor_scope: &self.scope };
         if let Err(error) = msg.validate(&rules) {
-            return Err(Refusal {
-                operation: Some(operation),
-                kind: EntryKind::Rejected,
-                error,
-            });
+            return Err(Refusal { operation: Some(operation), kind: EntryKind::Rejected, error });
         }
 
         if self.budget.refill_rate().is_some() {
@@ -133,12 +107,7 @@ impl Gate {
             self.budget.refill(now);
         }
         match self.budget.reserve(self.estimate(operation)) {
-            Ok(hold) => Ok(Ticket {
-                operation,
-                principal: name,
-                resource: CompactString::from(msg.resource()),
-                hold,
-            }),
+            Ok(hold) => Ok(Ticket { operation, principal: name, resource: CompactString::from(msg.resource()), hold }),
             Err(short) => Err(Refusal {
                 operation: Some(operation),
                 kind: EntryKind::Rejected,

@@ -42,22 +42,13 @@ impl ManualTime {
 impl GateClock {
     /// The time-stamp counter, anchored to the system clock.
     pub fn system() -> Self {
-        GateClock {
-            clock: quanta::Clock::new(),
-            manual: false,
-        }
+        GateClock { clock: quanta::Clock::new(), manual: false }
     }
 
     /// A clock that stands still until its [`ManualTime`] advances it.
     pub fn manual() -> (Self, ManualTime) {
         let (clock, mock) = quanta::Clock::mock();
-        (
-            GateClock {
-                clock,
-                manual: true,
-            },
-            ManualTime(mock),
-        )
+        (GateClock { clock, manual: true }, ManualTime(mock))
     }
 }
 
@@ -88,13 +79,7 @@ impl WallClock {
     pub(super) fn new(clock: GateClock) -> Self {
         let GateClock { clock, manual } = clock;
         let (anchor_ticks, anchor_nanos) = anchor(&clock);
-        WallClock {
-            clock,
-            manual,
-            anchor_ticks,
-            anchor_nanos,
-            anchor_instant: Instant::now(),
-        }
+        WallClock { clock, manual, anchor_ticks, anchor_nanos, anchor_instant: Instant::now() }
     }
 
     /// A monotonic instant now, as the budget's refills count time.
@@ -120,15 +105,9 @@ impl WallClock {
             (self.anchor_ticks, self.anchor_nanos) = (ticks, nanos);
         }
         // `at` may precede a fresh anchor by a few nanoseconds; one of the two deltas is zero.
-        let after =
-            i64::try_from(self.clock.delta_as_nanos(self.anchor_ticks, at.0)).unwrap_or(i64::MAX);
-        let before =
-            i64::try_from(self.clock.delta_as_nanos(at.0, self.anchor_ticks)).unwrap_or(i64::MAX);
-        Timestamp::from_unix_nanos(
-            self.anchor_nanos
-                .saturating_add(after)
-                .saturating_sub(before),
-        )
+        let after = i64::try_from(self.clock.delta_as_nanos(self.anchor_ticks, at.0)).unwrap_or(i64::MAX);
+        let before = i64::try_from(self.clock.delta_as_nanos(at.0, self.anchor_ticks)).unwrap_or(i64::MAX);
+        Timestamp::from_unix_nanos(self.anchor_nanos.saturating_add(after).saturating_sub(before))
     }
 
     /// The wall-clock time now.
@@ -140,13 +119,8 @@ impl WallClock {
 
 fn anchor(clock: &quanta::Clock) -> (u64, i64) {
     let ticks = clock.raw();
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (
-        ticks,
-        i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX),
-    )
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (ticks, i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -168,14 +142,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let later = nanos_of(clock.now());
         let after = nanos_of(Timestamp::now());
-        assert!(
-            stamp >= before - tolerance && later <= after + tolerance,
-            "{before} {stamp} {later} {after}"
-        );
-        assert!(
-            later - stamp >= Duration::from_millis(5).as_nanos() as i64,
-            "{stamp} {later}"
-        );
+        assert!(stamp >= before - tolerance && later <= after + tolerance, "{before} {stamp} {later} {after}");
+        assert!(later - stamp >= Duration::from_millis(5).as_nanos() as i64, "{stamp} {later}");
     }
 
     #[test]
@@ -193,10 +161,7 @@ mod tests {
         let end_stamp = nanos_of(clock.stamp(end));
         let start_stamp = nanos_of(clock.stamp(start));
         let gap = end_stamp - start_stamp;
-        assert!(
-            (19_000_000..1_000_000_000).contains(&gap),
-            "{gap} ns between the stamps"
-        );
+        assert!((19_000_000..1_000_000_000).contains(&gap), "{gap} ns between the stamps");
     }
 
     #[test]
@@ -208,11 +173,7 @@ mod tests {
         time.advance(Duration::from_secs(5));
         let end = clock.ticks();
         assert_eq!(clock.between(start, end), Duration::from_secs(5));
-        assert_eq!(
-            nanos_of(clock.stamp(end)) - stamp,
-            5_000_000_000,
-            "no new anchor from the system clock"
-        );
+        assert_eq!(nanos_of(clock.stamp(end)) - stamp, 5_000_000_000, "no new anchor from the system clock");
         assert_eq!(clock.instant() - instant, Duration::from_secs(5));
     }
 }

@@ -20,11 +20,7 @@ pub struct TopUp<E> {
 impl<E> TopUp<E> {
     /// A top-up of `amount`.
     pub fn new(ctx: SecurityContext, amount: Joules) -> Self {
-        TopUp {
-            ctx,
-            amount,
-            error: PhantomData,
-        }
+        TopUp { ctx, amount, error: PhantomData }
     }
 }
 
@@ -58,10 +54,7 @@ pub struct Status<E> {
 impl<E> Status<E> {
     /// A status query.
     pub fn new(ctx: SecurityContext) -> Self {
-        Status {
-            ctx,
-            error: PhantomData,
-        }
+        Status { ctx, error: PhantomData }
     }
 }
 

@@ -38,20 +38,12 @@ pub struct NoSettings {}
 
 impl<S: Default> ActorConfig<S> {
     /// The defaults `A` declares: its budget and grants, and each operation's declared cost.
-    pub fn declared<A: GatedActor>(
-        budget_joules: f64,
-        grants: CapSet,
-        mailbox_capacity: usize,
-        reply_timeout_ms: u64,
-    ) -> Self {
+    pub fn declared<A: GatedActor>(budget_joules: f64, grants: CapSet, mailbox_capacity: usize, reply_timeout_ms: u64) -> Self {
         ActorConfig {
             budget_joules: Joules::new(budget_joules).unwrap_or(Joules::ZERO),
             refill_watts: None,
             grants,
-            costs: A::OPERATIONS
-                .iter()
-                .map(|op| (op.name.to_owned(), op.base()))
-                .collect(),
+            costs: A::OPERATIONS.iter().map(|op| (op.name.to_owned(), op.base())).collect(),
             mailbox_capacity,
             reply_timeout_ms,
             settings: S::default(),
@@ -71,9 +63,6 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_id_bytes: 128,
-            max_payload_bytes: 64 << 10,
-        }
+        Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10 }
     }
 }

@@ -52,17 +52,9 @@ pub struct Declared {
 
 impl Declared {
     /// [`TopUp`](super::TopUp), first in every actor's table.
-    pub const TOP_UP: Declared = Declared {
-        name: "top_up",
-        cost: 0.0,
-        requires: CapSet::of(&[Capability::EnergyManagement]),
-    };
+    pub const TOP_UP: Declared = Declared { name: "top_up", cost: 0.0, requires: CapSet::of(&[Capability::EnergyManagement]) };
     /// [`Status`](super::Status), second in every actor's table.
-    pub const STATUS: Declared = Declared {
-        name: "status",
-        cost: 0.0,
-        requires: CapSet::of(&[Capability::EnergyManagement]),
-    };
+    pub const STATUS: Declared = Declared { name: "status", cost: 0.0, requires: CapSet::of(&[Capability::EnergyManagement]) };
 
     /// The default base cost.
     pub fn base(&self) -> Joules {
@@ -109,19 +101,10 @@ impl Rules<'_> {
             return Err(Invalid(format!("{what} is empty")));
         }
         if value.len() > self.limits.max_id_bytes {
-            return Err(Invalid(format!(
-                "{what} is {} bytes long; the limit is {}",
-                value.len(),
-                self.limits.max_id_bytes
-            )));
+            return Err(Invalid(format!("{what} is {} bytes long; the limit is {}", value.len(), self.limits.max_id_bytes)));
         }
-        match value
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "._-:/".contains(*c)))
-        {
-            Some(c) => Err(Invalid(format!(
-                "{what} {value:?} contains {c:?}; use letters, digits and . _ - : /"
-            ))),
+        match value.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-:/".contains(*c))) {
+            Some(c) => Err(Invalid(format!("{what} {value:?} contains {c:?}; use letters, digits and . _ - : /"))),
             None => Ok(()),
         }
     }
@@ -129,10 +112,7 @@ impl Rules<'_> {
     /// Checks a payload's size against `limits.max_payload_bytes`.
     pub fn payload(&self, what: &str, len: usize) -> Result<(), Invalid> {
         if len > self.limits.max_payload_bytes {
-            return Err(Invalid(format!(
-                "{what} is {len} bytes; the limit is {}",
-                self.limits.max_payload_bytes
-            )));
+            return Err(Invalid(format!("{what} is {len} bytes; the limit is {}", self.limits.max_payload_bytes)));
         }
         Ok(())
     }
@@ -140,9 +120,7 @@ impl Rules<'_> {
     /// Checks that a number is finite and not negative.
     pub fn non_negative(&self, what: &str, value: f64) -> Result<(), Invalid> {
         if !(value.is_finite() && value >= 0.0) {
-            return Err(Invalid(format!(
-                "{what} {value} is not a finite, non-negative number"
-            )));
+            return Err(Invalid(format!("{what} {value} is not a finite, non-negative number")));
         }
         Ok(())
     }

@@ -28,12 +28,7 @@ where
 {
     type Output = (F::Output, Measured);
 
-    fn poll(
-        self: Pin<&mut Self>,
-        actor: &mut A,
-        ctx: &mut A::Context,
-        task: &mut Context<'_>,
-    ) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, actor: &mut A, ctx: &mut A::Context, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let start = actor.gate().begin();
         let polled = Pin::new(&mut this.inner).poll(actor, ctx, task);

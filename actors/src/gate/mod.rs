@@ -200,11 +200,7 @@ impl Gate {
             .iter()
             .map(|op| OperationState {
                 name: op.name,
-                base: config
-                    .costs
-                    .get(op.name)
-                    .copied()
-                    .unwrap_or_else(|| op.base()),
+                base: config.costs.get(op.name).copied().unwrap_or_else(|| op.base()),
                 scope: security::audit::intern(setup.scope.child(op.name).as_str()),
                 runs: 0,
                 mean_measured: 0.0,
@@ -249,11 +245,7 @@ impl Gate {
     /// principal (granted what it holds when the gate was built) with everything it holds,
     /// narrowed to that manager's scope.
     pub fn identity(&self, scope: &str) -> SecurityContext {
-        SecurityContext::new(
-            self.actor,
-            self.own,
-            Scope::new(scope).expect("manager scopes are constants"),
-        )
+        SecurityContext::new(self.actor, self.own, Scope::new(scope).expect("manager scopes are constants"))
     }
 
     /// The shared grant table.
@@ -287,14 +279,7 @@ impl Gate {
             operations: self
                 .operations
                 .iter()
-                .map(|o| {
-                    (
-                        o.name.to_owned(),
-                        o.base,
-                        o.runs,
-                        Joules::new(o.mean_measured).unwrap_or(Joules::ZERO),
-                    )
-                })
+                .map(|o| (o.name.to_owned(), o.base, o.runs, Joules::new(o.mean_measured).unwrap_or(Joules::ZERO)))
                 .collect(),
         }
     }

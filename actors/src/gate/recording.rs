@@ -24,12 +24,7 @@ impl Gate {
     }
 
     /// Audits a refusal (measured, not charged) and returns its error.
-    pub(super) fn refuse<M: Operation>(
-        &mut self,
-        msg: &M,
-        refusal: Refusal<M::Error>,
-        measured: Measured,
-    ) -> M::Error {
+    pub(super) fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, measured: Measured) -> M::Error {
         let sample = self.assess(&measured.reading);
         self.counters.denied += 1;
         let ctx = msg.context();
@@ -50,12 +45,7 @@ impl Gate {
     }
 
     /// Steps 5 and 6 for an admitted request.
-    pub(super) fn settle<M: Operation>(
-        &mut self,
-        ticket: Ticket,
-        measured: Measured,
-        result: &Result<M::Output, M::Error>,
-    ) {
+    pub(super) fn settle<M: Operation>(&mut self, ticket: Ticket, measured: Measured, result: &Result<M::Output, M::Error>) {
         let sample = self.assess(&measured.reading);
         let estimate = ticket.hold.amount();
         let state = &mut self.operations[ticket.operation];
@@ -100,12 +90,7 @@ impl Gate {
             remaining_j: self.budget.remaining().get(),
             source: Cow::Borrowed(sample.source.as_str()),
             elapsed_ns: sample.elapsed.as_nanos().min(u64::MAX as u128) as u64,
-            ops: sample.ops.map(|o| OpTally {
-                alu: o.alu,
-                mem: o.mem,
-                fp: o.fp,
-                total: o.total,
-            }),
+            ops: sample.ops.map(|o| OpTally { alu: o.alu, mem: o.mem, fp: o.fp, total: o.total }),
         }
     }
 
@@ -122,9 +107,7 @@ impl Gate {
         error: Option<&E>,
         energy: EnergyRecord,
     ) {
-        let detail = error.map_or(Detail::NONE, |e| {
-            Detail::from_error(e.code(), e.to_string())
-        });
+        let detail = error.map_or(Detail::NONE, |e| Detail::from_error(e.code(), e.to_string()));
         // The same record as a `tracing` event: refusals of authority at WARN, other refusals and
         // failures at INFO, successes at DEBUG. It is emitted from the parts, so that the entry
         // can be built straight into the sink's argument (borrowing a built entry costs a copy).
@@ -166,9 +149,7 @@ impl Gate {
 
     /// Raises an alert if the budget crossed a threshold.
     pub(super) fn watch_budget(&mut self, name: &'static str, operation: Option<usize>) {
-        let Some(alert) = self.monitor.observe(&self.budget) else {
-            return;
-        };
+        let Some(alert) = self.monitor.observe(&self.budget) else { return };
         let level = match alert.level {
             energy::AlertLevel::Critical => {
                 tracing::error!(actor = %self.actor, "{}", alert.message);

@@ -36,17 +36,12 @@ impl AddAssign for Measured {
 impl Gate {
     pub(super) fn begin(&self) -> Start {
         let mark = self.meter.begin();
-        Start {
-            mark,
-            at: self.clock.ticks(),
-        }
+        Start { mark, at: self.clock.ticks() }
     }
 
     pub(super) fn end(&self, start: Start) -> Measured {
         let ended = self.clock.ticks();
-        let reading = self
-            .meter
-            .end(start.mark, self.clock.between(start.at, ended));
+        let reading = self.meter.end(start.mark, self.clock.between(start.at, ended));
         Measured { reading, ended }
     }
 }
@@ -107,12 +102,10 @@ where
         Ok(ticket) => {
             let inner = body(actor, msg);
             let measured = actor.gate().end(start);
-            Box::pin(MeteredFuture::new(inner, measured).map(
-                move |(result, measured), actor: &mut A, _| {
-                    actor.gate().settle::<M>(ticket, measured, &result);
-                    result
-                },
-            ))
+            Box::pin(MeteredFuture::new(inner, measured).map(move |(result, measured), actor: &mut A, _| {
+                actor.gate().settle::<M>(ticket, measured, &result);
+                result
+            }))
         }
     }
 }

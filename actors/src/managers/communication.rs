@@ -125,10 +125,7 @@ impl CommunicationManager {
     fn subscribe(&mut self, msg: Subscribe) -> Result<usize, CommunicationError> {
         let subscribers = self.channels.entry(msg.channel.clone()).or_default();
         if subscribers.contains_key(&msg.subscriber) {
-            let reason = format!(
-                "{} is already subscribed to {}",
-                msg.subscriber, msg.channel
-            );
+            let reason = format!("{} is already subscribed to {}", msg.subscriber, msg.channel);
             return Err(CommunicationError::InvalidRequest(reason));
         }
         subscribers.insert(msg.subscriber, msg.endpoint);
@@ -198,20 +195,12 @@ impl CommunicationManager {
                 listed(&delivered)
             )));
         }
-        Ok(BroadcastReceipt {
-            channel: msg.channel,
-            seq,
-            delivered,
-        })
+        Ok(BroadcastReceipt { channel: msg.channel, seq, delivered })
     }
 }
 
 /// A subscription names a channel and a subscriber.
-fn subscription(
-    rules: &crate::gate::Rules<'_>,
-    channel: &str,
-    subscriber: &str,
-) -> Result<(), CommunicationError> {
+fn subscription(rules: &crate::gate::Rules<'_>, channel: &str, subscriber: &str) -> Result<(), CommunicationError> {
     rules.id("channel", channel)?;
     Ok(rules.id("subscriber", subscriber)?)
 }

@@ -55,11 +55,7 @@ pub struct DetectionSettings {
 impl DetectionSettings {
     /// The cluster core's detector settings.
     pub fn detector(&self) -> DetectorConfig {
-        DetectorConfig {
-            phi: self.phi(),
-            heartbeat: Duration::from_millis(self.heartbeat_ms),
-            back_off_beats: 10,
-        }
+        DetectorConfig { phi: self.phi(), heartbeat: Duration::from_millis(self.heartbeat_ms), back_off_beats: 10 }
     }
 
     /// The same settings as the cluster core's phi-accrual configuration.
@@ -75,14 +71,9 @@ impl DetectionSettings {
 
     /// What is wrong with these settings, if anything.
     pub fn problem(&self) -> Option<String> {
-        (self.heartbeat_ms == 0 || !(self.threshold.is_finite() && self.threshold > 0.0)).then(
-            || {
-                format!(
-                    "need heartbeat_ms > 0 and a positive threshold, got {} ms and {}",
-                    self.heartbeat_ms, self.threshold
-                )
-            },
-        )
+        (self.heartbeat_ms == 0 || !(self.threshold.is_finite() && self.threshold > 0.0)).then(|| {
+            format!("need heartbeat_ms > 0 and a positive threshold, got {} ms and {}", self.heartbeat_ms, self.threshold)
+        })
     }
 }
 
@@ -101,19 +92,7 @@ impl Default for DetectionSettings {
 }
 
 /// What kind of failure, which decides the recovery strategy.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum FailureKind {
@@ -302,35 +281,26 @@ impl FailureDetector {
                 },
             )
         };
-        ctx.spawn(
-            fut::wrap_future(read).map(|(view, load), detector: &mut Self, _| {
-                if let Some(view) = view {
-                    detector.local.version = view.state.version;
-                    detector.local.leader = view.leader;
-                    if let Some(leader) = view.leader {
-                        let now = detector.now();
-                        detector.decide.led(leader, now);
-                    }
+        ctx.spawn(fut::wrap_future(read).map(|(view, load), detector: &mut Self, _| {
+            if let Some(view) = view {
+                detector.local.version = view.state.version;
+                detector.local.leader = view.leader;
+                if let Some(leader) = view.leader {
+                    let now = detector.now();
+                    detector.decide.led(leader, now);
                 }
-                if let Some(load) = load {
-                    detector.local.capacity = load.workers as f64;
-                    detector.local.remaining_j = load.remaining_j;
+            }
+            if let Some(load) = load {
+                detector.local.capacity = load.workers as f64;
+                detector.local.remaining_j = load.remaining_j;
+            }
+            let beat = Heartbeat { from: detector.node, vitals: detector.local };
+            for peer in detector.decide.peers() {
+                if let Err(e) = detector.transport.send(detector.node, peer, Envelope::Heartbeat(beat.clone())) {
+                    tracing::trace!(node = detector.node, "heartbeat: {e}");
                 }
-                let beat = Heartbeat {
-                    from: detector.node,
-                    vitals: detector.local,
-                };
-                for peer in detector.decide.peers() {
-                    if let Err(e) = detector.transport.send(
-                        detector.node,
-                        peer,
-                        Envelope::Heartbeat(beat.clone()),
-                    ) {
-                        tracing::trace!(node = detector.node, "heartbeat: {e}");
-                    }
-                }
-            }),
-        );
+            }
+        }));
     }
 
     /// Sends a gated `Check` for every peer the core says is due, and tells the core how each
@@ -338,18 +308,12 @@ impl FailureDetector {
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
         for node in self.decide.due(self.now()) {
-            let check = me.send(Check {
-                ctx: self.gate.identity(SCOPE),
-                node,
-            });
-            ctx.spawn(
-                fut::wrap_future(check).map(move |answer, detector: &mut Self, _| {
-                    let refused =
-                        matches!(answer, Ok(Err(DetectionError::InsufficientEnergy { .. })));
-                    let now = detector.now();
-                    detector.decide.answered(node, refused, now);
-                }),
-            );
+            let check = me.send(Check { ctx: self.gate.identity(SCOPE), node });
+            ctx.spawn(fut::wrap_future(check).map(move |answer, detector: &mut Self, _| {
+                let refused = matches!(answer, Ok(Err(DetectionError::InsufficientEnergy { .. })));
+                let now = detector.now();
+                detector.decide.answered(node, refused, now);
+            }));
         }
     }
 
@@ -362,13 +326,7 @@ impl FailureDetector {
                 silent_ms: Some(state.silent.as_millis() as u64),
                 vitals: self.vitals.get(&node).copied(),
             },
-            None => PeerView {
-                node,
-                alive: true,
-                phi: 0.0,
-                silent_ms: Some(0),
-                vitals: Some(self.local),
-            },
+            None => PeerView { node, alive: true, phi: 0.0, silent_ms: Some(0), vitals: Some(self.local) },
         }
     }
 
@@ -384,26 +342,15 @@ impl FailureDetector {
     fn hand_off(&self, failure: Failure) -> Pending<Self, (), DetectionError> {
         let Some(recovery) = &self.recovery else {
             let reason = "no recovery manager is attached to this detector".to_owned();
-            return Box::pin(fut::ready(Err(DetectionError::FailureHandlingFailed(
-                reason,
-            ))));
+            return Box::pin(fut::ready(Err(DetectionError::FailureHandlingFailed(reason))));
         };
         let what = format!("{} of {}", failure.kind.name(), failure.subject);
-        let request = recovery.send(Recover {
-            ctx: self.gate.identity(recovery_manager::SCOPE),
-            failure,
-        });
-        Box::pin(
-            fut::wrap_future(request).map(move |answer, _, _| match answer {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(DetectionError::FailureHandlingFailed(format!(
-                    "recovery of {what}: {e}"
-                ))),
-                Err(e) => Err(DetectionError::FailureHandlingFailed(format!(
-                    "the recovery manager is gone: {e}"
-                ))),
-            }),
-        )
+        let request = recovery.send(Recover { ctx: self.gate.identity(recovery_manager::SCOPE), failure });
+        Box::pin(fut::wrap_future(request).map(move |answer, _, _| match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(DetectionError::FailureHandlingFailed(format!("recovery of {what}: {e}"))),
+            Err(e) => Err(DetectionError::FailureHandlingFailed(format!("the recovery manager is gone: {e}"))),
+        }))
     }
 }
 
@@ -425,35 +372,21 @@ impl FailureDetector {
         let (node, now) = (msg.node, self.now());
         let checked = match self.decide.check(node, now) {
             Ok(checked) => checked,
-            Err(e) => {
-                return Box::pin(fut::ready(Err(DetectionError::InvalidRequest(
-                    e.to_string(),
-                ))))
-            }
+            Err(e) => return Box::pin(fut::ready(Err(DetectionError::InvalidRequest(e.to_string())))),
         };
         let view = self.view(node, now);
         let Some(change) = checked.change else {
             return Box::pin(fut::ready(Ok(view)));
         };
         let kind = match change {
-            Change::Failed {
-                was_leader: true, ..
-            } => FailureKind::LeaderUnreachable,
+            Change::Failed { was_leader: true, .. } => FailureKind::LeaderUnreachable,
             Change::Failed { .. } => FailureKind::Unreachable,
             Change::Rejoined { .. } => FailureKind::Rejoined,
         };
-        let failure = Failure {
-            node,
-            kind,
-            subject: format!("node {node}"),
-            time: SystemTime::now(),
-            reason: change.to_string(),
-        };
+        let failure =
+            Failure { node, kind, subject: format!("node {node}"), time: SystemTime::now(), reason: change.to_string() };
         self.record(&failure);
-        Box::pin(
-            self.hand_off(failure)
-                .map(move |handled, _, _| handled.map(|()| view)),
-        )
+        Box::pin(self.hand_off(failure).map(move |handled, _, _| handled.map(|()| view)))
     }
 
     /// Records a failure an actor of this node saw itself and hands it to recovery.
@@ -487,15 +420,8 @@ impl Handler<Heartbeat> for FailureDetector {
 
     fn handle(&mut self, beat: Heartbeat, _: &mut Context<Self>) {
         let now = self.now();
-        if !self
-            .decide
-            .heartbeat(beat.from, now, beat.vitals.leader == Some(beat.from))
-        {
-            tracing::debug!(
-                node = self.node,
-                from = beat.from,
-                "heartbeat from a node that is not a peer"
-            );
+        if !self.decide.heartbeat(beat.from, now, beat.vitals.leader == Some(beat.from)) {
+            tracing::debug!(node = self.node, from = beat.from, "heartbeat from a node that is not a peer");
             return;
         }
         self.vitals.insert(beat.from, beat.vitals);

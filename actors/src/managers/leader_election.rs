@@ -84,38 +84,24 @@ impl LeaderElection {
     )]
     fn election(&mut self, msg: Election) -> Pending<Self, Leadership, ElectionError> {
         if msg.candidate != self.node {
-            let reason = format!(
-                "this is node {}'s election manager; send Election to node {}'s own",
-                self.node, msg.candidate
-            );
+            let reason = format!("this is node {}'s election manager; send Election to node {}'s own", self.node, msg.candidate);
             return Box::pin(fut::ready(Err(ElectionError::InvalidRequest(reason))));
         }
-        let campaign = self.consensus.send(Campaign {
-            timeout: self.timeout,
-        });
+        let campaign = self.consensus.send(Campaign { timeout: self.timeout });
         Box::pin(fut::wrap_future(campaign).map(|answer, _, _| match answer {
             Ok(Ok(leadership)) => Ok(leadership),
             Ok(Err(CampaignFailure::Unsent(reason))) => Err(ElectionError::BroadcastFailed(reason)),
             Ok(Err(CampaignFailure::Lost(reason))) => Err(ElectionError::ElectionFailed(reason)),
-            Err(e) => Err(ElectionError::ElectionFailed(format!(
-                "the consensus actor is gone: {e}"
-            ))),
+            Err(e) => Err(ElectionError::ElectionFailed(format!("the consensus actor is gone: {e}"))),
         }))
     }
 
     /// Who leads, as this node knows it.
     #[operation(requires = [ElectionManagement], cost = 0.0, resource = "leadership")]
     fn leader(&mut self, _msg: Leader) -> Pending<Self, Option<Leadership>, ElectionError> {
-        Box::pin(
-            fut::wrap_future(self.consensus.send(Inspect)).map(|view, _, _| match view {
-                Ok(view) => Ok(view.leader.map(|leader| Leadership {
-                    leader,
-                    term: view.term,
-                })),
-                Err(e) => Err(ElectionError::ElectionFailed(format!(
-                    "the consensus actor is gone: {e}"
-                ))),
-            }),
-        )
+        Box::pin(fut::wrap_future(self.consensus.send(Inspect)).map(|view, _, _| match view {
+            Ok(view) => Ok(view.leader.map(|leader| Leadership { leader, term: view.term })),
+            Err(e) => Err(ElectionError::ElectionFailed(format!("the consensus actor is gone: {e}"))),
+        }))
     }
 }

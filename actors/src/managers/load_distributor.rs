@@ -87,17 +87,9 @@ pub struct LoadDistributor {
 impl LoadDistributor {
     /// The distributor of node `node`, named `load-distributor/<node>`, seeing the cluster
     /// through `detector` and reaching the nodes through `transport`.
-    pub fn new(
-        env: &Environment,
-        node: NodeId,
-        detector: Addr<FailureDetector>,
-        transport: Arc<dyn Transport>,
-    ) -> Self {
+    pub fn new(env: &Environment, node: NodeId, detector: Addr<FailureDetector>, transport: Arc<dyn Transport>) -> Self {
         LoadDistributor {
-            gate: env.gate::<Self>(
-                &format!("load-distributor/{node}"),
-                &env.config().load_distributor,
-            ),
+            gate: env.gate::<Self>(&format!("load-distributor/{node}"), &env.config().load_distributor),
             node,
             detector,
             transport,
@@ -107,22 +99,11 @@ impl LoadDistributor {
 
     /// Computes the shares of `load` over the live nodes in `peers` and sends each node its own;
     /// nothing is recorded unless every node took it.
-    fn place(
-        &mut self,
-        id: &str,
-        load: f64,
-        peers: &[PeerView],
-    ) -> Result<Distribution, DistributionError> {
+    fn place(&mut self, id: &str, load: f64, peers: &[PeerView]) -> Result<Distribution, DistributionError> {
         let candidates: Vec<Candidate> = peers
             .iter()
             .filter(|p| p.alive)
-            .filter_map(|p| {
-                p.vitals.map(|v| Candidate {
-                    node: p.node,
-                    capacity: v.capacity,
-                    remaining_j: v.remaining_j,
-                })
-            })
+            .filter_map(|p| p.vitals.map(|v| Candidate { node: p.node, capacity: v.capacity, remaining_j: v.remaining_j }))
             .collect();
         let shares = distribute(load, &candidates).map_err(|e| match e {
             PlacementError::NoCapacity(_) => DistributionError::AdjustmentFailed(format!(
@@ -135,30 +116,15 @@ impl LoadDistributor {
         let unsent: Vec<String> = shares
             .iter()
             .filter_map(|(&node, &share)| {
-                let adjust = Adjust {
-                    ctx: ctx.clone(),
-                    distribution: id.to_owned(),
-                    share,
-                };
-                self.transport
-                    .send(self.node, node, Envelope::Adjust(adjust))
-                    .err()
-                    .map(|e| e.to_string())
+                let adjust = Adjust { ctx: ctx.clone(), distribution: id.to_owned(), share };
+                self.transport.send(self.node, node, Envelope::Adjust(adjust)).err().map(|e| e.to_string())
             })
             .collect();
         if !unsent.is_empty() {
-            return Err(DistributionError::AdjustmentFailed(format!(
-                "{id}: {}",
-                unsent.join("; ")
-            )));
+            return Err(DistributionError::AdjustmentFailed(format!("{id}: {}", unsent.join("; "))));
         }
-        let distribution = Distribution {
-            id: id.to_owned(),
-            load,
-            shares,
-        };
-        self.distributions
-            .insert(id.to_owned(), distribution.clone());
+        let distribution = Distribution { id: id.to_owned(), load, shares };
+        self.distributions.insert(id.to_owned(), distribution.clone());
         Ok(distribution)
     }
 
@@ -167,14 +133,10 @@ impl LoadDistributor {
         &mut self,
         body: impl FnOnce(&mut Self, Vec<PeerView>) -> Result<T, DistributionError> + 'static,
     ) -> Pending<Self, T, DistributionError> {
-        Box::pin(fut::wrap_future(self.detector.send(Peers)).map(
-            |peers, distributor: &mut Self, _| match peers {
-                Ok(peers) => body(distributor, peers),
-                Err(e) => Err(DistributionError::AdjustmentFailed(format!(
-                    "the failure detector is gone: {e}"
-                ))),
-            },
-        ))
+        Box::pin(fut::wrap_future(self.detector.send(Peers)).map(|peers, distributor: &mut Self, _| match peers {
+            Ok(peers) => body(distributor, peers),
+            Err(e) => Err(DistributionError::AdjustmentFailed(format!("the failure detector is gone: {e}"))),
+        }))
     }
 }
 
@@ -201,29 +163,16 @@ impl LoadDistributor {
 
     /// Spreads every recorded load again over the nodes alive now.
     #[operation(requires = [DistributionManagement], cost = 40.0, resource = "distributions")]
-    fn rebalance(
-        &mut self,
-        _msg: Rebalance,
-    ) -> Pending<Self, Vec<Distribution>, DistributionError> {
+    fn rebalance(&mut self, _msg: Rebalance) -> Pending<Self, Vec<Distribution>, DistributionError> {
         self.with_peers(|distributor, peers| {
-            let loads: Vec<(String, f64)> = distributor
-                .distributions
-                .values()
-                .map(|d| (d.id.clone(), d.load))
-                .collect();
-            loads
-                .into_iter()
-                .map(|(id, load)| distributor.place(&id, load, &peers))
-                .collect()
+            let loads: Vec<(String, f64)> = distributor.distributions.values().map(|d| (d.id.clone(), d.load)).collect();
+            loads.into_iter().map(|(id, load)| distributor.place(&id, load, &peers)).collect()
         })
     }
 
     /// The recorded distributions.
     #[operation(requires = [DistributionManagement], cost = 0.0, resource = "distributions")]
-    fn distributions(
-        &mut self,
-        _msg: Distributions,
-    ) -> Result<Vec<Distribution>, DistributionError> {
+    fn distributions(&mut self, _msg: Distributions) -> Result<Vec<Distribution>, DistributionError> {
         Ok(self.distributions.values().cloned().collect())
     }
 }

@@ -166,61 +166,48 @@ impl NodeManager {
             .peers
             .iter()
             .map(|(peer, endpoint)| {
-                let request = endpoint
-                    .send(Announce {
-                        ctx: self.identity.clone(),
-                        change: change.clone(),
-                    })
-                    .timeout(timeout);
+                let request = endpoint.send(Announce { ctx: self.identity.clone(), change: change.clone() }).timeout(timeout);
                 let peer = peer.clone();
                 async move { (peer, request.await) }
             })
             .collect();
-        Box::pin(futures::future::join_all(requests).into_actor(self).map(
-            move |replies, actor, _| {
-                let mut confirmed = Vec::new();
-                let mut closed = Vec::new();
-                let mut failed = Vec::new();
-                for (peer, reply) in replies {
-                    match reply {
-                        Ok(Ok(_)) => confirmed.push(peer),
-                        Err(MailboxError::Closed) => closed.push(peer),
-                        Err(MailboxError::Timeout) => failed.push(format!(
-                            "{peer} did not answer within {} ms",
-                            timeout.as_millis()
-                        )),
-                        Ok(Err(refusal)) => failed.push(format!("{peer} refused: {refusal}")),
-                    }
+        Box::pin(futures::future::join_all(requests).into_actor(self).map(move |replies, actor, _| {
+            let mut confirmed = Vec::new();
+            let mut closed = Vec::new();
+            let mut failed = Vec::new();
+            for (peer, reply) in replies {
+                match reply {
+                    Ok(Ok(_)) => confirmed.push(peer),
+                    Err(MailboxError::Closed) => closed.push(peer),
+                    Err(MailboxError::Timeout) => failed.push(format!("{peer} did not answer within {} ms", timeout.as_millis())),
+                    Ok(Err(refusal)) => failed.push(format!("{peer} refused: {refusal}")),
                 }
-                if closed.is_empty() && failed.is_empty() {
-                    return Ok(confirmed);
+            }
+            if closed.is_empty() && failed.is_empty() {
+                return Ok(confirmed);
+            }
+            // Undo the change where it was confirmed, so the members stay in agreement.
+            let undo = match &change {
+                MembershipChange::Joined(node) => Some(MembershipChange::Left(node.id.clone())),
+                MembershipChange::Left(_) => None,
+            };
+            for peer in &confirmed {
+                if let (Some(undo), Some(endpoint)) = (&undo, actor.peers.get(peer)) {
+                    endpoint.do_send(Announce { ctx: actor.identity.clone(), change: undo.clone() });
                 }
-                // Undo the change where it was confirmed, so the members stay in agreement.
-                let undo = match &change {
-                    MembershipChange::Joined(node) => Some(MembershipChange::Left(node.id.clone())),
-                    MembershipChange::Left(_) => None,
-                };
-                for peer in &confirmed {
-                    if let (Some(undo), Some(endpoint)) = (&undo, actor.peers.get(peer)) {
-                        endpoint.do_send(Announce {
-                            ctx: actor.identity.clone(),
-                            change: undo.clone(),
-                        });
-                    }
-                }
-                for peer in &closed {
-                    actor.peers.remove(peer);
-                }
-                if !closed.is_empty() {
-                    Err(JoinError::ChannelClosed(format!(
-                        "peer {} has stopped (mailbox closed); removed from peers",
-                        closed.join(", ")
-                    )))
-                } else {
-                    Err(JoinError::BroadcastFailed(failed.join("; ")))
-                }
-            },
-        ))
+            }
+            for peer in &closed {
+                actor.peers.remove(peer);
+            }
+            if !closed.is_empty() {
+                Err(JoinError::ChannelClosed(format!(
+                    "peer {} has stopped (mailbox closed); removed from peers",
+                    closed.join(", ")
+                )))
+            } else {
+                Err(JoinError::BroadcastFailed(failed.join("; ")))
+            }
+        }))
     }
 }
 
@@ -250,23 +237,13 @@ impl NodeManager {
             scope: msg.scope,
         };
         self.joining.insert(node.id.clone());
-        Box::pin(self.tell_peers(MembershipChange::Joined(node.clone())).map(
-            move |confirmed, actor, _| {
-                actor.joining.remove(&node.id);
-                let confirmed_by = confirmed?;
-                actor
-                    .gate
-                    .grant_table()
-                    .grant(node.id.as_str(), node.capabilities);
-                actor.nodes.insert(node.id.clone(), node.clone());
-                Ok(JoinResponse {
-                    granted_capabilities: node.capabilities,
-                    scope: node.scope.clone(),
-                    node,
-                    confirmed_by,
-                })
-            },
-        ))
+        Box::pin(self.tell_peers(MembershipChange::Joined(node.clone())).map(move |confirmed, actor, _| {
+            actor.joining.remove(&node.id);
+            let confirmed_by = confirmed?;
+            actor.gate.grant_table().grant(node.id.as_str(), node.capabilities);
+            actor.nodes.insert(node.id.clone(), node.clone());
+            Ok(JoinResponse { granted_capabilities: node.capabilities, scope: node.scope.clone(), node, confirmed_by })
+        }))
     }
 
     /// Removes a member, once every peer confirms, and revokes what it was granted.
@@ -276,17 +253,12 @@ impl NodeManager {
             let reason = format!("node {} is not a member of {}", msg.id, self.name);
             return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
         }
-        Box::pin(self.tell_peers(MembershipChange::Left(msg.id.clone())).map(
-            move |confirmed, actor, _| {
-                confirmed?;
-                let node = actor
-                    .nodes
-                    .remove(&msg.id)
-                    .expect("checked before announcing");
-                actor.gate.grant_table().revoke(&node.id, node.capabilities);
-                Ok(node)
-            },
-        ))
+        Box::pin(self.tell_peers(MembershipChange::Left(msg.id.clone())).map(move |confirmed, actor, _| {
+            confirmed?;
+            let node = actor.nodes.remove(&msg.id).expect("checked before announcing");
+            actor.gate.grant_table().revoke(&node.id, node.capabilities);
+            Ok(node)
+        }))
     }
 
     /// The members.
@@ -322,10 +294,7 @@ fn validate_join(msg: &Join, rules: &Rules<'_>) -> Result<(), JoinError> {
     rules.id("node id", &msg.id)?;
     rules.id("node kind", &msg.kind)?;
     if msg.energy_budget == Joules::ZERO {
-        return Err(JoinError::InvalidRequest(format!(
-            "node {} brings no energy budget",
-            msg.id
-        )));
+        return Err(JoinError::InvalidRequest(format!("node {} brings no energy budget", msg.id)));
     }
     let extra = msg.capabilities.difference(rules.actor_grants);
     if !extra.is_empty() {
@@ -355,20 +324,11 @@ impl MembershipChange {
 
 /// Makes every node manager a peer of every other, on behalf of `ctx` (which needs
 /// `ConnectionManagement`).
-pub async fn connect_all(
-    ctx: &SecurityContext,
-    managers: &[(String, actix::Addr<NodeManager>)],
-) -> Result<(), JoinError> {
+pub async fn connect_all(ctx: &SecurityContext, managers: &[(String, actix::Addr<NodeManager>)]) -> Result<(), JoinError> {
     for (name, addr) in managers {
         for (peer, peer_addr) in managers.iter().filter(|(p, _)| p != name) {
-            let request = Connect {
-                ctx: ctx.clone(),
-                peer: peer.clone(),
-                endpoint: peer_addr.clone().recipient(),
-            };
-            addr.send(request)
-                .await
-                .map_err(|e| JoinError::ChannelClosed(format!("{name}: {e}")))??;
+            let request = Connect { ctx: ctx.clone(), peer: peer.clone(), endpoint: peer_addr.clone().recipient() };
+            addr.send(request).await.map_err(|e| JoinError::ChannelClosed(format!("{name}: {e}")))??;
         }
     }
     Ok(())

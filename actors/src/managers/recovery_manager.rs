@@ -78,9 +78,7 @@ pub struct RecoverySettings {
 
 impl Default for RecoverySettings {
     fn default() -> Self {
-        RecoverySettings {
-            strategies: Strategy::DEFAULTS.iter().copied().collect(),
-        }
+        RecoverySettings { strategies: Strategy::DEFAULTS.iter().copied().collect() }
     }
 }
 
@@ -177,23 +175,13 @@ impl RecoveryManager {
     }
 
     /// The work of `strategy` for `failure`: what it did, or why it could not.
-    fn run(
-        &self,
-        strategy: Strategy,
-        failure: &Failure,
-    ) -> LocalBoxFuture<'static, Result<String, String>> {
+    fn run(&self, strategy: Strategy, failure: &Failure) -> LocalBoxFuture<'static, Result<String, String>> {
         let (me, within, links) = (self.node, self.timeout, self.links.clone());
         let node = failure.node;
-        let move_work = move_work(
-            links.distributor.clone(),
-            self.gate.identity(load_distributor::SCOPE),
-        );
+        let move_work = move_work(links.distributor.clone(), self.gate.identity(load_distributor::SCOPE));
         match strategy {
             Strategy::Restart => {
-                let restart = Restart {
-                    ctx: self.gate.identity(worker_pool::SCOPE),
-                    worker: failure.subject.clone(),
-                };
+                let restart = Restart { ctx: self.gate.identity(worker_pool::SCOPE), worker: failure.subject.clone() };
                 Box::pin(async move {
                     if node != me {
                         return Err(format!("node {me} cannot restart an actor of node {node}"));
@@ -207,10 +195,7 @@ impl RecoveryManager {
                 })
             }
             Strategy::FailOver => {
-                let elect = Election {
-                    ctx: self.gate.identity(leader_election::SCOPE),
-                    candidate: me,
-                };
+                let elect = Election { ctx: self.gate.identity(leader_election::SCOPE), candidate: me };
                 Box::pin(async move {
                     let other_leader = || async {
                         let view = links.consensus.send(Inspect).await.ok()?;
@@ -219,50 +204,26 @@ impl RecoveryManager {
                     let led = match eventually(within, POLL, other_leader).await {
                         Some((leader, term)) => format!("node {leader} leads term {term}"),
                         None => match links.election.send(elect).await {
-                            Ok(Ok(won)) => format!(
-                                "no leader within {within:?}; node {me} campaigned and won term {}",
-                                won.term
-                            ),
-                            Ok(Err(e)) => {
-                                return Err(format!(
-                                    "no leader within {within:?}, and the campaign failed: {e}"
-                                ))
-                            }
-                            Err(e) => {
-                                return Err(format!("the leader election manager is gone: {e}"))
-                            }
+                            Ok(Ok(won)) => format!("no leader within {within:?}; node {me} campaigned and won term {}", won.term),
+                            Ok(Err(e)) => return Err(format!("no leader within {within:?}, and the campaign failed: {e}")),
+                            Err(e) => return Err(format!("the leader election manager is gone: {e}")),
                         },
                     };
                     Ok(format!("{led}; {}", move_work.await?))
                 })
             }
             Strategy::CatchUp => Box::pin(async move {
-                let target = links
-                    .consensus
-                    .send(Inspect)
-                    .await
-                    .map_err(|e| format!("consensus is gone: {e}"))?
-                    .state
-                    .version;
+                let target = links.consensus.send(Inspect).await.map_err(|e| format!("consensus is gone: {e}"))?.state.version;
                 let reported = || async {
                     let peers = links.detector.send(Peers).await.ok()?;
-                    peers
-                        .into_iter()
-                        .find(|p| p.node == node)?
-                        .vitals
-                        .map(|v| v.version)
+                    peers.into_iter().find(|p| p.node == node)?.vitals.map(|v| v.version)
                 };
                 let caught_up = || async { reported().await.filter(|&v| v >= target) };
                 match eventually(within, POLL, caught_up).await {
-                    Some(version) => Ok(format!(
-                        "node {node} caught up to version {version}; {}",
-                        move_work.await?
-                    )),
+                    Some(version) => Ok(format!("node {node} caught up to version {version}; {}", move_work.await?)),
                     None => Err(format!(
                         "node {node} reports version {} after {within:?}, short of {target}",
-                        reported()
-                            .await
-                            .map_or("nothing".to_owned(), |v| v.to_string())
+                        reported().await.map_or("nothing".to_owned(), |v| v.to_string())
                     )),
                 }
             }),
@@ -272,18 +233,12 @@ impl RecoveryManager {
 }
 
 /// Asks the distributor to spread every recorded load over the live nodes.
-async fn move_work(
-    distributor: Addr<LoadDistributor>,
-    ctx: SecurityContext,
-) -> Result<String, String> {
+async fn move_work(distributor: Addr<LoadDistributor>, ctx: SecurityContext) -> Result<String, String> {
     match distributor.send(Rebalance { ctx }).await {
         Ok(Ok(moved)) if moved.is_empty() => Ok("no load was placed here to move".to_owned()),
         Ok(Ok(moved)) => {
             let nodes: Vec<_> = moved[0].shares.keys().collect();
-            Ok(format!(
-                "moved {} load(s) onto nodes {nodes:?}",
-                moved.len()
-            ))
+            Ok(format!("moved {} load(s) onto nodes {nodes:?}", moved.len()))
         }
         Ok(Err(e)) => Err(format!("moving work: {e}")),
         Err(e) => Err(format!("the load distributor is gone: {e}")),
@@ -321,9 +276,7 @@ impl RecoveryManager {
         self.open.push(failure.clone());
         let kind = failure.kind.name();
         let Some(&strategy) = self.strategies.get(&failure.kind) else {
-            let reason = format!(
-                "no strategy handles {kind} failures; set recovery_manager.strategies.{kind}"
-            );
+            let reason = format!("no strategy handles {kind} failures; set recovery_manager.strategies.{kind}");
             return Box::pin(fut::ready(Err(RecoveryError::StrategyNotFound(reason))));
         };
         let work = self.run(strategy, &failure);

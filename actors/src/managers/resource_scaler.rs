@@ -72,16 +72,9 @@ pub struct ResourceScaler {
 
 impl ResourceScaler {
     /// The scaler of node `node`, named `resource-scaler/<node>`, managing `resources`.
-    pub fn new(
-        env: &Environment,
-        node: NodeId,
-        resources: impl IntoIterator<Item = (String, Addr<WorkerPool>)>,
-    ) -> Self {
+    pub fn new(env: &Environment, node: NodeId, resources: impl IntoIterator<Item = (String, Addr<WorkerPool>)>) -> Self {
         ResourceScaler {
-            gate: env.gate::<Self>(
-                &format!("resource-scaler/{node}"),
-                &env.config().resource_scaler,
-            ),
+            gate: env.gate::<Self>(&format!("resource-scaler/{node}"), &env.config().resource_scaler),
             resources: resources.into_iter().collect(),
         }
     }
@@ -95,17 +88,13 @@ impl ResourceScaler {
     fn scale(&mut self, msg: Scale) -> Pending<Self, Scaling, ScalingError> {
         let Some(pool) = self.resources.get(&msg.resource).cloned() else {
             let known: Vec<_> = self.resources.keys().cloned().collect();
-            let reason = format!(
-                "{:?} is not registered; this scaler manages {known:?}",
-                msg.resource
-            );
+            let reason = format!("{:?} is not registered; this scaler manages {known:?}", msg.resource);
             return Box::pin(fut::ready(Err(ScalingError::ResourceNotFound(reason))));
         };
         let ctx = self.gate.identity(worker_pool::SCOPE);
         let decide = async move {
-            let load: PoolLoad = pool.send(ReadLoad).await.map_err(|e| {
-                ScalingError::ScalingFailed(format!("{} is gone: {e}", msg.resource))
-            })?;
+            let load: PoolLoad =
+                pool.send(ReadLoad).await.map_err(|e| ScalingError::ScalingFailed(format!("{} is gone: {e}", msg.resource)))?;
             let value = load.metric(&msg.metric).ok_or_else(|| {
                 ScalingError::MetricNotFound(format!(
                     "{} has no metric {:?}; it has {:?}",
@@ -116,26 +105,13 @@ impl ResourceScaler {
             })?;
             let from = load.workers;
             if value <= msg.threshold {
-                return Ok(Scaling {
-                    resource: msg.resource,
-                    value,
-                    from,
-                    to: from,
-                });
+                return Ok(Scaling { resource: msg.resource, value, from, to: from });
             }
             let to = ((from.max(1) as f64) * msg.factor).ceil().max(1.0) as usize;
             match pool.send(Resize { ctx, workers: to }).await {
-                Ok(Ok(to)) => Ok(Scaling {
-                    resource: msg.resource,
-                    value,
-                    from,
-                    to,
-                }),
+                Ok(Ok(to)) => Ok(Scaling { resource: msg.resource, value, from, to }),
                 Ok(Err(e)) => Err(ScalingError::ScalingFailed(e.to_string())),
-                Err(e) => Err(ScalingError::ScalingFailed(format!(
-                    "{} is gone: {e}",
-                    msg.resource
-                ))),
+                Err(e) => Err(ScalingError::ScalingFailed(format!("{} is gone: {e}", msg.resource))),
             }
         };
         Box::pin(fut::wrap_future(decide))
@@ -146,16 +122,10 @@ fn validate_scale(msg: &Scale, rules: &Rules<'_>) -> Result<(), ScalingError> {
     rules.id("resource", &msg.resource)?;
     rules.id("metric", &msg.metric)?;
     if !msg.threshold.is_finite() {
-        return Err(ScalingError::InvalidRequest(format!(
-            "threshold {} is not a finite number",
-            msg.threshold
-        )));
+        return Err(ScalingError::InvalidRequest(format!("threshold {} is not a finite number", msg.threshold)));
     }
     if !(msg.factor.is_finite() && msg.factor > 0.0) {
-        return Err(ScalingError::InvalidRequest(format!(
-            "factor {} is not a finite, positive number",
-            msg.factor
-        )));
+        return Err(ScalingError::InvalidRequest(format!("factor {} is not a finite, positive number", msg.factor)));
     }
     Ok(())
 }

@@ -81,23 +81,15 @@ impl StateReplicator {
         validate = Ok(rules.payload("data", msg.data.len())?)
     )]
     fn replicate(&mut self, msg: Replicate) -> Pending<Self, State, ReplicationError> {
-        let proposal = self.consensus.send(Propose {
-            data: msg.data,
-            timeout: self.timeout,
-        });
-        Box::pin(fut::wrap_future(proposal).map(|answer, _, _| {
-            answer
-                .map_err(gone)?
-                .map_err(ReplicationError::ReplicaUpdateFailed)
-        }))
+        let proposal = self.consensus.send(Propose { data: msg.data, timeout: self.timeout });
+        Box::pin(
+            fut::wrap_future(proposal).map(|answer, _, _| answer.map_err(gone)?.map_err(ReplicationError::ReplicaUpdateFailed)),
+        )
     }
 
     /// The state as this node has applied it.
     #[operation(requires = [StateManagement], cost = 0.0, resource = "state")]
     fn read_state(&mut self, _msg: ReadState) -> Pending<Self, State, ReplicationError> {
-        Box::pin(
-            fut::wrap_future(self.consensus.send(Inspect))
-                .map(|view, _, _| Ok(view.map_err(gone)?.state)),
-        )
+        Box::pin(fut::wrap_future(self.consensus.send(Inspect)).map(|view, _, _| Ok(view.map_err(gone)?.state)))
     }
 }

@@ -49,21 +49,14 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// What is wrong with these settings, if anything.
     pub fn problem(&self) -> Option<String> {
-        (self.initial == 0 || self.initial > self.max).then(|| {
-            format!(
-                "need 1 <= initial <= max, got initial {} and max {}",
-                self.initial, self.max
-            )
-        })
+        (self.initial == 0 || self.initial > self.max)
+            .then(|| format!("need 1 <= initial <= max, got initial {} and max {}", self.initial, self.max))
     }
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings {
-            initial: 2,
-            max: 32,
-        }
+        PoolSettings { initial: 2, max: 32 }
     }
 }
 
@@ -150,16 +143,8 @@ impl PoolLoad {
     pub fn metric(&self, name: &str) -> Option<f64> {
         let workers = self.workers as f64;
         match name {
-            "queue_depth" => Some(if workers > 0.0 {
-                self.in_flight as f64 / workers
-            } else {
-                f64::INFINITY
-            }),
-            "utilization" => Some(if workers > 0.0 {
-                (self.in_flight as f64).min(workers) / workers
-            } else {
-                1.0
-            }),
+            "queue_depth" => Some(if workers > 0.0 { self.in_flight as f64 / workers } else { f64::INFINITY }),
+            "utilization" => Some(if workers > 0.0 { (self.in_flight as f64).min(workers) / workers } else { 1.0 }),
             "workers" => Some(workers),
             "assigned" => Some(self.assigned),
             _ => None,
@@ -167,8 +152,7 @@ impl PoolLoad {
     }
 
     /// The names [`metric`](Self::metric) knows.
-    pub const METRICS: &'static [&'static str] =
-        &["queue_depth", "utilization", "workers", "assigned"];
+    pub const METRICS: &'static [&'static str] = &["queue_depth", "utilization", "workers", "assigned"];
 }
 
 /// One worker: runs jobs until one panics.
@@ -184,10 +168,7 @@ impl Actor for Worker {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         if let Some(reason) = self.broken.take() {
-            self.pool.do_send(WorkerStopped {
-                slot: self.slot,
-                reason,
-            });
+            self.pool.do_send(WorkerStopped { slot: self.slot, reason });
         }
         // The thread was the worker's alone.
         Arbiter::current().stop();
@@ -224,10 +205,7 @@ struct WorkerStopped {
 }
 
 enum Slot {
-    Running {
-        worker: Addr<Worker>,
-        in_flight: usize,
-    },
+    Running { worker: Addr<Worker>, in_flight: usize },
     Stopped,
 }
 
@@ -259,23 +237,14 @@ impl WorkerPool {
     }
 
     fn start_workers(&mut self, ctx: &mut Context<Self>) {
-        self.slots = (0..self.settings.initial)
-            .map(|slot| self.spawn(slot, ctx.address()))
-            .collect();
+        self.slots = (0..self.settings.initial).map(|slot| self.spawn(slot, ctx.address())).collect();
     }
 
     /// Starts a worker for `slot` on a thread of its own; it stops (and ends its thread) when a
     /// job breaks it or when the pool drops its address and its queue is done.
     fn spawn(&self, slot: usize, pool: Addr<WorkerPool>) -> Slot {
-        let worker = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
-            slot,
-            pool,
-            broken: None,
-        });
-        Slot::Running {
-            worker,
-            in_flight: 0,
-        }
+        let worker = Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker { slot, pool, broken: None });
+        Slot::Running { worker, in_flight: 0 }
     }
 
     fn load(&self) -> PoolLoad {
@@ -322,27 +291,20 @@ impl WorkerPool {
             })
             .min_by_key(|(_, _, in_flight)| **in_flight);
         let Some((slot, worker, in_flight)) = least_busy else {
-            let reason = format!(
-                "no worker is running; {} are stopped, waiting for a restart",
-                self.slots.len()
-            );
+            let reason = format!("no worker is running; {} are stopped, waiting for a restart", self.slots.len());
             return Box::pin(fut::ready(Err(PoolError::JobFailed(reason))));
         };
         *in_flight += 1;
         let run = worker.send(Run(msg.job)).timeout(self.timeout);
-        Box::pin(
-            fut::wrap_future(run).map(move |answer, pool: &mut Self, _| {
-                if let Some(Slot::Running { in_flight, .. }) = pool.slots.get_mut(slot) {
-                    *in_flight = in_flight.saturating_sub(1);
-                }
-                match answer {
-                    Ok(result) => result.map_err(PoolError::JobFailed),
-                    Err(e) => Err(PoolError::JobFailed(format!(
-                        "worker-{slot} did not answer: {e}"
-                    ))),
-                }
-            }),
-        )
+        Box::pin(fut::wrap_future(run).map(move |answer, pool: &mut Self, _| {
+            if let Some(Slot::Running { in_flight, .. }) = pool.slots.get_mut(slot) {
+                *in_flight = in_flight.saturating_sub(1);
+            }
+            match answer {
+                Ok(result) => result.map_err(PoolError::JobFailed),
+                Err(e) => Err(PoolError::JobFailed(format!("worker-{slot} did not answer: {e}"))),
+            }
+        }))
     }
 
     /// Grows or shrinks the pool.
@@ -371,10 +333,7 @@ impl WorkerPool {
     /// Starts a fresh worker in place of a stopped one.
     #[operation(requires = [RecoveryManagement], cost = 0.0, resource = &msg.worker, validate = Ok(rules.id("worker", &msg.worker)?))]
     fn restart(&mut self, msg: Restart, ctx: &mut Context<Self>) -> Result<String, PoolError> {
-        let slot = msg
-            .worker
-            .strip_prefix("worker-")
-            .and_then(|n| n.parse::<usize>().ok());
+        let slot = msg.worker.strip_prefix("worker-").and_then(|n| n.parse::<usize>().ok());
         match slot.and_then(|i| self.slots.get(i).map(|s| (i, s))) {
             None => Err(PoolError::InvalidRequest(format!(
                 "worker-pool/{} has no {:?}; its workers are worker-0 to worker-{}",
@@ -382,15 +341,10 @@ impl WorkerPool {
                 msg.worker,
                 self.slots.len().saturating_sub(1)
             ))),
-            Some((_, Slot::Running { .. })) => {
-                Ok(format!("{} is running; nothing to restart", msg.worker))
-            }
+            Some((_, Slot::Running { .. })) => Ok(format!("{} is running; nothing to restart", msg.worker)),
             Some((i, Slot::Stopped)) => {
                 self.slots[i] = self.spawn(i, ctx.address());
-                Ok(format!(
-                    "restarted {} of worker-pool/{}",
-                    msg.worker, self.node
-                ))
+                Ok(format!("restarted {} of worker-pool/{}", msg.worker, self.node))
             }
         }
     }
@@ -419,16 +373,10 @@ impl Handler<WorkerStopped> for WorkerPool {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerStopped, _: &mut Context<Self>) {
-        let Some(slot) = self.slots.get_mut(msg.slot) else {
-            return;
-        };
+        let Some(slot) = self.slots.get_mut(msg.slot) else { return };
         *slot = Slot::Stopped;
         let Some(detector) = &self.detector else {
-            tracing::warn!(
-                node = self.node,
-                "{} (no failure detector to report it to)",
-                msg.reason
-            );
+            tracing::warn!(node = self.node, "{} (no failure detector to report it to)", msg.reason);
             return;
         };
         let failure = Failure {
@@ -438,10 +386,7 @@ impl Handler<WorkerStopped> for WorkerPool {
             time: SystemTime::now(),
             reason: msg.reason,
         };
-        detector.do_send(Report {
-            ctx: self.gate.identity(failure_detector::SCOPE),
-            failure,
-        });
+        detector.do_send(Report { ctx: self.gate.identity(failure_detector::SCOPE), failure });
     }
 }
 

@@ -53,8 +53,7 @@ impl Attribution {
             watts_per_core,
         };
         let load = probe_config.load;
-        let (probe, counter) =
-            probe_and_open(&probe_config, || energy::counters::probe::spin(load));
+        let (probe, counter) = probe_and_open(&probe_config, || energy::counters::probe::spin(load));
         let counter = counter.ok_or_else(|| AttributionError::NoCounter(probe.verdict.clone()))?;
         tracing::info!(counter = counter.name(), source = %counter.source(), verdict = %probe.verdict, "sampling the energy counter");
         let accounts = Accounts::new();
@@ -62,17 +61,8 @@ impl Attribution {
             every: Duration::from_millis(config.sample_every_ms),
             report_every: Duration::from_millis(config.report_every_ms),
         };
-        let sampler = Sampler::start(
-            Box::new(counter),
-            accounts.clone(),
-            sampling,
-            Box::new(move |report| write(&*audit, report)),
-        )?;
-        Ok(Attribution {
-            accounts,
-            sampler: Mutex::new(Some(sampler)),
-            probe,
-        })
+        let sampler = Sampler::start(Box::new(counter), accounts.clone(), sampling, Box::new(move |report| write(&*audit, report)))?;
+        Ok(Attribution { accounts, sampler: Mutex::new(Some(sampler)), probe })
     }
 
     /// What the probe found, and its choice.
@@ -87,35 +77,21 @@ impl Attribution {
 
     /// Everything reported so far (`None` once stopped).
     pub fn totals(&self) -> Option<Report> {
-        self.sampler
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(Sampler::totals)
+        self.sampler.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(Sampler::totals)
     }
 
     /// Closes the last window, writes its entries, and returns the totals (`None` if already
     /// stopped). Dropping the last clone of the environment does the same, without the totals.
     pub fn stop(&self) -> Option<Report> {
-        self.sampler
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .map(Sampler::stop)
+        self.sampler.lock().unwrap_or_else(PoisonError::into_inner).take().map(Sampler::stop)
     }
 }
 
 /// One entry per line of the report, and one for the unattributed rest.
 fn write(audit: &dyn AuditSink, report: &Report) {
     let entry = |actor: &str, reason: String, energy: EnergyRecord| {
-        let mut entry = AuditEntry::new(
-            EntryKind::EnergyAttribution,
-            Outcome::Allowed,
-            actor,
-            "ergon",
-            "attribution",
-            &report.counter,
-        );
+        let mut entry =
+            AuditEntry::new(EntryKind::EnergyAttribution, Outcome::Allowed, actor, "ergon", "attribution", &report.counter);
         entry.detail = Detail::from_reason(reason);
         entry.energy = Some(energy);
         entry
@@ -131,27 +107,12 @@ fn write(audit: &dyn AuditSink, report: &Report) {
     };
     let period = report.period.as_secs_f64();
     for (actor, line) in &report.lines {
-        let reason = format!(
-            "{} runs, {:?} running, in {period:.3} s",
-            line.runs, line.busy
-        );
-        audit.record(entry(
-            actor,
-            reason,
-            record(line.attributed.get(), line.modelled.get(), line.busy),
-        ));
+        let reason = format!("{} runs, {:?} running, in {period:.3} s", line.runs, line.busy);
+        audit.record(entry(actor, reason, record(line.attributed.get(), line.modelled.get(), line.busy)));
     }
-    let mut reason =
-        format!("idle, other processes and the runtime between handlers, in {period:.3} s");
+    let mut reason = format!("idle, other processes and the runtime between handlers, in {period:.3} s");
     if report.failed_reads > 0 {
-        reason.push_str(&format!(
-            "; {} readings failed and were carried over",
-            report.failed_reads
-        ));
+        reason.push_str(&format!("; {} readings failed and were carried over", report.failed_reads));
     }
-    audit.record(entry(
-        UNATTRIBUTED,
-        reason,
-        record(report.unattributed.get(), 0.0, Duration::ZERO),
-    ));
+    audit.record(entry(UNATTRIBUTED, reason, record(report.unattributed.get(), 0.0, Duration::ZERO)));
 }

@@ -49,26 +49,18 @@ impl RaftSettings {
 
     /// What is wrong with these settings, if anything.
     pub fn problem(&self) -> Option<String> {
-        (self.tick_ms == 0
-            || self.heartbeat_ms < self.tick_ms
-            || self.election_timeout_ms <= self.heartbeat_ms)
-            .then(|| {
-                format!(
-                    "need 0 < tick_ms <= heartbeat_ms < election_timeout_ms, got {} / {} / {}",
-                    self.tick_ms, self.heartbeat_ms, self.election_timeout_ms
-                )
-            })
+        (self.tick_ms == 0 || self.heartbeat_ms < self.tick_ms || self.election_timeout_ms <= self.heartbeat_ms).then(|| {
+            format!(
+                "need 0 < tick_ms <= heartbeat_ms < election_timeout_ms, got {} / {} / {}",
+                self.tick_ms, self.heartbeat_ms, self.election_timeout_ms
+            )
+        })
     }
 }
 
 impl Default for RaftSettings {
     fn default() -> Self {
-        RaftSettings {
-            tick_ms: 10,
-            election_timeout_ms: 150,
-            heartbeat_ms: 50,
-            snapshot_every: 1024,
-        }
+        RaftSettings { tick_ms: 10, election_timeout_ms: 150, heartbeat_ms: 50, snapshot_every: 1024 }
     }
 }
 
@@ -125,6 +117,7 @@ pub struct NodeView {
     pub commit_index: u64,
 }
 
+
 /// Reads what this node knows of the cluster.
 #[derive(Debug, Message)]
 #[rtype(result = "NodeView")]
@@ -151,13 +144,7 @@ struct PendingCampaign {
 impl Consensus {
     /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
     pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration) -> Self {
-        Consensus {
-            replica,
-            transport,
-            tick,
-            proposals: BTreeMap::new(),
-            campaigns: Vec::new(),
-        }
+        Consensus { replica, transport, tick, proposals: BTreeMap::new(), campaigns: Vec::new() }
     }
 
     /// Persists, sends and applies whatever the replica has ready, and answers whoever waited.
@@ -178,10 +165,7 @@ impl Consensus {
             let delivered = self.transport.send(me, to, Envelope::Raft(message));
             if let Err(e) = &delivered {
                 tracing::debug!(node = me, "{e}");
-                if matches!(
-                    kind,
-                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-                ) {
+                if matches!(kind, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
                     self.campaigns.iter_mut().for_each(|c| {
                         c.unsent.insert(to);
                     });
@@ -193,18 +177,10 @@ impl Consensus {
             }
         }
         for ack in output.acks {
-            let data = output
-                .applied
-                .iter()
-                .find(|a| a.version == ack.version)
-                .map(|a| a.data.clone());
+            let data = output.applied.iter().find(|a| a.version == ack.version).map(|a| a.data.clone());
             if let (Some(reply), Some(data)) = (self.proposals.remove(&ack.seq), data) {
                 let id = self.replica.state().id.clone();
-                let _ = reply.send(State {
-                    id,
-                    data,
-                    version: ack.version,
-                });
+                let _ = reply.send(State { id, data, version: ack.version });
             }
         }
         self.settle_campaigns();
@@ -297,25 +273,18 @@ impl Handler<Propose> for Consensus {
         self.proposals.insert(seq, reply);
         self.drive(ctx);
         let timeout = msg.timeout;
-        Box::pin(
-            fut::wrap_future(actix::clock::timeout(timeout, answer)).map(
-                move |result, actor: &mut Self, _| match result {
-                    Ok(Ok(state)) => Ok(state),
-                    Ok(Err(_)) => Err("the consensus actor stopped".to_owned()),
-                    Err(_) => {
-                        actor.proposals.remove(&seq);
-                        actor.replica.forget(seq);
-                        let leader = actor
-                            .replica
-                            .leader()
-                            .map_or("none known".to_owned(), |l| format!("node {l}"));
-                        Err(format!(
-                            "no quorum committed the update within {timeout:?} (leader: {leader})"
-                        ))
-                    }
-                },
-            ),
-        )
+        Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| {
+            match result {
+                Ok(Ok(state)) => Ok(state),
+                Ok(Err(_)) => Err("the consensus actor stopped".to_owned()),
+                Err(_) => {
+                    actor.proposals.remove(&seq);
+                    actor.replica.forget(seq);
+                    let leader = actor.replica.leader().map_or("none known".to_owned(), |l| format!("node {l}"));
+                    Err(format!("no quorum committed the update within {timeout:?} (leader: {leader})"))
+                }
+            }
+        }))
     }
 }
 
@@ -324,36 +293,23 @@ impl Handler<Campaign> for Consensus {
 
     fn handle(&mut self, msg: Campaign, ctx: &mut Context<Self>) -> Self::Result {
         if self.replica.is_leader() {
-            let leadership = Leadership {
-                leader: self.replica.id(),
-                term: self.replica.term(),
-            };
+            let leadership = Leadership { leader: self.replica.id(), term: self.replica.term() };
             return Box::pin(fut::ready(Ok(leadership)));
         }
         let (reply, answer) = oneshot::channel();
-        self.campaigns.push(PendingCampaign {
-            from_term: self.replica.term(),
-            unsent: BTreeSet::new(),
-            reply,
-        });
+        self.campaigns.push(PendingCampaign { from_term: self.replica.term(), unsent: BTreeSet::new(), reply });
         if let Err(e) = self.replica.campaign() {
             return Box::pin(fut::ready(Err(CampaignFailure::Lost(e.to_string()))));
         }
         self.drive(ctx);
         let timeout = msg.timeout;
-        Box::pin(
-            fut::wrap_future(actix::clock::timeout(timeout, answer)).map(
-                move |result, _: &mut Self, _| match result {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(_)) => Err(CampaignFailure::Lost(
-                        "the consensus actor stopped".to_owned(),
-                    )),
-                    Err(_) => Err(CampaignFailure::Lost(format!(
-                        "no leader was elected within {timeout:?}"
-                    ))),
-                },
-            ),
-        )
+        Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, _: &mut Self, _| {
+            match result {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(CampaignFailure::Lost("the consensus actor stopped".to_owned())),
+                Err(_) => Err(CampaignFailure::Lost(format!("no leader was elected within {timeout:?}"))),
+            }
+        }))
     }
 }
 

@@ -44,15 +44,12 @@ impl Environment {
         let watts = config.meter.watts_per_core;
         let model = config.meter.cost_model;
         let meter: MeterFactory = match energy::instrumentation() {
-            Instrumentation::Instrumented => Arc::new(move || {
-                Box::new(OpCountMeter::new(model).expect("the build is instrumented"))
-            }),
+            Instrumentation::Instrumented => {
+                Arc::new(move || Box::new(OpCountMeter::new(model).expect("the build is instrumented")))
+            }
             Instrumentation::NotInstrumented => Arc::new(move || Box::new(TimeMeter::new(watts))),
         };
-        let attribution = config
-            .attribution
-            .enabled
-            .then(|| Attribution::start(&config.attribution, watts, audit.clone()));
+        let attribution = config.attribution.enabled.then(|| Attribution::start(&config.attribution, watts, audit.clone()));
         let attribution = match attribution {
             Some(Ok(attribution)) => Some(Arc::new(attribution)),
             Some(Err(e)) => {
@@ -61,14 +58,7 @@ impl Environment {
             }
             None => None,
         };
-        Environment {
-            config: Arc::new(config),
-            grants,
-            audit,
-            meter,
-            attribution,
-            clock: GateClock::system(),
-        }
+        Environment { config: Arc::new(config), grants, audit, meter, attribution, clock: GateClock::system() }
     }
 
     /// The machine counter's sampler and the actors' accounts, when attribution is on.
@@ -78,10 +68,7 @@ impl Environment {
 
     /// The same environment with another meter for every gate built from it (tests use
     /// [`energy::FixedMeter`] for exact costs).
-    pub fn with_meter(
-        mut self,
-        meter: impl Fn() -> Box<dyn Meter> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn with_meter(mut self, meter: impl Fn() -> Box<dyn Meter> + Send + Sync + 'static) -> Self {
         self.meter = Arc::new(meter);
         self
     }

@@ -12,6 +12,8 @@ use actix::{Actor, Addr, AsyncContext, Context};
 use cluster::{NodeId, ReplicaError};
 
 use crate::managers::communication::CommunicationManager;
+use crate::node::consensus::{Consensus, Inspect, NodeView};
+use crate::node::Stop;
 use crate::managers::failure_detector::{FailureDetector, Peers};
 use crate::managers::leader_election::LeaderElection;
 use crate::managers::load_distributor::LoadDistributor;
@@ -19,11 +21,9 @@ use crate::managers::node_manager::NodeManager;
 use crate::managers::recovery_manager::{Links, RecoveryManager};
 use crate::managers::resource_scaler::ResourceScaler;
 use crate::managers::state_replicator::StateReplicator;
-use crate::managers::worker_pool::WorkerPool;
-use crate::node::consensus::{Consensus, Inspect, NodeView};
-use crate::node::wait::eventually;
-use crate::node::Stop;
 use crate::transport::{Inbox, LocalNetwork};
+use crate::node::wait::eventually;
+use crate::managers::worker_pool::WorkerPool;
 use crate::Environment;
 
 /// One node's actors.
@@ -62,12 +62,7 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts nodes 1 to `n`, node `i` keeping its Raft store in `dir/node-i`; the network's
     /// losses are drawn from `seed`.
-    pub async fn start(
-        env: Environment,
-        n: u64,
-        dir: &Path,
-        seed: u64,
-    ) -> Result<Self, ReplicaError> {
+    pub async fn start(env: Environment, n: u64, dir: &Path, seed: u64) -> Result<Self, ReplicaError> {
         let mut cluster = LocalCluster {
             env,
             network: LocalNetwork::new(seed),
@@ -87,32 +82,20 @@ impl LocalCluster {
         let dir = self.dir.join(format!("node-{id}"));
         let deadline = Instant::now() + Duration::from_secs(2);
         let consensus = loop {
-            match Consensus::start(
-                &self.env,
-                id,
-                &self.voters,
-                &dir,
-                Arc::new(self.network.clone()),
-            ) {
+            match Consensus::start(&self.env, id, &self.voters, &dir, Arc::new(self.network.clone())) {
                 Ok(addr) => break addr,
-                Err(_) if Instant::now() < deadline => {
-                    actix::clock::sleep(Duration::from_millis(20)).await
-                }
+                Err(_) if Instant::now() < deadline => actix::clock::sleep(Duration::from_millis(20)).await,
                 Err(e) => return Err(e),
             }
         };
         let transport = Arc::new(self.network.clone());
         // The detector, pool and recovery manager refer to one another: their addresses exist
         // before they run.
-        let (detector_cx, recovery_cx) = (
-            Context::<FailureDetector>::new(),
-            Context::<RecoveryManager>::new(),
-        );
+        let (detector_cx, recovery_cx) = (Context::<FailureDetector>::new(), Context::<RecoveryManager>::new());
         let (detector, recovery) = (detector_cx.address(), recovery_cx.address());
         let pool = WorkerPool::new(&self.env, id, Some(detector.clone().recipient())).start();
         let election = LeaderElection::new(&self.env, id, consensus.clone()).start();
-        let distributor =
-            LoadDistributor::new(&self.env, id, detector.clone(), transport.clone()).start();
+        let distributor = LoadDistributor::new(&self.env, id, detector.clone(), transport.clone()).start();
         let links = Links {
             consensus: consensus.clone(),
             election: election.clone(),
@@ -139,8 +122,7 @@ impl LocalCluster {
             nodes: NodeManager::new(&self.env, &id.to_string()).start(),
             communication: CommunicationManager::new(&self.env, &id.to_string()).start(),
             replicator: StateReplicator::new(&self.env, id, consensus.clone()).start(),
-            scaler: ResourceScaler::new(&self.env, id, [("workers".to_owned(), pool.clone())])
-                .start(),
+            scaler: ResourceScaler::new(&self.env, id, [("workers".to_owned(), pool.clone())]).start(),
             consensus,
             election,
             detector,
@@ -201,18 +183,11 @@ impl LocalCluster {
             let views = self.views().await;
             let max_term = views.iter().map(|v| v.term).max().unwrap_or(0);
             let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for leader in views
-                .iter()
-                .filter(|v| v.term == max_term)
-                .filter_map(|v| v.leader)
-            {
+            for leader in views.iter().filter(|v| v.term == max_term).filter_map(|v| v.leader) {
                 *votes.entry(leader).or_default() += 1;
             }
             let quorum = self.voters.len() / 2 + 1;
-            votes
-                .into_iter()
-                .find(|(l, n)| *n >= quorum && self.nodes.contains_key(l))
-                .map(|(l, _)| l)
+            votes.into_iter().find(|(l, n)| *n >= quorum && self.nodes.contains_key(l)).map(|(l, _)| l)
         };
         eventually(within, Duration::from_millis(2), recognised).await
     }
@@ -223,34 +198,18 @@ impl LocalCluster {
         let everyone_heard = || async {
             for node in self.nodes.values() {
                 let peers = node.detector.send(Peers).await.ok()?;
-                let live: Vec<_> = peers
-                    .iter()
-                    .filter(|p| self.nodes.contains_key(&p.node))
-                    .collect();
-                let heard = live.len() == self.nodes.len()
-                    && live
-                        .iter()
-                        .all(|p| p.vitals.is_some_and(|v| v.capacity > 0.0));
+                let live: Vec<_> = peers.iter().filter(|p| self.nodes.contains_key(&p.node)).collect();
+                let heard = live.len() == self.nodes.len() && live.iter().all(|p| p.vitals.is_some_and(|v| v.capacity > 0.0));
                 heard.then_some(())?;
             }
             Some(())
         };
-        eventually(within, Duration::from_millis(10), everyone_heard)
-            .await
-            .is_some()
+        eventually(within, Duration::from_millis(10), everyone_heard).await.is_some()
     }
 
     /// Waits at most `within` until every live node has applied `version`.
     pub async fn converged(&self, version: u64, within: Duration) -> bool {
-        let applied = || async {
-            self.views()
-                .await
-                .iter()
-                .all(|v| v.state.version >= version)
-                .then_some(())
-        };
-        eventually(within, Duration::from_millis(10), applied)
-            .await
-            .is_some()
+        let applied = || async { self.views().await.iter().all(|v| v.state.version >= version).then_some(()) };
+        eventually(within, Duration::from_millis(10), applied).await.is_some()
     }
 }

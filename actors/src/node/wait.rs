@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 /// assert_eq!(third, Some(3));
 /// # });
 /// ```
-pub async fn eventually<T, F: Future<Output = Option<T>>>(
-    within: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> F,
-) -> Option<T> {
+pub async fn eventually<T, F: Future<Output = Option<T>>>(within: Duration, every: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(answer) = probe().await {

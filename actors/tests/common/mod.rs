@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler};
-use actors::energy::{FixedMeter, Joules};
 use actors::managers::communication::Delivery;
-use actors::node::local_cluster::LocalCluster;
+use actors::energy::{FixedMeter, Joules};
 use actors::security::audit::{AuditEntry, MemorySink};
 use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::node::local_cluster::LocalCluster;
 use actors::{Config, Environment};
 
 /// Energy the fixed meter attributes to every run.
@@ -30,30 +30,15 @@ impl World {
         let audit = Arc::new(MemorySink::new());
         let grants = Arc::new(GrantTable::new());
         use Capability::*;
-        grants.grant(
-            "operator",
-            CapSet::of(&[
-                NodeManagement,
-                ConnectionManagement,
-                BroadcastManagement,
-                EnergyManagement,
-            ]),
-        );
+        grants.grant("operator", CapSet::of(&[NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]));
         grants.grant("guest", CapSet::of(&[BroadcastManagement]));
         grants.grant("admin", CapSet::all());
-        let env = Environment::new(config, grants, audit.clone()).with_meter(|| {
-            Box::new(FixedMeter {
-                per_run: j(MEASURED),
-            })
-        });
+        let env = Environment::new(config, grants, audit.clone()).with_meter(|| Box::new(FixedMeter { per_run: j(MEASURED) }));
         World { env, audit }
     }
 
     pub fn ctx(&self, principal: &str, scope: &str) -> SecurityContext {
-        self.env
-            .grants()
-            .context(principal, Scope::new(scope).unwrap())
-            .unwrap()
+        self.env.grants().context(principal, Scope::new(scope).unwrap()).unwrap()
     }
 
     pub fn entries(&self) -> Vec<AuditEntry> {
@@ -146,34 +131,16 @@ impl Cluster {
     pub async fn start(n: u64, config: Config) -> Cluster {
         let world = World::new(config);
         use Capability::*;
-        let all = [
-            ElectionManagement,
-            VoteManagement,
-            ReplicationManagement,
-            StateManagement,
-            EnergyManagement,
-        ];
+        let all = [ElectionManagement, VoteManagement, ReplicationManagement, StateManagement, EnergyManagement];
         world.env.grants().grant("operator", CapSet::of(&all));
-        world
-            .env
-            .grants()
-            .grant("reader", CapSet::of(&[StateManagement, ElectionManagement]));
+        world.env.grants().grant("reader", CapSet::of(&[StateManagement, ElectionManagement]));
         let dir = tempfile::tempdir().unwrap();
-        let inner = LocalCluster::start(world.env.clone(), n, dir.path(), 1)
-            .await
-            .unwrap();
-        Cluster {
-            world,
-            inner,
-            _dir: dir,
-        }
+        let inner = LocalCluster::start(world.env.clone(), n, dir.path(), 1).await.unwrap();
+        Cluster { world, inner, _dir: dir }
     }
 }
 
 /// Asks `probe` every 20 ms until it answers, for at most `within`.
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    within: Duration,
-    probe: impl FnMut() -> F,
-) -> Option<T> {
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
     actors::node::wait::eventually(within, Duration::from_millis(20), probe).await
 }

@@ -17,20 +17,14 @@ pub struct CpuTimeCounter {
 impl CpuTimeCounter {
     /// Starts counting now.
     pub fn open(watts_per_core: Watts) -> Result<Self, CounterError> {
-        Ok(CpuTimeCounter {
-            start: cpu_time()?,
-            watts_per_core,
-        })
+        Ok(CpuTimeCounter { start: cpu_time()?, watts_per_core })
     }
 }
 
 fn cpu_time() -> Result<Duration, CounterError> {
     ProcessTime::try_now()
         .map(|t| t.as_duration())
-        .map_err(|e| CounterError::Failed {
-            name: "cpu-time".into(),
-            why: format!("the process CPU clock failed: {e}"),
-        })
+        .map_err(|e| CounterError::Failed { name: "cpu-time".into(), why: format!("the process CPU clock failed: {e}") })
 }
 
 impl EnergyCounter for CpuTimeCounter {

@@ -79,31 +79,23 @@ pub fn discover_power(root: &Path) -> Result<Vec<FoundEvent>, CounterError> {
     Ok(names
         .into_iter()
         .map(|name| {
-            let described = cpus
-                .clone()
-                .and_then(|cpus| describe_power_event(&pmu, &name, cpus));
+            let described = cpus.clone().and_then(|cpus| describe_power_event(&pmu, &name, cpus));
             (name, described)
         })
         .collect())
 }
 
-fn describe_power_event(
-    pmu: &Path,
-    name: &str,
-    cpus: Vec<usize>,
-) -> Result<PowerEvent, CounterError> {
+fn describe_power_event(pmu: &Path, name: &str, cpus: Vec<usize>) -> Result<PowerEvent, CounterError> {
     let events = pmu.join("events");
     let scale_path = events.join(format!("{name}.scale"));
     let scale_text = read_text(&scale_path)?;
-    let scale = scale_text
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .ok_or_else(|| CounterError::Garbage {
+    let scale = scale_text.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
+        CounterError::Garbage {
             path: scale_path,
             contents: scale_text.chars().take(64).collect(),
             why: "; a scale is a positive number of joules per count".into(),
-        })?;
+        }
+    })?;
     let unit_path = events.join(format!("{name}.unit"));
     let unit = read_text(&unit_path)?;
     if unit != "Joules" {
@@ -113,12 +105,7 @@ fn describe_power_event(
             why: "; ergon reads energy events in Joules only".into(),
         });
     }
-    Ok(PowerEvent {
-        name: name.to_owned(),
-        pmu: pmu.to_owned(),
-        scale,
-        cpus,
-    })
+    Ok(PowerEvent { name: name.to_owned(), pmu: pmu.to_owned(), scale, cpus })
 }
 
 /// The events whose sum is the machine's energy as the `power` PMU sees it: `energy-psys` alone
@@ -128,10 +115,7 @@ pub fn machine_events(events: &[PowerEvent]) -> Vec<&PowerEvent> {
     if let Some(psys) = events.iter().find(|e| e.name == "energy-psys") {
         return vec![psys];
     }
-    events
-        .iter()
-        .filter(|e| e.name == "energy-pkg" || e.name == "energy-ram")
-        .collect()
+    events.iter().filter(|e| e.name == "energy-pkg" || e.name == "energy-ram").collect()
 }
 
 /// The CPUs that are online.
@@ -149,10 +133,7 @@ pub struct PerfCounter {
 
 impl std::fmt::Debug for PerfCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PerfCounter")
-            .field("name", &self.name)
-            .field("descriptors", &self.parts.len())
-            .finish()
+        f.debug_struct("PerfCounter").field("name", &self.name).field("descriptors", &self.parts.len()).finish()
     }
 }
 
@@ -160,42 +141,20 @@ impl PerfCounter {
     /// Opens a `power` PMU event on one CPU of each package.
     pub fn power(event: &PowerEvent) -> Result<Self, CounterError> {
         let event_path = event.pmu.join("events").join(&event.name);
-        let garbage = |why: String| CounterError::Garbage {
-            path: event_path.clone(),
-            contents: String::new(),
-            why,
-        };
-        let mut builder = Dynamic::builder(&event.pmu)
-            .map_err(|e| garbage(format!("; the PMU's format: {e}")))?;
-        builder
-            .event(&event.name)
-            .map_err(|e| garbage(format!("; the event's configuration: {e}")))?;
+        let garbage = |why: String| CounterError::Garbage { path: event_path.clone(), contents: String::new(), why };
+        let mut builder = Dynamic::builder(&event.pmu).map_err(|e| garbage(format!("; the PMU's format: {e}")))?;
+        builder.event(&event.name).map_err(|e| garbage(format!("; the event's configuration: {e}")))?;
         let dynamic = builder.build().map_err(|e| garbage(format!("; {e}")))?;
         let name = format!("perf:power/{}", event.name);
-        PerfCounter::open(
-            name,
-            Source::Rapl,
-            &[(dynamic, event.scale)],
-            &event.cpus,
-            &event_path,
-        )
+        PerfCounter::open(name, Source::Rapl, &[(dynamic, event.scale)], &event.cpus, &event_path)
     }
 
     /// Opens instructions and last-level cache misses on `cpus`, priced at [`INSTRUCTION_JOULES`]
     /// and [`CACHE_MISS_JOULES`].
     pub fn hardware(cpus: &[usize]) -> Result<Self, CounterError> {
-        let events = [
-            (Hardware::INSTRUCTIONS, INSTRUCTION_JOULES),
-            (Hardware::CACHE_MISSES, CACHE_MISS_JOULES),
-        ];
+        let events = [(Hardware::INSTRUCTIONS, INSTRUCTION_JOULES), (Hardware::CACHE_MISSES, CACHE_MISS_JOULES)];
         let path = Path::new(DEFAULT_PMU_ROOT).join("cpu");
-        PerfCounter::open(
-            "perf:instructions+cache-misses".into(),
-            Source::PerfCounters,
-            &events,
-            cpus,
-            &path,
-        )
+        PerfCounter::open("perf:instructions+cache-misses".into(), Source::PerfCounters, &events, cpus, &path)
     }
 
     /// Opens each of `events` on each of `cpus`, counting every process there; a count of event
@@ -219,11 +178,7 @@ impl PerfCounter {
                 parts.push((counter, joules_per_count));
             }
         }
-        Ok(PerfCounter {
-            name,
-            source,
-            parts,
-        })
+        Ok(PerfCounter { name, source, parts })
     }
 }
 
@@ -252,8 +207,7 @@ fn open_error(name: &str, what: &Path, cpu: usize, e: &io::Error) -> CounterErro
 }
 
 fn paranoia() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().into())
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").map_or_else(|_| "unknown".into(), |s| s.trim().into())
 }
 
 impl EnergyCounter for PerfCounter {
@@ -268,15 +222,9 @@ impl EnergyCounter for PerfCounter {
     fn read(&mut self) -> Result<Joules, CounterError> {
         let mut joules = 0.0;
         for (counter, joules_per_count) in &mut self.parts {
-            let count = counter.read().map_err(|e| CounterError::Failed {
-                name: self.name.clone(),
-                why: e.to_string(),
-            })?;
+            let count = counter.read().map_err(|e| CounterError::Failed { name: self.name.clone(), why: e.to_string() })?;
             joules += count as f64 * *joules_per_count;
         }
-        Joules::new(joules).map_err(|e| CounterError::Failed {
-            name: self.name.clone(),
-            why: e.to_string(),
-        })
+        Joules::new(joules).map_err(|e| CounterError::Failed { name: self.name.clone(), why: e.to_string() })
     }
 }

@@ -71,8 +71,7 @@ pub fn discover(root: &Path) -> Result<Vec<Found>, CounterError> {
     let entries = std::fs::read_dir(root).map_err(|e| match e.kind() {
         ErrorKind::NotFound => CounterError::Missing {
             path: root.to_owned(),
-            why: "no powercap tree (not Linux, or the intel_rapl_common driver is not loaded)"
-                .into(),
+            why: "no powercap tree (not Linux, or the intel_rapl_common driver is not loaded)".into(),
         },
         _ => unreadable(root, &e),
     })?;
@@ -80,8 +79,7 @@ pub fn discover(root: &Path) -> Result<Vec<Found>, CounterError> {
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let id = entry.file_name().to_str()?.to_owned();
-            let is_zone = (id.starts_with("intel-rapl:") || id.starts_with("intel-rapl-mmio:"))
-                && order(&id).is_some();
+            let is_zone = (id.starts_with("intel-rapl:") || id.starts_with("intel-rapl-mmio:")) && order(&id).is_some();
             is_zone.then(|| (id.clone(), describe(&id, &root.join(&id))))
         })
         .collect();
@@ -92,22 +90,14 @@ pub fn discover(root: &Path) -> Result<Vec<Found>, CounterError> {
 /// Sort key: MMIO after MSR zones, then by the numbers in the id.
 fn order(id: &str) -> Option<(bool, Vec<u32>)> {
     let (kind, numbers) = id.split_once(':')?;
-    let numbers = numbers
-        .split(':')
-        .map(|n| n.parse().ok())
-        .collect::<Option<Vec<u32>>>()?;
+    let numbers = numbers.split(':').map(|n| n.parse().ok()).collect::<Option<Vec<u32>>>()?;
     Some((kind == "intel-rapl-mmio", numbers))
 }
 
 fn describe(id: &str, dir: &Path) -> Result<Zone, CounterError> {
     let name = read_text(&dir.join("name"))?;
     let max_range_uj = read_number(&dir.join("max_energy_range_uj"))?;
-    Ok(Zone {
-        id: id.to_owned(),
-        name,
-        dir: dir.to_owned(),
-        max_range_uj,
-    })
+    Ok(Zone { id: id.to_owned(), name, dir: dir.to_owned(), max_range_uj })
 }
 
 /// The error for a file that exists but cannot be read, with what to do about it.
@@ -121,10 +111,7 @@ pub fn unreadable(path: &Path, e: &std::io::Error) -> CounterError {
     } else {
         e.to_string()
     };
-    CounterError::Unreadable {
-        path: path.to_owned(),
-        why,
-    }
+    CounterError::Unreadable { path: path.to_owned(), why }
 }
 
 /// The energy between two readings of a counter that wraps to 0 after `max_range`, assuming it
@@ -150,12 +137,7 @@ impl PowercapCounter {
     /// Opens `zone`, reading its counter once.
     pub fn open(zone: Zone) -> Result<Self, CounterError> {
         let last = zone.read_uj()?;
-        Ok(PowercapCounter {
-            name: format!("powercap:{} ({})", zone.id, zone.name),
-            zone,
-            last,
-            total_uj: 0,
-        })
+        Ok(PowercapCounter { name: format!("powercap:{} ({})", zone.id, zone.name), zone, last, total_uj: 0 })
     }
 
     /// The zone.

@@ -117,10 +117,7 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
     match powercap::discover(&config.powercap_root) {
         Err(e) => candidates.unusable("powercap".into(), Source::Rapl, e.to_string()),
         Ok(found) if found.is_empty() => {
-            let why = format!(
-                "no intel-rapl zones under {}",
-                config.powercap_root.display()
-            );
+            let why = format!("no intel-rapl zones under {}", config.powercap_root.display());
             candidates.unusable("powercap".into(), Source::Rapl, why);
         }
         Ok(found) => {
@@ -131,20 +128,10 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
                     zones.push(zone.clone());
                     PowercapCounter::open(zone)
                 });
-                candidates.add(
-                    format!("powercap:{id}"),
-                    Source::Rapl,
-                    counter.map(|c| Box::new(c) as _),
-                );
+                candidates.add(format!("powercap:{id}"), Source::Rapl, counter.map(|c| Box::new(c) as _));
             }
-            let machine = powercap::machine_zones(&zones)
-                .into_iter()
-                .map(|z| format!("powercap:{} ({})", z.id, z.name));
-            groups.push(Group {
-                members: machine.collect(),
-                source: Source::Rapl,
-                how: "RAPL through powercap",
-            });
+            let machine = powercap::machine_zones(&zones).into_iter().map(|z| format!("powercap:{} ({})", z.id, z.name));
+            groups.push(Group { members: machine.collect(), source: Source::Rapl, how: "RAPL through powercap" });
         }
     }
 
@@ -152,16 +139,8 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
     {
         let counter = super::rapl_energy::RaplEnergyCounter::open();
         candidates.rapl_found |= counter.is_ok();
-        candidates.add(
-            "rapl-energy".into(),
-            Source::Rapl,
-            counter.map(|c| Box::new(c) as _),
-        );
-        groups.push(Group {
-            members: vec!["rapl-energy".into()],
-            source: Source::Rapl,
-            how: "RAPL through the rapl-energy crate",
-        });
+        candidates.add("rapl-energy".into(), Source::Rapl, counter.map(|c| Box::new(c) as _));
+        groups.push(Group { members: vec!["rapl-energy".into()], source: Source::Rapl, how: "RAPL through the rapl-energy crate" });
     }
 
     match perf::discover_power(&config.pmu_root) {
@@ -174,30 +153,16 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
                     events.push(event.clone());
                     PerfCounter::power(&event)
                 });
-                candidates.add(
-                    format!("perf:power/{name}"),
-                    Source::Rapl,
-                    counter.map(|c| Box::new(c) as _),
-                );
+                candidates.add(format!("perf:power/{name}"), Source::Rapl, counter.map(|c| Box::new(c) as _));
             }
-            let machine = perf::machine_events(&events)
-                .into_iter()
-                .map(|e| format!("perf:power/{}", e.name));
-            groups.push(Group {
-                members: machine.collect(),
-                source: Source::Rapl,
-                how: "RAPL through the perf power PMU",
-            });
+            let machine = perf::machine_events(&events).into_iter().map(|e| format!("perf:power/{}", e.name));
+            groups.push(Group { members: machine.collect(), source: Source::Rapl, how: "RAPL through the perf power PMU" });
         }
     }
 
     let hardware = perf::online_cpus().and_then(|cpus| PerfCounter::hardware(&cpus));
     let name = "perf:instructions+cache-misses".to_owned();
-    candidates.add(
-        name.clone(),
-        Source::PerfCounters,
-        hardware.map(|c| Box::new(c) as _),
-    );
+    candidates.add(name.clone(), Source::PerfCounters, hardware.map(|c| Box::new(c) as _));
     groups.push(Group {
         members: vec![name],
         source: Source::PerfCounters,
@@ -205,16 +170,8 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
     });
 
     let cpu_time = CpuTimeCounter::open(config.watts_per_core);
-    candidates.add(
-        "cpu-time".into(),
-        Source::TimeModel,
-        cpu_time.map(|c| Box::new(c) as _),
-    );
-    groups.push(Group {
-        members: vec!["cpu-time".into()],
-        source: Source::TimeModel,
-        how: "CPU time x watts per core",
-    });
+    candidates.add("cpu-time".into(), Source::TimeModel, cpu_time.map(|c| Box::new(c) as _));
+    groups.push(Group { members: vec!["cpu-time".into()], source: Source::TimeModel, how: "CPU time x watts per core" });
 
     let started = Instant::now();
     load();
@@ -233,19 +190,10 @@ struct Candidates {
 }
 
 impl Candidates {
-    fn add(
-        &mut self,
-        name: String,
-        source: Source,
-        counter: Result<Box<dyn EnergyCounter>, super::CounterError>,
-    ) {
+    fn add(&mut self, name: String, source: Source, counter: Result<Box<dyn EnergyCounter>, super::CounterError>) {
         match counter {
             Ok(counter) => {
-                self.findings.push(Finding {
-                    name: counter.name().to_owned(),
-                    source,
-                    status: Status::Stuck,
-                });
+                self.findings.push(Finding { name: counter.name().to_owned(), source, status: Status::Stuck });
                 self.open.push((self.findings.len() - 1, counter));
             }
             Err(e) => self.unusable(name, source, e.to_string()),
@@ -253,21 +201,14 @@ impl Candidates {
     }
 
     fn unusable(&mut self, name: String, source: Source, why: String) {
-        self.findings.push(Finding {
-            name,
-            source,
-            status: Status::Unusable { why },
-        });
+        self.findings.push(Finding { name, source, status: Status::Unusable { why } });
     }
 
     /// Reads every open counter once more: those that advanced are usable.
     fn read_all(&mut self, seconds: f64) {
         for (i, counter) in &mut self.open {
             self.findings[*i].status = match counter.read() {
-                Ok(j) if j.get() > 0.0 => Status::Usable {
-                    joules: j.get(),
-                    watts: j.get() / seconds,
-                },
+                Ok(j) if j.get() > 0.0 => Status::Usable { joules: j.get(), watts: j.get() / seconds },
                 Ok(_) => Status::Stuck,
                 Err(e) => Status::Unusable { why: e.to_string() },
             };
@@ -275,9 +216,7 @@ impl Candidates {
     }
 
     fn usable(&self, name: &str) -> bool {
-        self.findings
-            .iter()
-            .any(|f| f.name == name && matches!(f.status, Status::Usable { .. }))
+        self.findings.iter().any(|f| f.name == name && matches!(f.status, Status::Usable { .. }))
     }
 
     /// Takes the open counters named `names` out.
@@ -300,24 +239,15 @@ struct Group {
 
 /// The first group whose counters all advanced.
 fn choose(mut candidates: Candidates, groups: &[Group]) -> (Probe, Option<SumCounter>) {
-    let chosen = groups
-        .iter()
-        .find(|g| !g.members.is_empty() && g.members.iter().all(|m| candidates.usable(m)));
+    let chosen = groups.iter().find(|g| !g.members.is_empty() && g.members.iter().all(|m| candidates.usable(m)));
     let why_not_rapl = if candidates.rapl_found {
         "its RAPL counters cannot be read or do not advance"
     } else {
         "this machine shows no RAPL counters"
     };
     let Some(group) = chosen else {
-        let verdict = format!(
-            "nothing measures energy here: {why_not_rapl}, and neither do the other counters"
-        );
-        let probe = Probe {
-            findings: candidates.findings,
-            chosen: Vec::new(),
-            source: Source::TimeModel,
-            verdict,
-        };
+        let verdict = format!("nothing measures energy here: {why_not_rapl}, and neither do the other counters");
+        let probe = Probe { findings: candidates.findings, chosen: Vec::new(), source: Source::TimeModel, verdict };
         return (probe, None);
     };
     let verdict = match group.source {
@@ -331,17 +261,8 @@ fn choose(mut candidates: Candidates, groups: &[Group]) -> (Probe, Option<SumCou
             group.how
         ),
     };
-    let counter = SumCounter {
-        name: group.members.join(" + "),
-        source: group.source,
-        parts: candidates.take(&group.members),
-    };
-    let probe = Probe {
-        findings: candidates.findings,
-        chosen: group.members.clone(),
-        source: group.source,
-        verdict,
-    };
+    let counter = SumCounter { name: group.members.join(" + "), source: group.source, parts: candidates.take(&group.members) };
+    let probe = Probe { findings: candidates.findings, chosen: group.members.clone(), source: group.source, verdict };
     (probe, Some(counter))
 }
 
@@ -363,9 +284,7 @@ impl EnergyCounter for SumCounter {
 
     fn scope(&self) -> super::Scope {
         // A group is all machine counters or the one process counter.
-        self.parts
-            .first()
-            .map_or(super::Scope::Machine, |p| p.scope())
+        self.parts.first().map_or(super::Scope::Machine, |p| p.scope())
     }
 
     fn read(&mut self) -> Result<Joules, super::CounterError> {

@@ -75,10 +75,7 @@ impl EnergyCounter for RaplEnergyCounter {
         }))
         .map_err(|panic| failed("reading the packages", panic))?;
         self.total += since_last;
-        Joules::new(self.total).map_err(|e| CounterError::Failed {
-            name: "rapl-energy".into(),
-            why: e.to_string(),
-        })
+        Joules::new(self.total).map_err(|e| CounterError::Failed { name: "rapl-energy".into(), why: e.to_string() })
     }
 }
 
@@ -93,13 +90,7 @@ mod tests {
             Ok(mut counter) => {
                 let _ = counter.read();
             }
-            Err(e) => assert!(
-                matches!(
-                    e,
-                    CounterError::Missing { .. } | CounterError::Failed { .. }
-                ),
-                "{e}"
-            ),
+            Err(e) => assert!(matches!(e, CounterError::Missing { .. } | CounterError::Failed { .. }), "{e}"),
         }
     }
 }

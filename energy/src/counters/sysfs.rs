@@ -8,32 +8,23 @@ use super::CounterError;
 
 pub(super) fn read_text(path: &Path) -> Result<String, CounterError> {
     match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| CounterError::Garbage {
-                path: path.to_owned(),
-                contents: String::from_utf8_lossy(&e.into_bytes()[..])
-                    .chars()
-                    .take(64)
-                    .collect(),
-                why: "; it is not UTF-8".into(),
-            }),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(CounterError::Missing {
+        Ok(bytes) => String::from_utf8(bytes).map(|s| s.trim().to_owned()).map_err(|e| CounterError::Garbage {
             path: path.to_owned(),
-            why: "no such file".into(),
+            contents: String::from_utf8_lossy(&e.into_bytes()[..]).chars().take(64).collect(),
+            why: "; it is not UTF-8".into(),
         }),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(CounterError::Missing { path: path.to_owned(), why: "no such file".into() })
+        }
         Err(e) => Err(unreadable(path, &e)),
     }
 }
 
 pub(super) fn read_number(path: &Path) -> Result<u64, CounterError> {
     let text = read_text(path)?;
-    text.parse().map_err(|_| CounterError::Garbage {
-        path: path.to_owned(),
-        contents: text.chars().take(64).collect(),
-        why: String::new(),
-    })
+    text.parse().map_err(|_| CounterError::Garbage { path: path.to_owned(), contents: text.chars().take(64).collect(), why: String::new() })
 }
+
 
 /// A CPU list as sysfs writes it (`0`, `0,18`, `0-3,8-11`).
 pub(super) fn read_cpu_list(path: &Path) -> Result<Vec<usize>, CounterError> {

@@ -44,10 +44,7 @@ pub fn memory(units: u32, buffer: &mut [u64]) {
     let mask = (buffer.len() + 1).next_power_of_two() / 2 - 1;
     let mut i = black_box(1usize);
     for _ in 0..u64::from(units) * ITERATIONS_PER_UNIT {
-        i = (i
-            .wrapping_mul(0x5851_F42D_4C95_7F2D)
-            .wrapping_add(0x1405_7B7E_F767_814F))
-            & mask;
+        i = (i.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(0x1405_7B7E_F767_814F)) & mask;
         // SAFETY: `i` is at most `mask`, which is below the buffer's length.
         unsafe {
             let cell = buffer.as_mut_ptr().add(i);
@@ -81,9 +78,7 @@ impl Default for Workloads {
 impl Workloads {
     /// Allocates and touches a 64 MiB buffer for the memory kernel.
     pub fn new() -> Self {
-        Workloads {
-            buffer: vec![1; 8 << 20],
-        }
+        Workloads { buffer: vec![1; 8 << 20] }
     }
 
     /// Runs rounds of `[alu, memory, fp]` units until `deadline`; returns how many.

@@ -42,28 +42,16 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let code = if std::env::var_os(ENV_LINKER_ROLE).is_some() {
         linker::run(&args)
-    } else if std::env::var_os(ENV_CRATES).is_some()
-        && args
-            .first()
-            .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
-    {
+    } else if std::env::var_os(ENV_CRATES).is_some() && args.first().is_some_and(|a| !a.to_string_lossy().starts_with('-')) {
         rustc_wrapper::run(&args[0], &args[1..])
     } else {
         // cargo runs `cargo-ergon ergon <args>`; accept being run directly too.
-        let args = if args.first().is_some_and(|a| a == "ergon") {
-            &args[1..]
-        } else {
-            &args[..]
-        };
-        let wants_help = args
-            .first()
-            .is_some_and(|a| a == "-h" || a == "--help" || a == "-V" || a == "--version");
+        let args = if args.first().is_some_and(|a| a == "ergon") { &args[1..] } else { &args[..] };
+        let wants_help = args.first().is_some_and(|a| a == "-h" || a == "--help" || a == "-V" || a == "--version");
         match subcommand::parse(args).filter(|_| !wants_help) {
             None => {
                 // Let clap print the help, the version, or what is missing.
-                Cli::parse_from(
-                    std::iter::once(OsString::from("cargo-ergon")).chain(args.iter().cloned()),
-                );
+                Cli::parse_from(std::iter::once(OsString::from("cargo-ergon")).chain(args.iter().cloned()));
                 let _ = Cli::command().print_help();
                 2
             }

@@ -42,11 +42,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let options = Options {
-        before: cli.before,
-        cpu: cli.cpu,
-        ..Options::default()
-    };
+    let options = Options { before: cli.before, cpu: cli.cpu, ..Options::default() };
     let report = match instrument_file(&cli.input, &cli.output, cli.emit, &options) {
         Ok(report) => report,
         Err(e) => {

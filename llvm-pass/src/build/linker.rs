@@ -25,10 +25,7 @@ pub enum LinkError {
     Scratch(std::io::Error),
     /// The real linker could not be started.
     #[error("cannot run the linker {linker:?}: {source} (set {ENV_LINKER} to choose another)")]
-    Linker {
-        linker: String,
-        source: std::io::Error,
-    },
+    Linker { linker: String, source: std::io::Error },
 }
 
 /// Instruments and links; returns the real linker's exit code.
@@ -43,10 +40,7 @@ pub fn run(args: &[OsString]) -> i32 {
 }
 
 fn link(args: &[OsString]) -> Result<i32, LinkError> {
-    let scratch = tempfile::Builder::new()
-        .prefix("ergon-link")
-        .tempdir()
-        .map_err(LinkError::Scratch)?;
+    let scratch = tempfile::Builder::new().prefix("ergon-link").tempdir().map_err(LinkError::Scratch)?;
     let mut args = expand_response_files(args)?;
     let cpu = plugin_cpu(&args).unwrap_or_else(|| "x86-64".into());
     // The plugin options were meant for an LTO linker plugin; no bitcode is left for one.
@@ -75,19 +69,14 @@ fn link(args: &[OsString]) -> Result<i32, LinkError> {
 
     let linker = std::env::var_os(ENV_LINKER).unwrap_or_else(|| "cc".into());
     let response = scratch.path().join("link-args");
-    std::fs::write(&response, response_file(&rewritten)).map_err(|e| LinkError::Input {
-        path: response.clone(),
-        detail: e.to_string(),
-    })?;
+    std::fs::write(&response, response_file(&rewritten))
+        .map_err(|e| LinkError::Input { path: response.clone(), detail: e.to_string() })?;
     let mut at = OsString::from("@");
     at.push(&response);
     let status = Command::new(&linker)
         .arg(at)
         .status()
-        .map_err(|source| LinkError::Linker {
-            linker: linker.to_string_lossy().into_owned(),
-            source,
-        })?;
+        .map_err(|source| LinkError::Linker { linker: linker.to_string_lossy().into_owned(), source })?;
     Ok(status.code().unwrap_or(1))
 }
 
@@ -98,12 +87,7 @@ struct Instrumenter {
 
 impl Instrumenter {
     /// An instrumented copy of a bitcode object, or `None` for native code.
-    fn object(
-        &self,
-        path: &Path,
-        scratch: &Path,
-        index: usize,
-    ) -> Result<Option<PathBuf>, LinkError> {
+    fn object(&self, path: &Path, scratch: &Path, index: usize) -> Result<Option<PathBuf>, LinkError> {
         let bytes = read(path)?;
         if !is_bitcode(&bytes) {
             return Ok(None);
@@ -115,19 +99,10 @@ impl Instrumenter {
     }
 
     /// A copy of an archive whose bitcode members are instrumented, or `None` if it holds none.
-    fn archive(
-        &self,
-        path: &Path,
-        scratch: &Path,
-        index: usize,
-    ) -> Result<Option<PathBuf>, LinkError> {
+    fn archive(&self, path: &Path, scratch: &Path, index: usize) -> Result<Option<PathBuf>, LinkError> {
         let bytes = read(path)?;
-        let bad = |detail: String| LinkError::Input {
-            path: path.into(),
-            detail,
-        };
-        let archive = object::read::archive::ArchiveFile::parse(&*bytes)
-            .map_err(|e| bad(format!("not an archive: {e}")))?;
+        let bad = |detail: String| LinkError::Input { path: path.into(), detail };
+        let archive = object::read::archive::ArchiveFile::parse(&*bytes).map_err(|e| bad(format!("not an archive: {e}")))?;
         let mut members = Vec::new();
         let mut any_bitcode = false;
         for member in archive.members() {
@@ -147,23 +122,11 @@ impl Instrumenter {
         }
         let new_members: Vec<_> = members
             .iter()
-            .map(|(name, data)| {
-                ar_archive_writer::NewArchiveMember::new(
-                    data,
-                    &ar_archive_writer::DEFAULT_OBJECT_READER,
-                    name.clone(),
-                )
-            })
+            .map(|(name, data)| ar_archive_writer::NewArchiveMember::new(data, &ar_archive_writer::DEFAULT_OBJECT_READER, name.clone()))
             .collect();
         let mut out = Cursor::new(Vec::new());
-        ar_archive_writer::write_archive_to_stream(
-            &mut out,
-            &new_members,
-            ar_archive_writer::ArchiveKind::Gnu,
-            false,
-            None,
-        )
-        .map_err(|e| bad(format!("cannot rewrite the archive: {e}")))?;
+        ar_archive_writer::write_archive_to_stream(&mut out, &new_members, ar_archive_writer::ArchiveKind::Gnu, false, None)
+            .map_err(|e| bad(format!("cannot rewrite the archive: {e}")))?;
         let out_path = scratch.join(format!("{index}-{}", file_name(path)));
         write(&out_path, out.get_ref())?;
         Ok(Some(out_path))
@@ -176,10 +139,7 @@ impl Instrumenter {
             let mut h = Sha256::new();
             h.update(env!("CARGO_PKG_VERSION"));
             // A rebuilt pass may count differently: its own build time is part of the key.
-            let built = std::env::current_exe()
-                .and_then(std::fs::metadata)
-                .and_then(|m| m.modified())
-                .ok();
+            let built = std::env::current_exe().and_then(std::fs::metadata).and_then(|m| m.modified()).ok();
             h.update(format!("{built:?}"));
             h.update(format!("{:?}", self.options));
             h.update(bitcode);
@@ -189,10 +149,7 @@ impl Instrumenter {
             return Ok(hit);
         }
         let (native, _) = instrument_bytes(bitcode, Path::new(input), Emit::Obj, &self.options)
-            .map_err(|source| LinkError::Instrument {
-                input: input.into(),
-                source,
-            })?;
+            .map_err(|source| LinkError::Instrument { input: input.into(), source })?;
         if let Some(key) = key {
             // A cache that cannot be written only costs time on the next link.
             let _ = key.parent().map(std::fs::create_dir_all);
@@ -207,40 +164,26 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LinkError> {
-    std::fs::read(path).map_err(|e| LinkError::Input {
-        path: path.into(),
-        detail: e.to_string(),
-    })
+    std::fs::read(path).map_err(|e| LinkError::Input { path: path.into(), detail: e.to_string() })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), LinkError> {
-    std::fs::write(path, bytes).map_err(|e| LinkError::Input {
-        path: path.into(),
-        detail: e.to_string(),
-    })
+    std::fs::write(path, bytes).map_err(|e| LinkError::Input { path: path.into(), detail: e.to_string() })
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| extensions.contains(&e))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e))
 }
 
 /// The CPU rustc asked the LTO plugin to generate code for (`-plugin-opt=mcpu=…`).
 fn plugin_cpu(args: &[OsString]) -> Option<String> {
     args.iter().find_map(|a| {
         let a = a.to_string_lossy();
-        a.split(',').find_map(|part| {
-            part.strip_prefix("-plugin-opt=mcpu=")
-                .or_else(|| part.strip_prefix("-Wl,-plugin-opt=mcpu="))
-                .map(str::to_string)
-        })
+        a.split(',').find_map(|part| part.strip_prefix("-plugin-opt=mcpu=").or_else(|| part.strip_prefix("-Wl,-plugin-opt=mcpu=")).map(str::to_string))
     })
 }
 
@@ -252,10 +195,7 @@ fn expand_response_files(args: &[OsString]) -> Result<Vec<OsString>, LinkError> 
         match arg.to_str().and_then(|a| a.strip_prefix('@')) {
             Some(file) => {
                 let path = Path::new(file);
-                let text = std::fs::read_to_string(path).map_err(|e| LinkError::Input {
-                    path: path.into(),
-                    detail: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(path).map_err(|e| LinkError::Input { path: path.into(), detail: e.to_string() })?;
                 out.extend(text.lines().map(|line| OsString::from(unescape(line))));
             }
             None => out.push(arg.clone()),
@@ -300,10 +240,7 @@ mod tests {
 
     #[test]
     fn response_files_round_trip() {
-        let args: Vec<OsString> = ["-o", "/tmp/a dir/out", r"C:\x", "-Wl,--as-needed"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = ["-o", "/tmp/a dir/out", r"C:\x", "-Wl,--as-needed"].iter().map(OsString::from).collect();
         let text = response_file(&args);
         let back: Vec<OsString> = text.lines().map(|l| OsString::from(unescape(l))).collect();
         assert_eq!(back, args);

@@ -34,10 +34,7 @@ pub const ENV_CACHE: &str = "ERGON_CACHE_DIR";
 
 /// Whether `crates` (a comma-separated list) names `crate_name`; `*` names every crate.
 pub fn selected(crates: &str, crate_name: &str) -> bool {
-    crates
-        .split(',')
-        .map(str::trim)
-        .any(|c| c == "*" || c.replace('-', "_") == crate_name)
+    crates.split(',').map(str::trim).any(|c| c == "*" || c.replace('-', "_") == crate_name)
 }
 
 #[cfg(test)]

@@ -21,24 +21,16 @@ pub struct Plan {
 /// Plans one rustc invocation: `args` as cargo gave them, `crates` the selection, `this` the
 /// `cargo-ergon` executable.
 pub fn plan(args: &[OsString], crates: &str, this: &OsStr) -> Plan {
-    let probe = args
-        .iter()
-        .any(|a| a.to_string_lossy().starts_with("--print"));
+    let probe = args.iter().any(|a| a.to_string_lossy().starts_with("--print"));
     let Some(crate_name) = value_of(args, "--crate-name").filter(|_| !probe) else {
         // `rustc -vV`, `--print`: cargo probing the compiler.
-        return Plan {
-            args: args.to_vec(),
-            ..Plan::default()
-        };
+        return Plan { args: args.to_vec(), ..Plan::default() };
     };
     let proc_macro = values_of(args, "--crate-type").any(|t| t == "proc-macro");
     let build_script = crate_name.starts_with("build_script_");
     if proc_macro {
         // Loaded into rustc itself; left exactly as cargo built it.
-        return Plan {
-            args: args.to_vec(),
-            ..Plan::default()
-        };
+        return Plan { args: args.to_vec(), ..Plan::default() };
     }
     let instrumented = !build_script && selected(crates, &crate_name);
     let mut out = Vec::with_capacity(args.len() + 4);
@@ -47,9 +39,7 @@ pub fn plan(args: &[OsString], crates: &str, this: &OsStr) -> Plan {
     while i < args.len() {
         let (option, width) = codegen_option(args, i);
         match option.as_deref() {
-            Some(o) if o.starts_with("linker=") => {
-                user_linker = Some(OsString::from(&o["linker=".len()..]))
-            }
+            Some(o) if o.starts_with("linker=") => user_linker = Some(OsString::from(&o["linker=".len()..])),
             // Cross-crate LTO would merge instrumented and uninstrumented code; the pass works per crate.
             Some(o) if instrumented && (o == "lto" || o.starts_with("lto=")) => {}
             // cargo passes `embed-bitcode=no` when it does no LTO; bitcode objects need it on.
@@ -64,22 +54,12 @@ pub fn plan(args: &[OsString], crates: &str, this: &OsStr) -> Plan {
         // With LTO in view, rustc no longer copies `#[inline]` functions into every codegen
         // unit, so with several units Vec and iterator methods stay calls and loops stop
         // vectorising. One unit keeps them local, as a normal release build has them.
-        out.extend([
-            "-C".into(),
-            "linker-plugin-lto".into(),
-            "-C".into(),
-            "codegen-units=1".into(),
-        ]);
+        out.extend(["-C".into(), "linker-plugin-lto".into(), "-C".into(), "codegen-units=1".into()]);
     }
     let mut linker = OsString::from("linker=");
     linker.push(this);
     out.extend(["-C".into(), linker]);
-    Plan {
-        args: out,
-        user_linker,
-        instrumented,
-        links_through_us: true,
-    }
+    Plan { args: out, user_linker, instrumented, links_through_us: true }
 }
 
 /// Runs rustc as planned; returns its exit code.
@@ -120,10 +100,7 @@ fn codegen_option(args: &[OsString], i: usize) -> (Option<String>, usize) {
             None => (None, 1),
         };
     }
-    if let Some(v) = arg
-        .strip_prefix("-C")
-        .or_else(|| arg.strip_prefix("--codegen="))
-    {
+    if let Some(v) = arg.strip_prefix("-C").or_else(|| arg.strip_prefix("--codegen=")) {
         return (Some(v.to_string()), 1);
     }
     (None, 1)
@@ -131,10 +108,7 @@ fn codegen_option(args: &[OsString], i: usize) -> (Option<String>, usize) {
 
 fn values_of<'a>(args: &'a [OsString], flag: &'a str) -> impl Iterator<Item = String> + 'a {
     args.windows(2).filter(move |w| w[0] == flag).flat_map(|w| {
-        w[1].to_string_lossy()
-            .split(',')
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+        w[1].to_string_lossy().split(',').map(str::to_string).collect::<Vec<_>>()
     })
 }
 
@@ -151,11 +125,7 @@ mod tests {
     }
 
     fn text(plan: &Plan) -> String {
-        plan.args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
+        plan.args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
     }
 
     #[test]
@@ -172,39 +142,20 @@ mod tests {
 
     #[test]
     fn other_crates_keep_their_code_but_link_through_us() {
-        let plan = plan(
-            &args("--crate-name serde --crate-type lib -C embed-bitcode=no"),
-            "actors",
-            OsStr::new("/e"),
-        );
+        let plan = plan(&args("--crate-name serde --crate-type lib -C embed-bitcode=no"), "actors", OsStr::new("/e"));
         assert!(!plan.instrumented);
-        assert_eq!(
-            text(&plan),
-            "--crate-name serde --crate-type lib -C embed-bitcode=no -C linker=/e"
-        );
+        assert_eq!(text(&plan), "--crate-name serde --crate-type lib -C embed-bitcode=no -C linker=/e");
     }
 
     #[test]
     fn probes_proc_macros_and_build_scripts_are_left_alone() {
-        let probe = plan(
-            &args("- --crate-name ___ --print=file-names"),
-            "*",
-            OsStr::new("/e"),
-        );
+        let probe = plan(&args("- --crate-name ___ --print=file-names"), "*", OsStr::new("/e"));
         assert_eq!(probe.args, args("- --crate-name ___ --print=file-names"));
         let version = plan(&args("-vV"), "*", OsStr::new("/e"));
         assert_eq!(version.args, args("-vV"));
-        let pm = plan(
-            &args("--crate-name derive --crate-type proc-macro"),
-            "*",
-            OsStr::new("/e"),
-        );
+        let pm = plan(&args("--crate-name derive --crate-type proc-macro"), "*", OsStr::new("/e"));
         assert_eq!(pm.args, args("--crate-name derive --crate-type proc-macro"));
-        let bs = plan(
-            &args("--crate-name build_script_build --crate-type bin"),
-            "*",
-            OsStr::new("/e"),
-        );
+        let bs = plan(&args("--crate-name build_script_build --crate-type bin"), "*", OsStr::new("/e"));
         assert!(!bs.instrumented);
     }
 }

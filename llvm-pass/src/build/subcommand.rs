@@ -64,9 +64,7 @@ impl Metadata {
         }
         let out = cmd.output().map_err(SubcommandError::Cargo)?;
         if !out.status.success() {
-            return Err(SubcommandError::Metadata(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
+            return Err(SubcommandError::Metadata(String::from_utf8_lossy(&out.stderr).trim().to_string()));
         }
         serde_json::from_slice(&out.stdout).map_err(|e| SubcommandError::Metadata(e.to_string()))
     }
@@ -76,33 +74,23 @@ impl Metadata {
         package
             .targets
             .iter()
-            .filter(|t| {
-                !t.kind
-                    .iter()
-                    .any(|k| k == "custom-build" || k == "proc-macro")
-            })
+            .filter(|t| !t.kind.iter().any(|k| k == "custom-build" || k == "proc-macro"))
             .map(|t| t.name.replace('-', "_"))
     }
 
     /// Crate names for the request: the named crates (a package name stands for its crates), or
     /// every crate of the workspace.
     fn resolve(&self, names: &[String]) -> BTreeSet<String> {
-        let members: Vec<&Package> = self
-            .packages
-            .iter()
-            .filter(|p| self.workspace_members.contains(&p.id))
-            .collect();
+        let members: Vec<&Package> = self.packages.iter().filter(|p| self.workspace_members.contains(&p.id)).collect();
         if names.is_empty() {
             return members.iter().flat_map(|p| Self::crates_of(p)).collect();
         }
         names
             .iter()
-            .flat_map(
-                |name| match self.packages.iter().find(|p| &p.name == name) {
-                    Some(p) => Self::crates_of(p).collect::<Vec<_>>(),
-                    None => vec![name.replace('-', "_")],
-                },
-            )
+            .flat_map(|name| match self.packages.iter().find(|p| &p.name == name) {
+                Some(p) => Self::crates_of(p).collect::<Vec<_>>(),
+                None => vec![name.replace('-', "_")],
+            })
             .collect()
     }
 }
@@ -131,34 +119,20 @@ pub fn parse(args: &[OsString]) -> Option<Request> {
     }
     let mut rest = rest.into_iter();
     let command = rest.next()?;
-    Some(Request {
-        command,
-        instrument,
-        cargo_args: rest.collect(),
-    })
+    Some(Request { command, instrument, cargo_args: rest.collect() })
 }
 
 fn split(list: &str) -> impl Iterator<Item = String> + '_ {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 /// Runs cargo for the request; returns cargo's exit code.
 pub fn run(request: &Request) -> Result<i32, SubcommandError> {
-    let manifest = request
-        .cargo_args
-        .windows(2)
-        .find(|w| w[0] == "--manifest-path")
-        .map(|w| &w[1]);
+    let manifest = request.cargo_args.windows(2).find(|w| w[0] == "--manifest-path").map(|w| &w[1]);
     let metadata = Metadata::read(manifest)?;
     let crates = metadata.resolve(&request.instrument);
     let crates = crates.into_iter().collect::<Vec<_>>().join(",");
-    let user_target_dir = request
-        .cargo_args
-        .iter()
-        .any(|a| a.to_string_lossy().starts_with("--target-dir"))
+    let user_target_dir = request.cargo_args.iter().any(|a| a.to_string_lossy().starts_with("--target-dir"))
         || std::env::var_os("CARGO_TARGET_DIR").is_some();
     let target_dir = metadata.target_directory.join("ergon");
     let this = std::env::current_exe().map_err(SubcommandError::Exe)?;
@@ -168,10 +142,7 @@ pub fn run(request: &Request) -> Result<i32, SubcommandError> {
     let mut cmd = Command::new(cargo);
     cmd.arg(&request.command).args(&request.cargo_args);
     cmd.env("RUSTC_WRAPPER", &this).env(ENV_CRATES, &crates);
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        rustflags(&crates, &pass_identity(&this)),
-    );
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags(&crates, &pass_identity(&this)));
     if !user_target_dir {
         cmd.env("CARGO_TARGET_DIR", &target_dir);
     }
@@ -196,11 +167,7 @@ fn pass_identity(exe: &std::path::Path) -> String {
 fn rustflags(crates: &str, pass: &str) -> String {
     let mut flags: Vec<String> = match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
         Ok(encoded) if !encoded.is_empty() => encoded.split('\x1f').map(str::to_string).collect(),
-        _ => std::env::var("RUSTFLAGS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
+        _ => std::env::var("RUSTFLAGS").unwrap_or_default().split_whitespace().map(str::to_string).collect(),
     };
     flags.push("--cfg".into());
     flags.push(format!("ergon_instrument=\"{crates}\""));
@@ -219,10 +186,7 @@ mod tests {
 
     #[test]
     fn instrument_is_ours_anywhere_before_the_separator() {
-        let r = parse(&args(
-            "build --release --instrument actors,cluster-demo -p ergon-examples",
-        ))
-        .unwrap();
+        let r = parse(&args("build --release --instrument actors,cluster-demo -p ergon-examples")).unwrap();
         assert_eq!(r.command, "build");
         assert_eq!(r.instrument, ["actors", "cluster-demo"]);
         assert_eq!(r.cargo_args, args("--release -p ergon-examples"));
@@ -242,13 +206,7 @@ mod tests {
                 "workspace_members":["a","b"],"target_directory":"/t"}"#,
         )
         .unwrap();
-        assert_eq!(
-            metadata.resolve(&[]),
-            ["actors", "cluster_demo"].map(String::from).into()
-        );
-        assert_eq!(
-            metadata.resolve(&["ergon-actors".into(), "serde".into()]),
-            ["actors", "serde"].map(String::from).into()
-        );
+        assert_eq!(metadata.resolve(&[]), ["actors", "cluster_demo"].map(String::from).into());
+        assert_eq!(metadata.resolve(&["ergon-actors".into(), "serde".into()]), ["actors", "serde"].map(String::from).into());
     }
 }

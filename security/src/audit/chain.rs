@@ -16,16 +16,9 @@ const HASH_KEY: &[u8] = br#","hash":""#;
 const SUFFIX_LEN: usize = HASH_KEY.len() + 64 + 2;
 
 /// Writes `entry` as line `seq` chained to `prev` into `line` (with its newline); returns its hash.
-pub(crate) fn encode(
-    seq: u64,
-    prev: &str,
-    entry: &AuditEntry,
-    scratch: &mut Vec<u8>,
-    line: &mut Vec<u8>,
-) -> String {
+pub(crate) fn encode(seq: u64, prev: &str, entry: &AuditEntry, scratch: &mut Vec<u8>, line: &mut Vec<u8>) -> String {
     scratch.clear();
-    serde_json::to_writer(&mut *scratch, entry)
-        .expect("audit entries serialise: no maps with non-string keys");
+    serde_json::to_writer(&mut *scratch, entry).expect("audit entries serialise: no maps with non-string keys");
     line.clear();
     line.extend_from_slice(b"{\"seq\":");
     line.extend_from_slice(seq.to_string().as_bytes());
@@ -55,16 +48,10 @@ pub(crate) enum LineError {
 
 /// Parses a line (without its newline) and checks it against its own hash.
 pub(crate) fn decode(line: &[u8]) -> Result<StoredEntry, LineError> {
-    let stored: StoredEntry =
-        serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
+    let stored: StoredEntry = serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
     let n = line.len();
-    if n < SUFFIX_LEN
-        || &line[n - SUFFIX_LEN..n - SUFFIX_LEN + HASH_KEY.len()] != HASH_KEY
-        || &line[n - 2..] != b"\"}"
-    {
-        return Err(LineError::Malformed(
-            "the line does not end with its \"hash\" field".into(),
-        ));
+    if n < SUFFIX_LEN || &line[n - SUFFIX_LEN..n - SUFFIX_LEN + HASH_KEY.len()] != HASH_KEY || &line[n - 2..] != b"\"}" {
+        return Err(LineError::Malformed("the line does not end with its \"hash\" field".into()));
     }
     let mut hasher = Sha256::new();
     hasher.update(&line[..n - SUFFIX_LEN]);
@@ -81,14 +68,7 @@ mod tests {
     use crate::audit::{Detail, EntryKind, Outcome};
 
     fn entry() -> AuditEntry {
-        AuditEntry::new(
-            EntryKind::EnergyUsage,
-            Outcome::Allowed,
-            "a",
-            "p",
-            "join",
-            "n1",
-        )
+        AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "p", "join", "n1")
     }
 
     #[test]
@@ -98,10 +78,7 @@ mod tests {
         let hash = encode(7, GENESIS, &original, &mut scratch, &mut line);
         assert_eq!(line.last(), Some(&b'\n'));
         let stored = decode(&line[..line.len() - 1]).unwrap();
-        assert_eq!(
-            (stored.seq, stored.prev.as_str(), stored.hash),
-            (7, GENESIS, hash)
-        );
+        assert_eq!((stored.seq, stored.prev.as_str(), stored.hash), (7, GENESIS, hash));
         assert_eq!(stored.entry, original);
     }
 
@@ -113,28 +90,15 @@ mod tests {
         alert.detail = Detail::from_alert("warning", "80% used".into());
         for (original, fields) in [
             (entry(), r#""resource":"n1","hash""#),
-            (
-                refused,
-                r#""resource":"n1","error":"PermissionDenied","reason":"lacks {Join}","hash""#,
-            ),
-            (
-                alert,
-                r#""resource":"n1","reason":"80% used","alert":"warning","hash""#,
-            ),
+            (refused, r#""resource":"n1","error":"PermissionDenied","reason":"lacks {Join}","hash""#),
+            (alert, r#""resource":"n1","reason":"80% used","alert":"warning","hash""#),
         ] {
             let (mut scratch, mut line) = (Vec::new(), Vec::new());
             encode(0, GENESIS, &original, &mut scratch, &mut line);
             line.pop();
-            assert!(
-                String::from_utf8_lossy(&line).contains(fields),
-                "{}",
-                String::from_utf8_lossy(&line)
-            );
+            assert!(String::from_utf8_lossy(&line).contains(fields), "{}", String::from_utf8_lossy(&line));
             let read = decode(&line).unwrap().entry;
-            assert_eq!(
-                (read.error(), read.reason(), read.alert()),
-                (original.error(), original.reason(), original.alert())
-            );
+            assert_eq!((read.error(), read.reason(), read.alert()), (original.error(), original.reason(), original.alert()));
             assert_eq!(read, original);
         }
     }
@@ -145,19 +109,13 @@ mod tests {
         encode(0, GENESIS, &entry(), &mut scratch, &mut line);
         line.pop();
         let text = String::from_utf8(line).unwrap().replace("\"n1\"", "\"n2\"");
-        assert_eq!(
-            decode(text.as_bytes()).unwrap_err(),
-            LineError::HashMismatch { seq: 0 }
-        );
+        assert_eq!(decode(text.as_bytes()).unwrap_err(), LineError::HashMismatch { seq: 0 });
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         for bad in [&b""[..], b"{", b"\xff\xfe", b"[1,2]", br#"{"seq":1}"#] {
-            assert!(
-                matches!(decode(bad), Err(LineError::Malformed(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(decode(bad), Err(LineError::Malformed(_))), "{bad:?}");
         }
     }
 }

@@ -19,9 +19,7 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// Now, from the system's real-time clock.
     pub fn now() -> Self {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
     }
 
@@ -38,21 +36,13 @@ impl Timestamp {
 
 impl From<DateTime<Utc>> for Timestamp {
     fn from(t: DateTime<Utc>) -> Self {
-        Timestamp(t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
-            i64::MIN
-        } else {
-            i64::MAX
-        }))
+        Timestamp(t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 { i64::MIN } else { i64::MAX }))
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            &self
-                .to_datetime()
-                .to_rfc3339_opts(SecondsFormat::Nanos, true),
-        )
+        f.write_str(&self.to_datetime().to_rfc3339_opts(SecondsFormat::Nanos, true))
     }
 }
 
@@ -71,8 +61,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = Cow::<str>::deserialize(d)?;
-        let t = DateTime::parse_from_rfc3339(&text)
-            .map_err(|e| serde::de::Error::custom(format!("timestamp {text:?}: {e}")))?;
+        let t = DateTime::parse_from_rfc3339(&text).map_err(|e| serde::de::Error::custom(format!("timestamp {text:?}: {e}")))?;
         Ok(Timestamp::from(t.with_timezone(&Utc)))
     }
 }
@@ -249,28 +238,17 @@ impl Detail {
 
     /// An error variant and why.
     pub fn from_error(code: impl Into<Cow<'static, str>>, reason: String) -> Self {
-        Detail::of(DetailFields {
-            error: Some(code.into()),
-            reason: Some(reason),
-            alert: None,
-        })
+        Detail::of(DetailFields { error: Some(code.into()), reason: Some(reason), alert: None })
     }
 
     /// A reason alone.
     pub fn from_reason(reason: String) -> Self {
-        Detail::of(DetailFields {
-            reason: Some(reason),
-            ..DetailFields::default()
-        })
+        Detail::of(DetailFields { reason: Some(reason), ..DetailFields::default() })
     }
 
     /// An alert's level and message.
     pub fn from_alert(level: impl Into<Cow<'static, str>>, message: String) -> Self {
-        Detail::of(DetailFields {
-            alert: Some(level.into()),
-            reason: Some(message),
-            error: None,
-        })
+        Detail::of(DetailFields { alert: Some(level.into()), reason: Some(message), error: None })
     }
 
     /// The error variant (`PermissionDenied`).

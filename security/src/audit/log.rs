@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, LineError, GENESIS};
-use super::{
-    list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, HEAD_FILE,
-};
+use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, HEAD_FILE};
 
 /// When written entries are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,10 +112,7 @@ pub enum AuditError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
-    move |source| AuditError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| AuditError::Io { path: path.to_owned(), source }
 }
 
 /// What opening the log found and did.
@@ -180,14 +175,7 @@ impl AuditLog {
             .name("ergon-audit".into())
             .spawn(move || writer.run(commands))
             .map_err(io_err(&config.dir))?;
-        Ok((
-            AuditLog {
-                queue: Some(queue),
-                writer: Some(handle),
-                dir: config.dir,
-            },
-            report,
-        ))
+        Ok((AuditLog { queue: Some(queue), writer: Some(handle), dir: config.dir }, report))
     }
 
     /// The log's directory.
@@ -200,9 +188,7 @@ impl AuditLog {
     pub fn flush(&self) -> Result<(), AuditError> {
         let (reply, answer) = mpsc::sync_channel(1);
         let queue = self.queue.as_ref().ok_or(AuditError::WriterGone)?;
-        queue
-            .send(Command::Flush(reply))
-            .map_err(|_| AuditError::WriterGone)?;
+        queue.send(Command::Flush(reply)).map_err(|_| AuditError::WriterGone)?;
         answer.recv().map_err(|_| AuditError::WriterGone)?
     }
 
@@ -308,24 +294,15 @@ impl Writer {
             let last_seq = last.as_ref().map(|(s, _)| *s);
             if let Some(head_seq) = head.seq {
                 if last_seq.is_none_or(|l| l < head_seq) {
-                    return Err(AuditError::HeadAhead {
-                        dir: dir.clone(),
-                        head_seq,
-                        last_seq,
-                    });
+                    return Err(AuditError::HeadAhead { dir: dir.clone(), head_seq, last_seq });
                 }
             }
         }
         let segment = segments.last().map_or(1, |(index, _)| *index);
         let path = dir.join(segment_name(segment));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         let segment_bytes = file.metadata().map_err(io_err(&path))?.len();
-        let (next_seq, last_hash) =
-            last.map_or((0, GENESIS.to_owned()), |(seq, hash)| (seq + 1, hash));
+        let (next_seq, last_hash) = last.map_or((0, GENESIS.to_owned()), |(seq, hash)| (seq + 1, hash));
         let mut writer = Writer {
             dir: dir.clone(),
             durability: config.durability,
@@ -343,21 +320,9 @@ impl Writer {
             last_checkpoint: Instant::now(),
             last_error: None,
         };
-        if let Some(TailRepair::Moved {
-            file,
-            bytes,
-            saved_to,
-        }) = &repaired
-        {
+        if let Some(TailRepair::Moved { file, bytes, saved_to }) = &repaired {
             tracing::warn!(file = %file.display(), bytes, saved_to = %saved_to.display(), "audit log: torn final line moved aside");
-            let mut entry = AuditEntry::new(
-                EntryKind::LogRepair,
-                Outcome::Allowed,
-                "audit-log",
-                "system",
-                "repair",
-                &file.display().to_string(),
-            );
+            let mut entry = AuditEntry::new(EntryKind::LogRepair, Outcome::Allowed, "audit-log", "system", "repair", &file.display().to_string());
             entry.detail = Detail::from_reason(format!(
                 "torn final line of {bytes} bytes (a crash during a write) moved to {}",
                 saved_to.display()
@@ -367,14 +332,7 @@ impl Writer {
         writer.checkpoint().map_err(io_err(dir))?;
         let segments = list_segments(dir).map_err(io_err(dir))?.len();
         let next_seq = writer.next_seq;
-        Ok((
-            writer,
-            OpenReport {
-                next_seq,
-                segments,
-                repaired,
-            },
-        ))
+        Ok((writer, OpenReport { next_seq, segments, repaired }))
     }
 
     /// Polls the queue rather than blocking on it: a writer parked in `recv` would have every
@@ -420,10 +378,7 @@ impl Writer {
             for reply in waiters {
                 let answer = match &self.last_error {
                     None => Ok(()),
-                    Some(message) => Err(AuditError::Writer {
-                        message: message.clone(),
-                        pending: self.pending.len(),
-                    }),
+                    Some(message) => Err(AuditError::Writer { message: message.clone(), pending: self.pending.len() }),
                 };
                 let _ = reply.send(answer);
             }
@@ -433,16 +388,8 @@ impl Writer {
             if taken == BATCH {
                 continue;
             }
-            idle = if taken > 0 || retrying {
-                POLL_MIN
-            } else {
-                (idle * 2).min(POLL_MAX)
-            };
-            let mut nap = if self.last_error.is_some() {
-                RETRY_AFTER
-            } else {
-                idle
-            };
+            idle = if taken > 0 || retrying { POLL_MIN } else { (idle * 2).min(POLL_MAX) };
+            let mut nap = if self.last_error.is_some() { RETRY_AFTER } else { idle };
             if self.unsynced {
                 nap = nap.min(interval.saturating_sub(self.last_checkpoint.elapsed()));
             }
@@ -451,11 +398,7 @@ impl Writer {
         // The queue is closed: write what is left, once more if the first try fails.
         for _ in 0..2 {
             let left = std::mem::take(&mut self.pending);
-            if self
-                .write_all(left)
-                .and_then(|()| self.checkpoint())
-                .is_ok()
-            {
+            if self.write_all(left).and_then(|()| self.checkpoint()).is_ok() {
                 return;
             }
         }
@@ -470,8 +413,7 @@ impl Writer {
         let mut outcome = Ok(());
         for (i, entry) in entries.iter().enumerate() {
             let hash = chain::encode(seq, &prev, entry, &mut self.scratch, &mut self.line);
-            let full = self.segment_bytes + (self.batch.len() + self.line.len()) as u64
-                > self.max_segment_bytes;
+            let full = self.segment_bytes + (self.batch.len() + self.line.len()) as u64 > self.max_segment_bytes;
             if full && self.segment_bytes + self.batch.len() as u64 > 0 {
                 outcome = self.commit(seq, &prev).and_then(|()| self.rotate());
                 if outcome.is_err() {
@@ -525,10 +467,7 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         self.checkpoint()?;
         let path = self.dir.join(segment_name(self.segment + 1));
-        self.file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
+        self.file = OpenOptions::new().create_new(true).append(true).open(&path)?;
         self.segment += 1;
         self.segment_bytes = 0;
         if self.durability != Durability::Never {
@@ -543,17 +482,10 @@ impl Writer {
         if sync {
             self.file.sync_data()?;
         }
-        let head = Head {
-            seq: self.next_seq.checked_sub(1),
-            hash: self.last_hash.clone(),
-        };
+        let head = Head { seq: self.next_seq.checked_sub(1), hash: self.last_hash.clone() };
         let tmp = self.dir.join("HEAD.tmp");
         let mut file = File::create(&tmp)?;
-        file.write_all(
-            serde_json::to_string(&head)
-                .expect("a head serialises")
-                .as_bytes(),
-        )?;
+        file.write_all(serde_json::to_string(&head).expect("a head serialises").as_bytes())?;
         if sync {
             file.sync_data()?;
         }
@@ -570,10 +502,7 @@ fn last_entry(path: &Path, bytes: &[u8]) -> Result<Option<(u64, String)>, AuditE
         Some(end) => &bytes[..end],
         None => return Ok(None),
     };
-    let start = complete
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i + 1);
+    let start = complete.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let line_no = complete.iter().filter(|b| **b == b'\n').count() + 1;
     match chain::decode(&complete[start..]) {
         Ok(stored) => Ok(Some((stored.seq, stored.hash))),
@@ -582,58 +511,34 @@ fn last_entry(path: &Path, bytes: &[u8]) -> Result<Option<(u64, String)>, AuditE
             line: line_no,
             reason: match e {
                 LineError::Malformed(why) => format!("not an audit entry ({why})"),
-                LineError::HashMismatch { .. } => {
-                    "its content does not match its hash (edited)".into()
-                }
+                LineError::HashMismatch { .. } => "its content does not match its hash (edited)".into(),
             },
         }),
     }
 }
 
 /// Handles bytes after the last newline of the newest segment: a write a crash cut short.
-fn repair_tail(
-    path: &Path,
-    bytes: &mut Vec<u8>,
-    last: Option<&(u64, String)>,
-) -> Result<Option<TailRepair>, AuditError> {
+fn repair_tail(path: &Path, bytes: &mut Vec<u8>, last: Option<&(u64, String)>) -> Result<Option<TailRepair>, AuditError> {
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     if keep == bytes.len() {
         return Ok(None);
     }
     let tail = &bytes[keep..];
-    let (expected_seq, expected_prev) =
-        last.map_or((0, GENESIS), |(seq, hash)| (seq + 1, hash.as_str()));
+    let (expected_seq, expected_prev) = last.map_or((0, GENESIS), |(seq, hash)| (seq + 1, hash.as_str()));
     if let Ok(stored) = chain::decode(tail) {
         if stored.seq == expected_seq && stored.prev == expected_prev {
-            let mut file = OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            file.write_all(b"\n")
-                .and_then(|()| file.sync_data())
-                .map_err(io_err(path))?;
+            let mut file = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
+            file.write_all(b"\n").and_then(|()| file.sync_data()).map_err(io_err(path))?;
             bytes.push(b'\n');
             tracing::warn!(file = %path.display(), seq = stored.seq, "audit log: final entry lacked its newline; completed");
-            return Ok(Some(TailRepair::Completed {
-                file: path.to_owned(),
-                seq: stored.seq,
-            }));
+            return Ok(Some(TailRepair::Completed { file: path.to_owned(), seq: stored.seq }));
         }
     }
     let saved_to = path.with_extension(format!("jsonl.torn-{expected_seq}"));
     fs::write(&saved_to, tail).map_err(io_err(&saved_to))?;
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    file.set_len(keep as u64)
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(path))?;
+    let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    file.set_len(keep as u64).and_then(|()| file.sync_all()).map_err(io_err(path))?;
     let moved = bytes.len() - keep;
     bytes.truncate(keep);
-    Ok(Some(TailRepair::Moved {
-        file: path.to_owned(),
-        bytes: moved,
-        saved_to,
-    }))
+    Ok(Some(TailRepair::Moved { file: path.to_owned(), bytes: moved, saved_to }))
 }

@@ -38,9 +38,7 @@ mod sink;
 mod summary;
 mod verify;
 
-pub use entry::{
-    AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp,
-};
+pub use entry::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
 pub use log::{AuditConfig, AuditError, AuditLog, Durability, OpenReport, TailRepair};
 pub use reader::{AuditReader, Filter, ReadError};
 pub use sink::{AuditSink, MemorySink};
@@ -53,8 +51,7 @@ pub use verify::{verify, Problem, VerifyError, VerifyReport};
 /// can borrow them instead of sharing a reference count across threads. Never for request data:
 /// every distinct string stays in memory.
 pub fn intern(name: &str) -> &'static str {
-    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(known) = names.get(name) {
         return known;
@@ -69,9 +66,7 @@ pub fn intern(name: &str) -> &'static str {
 pub fn decode_line(line: &[u8]) -> Result<StoredEntry, String> {
     chain::decode(line).map_err(|e| match e {
         chain::LineError::Malformed(why) => format!("not an audit entry: {why}"),
-        chain::LineError::HashMismatch { seq } => {
-            format!("entry {seq}: its content does not match its hash (edited)")
-        }
+        chain::LineError::HashMismatch { seq } => format!("entry {seq}: its content does not match its hash (edited)"),
     })
 }
 
@@ -83,8 +78,7 @@ fn segment_name(index: u32) -> String {
 /// The segment index of a file name, if it is a segment.
 fn segment_index(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("segment-")?.strip_suffix(".jsonl")?;
-    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())?
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }
 
 /// The segments of a log directory, in order.

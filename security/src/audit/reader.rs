@@ -32,9 +32,7 @@ pub enum ReadError {
         reason: String,
     },
     /// The file ends in a partial line: a crash during a write, or a write in progress.
-    #[error(
-        "{path}: ends in a partial line of {bytes} bytes (a write in progress, or torn by a crash)"
-    )]
+    #[error("{path}: ends in a partial line of {bytes} bytes (a write in progress, or torn by a crash)")]
     TornTail {
         /// The file.
         path: PathBuf,
@@ -63,28 +61,16 @@ impl AuditReader {
     pub fn open(path: &Path) -> Result<AuditReader, ReadError> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ReadError::NotFound(path.to_owned()),
-            _ => ReadError::Io {
-                path: path.to_owned(),
-                source: e,
-            },
+            _ => ReadError::Io { path: path.to_owned(), source: e },
         })?;
         if meta.is_dir() {
-            let segments = list_segments(path).map_err(|source| ReadError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+            let segments = list_segments(path).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
             if segments.is_empty() {
                 return Err(ReadError::NoSegments(path.to_owned()));
             }
-            Ok(AuditReader {
-                files: segments.into_iter().map(|(_, p)| p).collect(),
-                dir: Some(path.to_owned()),
-            })
+            Ok(AuditReader { files: segments.into_iter().map(|(_, p)| p).collect(), dir: Some(path.to_owned()) })
         } else {
-            Ok(AuditReader {
-                files: vec![path.to_owned()],
-                dir: None,
-            })
+            Ok(AuditReader { files: vec![path.to_owned()], dir: None })
         }
     }
 
@@ -127,36 +113,21 @@ impl Line {
             LineError::Malformed(why) => why,
             LineError::HashMismatch { .. } => "its content does not match its hash (edited)".into(),
         };
-        ReadError::Malformed {
-            path: self.path.clone(),
-            line: self.number,
-            reason,
-        }
+        ReadError::Malformed { path: self.path.clone(), line: self.number, reason }
     }
 }
 
 /// The lines of one file; stops after the first error.
 enum FileLines {
-    Open {
-        path: PathBuf,
-        reader: BufReader<File>,
-        number: usize,
-    },
+    Open { path: PathBuf, reader: BufReader<File>, number: usize },
     Failed(Option<ReadError>),
 }
 
 impl FileLines {
     fn open(path: &Path) -> FileLines {
         match File::open(path) {
-            Ok(file) => FileLines::Open {
-                path: path.to_owned(),
-                reader: BufReader::new(file),
-                number: 0,
-            },
-            Err(source) => FileLines::Failed(Some(ReadError::Io {
-                path: path.to_owned(),
-                source,
-            })),
+            Ok(file) => FileLines::Open { path: path.to_owned(), reader: BufReader::new(file), number: 0 },
+            Err(source) => FileLines::Failed(Some(ReadError::Io { path: path.to_owned(), source })),
         }
     }
 }
@@ -167,32 +138,18 @@ impl Iterator for FileLines {
     fn next(&mut self) -> Option<Self::Item> {
         let (path, reader, number) = match self {
             FileLines::Failed(error) => return error.take().map(Err),
-            FileLines::Open {
-                path,
-                reader,
-                number,
-            } => (path, reader, number),
+            FileLines::Open { path, reader, number } => (path, reader, number),
         };
         let mut bytes = Vec::new();
         let result = match reader.read_until(b'\n', &mut bytes) {
             Ok(0) => return None,
-            Ok(_) if bytes.last() != Some(&b'\n') => Err(ReadError::TornTail {
-                path: path.clone(),
-                bytes: bytes.len(),
-            }),
+            Ok(_) if bytes.last() != Some(&b'\n') => Err(ReadError::TornTail { path: path.clone(), bytes: bytes.len() }),
             Ok(_) => {
                 bytes.pop();
                 *number += 1;
-                Ok(Line {
-                    path: path.clone(),
-                    number: *number,
-                    bytes,
-                })
+                Ok(Line { path: path.clone(), number: *number, bytes })
             }
-            Err(source) => Err(ReadError::Io {
-                path: path.clone(),
-                source,
-            }),
+            Err(source) => Err(ReadError::Io { path: path.clone(), source }),
         };
         if let Err(e) = result {
             *self = FileLines::Failed(None);

@@ -27,25 +27,17 @@ impl MemorySink {
 
     /// An empty sink with room for `capacity` entries before it allocates again.
     pub fn with_capacity(capacity: usize) -> Self {
-        MemorySink {
-            entries: Mutex::new(Vec::with_capacity(capacity)),
-        }
+        MemorySink { entries: Mutex::new(Vec::with_capacity(capacity)) }
     }
 
     /// Removes every entry, keeping the memory for the next ones.
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// A copy of every entry so far, oldest first.
     pub fn entries(&self) -> Vec<AuditEntry> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Removes and returns every entry so far.
@@ -56,9 +48,6 @@ impl MemorySink {
 
 impl AuditSink for MemorySink {
     fn record(&self, entry: AuditEntry) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(entry);
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
     }
 }

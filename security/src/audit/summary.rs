@@ -80,10 +80,7 @@ impl Summary {
             EntryKind::LogRepair => self.repairs += 1,
             EntryKind::EnergyAttribution => {
                 if let Some(energy) = &entry.energy {
-                    let meter = self.metered.get_or_insert_with(|| Metered {
-                        source: energy.source.to_string(),
-                        ..Metered::default()
-                    });
+                    let meter = self.metered.get_or_insert_with(|| Metered { source: energy.source.to_string(), ..Metered::default() });
                     meter.measured_j += energy.measured_j;
                     let line = meter.by_actor.entry(entry.actor.to_string()).or_default();
                     line.metered_j += energy.estimate_j;
@@ -92,18 +89,9 @@ impl Summary {
             }
             EntryKind::EnergyUsage | EntryKind::SecurityViolation | EntryKind::Rejected => {
                 self.total.add(entry);
-                self.by_actor
-                    .entry(entry.actor.to_string())
-                    .or_default()
-                    .add(entry);
-                self.by_principal
-                    .entry(entry.principal.to_string())
-                    .or_default()
-                    .add(entry);
-                self.by_operation
-                    .entry(entry.operation.to_string())
-                    .or_default()
-                    .add(entry);
+                self.by_actor.entry(entry.actor.to_string()).or_default().add(entry);
+                self.by_principal.entry(entry.principal.to_string()).or_default().add(entry);
+                self.by_operation.entry(entry.operation.to_string()).or_default().add(entry);
             }
         }
     }

@@ -131,12 +131,7 @@ fn location(line: &Option<usize>, seq: &Option<u64>) -> String {
 }
 
 fn broken(path: &Path, line: Option<usize>, seq: Option<u64>, problem: Problem) -> VerifyError {
-    VerifyError::Broken {
-        path: path.to_owned(),
-        line,
-        seq,
-        problem,
-    }
+    VerifyError::Broken { path: path.to_owned(), line, seq, problem }
 }
 
 #[derive(serde::Deserialize)]
@@ -155,22 +150,10 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
     let head = match reader.dir() {
         Some(dir) => {
             let head_path = dir.join(HEAD_FILE);
-            let text = std::fs::read_to_string(&head_path).map_err(|e| {
-                broken(
-                    &head_path,
-                    None,
-                    None,
-                    Problem::HeadMissing(format!("cannot read HEAD ({e})")),
-                )
-            })?;
-            let head: Head = serde_json::from_str(&text).map_err(|e| {
-                broken(
-                    &head_path,
-                    None,
-                    None,
-                    Problem::HeadMissing(format!("HEAD is not a head record ({e})")),
-                )
-            })?;
+            let text = std::fs::read_to_string(&head_path)
+                .map_err(|e| broken(&head_path, None, None, Problem::HeadMissing(format!("cannot read HEAD ({e})"))))?;
+            let head: Head = serde_json::from_str(&text)
+                .map_err(|e| broken(&head_path, None, None, Problem::HeadMissing(format!("HEAD is not a head record ({e})"))))?;
             Some((head_path, head))
         }
         None => None,
@@ -185,16 +168,8 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         let line = match item {
             Ok(line) => line,
             Err(ReadError::TornTail { path, bytes }) => {
-                let next_line = last_place
-                    .as_ref()
-                    .filter(|(p, _)| *p == path)
-                    .map_or(1, |(_, n)| n + 1);
-                return Err(broken(
-                    &path,
-                    Some(next_line),
-                    None,
-                    Problem::TornTail { bytes },
-                ));
+                let next_line = last_place.as_ref().filter(|(p, _)| *p == path).map_or(1, |(_, n)| n + 1);
+                return Err(broken(&path, Some(next_line), None, Problem::TornTail { bytes }));
             }
             Err(e) => return Err(e.into()),
         };
@@ -216,46 +191,19 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
                     .by_ref()
                     .filter_map(Result::ok)
                     .any(|l| chain::decode(&l.bytes).is_ok_and(|s| s.seq == expected));
-                let problem = if later {
-                    Problem::Reordered {
-                        expected,
-                        found: seq,
-                    }
-                } else {
-                    Problem::Missing {
-                        expected,
-                        found: seq,
-                    }
-                };
+                let problem = if later { Problem::Reordered { expected, found: seq } } else { Problem::Missing { expected, found: seq } };
                 return Err(at(Some(seq), problem));
             }
-            Some(expected) if seq < expected => {
-                return Err(at(
-                    Some(seq),
-                    Problem::Reordered {
-                        expected,
-                        found: seq,
-                    },
-                ))
-            }
+            Some(expected) if seq < expected => return Err(at(Some(seq), Problem::Reordered { expected, found: seq })),
             _ => {}
         }
-        let expected_prev = last
-            .as_ref()
-            .map_or(if seq == 0 { Some(GENESIS) } else { None }, |(_, h)| {
-                Some(h.as_str())
-            });
+        let expected_prev = last.as_ref().map_or(if seq == 0 { Some(GENESIS) } else { None }, |(_, h)| Some(h.as_str()));
         if expected_prev.is_some_and(|p| p != stored.prev) {
             return Err(at(Some(seq), Problem::Relinked));
         }
         if let Some((head_path, head)) = &head {
             if head.seq == Some(seq) && head.hash != stored.hash {
-                return Err(broken(
-                    head_path,
-                    None,
-                    Some(seq),
-                    Problem::HeadMismatch { seq },
-                ));
+                return Err(broken(head_path, None, Some(seq), Problem::HeadMismatch { seq }));
             }
         }
         first_seq.get_or_insert(seq);
@@ -267,15 +215,8 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
     if let Some((head_path, head)) = &head {
         if let Some(head_seq) = head.seq {
             if last_seq.is_none_or(|l| l < head_seq) {
-                let (path, line) = last_place
-                    .clone()
-                    .map_or((head_path.clone(), None), |(p, n)| (p, Some(n)));
-                return Err(broken(
-                    &path,
-                    line,
-                    last_seq,
-                    Problem::Truncated { head_seq, last_seq },
-                ));
+                let (path, line) = last_place.clone().map_or((head_path.clone(), None), |(p, n)| (p, Some(n)));
+                return Err(broken(&path, line, last_seq, Problem::Truncated { head_seq, last_seq }));
             }
         }
     }
