@@ -33,3 +33,9 @@ pub use config::Config;
 pub use ergon_macros::{gate_error, gated};
 pub use gate::{Status, TopUp};
 pub use node::Environment;
+
+/// The README's Rust examples, compiled and run as doctests so that they cannot drift from the
+/// code.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

@@ -48,9 +48,45 @@ impl Gate {
 
 /// Passes `msg` through the gate and runs `body` for it if admitted. For synchronous handlers.
 ///
-/// The handlers that [`gated`](crate::gated) writes call it; an actor whose handler needs more
-/// than a declaration can say calls it itself (see the [module documentation](super) for the
-/// declaration).
+/// The handlers that [`gated`](crate::gated) writes call it with the operation's body. A handler
+/// of another message can call it too, to pass a declared operation through the gate on a
+/// requester's behalf:
+///
+/// ```
+/// use actix::{Context, Handler, Message};
+/// use actors::gate::{self, Gate};
+/// use actors::security::SecurityContext;
+/// use actors::{gate_error, gated};
+///
+/// #[gate_error]
+/// #[derive(Debug, thiserror::Error)]
+/// pub enum CounterError {}
+///
+/// pub struct Add { pub ctx: SecurityContext, pub amount: u64 }
+/// pub struct Counter { gate: Gate, total: u64 }
+///
+/// #[gated(error = CounterError, scope = "counting", budget = 100.0, grants = [ResourceManagement])]
+/// impl Counter {
+///     #[operation(requires = [ResourceManagement], cost = 1.0, resource = "total")]
+///     fn add(&mut self, msg: Add) -> Result<u64, CounterError> {
+///         self.total += msg.amount;
+///         Ok(self.total)
+///     }
+/// }
+///
+/// /// A tick from a timer of the application's: one more, charged to whoever the tick names.
+/// #[derive(Message)]
+/// #[rtype(result = "Result<u64, CounterError>")]
+/// pub struct Tick { pub on_behalf_of: SecurityContext }
+///
+/// impl Handler<Tick> for Counter {
+///     type Result = Result<u64, CounterError>;
+///     fn handle(&mut self, tick: Tick, _: &mut Context<Self>) -> Self::Result {
+///         let add = Add { ctx: tick.on_behalf_of, amount: 1 };
+///         gate::run(self, add, |counter, add| counter.add(add))
+///     }
+/// }
+/// ```
 pub fn run<A, M>(
     actor: &mut A,
     msg: M,
