@@ -338,14 +338,19 @@ async fn a_detector_out_of_energy_backs_off_instead_of_flooding_the_log() {
     let mut cluster = Cluster::start(2, config).await;
     cluster.heard_by_all().await;
     cluster.crash(2).await;
-    // Silent past the threshold after about 0.45 s; then 1 s of a detector that cannot pay.
-    actix::clock::sleep(Duration::from_millis(1_450)).await;
-    let refused = cluster
-        .world
-        .entries()
-        .into_iter()
-        .filter(|e| e.actor == "failure-detector/1" && e.operation == "check" && e.outcome == Outcome::Denied)
-        .count();
-    // Sweeping every 10 ms would be about 100 refusals; backing off ten beats (500 ms), 2 or 3.
-    assert!((1..=4).contains(&refused), "{refused} refused checks");
+    // Silent past the threshold after about 0.45 s; then a detector that cannot pay. Sweeping
+    // every 5 ms it would ask again at once; backing off, it waits ten beats (500 ms).
+    let refused = || {
+        cluster
+            .world
+            .entries()
+            .into_iter()
+            .filter(|e| e.actor == "failure-detector/1" && e.operation == "check" && e.outcome == Outcome::Denied)
+            .map(|e| e.ts.to_datetime())
+            .collect::<Vec<_>>()
+    };
+    let three = eventually(Duration::from_secs(20), || std::future::ready(Some(refused()).filter(|r| r.len() >= 3))).await;
+    let times = three.expect("the detector asks again after backing off");
+    let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).num_milliseconds()).collect();
+    assert!(gaps.iter().all(|&gap| gap >= 500), "refused checks {gaps:?} ms apart");
 }

@@ -9,7 +9,7 @@ use actors::cluster::{NodeId, State};
 use actors::managers::leader_election::{Leader, Election, ElectionError};
 use actors::managers::state_replicator::{ReadState, Replicate, ReplicationError};
 use actors::Config;
-use common::{Cluster, MEASURED};
+use common::{eventually, Cluster, MEASURED};
 
 impl Cluster {
     async fn replicate(&self, via: NodeId, data: &str) -> Result<State, ReplicationError> {
@@ -83,13 +83,8 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
 
     let err = cluster.replicate(leader, "lost").await.unwrap_err();
     assert!(matches!(err, ReplicationError::ReplicaUpdateFailed(_)), "{err:?}");
-    let majority = loop {
-        let l = cluster.leader(Duration::from_secs(2)).await.expect("the majority elects a leader");
-        if l != leader {
-            break l;
-        }
-        actix::clock::sleep(Duration::from_millis(20)).await;
-    };
+    let other_leader = || async { cluster.leader(Duration::from_secs(2)).await.filter(|&l| l != leader) };
+    let majority = eventually(Duration::from_secs(10), other_leader).await.expect("the majority elects a leader");
     let v = cluster.replicate(majority, "v2").await.unwrap();
 
     cluster.network().heal();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::Actor;
 use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
 use actors::energy::Watts;
+use actors::gate::GateClock;
 use actors::managers::node_manager::{Join, JoinError, NodeManager};
 use actors::security::audit::{EntryKind, Outcome, Timestamp};
 use actors::security::{CapSet, Capability, Scope, SecurityContext};
@@ -170,13 +171,17 @@ async fn a_refill_rate_restores_the_budget_over_time() {
     let mut config = small_budget(6.0);
     config.communication_manager.refill_watts = Some(Watts::new(200.0).unwrap());
     let world = World::new(config);
-    let comm = CommunicationManager::new(&world.env, "n1").start();
+    let (clock, time) = GateClock::manual();
+    let comm = CommunicationManager::new(&world.env.clone().with_clock(clock), "n1").start();
     let ctx = world.ctx("operator", "communication_management");
     comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap();
     // 0.5 J left; 5.5 J estimated. At 200 W the bucket needs 25 ms to refill that much.
     let err = comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap_err();
     assert!(matches!(err, CommunicationError::InsufficientEnergy { .. }), "{err}");
-    actix::clock::sleep(Duration::from_millis(60)).await;
+    time.advance(Duration::from_millis(24));
+    let err = comm.send(broadcast(ctx.clone(), "a")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InsufficientEnergy { .. }), "24 ms refill 4.8 J: {err}");
+    time.advance(Duration::from_millis(36));
     comm.send(broadcast(ctx, "a")).await.unwrap().unwrap();
 }
 

@@ -113,8 +113,8 @@ async fn broadcast_failed_when_a_peer_refuses_and_the_join_is_undone() {
         .unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
     assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("poor refused: insufficient energy")), "{err}");
-    // n2 and n3 confirmed, then were told to undo.
-    actix::clock::sleep(Duration::from_millis(20)).await;
+    // n2 and n3 confirmed, then were told to undo: n1 put the undo in their mailboxes before it
+    // answered, so it is handled before the question below.
     for i in 0..3 {
         assert!(c.members(i).await.is_empty(), "manager {i}");
     }
@@ -129,13 +129,16 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
     let (arbiter, _slow) = c.peer_on_own_arbiter("slow").await;
     let n1 = &c.managers[0].1;
     let (busy_tx, busy) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
     arbiter.spawn(async move {
         let _ = busy_tx.send(());
-        std::thread::sleep(Duration::from_millis(1000));
+        // Busy until the test has seen the timeout, however long that takes on this machine.
+        let _ = released.recv_timeout(Duration::from_secs(60));
     });
-    busy.recv_timeout(Duration::from_secs(2)).unwrap();
+    busy.recv_timeout(Duration::from_secs(10)).unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
     assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("slow did not answer within 50 ms")), "{err}");
+    release.send(()).unwrap();
     arbiter.stop();
 }
 

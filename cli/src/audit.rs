@@ -197,6 +197,7 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
     let mut tail = Tail::open(&args.path)?;
     let mut out = io::stdout().lock();
     let mut seen = 0u64;
+    let mut announced = false;
     loop {
         let caught_up = tail.read_available(|line, path, number| {
             let stored = decode_line(line).map_err(|why| anyhow::anyhow!("{}, line {number}: {why}", path.display()))?;
@@ -216,6 +217,11 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
         }
         if caught_up {
             out.flush()?;
+            if !announced {
+                // On stderr, so that the entries on stdout stay machine-readable.
+                eprintln!("ergon: following {} after {seen} entries; Ctrl-C stops", args.path.display());
+                announced = true;
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
     }

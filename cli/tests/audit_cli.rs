@@ -135,6 +135,19 @@ fn show_filters_entries() {
     assert!(text(&out.stderr).contains("neither an RFC 3339 time"));
 }
 
+/// The lines a child writes, as they come.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 #[test]
 fn follow_prints_entries_written_after_it_started() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,9 +155,13 @@ fn follow_prints_entries_written_after_it_started() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ergon"))
         .args(["audit", "show", dir.path().to_str().unwrap(), "--follow", "--principal", "carol"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (stdout, stderr) = (lines_of(child.stdout.take().unwrap()), lines_of(child.stderr.take().unwrap()));
+    let within = std::time::Duration::from_secs(30);
+    let note = stderr.recv_timeout(within).expect("the follower says when it has read what is there");
+    assert!(note.contains("following") && note.contains("after 4 entries"), "{note}");
     // A second writer session appends, rotating into new segments.
     let mut config = AuditConfig::new(dir.path());
     config.max_segment_bytes = 600;
@@ -153,12 +170,12 @@ fn follow_prints_entries_written_after_it_started() {
         log.record(AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "carol", "join", &format!("x{i}")));
     }
     log.close().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    let shown: Vec<String> = (0..3).map(|_| stdout.recv_timeout(within).expect("each new entry is shown")).collect();
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let shown = text(&out.stdout);
-    assert_eq!(shown.lines().count(), 3, "{shown}");
-    assert!(shown.contains(" x2 "), "{shown}");
+    child.wait().unwrap();
+    let rest: Vec<String> = stdout.iter().collect();
+    assert!(rest.is_empty(), "only carol's three new entries: {rest:?}");
+    assert!(shown[2].contains(" x2 "), "{shown:?}");
     assert!(fs::read_dir(dir.path()).unwrap().count() > 3, "the writer rotated");
 }
 
