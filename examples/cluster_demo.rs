@@ -1,5 +1,5 @@
 //! The ergon demo: five nodes in one process, each with all eight managers and a worker pool on
-//! the tutorial's defaults, their Raft logs on disk under `ergon-demo/data`.
+//! the reference defaults, their Raft logs on disk under `ergon-demo/data`.
 //!
 //! Section 1 joins workers (one by a principal without `NodeManagement`, one invalid), subscribes
 //! listeners, and broadcasts until the first node's communication budget crosses 80% and 95% and
@@ -42,7 +42,7 @@ struct Args {
     /// Where to write the audit log and the nodes' data (replaced on each run).
     #[arg(long, default_value = "ergon-demo")]
     out: PathBuf,
-    /// A TOML configuration to use instead of the tutorial's defaults.
+    /// A TOML configuration to use instead of the reference defaults.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -174,7 +174,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The tutorial's section 1: joins, subscriptions, and broadcasts until a budget runs out.
+/// Membership and pub/sub: joins, subscriptions, and broadcasts until a budget runs out.
 async fn section_one(cluster: &LocalCluster, grants: &GrantTable, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
     use Capability::*;
     let scope = |s: &str| Scope::new(s).expect("constant scope");
@@ -279,7 +279,8 @@ async fn print_shares(d: &Distribution, detector: &Addr<FailureDetector>) {
     }
 }
 
-/// The tutorial's sections 2 to 4 on the five nodes.
+/// Election, replication, failure detection, recovery, load distribution and scaling on the five
+/// nodes.
 async fn cluster_steps(cluster: &mut LocalCluster, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
     let within = Duration::from_secs(10);
     let leader = cluster.leader(within).await.ok_or_else(|| anyhow!("no leader was elected within {within:?}"))?;

@@ -1,4 +1,5 @@
-//! Configuration: budgets, base costs, grants and limits, with the tutorial's defaults.
+//! Configuration: budgets, base costs, grants and limits, over the defaults each actor declares
+//! (the reference defaults of the README: 10 J a join, 1000 J for the node manager, and so on).
 //!
 //! A TOML file overrides only what it names; everything else keeps its default:
 //!
@@ -271,7 +272,7 @@ mod tests {
     use crate::managers::recovery_manager::Strategy;
 
     #[test]
-    fn defaults_are_the_tutorials() {
+    fn defaults_are_the_reference_designs() {
         let c = Config::default();
         assert_eq!(c.node_manager.budget_joules.get(), 1000.0);
         assert_eq!(c.node_manager.costs["join"].get(), 10.0);

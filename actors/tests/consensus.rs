@@ -51,7 +51,7 @@ async fn three_nodes_elect_a_leader_and_replicate_through_any_node() {
         assert_eq!(cluster.read(id).await, second);
     }
 
-    // Each update is charged the tutorial's 25 J plus what the meter measured.
+    // Each update is charged its default base cost, 25 J, plus what the meter measured.
     let charged: Vec<f64> =
         cluster.world.entries().iter().filter(|e| e.operation == "replicate").map(|e| e.charged()).collect();
     assert_eq!(charged, vec![25.0 + MEASURED, 25.0 + MEASURED]);

@@ -279,7 +279,7 @@ pub struct Profile {
 
 /// Where the documented default comes from.
 pub const DEFAULT_BASIS: &str = "default: ALU 70 pJ per operation (Horowitz, \"Computing's energy problem\", \
-    ISSCC 2014, a simple instruction on a 45 nm core), memory 5x and FP 3x (the tutorial's weights)";
+    ISSCC 2014, a simple instruction on a 45 nm core), memory 5x and FP 3x (the reference design's weights)";
 
 impl Profile {
     /// The profile for `runs` measured with `counter`: the fit's model where the counter is RAPL,

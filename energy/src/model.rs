@@ -6,8 +6,8 @@ use crate::{Joules, OpCounts};
 
 /// Relative energy of one operation of each class, ALU = 1.
 ///
-/// The defaults are the tutorial's thermal-design-power factors: a memory operation costs five ALU
-/// operations and a floating-point one three. Instructions in no class are not weighted.
+/// The defaults are the reference design's thermal-design-power factors (see the README): a memory
+/// operation costs five ALU operations and a floating-point one three. Instructions in no class are not weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpWeights {
@@ -34,7 +34,7 @@ impl OpWeights {
 
 /// `cost = Σ ops[class] × weight[class] × unit_energy`.
 ///
-/// The tutorial charges "1 joule per ALU operation", which is not physical. The default unit energy
+/// The reference design charges "1 joule per ALU operation", which is not physical. The default unit energy
 /// is 70 pJ per ALU-equivalent operation: Horowitz's estimate ("Computing's energy problem",
 /// ISSCC 2014) of the energy of one simple instruction on a 45 nm core, where fetch, decode and
 /// control dominate the arithmetic itself. Calibrate it against a real meter
@@ -73,7 +73,7 @@ mod tests {
     }
 
     #[test]
-    fn cost_uses_the_tutorial_weights() {
+    fn cost_uses_the_reference_weights() {
         let model = CostModel { unit_energy: Joules::new(1.0).unwrap(), ..CostModel::default() };
         // 10 ALU × 1 + 2 mem × 5 + 3 fp × 3 = 29 ALU-equivalents.
         assert_eq!(model.cost(&ops(10, 2, 3)).get(), 29.0);

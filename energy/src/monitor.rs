@@ -22,9 +22,9 @@ pub enum AlertLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
-    /// Warning at this fraction used (the tutorial's 0.8).
+    /// Warning at this fraction used (0.8 by default).
     pub warning: f64,
-    /// Critical at this fraction used (the tutorial's 0.95).
+    /// Critical at this fraction used (0.95 by default).
     pub critical: f64,
 }
 

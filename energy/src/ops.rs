@@ -12,7 +12,7 @@ use std::ops::{Add, AddAssign};
 
 use serde::{Deserialize, Serialize};
 
-/// Dynamic operation counts by class (the tutorial's `EnergyMetrics`).
+/// Dynamic operation counts by class: ALU, memory, floating point, and all instructions.
 ///
 /// `total` counts every instruction, including those in none of the three weighted classes
 /// (control flow, calls and the like), so `total >= alu + mem + fp`.

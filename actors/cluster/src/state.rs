@@ -6,7 +6,7 @@
 
 use crate::NodeId;
 
-/// The tutorial's `State { id, data, version }`: the value every replica agrees on.
+/// The replicated state, `{ id, data, version }`: the value every replica agrees on.
 ///
 /// `version` counts the updates applied since the cluster began, so two replicas with the same
 /// version hold the same data.

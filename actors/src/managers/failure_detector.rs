@@ -114,7 +114,7 @@ impl FailureKind {
     }
 }
 
-/// A detected failure (the tutorial's `Failure { node, time, reason }`).
+/// A detected failure: where, what kind, what failed, when and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Failure {
     /// The node it happened on.

@@ -70,10 +70,9 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
-    /// An operation ran and its energy was charged (the tutorial's `EnergyUsage`).
+    /// An operation ran and its energy was charged.
     EnergyUsage,
-    /// A request was refused for its authority: capabilities or scope (the tutorial's
-    /// `SecurityViolation`).
+    /// A request was refused for its authority: capabilities or scope.
     SecurityViolation,
     /// A request was refused before running for another reason: invalid, or over budget.
     Rejected,
