@@ -379,86 +379,57 @@ fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
     })
 }
 
-/// The refusals every gated actor can answer: name, fields, message and documentation.
+/// A refusal of the gate's, as a variant of an actor's error enum and the `GateError` method that
+/// builds it.
 struct Refusal {
     name: &'static str,
     variant: Tokens,
     build: Tokens,
 }
 
+/// The refusals that carry a reason: variant, `GateError` method, documentation, message, and
+/// whether every actor has it (the others only on request).
+const REASONED: [(&str, &str, &str, &str, bool); 4] = [
+    ("PermissionDenied", "permission_denied", "The requester or this actor lacks a capability the operation requires.", "permission denied: {0}", true),
+    ("InvalidRequest", "invalid_request", "The request is malformed.", "invalid request: {0}", true),
+    ("InvalidCapabilities", "invalid_capabilities", "The request presents or asks for capabilities that cannot be had.", "invalid capabilities: {0}", false),
+    ("InvalidScope", "invalid_scope", "The request's scope, or the scope it asks for, does not cover the operation.", "invalid scope: {0}", false),
+];
+
 fn refusals(optional: &[String]) -> Vec<Refusal> {
-    let mut all = vec![
-        Refusal {
-            name: "PermissionDenied",
-            variant: quote! {
-                /// The requester or this actor lacks a capability the operation requires.
-                #[error("permission denied: {0}")]
-                PermissionDenied(::std::string::String)
-            },
-            build: quote! {
-                fn permission_denied(reason: ::std::string::String) -> Self {
-                    Self::PermissionDenied(reason)
-                }
-            },
+    let mut all = vec![Refusal {
+        name: "InsufficientEnergy",
+        variant: quote! {
+            /// The budget cannot cover the estimated cost.
+            #[error("insufficient energy: needs {needed}, {available} available")]
+            InsufficientEnergy {
+                /// The estimated cost.
+                needed: ::actors::energy::Joules,
+                /// What the budget has.
+                available: ::actors::energy::Joules,
+            }
         },
-        Refusal {
-            name: "InsufficientEnergy",
-            variant: quote! {
-                /// The budget cannot cover the estimated cost.
-                #[error("insufficient energy: needs {needed}, {available} available")]
-                InsufficientEnergy {
-                    /// The estimated cost.
-                    needed: ::actors::energy::Joules,
-                    /// What the budget has.
-                    available: ::actors::energy::Joules,
-                }
-            },
-            build: quote! {
-                fn insufficient_energy(needed: ::actors::energy::Joules, available: ::actors::energy::Joules) -> Self {
-                    Self::InsufficientEnergy { needed, available }
-                }
-            },
+        build: quote! {
+            fn insufficient_energy(needed: ::actors::energy::Joules, available: ::actors::energy::Joules) -> Self {
+                Self::InsufficientEnergy { needed, available }
+            }
         },
-        Refusal {
-            name: "InvalidRequest",
-            variant: quote! {
-                /// The request is malformed.
-                #[error("invalid request: {0}")]
-                InvalidRequest(::std::string::String)
-            },
-            build: quote! {
-                fn invalid_request(reason: ::std::string::String) -> Self {
-                    Self::InvalidRequest(reason)
-                }
-            },
-        },
-    ];
-    if optional.iter().any(|o| o == "InvalidCapabilities") {
+    }];
+    for (name, method, doc, message, always) in REASONED {
+        if !always && !optional.iter().any(|o| o == name) {
+            continue;
+        }
+        let (variant, method) = (Ident::new(name, Span::call_site()), Ident::new(method, Span::call_site()));
         all.push(Refusal {
-            name: "InvalidCapabilities",
+            name,
             variant: quote! {
-                /// The request presents or asks for capabilities that cannot be had.
-                #[error("invalid capabilities: {0}")]
-                InvalidCapabilities(::std::string::String)
+                #[doc = #doc]
+                #[error(#message)]
+                #variant(::std::string::String)
             },
             build: quote! {
-                fn invalid_capabilities(reason: ::std::string::String) -> Self {
-                    Self::InvalidCapabilities(reason)
-                }
-            },
-        });
-    }
-    if optional.iter().any(|o| o == "InvalidScope") {
-        all.push(Refusal {
-            name: "InvalidScope",
-            variant: quote! {
-                /// The request's scope, or the scope it asks for, does not cover the operation.
-                #[error("invalid scope: {0}")]
-                InvalidScope(::std::string::String)
-            },
-            build: quote! {
-                fn invalid_scope(reason: ::std::string::String) -> Self {
-                    Self::InvalidScope(reason)
+                fn #method(reason: ::std::string::String) -> Self {
+                    Self::#variant(reason)
                 }
             },
         });

@@ -4,9 +4,9 @@ use std::marker::PhantomData;
 
 use actix::Message;
 use energy::Joules;
-use security::{CapSet, Capability, SecurityContext};
+use security::{CapSet, SecurityContext};
 
-use super::{GateError, GateStatus, Operation};
+use super::{Declared, GateError, GateStatus, Operation};
 
 /// Adds energy to an actor's budget. Requires `EnergyManagement`; answers the remaining energy.
 pub struct TopUp<E> {
@@ -24,26 +24,6 @@ impl<E> TopUp<E> {
     }
 }
 
-impl<E: GateError> Message for TopUp<E> {
-    type Result = Result<Joules, E>;
-}
-
-impl<E: GateError> Operation for TopUp<E> {
-    type Output = Joules;
-    type Error = E;
-    const NAME: &'static str = "top_up";
-    const INDEX: usize = 0;
-    const REQUIRES: CapSet = CapSet::of(&[Capability::EnergyManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "budget"
-    }
-}
-
 /// Reads an actor's budget, counters and alerts. Requires `EnergyManagement`.
 pub struct Status<E> {
     /// Who asks.
@@ -58,22 +38,30 @@ impl<E> Status<E> {
     }
 }
 
-impl<E: GateError> Message for Status<E> {
-    type Result = Result<GateStatus, E>;
+/// The `Message` and `Operation` impls of a common operation, from its entry in every table.
+macro_rules! common_operation {
+    ($message:ident answers $output:ty, as $declared:ident at $index:expr) => {
+        impl<E: GateError> Message for $message<E> {
+            type Result = Result<$output, E>;
+        }
+
+        impl<E: GateError> Operation for $message<E> {
+            type Output = $output;
+            type Error = E;
+            const NAME: &'static str = Declared::$declared.name;
+            const INDEX: usize = $index;
+            const REQUIRES: CapSet = Declared::$declared.requires;
+
+            fn context(&self) -> &SecurityContext {
+                &self.ctx
+            }
+
+            fn resource(&self) -> &str {
+                "budget"
+            }
+        }
+    };
 }
 
-impl<E: GateError> Operation for Status<E> {
-    type Output = GateStatus;
-    type Error = E;
-    const NAME: &'static str = "status";
-    const INDEX: usize = 1;
-    const REQUIRES: CapSet = CapSet::of(&[Capability::EnergyManagement]);
-
-    fn context(&self) -> &SecurityContext {
-        &self.ctx
-    }
-
-    fn resource(&self) -> &str {
-        "budget"
-    }
-}
+common_operation!(TopUp answers Joules, as TOP_UP at 0);
+common_operation!(Status answers GateStatus, as STATUS at 1);

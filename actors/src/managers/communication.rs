@@ -20,13 +20,11 @@ use crate::{gate_error, gated, Environment};
 /// The scope communication managers act in.
 pub const SCOPE: &str = "communication_management";
 
-/// Why a communication request failed, besides the gate's refusals.
+/// Why a communication request failed, besides the gate's refusals; `InvalidRequest` also covers
+/// a subscription that does not exist, or exists already.
 #[gate_error(InvalidCapabilities, InvalidScope)]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommunicationError {
-    /// The request is malformed, or names a subscription that does not exist.
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
     /// Some subscribers could not take the message (their mailbox is full).
     #[error("broadcast failed: {0}")]
     BroadcastFailed(String),

@@ -151,10 +151,7 @@ impl LoadDistributor {
         resource = &msg.id,
         validate = {
             rules.id("distribution id", &msg.id)?;
-            if !(msg.load.is_finite() && msg.load >= 0.0) {
-                return Err(DistributionError::InvalidRequest(format!("load {} is not a finite, non-negative number", msg.load)));
-            }
-            Ok(())
+            Ok(rules.non_negative("load", msg.load)?)
         }
     )]
     fn distribute(&mut self, msg: Distribute) -> Pending<Self, Distribution, DistributionError> {

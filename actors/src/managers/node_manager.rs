@@ -21,13 +21,11 @@ use crate::{gate_error, gated, Environment};
 pub const SCOPE: &str = "node_management";
 
 /// Why a node-manager request failed (for every node-manager operation), besides the gate's
-/// refusals.
+/// refusals; `InvalidRequest` also covers a request that conflicts with the membership (a
+/// duplicate or unknown id).
 #[gate_error(InvalidCapabilities, InvalidScope)]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JoinError {
-    /// The request is malformed, or conflicts with the membership (a duplicate id).
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
     /// A peer did not confirm (it refused, or did not answer in time).
     #[error("broadcast failed: {0}")]
     BroadcastFailed(String),

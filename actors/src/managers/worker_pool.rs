@@ -357,10 +357,7 @@ impl WorkerPool {
         resource = &msg.distribution,
         validate = {
             rules.id("distribution", &msg.distribution)?;
-            if !(msg.share.is_finite() && msg.share >= 0.0) {
-                return Err(PoolError::InvalidRequest(format!("share {} is not a finite, non-negative load", msg.share)));
-            }
-            Ok(())
+            Ok(rules.non_negative("share", msg.share)?)
         }
     )]
     fn adjust(&mut self, msg: Adjust) -> Result<f64, PoolError> {
