@@ -215,7 +215,7 @@ pub struct FailureDetector {
     node: NodeId,
     epoch: Instant,
     every: Duration,
-    decide: Detector,
+    decisions: Detector,
     vitals: BTreeMap<NodeId, Vitals>,
     local: Vitals,
     failures: VecDeque<Failure>,
@@ -245,7 +245,7 @@ impl FailureDetector {
             node,
             epoch: Instant::now(),
             every: Duration::from_millis(settings.heartbeat_ms),
-            decide: Detector::new(node, voters, settings.detector(), Duration::ZERO),
+            decisions: Detector::new(node, voters, settings.detector(), Duration::ZERO),
             vitals: BTreeMap::new(),
             local: Vitals::default(),
             failures: VecDeque::new(),
@@ -287,7 +287,7 @@ impl FailureDetector {
                 detector.local.leader = view.leader;
                 if let Some(leader) = view.leader {
                     let now = detector.now();
-                    detector.decide.led(leader, now);
+                    detector.decisions.led(leader, now);
                 }
             }
             if let Some(load) = load {
@@ -295,7 +295,7 @@ impl FailureDetector {
                 detector.local.remaining_j = load.remaining_j;
             }
             let beat = Heartbeat { from: detector.node, vitals: detector.local };
-            for peer in detector.decide.peers() {
+            for peer in detector.decisions.peers() {
                 if let Err(e) = detector.transport.send(detector.node, peer, Envelope::Heartbeat(beat.clone())) {
                     tracing::trace!(node = detector.node, "heartbeat: {e}");
                 }
@@ -307,18 +307,18 @@ impl FailureDetector {
     /// ended.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        for node in self.decide.due(self.now()) {
+        for node in self.decisions.due(self.now()) {
             let check = me.send(Check { ctx: self.gate.identity(SCOPE), node });
             ctx.spawn(fut::wrap_future(check).map(move |answer, detector: &mut Self, _| {
                 let refused = matches!(answer, Ok(Err(DetectionError::InsufficientEnergy { .. })));
                 let now = detector.now();
-                detector.decide.answered(node, refused, now);
+                detector.decisions.answered(node, refused, now);
             }));
         }
     }
 
     fn view(&self, node: NodeId, now: Duration) -> PeerView {
-        match self.decide.state(node, now) {
+        match self.decisions.state(node, now) {
             Some(state) => PeerView {
                 node,
                 alive: state.alive,
@@ -370,7 +370,7 @@ impl FailureDetector {
     #[operation(requires = [FailureDetection], cost = 15.0, resource = "node")]
     fn check(&mut self, msg: Check) -> Pending<Self, PeerView, DetectionError> {
         let (node, now) = (msg.node, self.now());
-        let checked = match self.decide.check(node, now) {
+        let checked = match self.decisions.check(node, now) {
             Ok(checked) => checked,
             Err(e) => return Box::pin(fut::ready(Err(DetectionError::InvalidRequest(e.to_string())))),
         };
@@ -420,7 +420,7 @@ impl Handler<Heartbeat> for FailureDetector {
 
     fn handle(&mut self, beat: Heartbeat, _: &mut Context<Self>) {
         let now = self.now();
-        if !self.decide.heartbeat(beat.from, now, beat.vitals.leader == Some(beat.from)) {
+        if !self.decisions.heartbeat(beat.from, now, beat.vitals.leader == Some(beat.from)) {
             tracing::debug!(node = self.node, from = beat.from, "heartbeat from a node that is not a peer");
             return;
         }
@@ -433,7 +433,7 @@ impl Handler<Peers> for FailureDetector {
 
     fn handle(&mut self, _: Peers, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let mut nodes: Vec<NodeId> = self.decide.peers().collect();
+        let mut nodes: Vec<NodeId> = self.decisions.peers().collect();
         nodes.push(self.node);
         nodes.sort_unstable();
         MessageResult(nodes.into_iter().map(|n| self.view(n, now)).collect())
