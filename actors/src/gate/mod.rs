@@ -62,6 +62,48 @@
 //! # use actors::gate::GatedActor;
 //! # assert_eq!(Counter::OPERATIONS.iter().map(|o| o.name).collect::<Vec<_>>(), ["top_up", "status", "add", "total"]);
 //! ```
+//!
+//! An operation without a base cost does not build:
+//!
+//! ```compile_fail
+//! # use actors::{gate::Gate, gate_error, gated, security::SecurityContext};
+//! # #[gate_error] #[derive(Debug, thiserror::Error)] pub enum PingError {}
+//! # pub struct Ping { pub ctx: SecurityContext }
+//! # pub struct Pinger { gate: Gate }
+//! #[gated(error = PingError, scope = "ping", budget = 1.0, grants = [])]
+//! impl Pinger {
+//!     #[operation(requires = [])]
+//!     fn ping(&mut self, _msg: Ping) -> Result<(), PingError> { Ok(()) }
+//! }
+//! ```
+//!
+//! Nor does one named otherwise than its message (`Ping` is `ping`, in the audit log too):
+//!
+//! ```compile_fail
+//! # use actors::{gate::Gate, gate_error, gated, security::SecurityContext};
+//! # #[gate_error] #[derive(Debug, thiserror::Error)] pub enum PingError {}
+//! # pub struct Ping { pub ctx: SecurityContext }
+//! # pub struct Pinger { gate: Gate }
+//! #[gated(error = PingError, scope = "ping", budget = 1.0, grants = [])]
+//! impl Pinger {
+//!     #[operation(requires = [], cost = 0.0)]
+//!     fn poke(&mut self, _msg: Ping) -> Result<(), PingError> { Ok(()) }
+//! }
+//! ```
+//!
+//! The same with the name and the cost compiles:
+//!
+//! ```
+//! # use actors::{gate::Gate, gate_error, gated, security::SecurityContext};
+//! # #[gate_error] #[derive(Debug, thiserror::Error)] pub enum PingError {}
+//! # pub struct Ping { pub ctx: SecurityContext }
+//! # pub struct Pinger { gate: Gate }
+//! #[gated(error = PingError, scope = "ping", budget = 1.0, grants = [])]
+//! impl Pinger {
+//!     #[operation(requires = [], cost = 0.0)]
+//!     fn ping(&mut self, _msg: Ping) -> Result<(), PingError> { Ok(()) }
+//! }
+//! ```
 
 mod admission;
 mod clock;
