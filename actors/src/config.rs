@@ -176,6 +176,9 @@ impl Config {
     /// Parses TOML over the defaults and checks the result.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let overrides: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if let Some((old, new)) = MOVED.iter().find(|(old, _)| overrides.contains_key(*old)) {
+            return Err(ConfigError::Parse(format!("[{old}] is now part of [{new}]: move its keys there")));
+        }
         let mut merged = toml::Table::try_from(Config::default()).expect("the defaults serialise");
         merge(&mut merged, overrides.clone());
         let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
@@ -223,6 +226,10 @@ impl Config {
         }
     }
 }
+
+/// Sections that became part of their manager's own section, and where they went.
+const MOVED: [(&str, &str); 3] =
+    [("failure_detection", "failure_detector"), ("recovery", "recovery_manager"), ("workers", "worker_pool")];
 
 /// Checks an actor's section against what the actor declared.
 fn check_actor<A: GatedActor>(section: &str, config: &ActorConfig<A::Settings>) -> Result<(), ConfigError> {
@@ -327,6 +334,8 @@ mod tests {
         assert!(err.contains("node_managr"), "{err}");
         let err = Config::from_toml("[failure_detector]\nheartbeat_msec = 5").unwrap_err().to_string();
         assert!(err.contains("failure_detector.heartbeat_msec: no such setting"), "{err}");
+        let err = Config::from_toml("[failure_detection]\nheartbeat_ms = 5").unwrap_err().to_string();
+        assert!(err.contains("[failure_detection] is now part of [failure_detector]"), "{err}");
         let err = Config::from_toml("[node_manager]\nbudget = 5.0").unwrap_err().to_string();
         assert!(err.contains("node_manager.budget: no such setting"), "{err}");
         let err = Config::from_toml("[alerts]\nwarning = 0.99").unwrap_err().to_string();
