@@ -74,7 +74,8 @@ async fn broadcast_failed_names_a_subscriber_whose_mailbox_is_full() {
     comm.send(subscribe(&world, "news", "slow", slow.clone().recipient())).await.unwrap().unwrap();
     comm.send(subscribe(&world, "news", "fast", fast.recipient())).await.unwrap().unwrap();
     let (busy_tx, busy) = std::sync::mpsc::channel();
-    slow.do_send(Block(Duration::from_millis(1000), busy_tx));
+    let (release, released) = std::sync::mpsc::channel();
+    slow.do_send(Block(released, busy_tx));
     busy.recv_timeout(Duration::from_secs(2)).unwrap();
 
     // The first message fits in the mailbox; the second does not.
@@ -86,7 +87,8 @@ async fn broadcast_failed_names_a_subscriber_whose_mailbox_is_full() {
         "{err}"
     );
     // The refused message was reported, not queued: slow gets only the first.
-    let got = rx.recv_timeout(Duration::from_secs(2)).unwrap();
+    release.send(()).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(&*got.content, "one");
     assert!(rx.recv_timeout(Duration::from_millis(400)).is_err());
     arbiter.stop();

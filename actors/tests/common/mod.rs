@@ -66,16 +66,17 @@ impl Handler<Delivery> for Subscriber {
     }
 }
 
-/// Blocks the subscriber's thread, so its mailbox fills up; signals when it has started.
+/// Blocks the subscriber's thread until the test releases it (or a minute passes), so its mailbox
+/// fills up; signals when it has started.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct Block(pub Duration, pub std::sync::mpsc::Sender<()>);
+pub struct Block(pub std::sync::mpsc::Receiver<()>, pub std::sync::mpsc::Sender<()>);
 
 impl Handler<Block> for Subscriber {
     type Result = ();
     fn handle(&mut self, msg: Block, _: &mut Context<Self>) {
         let _ = msg.1.send(());
-        std::thread::sleep(msg.0);
+        let _ = msg.0.recv_timeout(Duration::from_secs(60));
     }
 }
 
