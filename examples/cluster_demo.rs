@@ -28,7 +28,7 @@ use actors::managers::node_manager::{connect_all, Join, JoinError, ListNodes};
 use actors::managers::recovery_manager::{OpenFailures, Recoveries};
 use actors::managers::resource_scaler::Scale;
 use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, EntryKind, Outcome};
-use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, Credential, GrantTable, Origin, Principal, Scope, SecurityContext};
 use actors::managers::state_replicator::Replicate;
 use actors::managers::worker_pool::{Job, ReadLoad, Work};
 use actors::{Config, Environment, Status};
@@ -152,18 +152,18 @@ async fn main() -> Result<()> {
 
     use Capability::*;
     let grants = Arc::new(GrantTable::new());
-    grants.grant("operator", CapSet::all());
-    grants.grant("intruder", CapSet::of(&[BroadcastManagement]));
+    let operator = grants.grant(Principal::user("operator"), CapSet::all(), Scope::root(), Origin::Configured);
+    let intruder = grants.grant(Principal::user("intruder"), CapSet::of(&[BroadcastManagement]), Scope::root(), Origin::Configured);
     let env = Environment::new(config.clone(), grants.clone(), log.clone());
     let attribution = env.attribution().cloned();
     if let Some(attribution) = &attribution {
         println!("  energy counter, sampled beside the gates: {}\n", attribution.probe().verdict);
     }
     let scope = |s: &str| Scope::new(s).expect("constant scope");
-    let operator = |s: &str| grants.context("operator", scope(s)).expect("granted above");
+    let operator = |s: &str| operator.context(scope(s)).expect("granted in every scope");
 
     let mut cluster = LocalCluster::start(env, 5, &data_dir, 1).await?;
-    section_one(&cluster, &grants, &operator).await?;
+    section_one(&cluster, &grants, &intruder, &operator).await?;
     cluster_steps(&mut cluster, &operator).await?;
     let metered = attribution.as_ref().and_then(|a| a.stop());
     summary(&cluster, &operator, &audit_dir, &log).await?;
@@ -175,7 +175,12 @@ async fn main() -> Result<()> {
 }
 
 /// Membership and pub/sub: joins, subscriptions, and broadcasts until a budget runs out.
-async fn section_one(cluster: &LocalCluster, grants: &GrantTable, operator: &impl Fn(&str) -> SecurityContext) -> Result<()> {
+async fn section_one(
+    cluster: &LocalCluster,
+    grants: &GrantTable,
+    intruder: &Credential,
+    operator: &impl Fn(&str) -> SecurityContext,
+) -> Result<()> {
     use Capability::*;
     let scope = |s: &str| Scope::new(s).expect("constant scope");
     let node = |id: NodeId| cluster.node(id).expect("every node is up");
@@ -197,8 +202,7 @@ async fn section_one(cluster: &LocalCluster, grants: &GrantTable, operator: &imp
     for id in ["worker-1", "worker-2", "worker-3"] {
         report_join(id, n1.nodes.send(join(operator("node_management"), id)).await?);
     }
-    let intruder = grants.context("intruder", scope("node_management"))?;
-    report_join("worker-4 (by intruder)", n1.nodes.send(join(intruder.clone(), "worker-4")).await?);
+    report_join("worker-4 (by intruder)", n1.nodes.send(join(intruder.context(scope("node_management"))?, "worker-4")).await?);
     report_join("\"\" (empty id)", n1.nodes.send(join(operator("node_management"), "")).await?);
     let members = node(3).nodes.send(ListNodes { ctx: operator("node_management") }).await??;
     println!("  node 3 sees {} members: {}", members.len(), members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "));
@@ -217,18 +221,20 @@ async fn section_one(cluster: &LocalCluster, grants: &GrantTable, operator: &imp
             node(id).communication.send(subscribe).await??;
         }
     }
-    // The intruder holds BroadcastManagement only, and claims NodeManagement as well.
-    let forged = SecurityContext::new("intruder", CapSet::of(&[BroadcastManagement, NodeManagement]), scope("communication_management"));
+    // A context can be made only from a credential, so the intruder cannot claim anyone else's
+    // authority; and once its own grant is revoked, the context it made before is worthless.
+    let before = intruder.context(scope("communication_management"))?;
+    grants.revoke(intruder);
     let denied = n1
         .communication
         .send(Subscribe {
-            ctx: forged,
+            ctx: before,
             channel: "telemetry".into(),
             subscriber: "spy".into(),
             endpoint: Listener { received: received.clone() }.start().recipient(),
         })
         .await?;
-    println!("  a subscription by the intruder with a forged context: {}", outcome(&denied));
+    println!("  a subscription by the intruder after its grant was revoked: {}", outcome(&denied));
 
     println!("step 4: node 1 broadcasts until its communication budget runs out");
     let mut sent = 0u32;

@@ -12,7 +12,7 @@ use actix::{Actor, Addr, Context, Handler};
 use actors::energy::{Thresholds, TimeMeter, Watts};
 use actors::gate::{self, Gate, GateClock, GateSetup, GatedActor, Limits};
 use actors::security::audit::{AuditConfig, AuditEntry, AuditLog, AuditSink, Durability, EntryKind, MemorySink, Outcome};
-use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope, SecurityContext};
 
 const REQUESTS_PER_ROUND: u32 = 20_000;
 /// Rounds; `ERGON_BENCH_ROUNDS` overrides (a profiler wants fewer).
@@ -77,6 +77,7 @@ fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
         meter: Box::new(TimeMeter::new(Watts::new(12.5).unwrap())),
         account: None,
         clock: GateClock::system(),
+        credential: grants.grant(Principal::actor("bench"), Gated::default_config().grants, Scope::root(), Origin::Configured),
     });
     Gated { gate, state: 1 }
 }
@@ -136,8 +137,8 @@ fn main() {
     let system = actix::System::new();
     let (plain_ns, memory_ns, file_ns, memory_ratio, file_ratio) = system.block_on(async {
         let grants = Arc::new(GrantTable::new());
-        grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
-        let ctx = grants.context("bench-user", Scope::root()).unwrap();
+        let bench_user_credential = grants.grant(Principal::user("bench-user"), CapSet::of(&[Capability::ResourceManagement]), Scope::root(), Origin::Configured);
+        let ctx = bench_user_credential.context(Scope::root()).unwrap();
         let memory = Arc::new(MemorySink::with_capacity(REQUESTS_PER_ROUND as usize));
         let mut config = AuditConfig::new(dir.path().join("gate-log"));
         config.durability = Durability::IntervalMs(10);
@@ -177,8 +178,8 @@ fn main() {
     let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
     let alone_ns = {
         let grants = Arc::new(GrantTable::new());
-        grants.grant("bench-user", CapSet::of(&[Capability::ResourceManagement]));
-        let ctx = grants.context("bench-user", Scope::root()).unwrap();
+        let bench_user_credential = grants.grant(Principal::user("bench-user"), CapSet::of(&[Capability::ResourceManagement]), Scope::root(), Origin::Configured);
+        let ctx = bench_user_credential.context(Scope::root()).unwrap();
         median((0..5).map(|_| gate_alone_ns(&grants, &ctx)).collect())
     };
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actors::energy::{FixedMeter, Joules};
 use actors::node::local_cluster::LocalCluster;
 use actors::security::audit::MemorySink;
-use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope, SecurityContext};
 use actors::managers::state_replicator::Replicate;
 use actors::{Config, Environment};
 use futures::future::join_all;
@@ -23,10 +23,10 @@ fn env() -> (Environment, SecurityContext) {
     }
     let grants = std::sync::Arc::new(GrantTable::new());
     use Capability::*;
-    grants.grant("bench", CapSet::of(&[ReplicationManagement, StateManagement]));
+    let bench_credential = grants.grant(Principal::user("bench"), CapSet::of(&[ReplicationManagement, StateManagement]), Scope::root(), Origin::Configured);
     let env = Environment::new(config, grants.clone(), std::sync::Arc::new(MemorySink::new()))
         .with_meter(|| Box::new(FixedMeter { per_run: Joules::ZERO }));
-    let ctx = grants.context("bench", Scope::new("replication_management").unwrap()).unwrap();
+    let ctx = bench_credential.context(Scope::new("replication_management").unwrap()).unwrap();
     (env, ctx)
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::Actor;
 use actors::managers::node_manager::{ListNodes, NodeManager};
 use actors::security::audit::{EntryKind, MemorySink, Summary};
-use actors::security::{CapSet, Capability, GrantTable, Scope};
+use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
 use actors::{Config, Environment};
 use energy::attribution::METER_ACCOUNT;
 
@@ -18,14 +18,14 @@ async fn the_counter_is_shared_among_actors_and_the_audit_log_reconciles_with_it
     config.attribution.report_every_ms = 20;
     let audit = Arc::new(MemorySink::new());
     let grants = Arc::new(GrantTable::new());
-    grants.grant("operator", CapSet::of(&[Capability::NodeManagement]));
-    grants.grant("guest", CapSet::of(&[Capability::BroadcastManagement]));
+    let operator_credential = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::NodeManagement]), Scope::root(), Origin::Configured);
+    let guest_credential = grants.grant(Principal::user("guest"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
     let env = Environment::new(config, grants.clone(), audit.clone());
     let attribution = env.attribution().expect("some counter advances on every machine, CPU time at least").clone();
 
     let n1 = NodeManager::new(&env, "n1").start();
-    let operator = grants.context("operator", Scope::new("node_management").unwrap()).unwrap();
-    let guest = grants.context("guest", Scope::new("node_management").unwrap()).unwrap();
+    let operator = operator_credential.context(Scope::new("node_management").unwrap()).unwrap();
+    let guest = guest_credential.context(Scope::new("node_management").unwrap()).unwrap();
     for i in 0..3000 {
         let ctx = if i % 10 == 0 { guest.clone() } else { operator.clone() };
         let _ = n1.send(ListNodes { ctx }).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager, Subscribe, Unsubscribe};
-use actors::security::{CapSet, Capability, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, SecurityContext};
 use actors::Config;
 use common::*;
 
@@ -34,7 +34,7 @@ async fn a_broadcast_reaches_every_subscriber_and_says_who() {
     assert_eq!((receipt.seq, receipt.delivered), (1, vec!["a".to_string(), "b".to_string()]));
     for rx in [a_rx, b_rx] {
         let got = rx.recv_timeout(Duration::from_secs(2)).unwrap();
-        assert_eq!((&*got.channel, got.seq, &*got.from, &*got.content), ("news", 1, "operator", "hello"));
+        assert_eq!((&*got.channel, got.seq, &*got.from, &*got.content), ("news", 1, "user:operator", "hello"));
     }
     // After unsubscribing, a is no longer delivered to.
     assert_eq!(comm.send(Unsubscribe { ctx: op(&world), channel: "news".into(), subscriber: "a".into() }).await.unwrap(), Ok(1));
@@ -136,11 +136,13 @@ async fn insufficient_energy_once_the_budget_is_spent() {
 }
 
 #[actix::test]
-async fn invalid_capabilities_for_a_context_claiming_ungranted_capabilities() {
+async fn invalid_capabilities_for_a_context_presenting_revoked_capabilities() {
     let world = World::new(Config::default());
     let comm = CommunicationManager::new(&world.env, "n1").start();
-    let forged = SecurityContext::new("guest", CapSet::of(&[Capability::BroadcastManagement, Capability::SecurityManagement]), Scope::root());
-    let err = comm.send(Broadcast { ctx: forged, channel: "news".into(), content: "x".into() }).await.unwrap().unwrap_err();
+    let eve = world.grant("eve", CapSet::of(&[Capability::BroadcastManagement, Capability::SecurityManagement]));
+    let stale = world.ctx("eve", "communication_management");
+    world.env.grants().revoke_capabilities(eve.principal(), CapSet::of(&[Capability::SecurityManagement]));
+    let err = comm.send(Broadcast { ctx: stale, channel: "news".into(), content: "x".into() }).await.unwrap().unwrap_err();
     assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("{SecurityManagement}")), "{err}");
 }
 

@@ -12,7 +12,7 @@ use actors::energy::Watts;
 use actors::gate::GateClock;
 use actors::managers::node_manager::{Join, JoinError, NodeManager};
 use actors::security::audit::{EntryKind, Outcome, Timestamp};
-use actors::security::{CapSet, Capability, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, Principal, Scope, SecurityContext};
 use actors::{Config, Status, TopUp};
 use common::*;
 
@@ -41,7 +41,7 @@ async fn an_allowed_request_is_charged_base_plus_measured_and_audited() {
 
     let entries = world.entries();
     let e = &entries[0];
-    assert_eq!((e.kind, e.outcome, &*e.operation, &*e.principal), (EntryKind::EnergyUsage, Outcome::Allowed, "broadcast", "operator"));
+    assert_eq!((e.kind, e.outcome, &*e.operation, &*e.principal), (EntryKind::EnergyUsage, Outcome::Allowed, "broadcast", "user:operator"));
     assert_eq!(&*e.scope, "communication_management.broadcast");
     assert_eq!(&*e.actor, "communication-manager/n1");
     let energy = e.energy.as_ref().unwrap();
@@ -102,21 +102,25 @@ async fn steps_run_in_order_authority_then_validation_then_energy() {
 }
 
 #[actix::test]
-async fn within_authority_forged_capabilities_come_before_scope_and_scope_before_permission() {
+async fn within_authority_revoked_capabilities_come_before_scope_and_scope_before_permission() {
     let world = World::new(Config::default());
     let comm = CommunicationManager::new(&world.env, "n1").start();
-    // guest holds only BroadcastManagement; this context claims NodeManagement too, in a wrong scope.
-    let forged = SecurityContext::new("guest", CapSet::of(&[Capability::BroadcastManagement, Capability::NodeManagement]), Scope::new("node_management").unwrap());
-    let err = comm.send(broadcast(forged, "news")).await.unwrap().unwrap_err();
+    // A context cannot be made for what a credential does not grant (there is no constructor);
+    // what can happen is a context that presents capabilities its grant has lost since.
+    let mallory = world.grant("mallory", CapSet::of(&[Capability::BroadcastManagement, Capability::NodeManagement]));
+    let stale = world.ctx("mallory", "node_management");
+    world.env.grants().revoke_capabilities(mallory.principal(), CapSet::of(&[Capability::NodeManagement]));
+    let err = comm.send(broadcast(stale, "news")).await.unwrap().unwrap_err();
     assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("NodeManagement")), "{err}");
 
     let wrong_scope = world.ctx("guest", "node_management");
     let err = comm.send(broadcast(wrong_scope.attenuate(CapSet::EMPTY), "news")).await.unwrap().unwrap_err();
     assert!(matches!(err, CommunicationError::InvalidScope(_)), "{err}");
 
-    let unknown = SecurityContext::new("stranger", CapSet::EMPTY, Scope::root());
-    let err = comm.send(broadcast(unknown, "news")).await.unwrap().unwrap_err();
-    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("holds no grants")), "{err}");
+    let revoked = world.ctx("mallory", "communication_management");
+    world.env.grants().revoke(&mallory);
+    let err = comm.send(broadcast(revoked, "news")).await.unwrap().unwrap_err();
+    assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("no longer holds")), "{err}");
 }
 
 #[actix::test]
@@ -237,10 +241,10 @@ async fn a_revocation_takes_effect_on_the_next_message() {
     let comm = CommunicationManager::new(&world.env, "n1").start();
     let ctx = world.ctx("operator", "communication_management");
     comm.send(broadcast(ctx.clone(), "news")).await.unwrap().unwrap();
-    world.env.grants().revoke("operator", CapSet::of(&[Capability::BroadcastManagement]));
+    world.env.grants().revoke_capabilities(&Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]));
     let err = comm.send(broadcast(ctx.clone(), "news")).await.unwrap().unwrap_err();
     assert!(matches!(err, CommunicationError::InvalidCapabilities(ref why) if why.contains("BroadcastManagement")), "{err}");
-    world.env.grants().grant("operator", CapSet::of(&[Capability::BroadcastManagement]));
+    world.grant("operator", CapSet::of(&[Capability::BroadcastManagement]));
     comm.send(broadcast(ctx, "news")).await.unwrap().unwrap();
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actors::managers::node_manager::{connect_all, Join, JoinError, Leave, ListNodes, NodeManager};
-use actors::security::{CapSet, Capability, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, Origin, Principal, Scope, SecurityContext};
 use actors::Config;
 use common::*;
 
@@ -65,15 +65,22 @@ async fn a_join_is_confirmed_by_every_peer_and_grants_what_was_asked() {
     for i in 0..3 {
         assert_eq!(c.members(i).await, vec!["w1"], "manager {i}");
     }
-    // The node's principal can now act with what it was granted.
-    assert_eq!(c.world.env.grants().of("w1"), Some(CapSet::of(&[Capability::BroadcastManagement])));
+    // The node's principal can now act with what it was granted, through the credential the
+    // join answered; the grant says where it came from.
+    let node = Principal::node("w1");
+    assert_eq!(c.world.env.grants().of(&node), Some(CapSet::of(&[Capability::BroadcastManagement])));
+    assert_eq!(response.credential.principal(), &node);
+    assert!(matches!(response.credential.origin(), Origin::Delegated { by, .. } if *by == Principal::user("operator")));
+    let as_node = response.credential.context(Scope::new("node_management.w1").unwrap()).unwrap();
+    assert_eq!(as_node.capabilities(), CapSet::of(&[Capability::BroadcastManagement]));
 
     let left = c.managers[1].1.send(Leave { ctx: c.op(), id: "w1".into() }).await.unwrap().unwrap();
     assert_eq!(left.id, "w1");
     for i in 0..3 {
         assert!(c.members(i).await.is_empty(), "manager {i}");
     }
-    assert_eq!(c.world.env.grants().of("w1"), Some(CapSet::EMPTY));
+    assert_eq!(c.world.env.grants().of(&node), None, "the leave revoked what the join granted");
+    assert_eq!(as_node.held().0, CapSet::EMPTY, "and the node's contexts are worthless now");
 }
 
 #[actix::test]
@@ -163,7 +170,7 @@ async fn permission_denied_without_node_management() {
     let mut join = c.join("w1");
     join.ctx = c.world.ctx("guest", "node_management");
     let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
-    assert!(matches!(err, JoinError::PermissionDenied(ref why) if why.contains("\"guest\" lacks {NodeManagement}")), "{err}");
+    assert!(matches!(err, JoinError::PermissionDenied(ref why) if why.contains("\"user:guest\" lacks {NodeManagement}")), "{err}");
 }
 
 #[actix::test]
@@ -199,4 +206,112 @@ async fn invalid_scope_when_asking_for_a_scope_outside_node_management() {
     join.ctx = c.world.ctx("operator", "node_management.leave");
     let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
     assert!(matches!(err, JoinError::InvalidScope(ref why) if why.contains("does not cover node_management.join")), "{err}");
+}
+
+/// What a hostile caller holding only `NodeManagement` would try, and what it gets.
+mod as_an_attacker {
+    use super::*;
+    use actors::security::audit::{EntryKind, Outcome};
+
+    fn refused_and_audited(c: &Cluster, operation: &str, principal: &str) {
+        let entries = c.world.entries();
+        let last = entries.iter().rev().find(|e| e.operation == operation).expect("audited");
+        assert_eq!((last.outcome, &*last.principal), (Outcome::Denied, principal), "{last:?}");
+        assert!(matches!(last.kind, EntryKind::Rejected | EntryKind::SecurityViolation), "{last:?}");
+    }
+
+    #[actix::test]
+    async fn a_join_cannot_grant_more_than_its_requester_holds() {
+        let c = cluster(Config::default(), 1).await;
+        c.world.grant("mallory", CapSet::of(&[Capability::NodeManagement]));
+        let mut join = c.join("w1");
+        join.ctx = c.world.ctx("mallory", "node_management");
+        join.capabilities = CapSet::of(&[Capability::NodeManagement, Capability::EnergyManagement]);
+        let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+        assert!(matches!(err, JoinError::InvalidCapabilities(ref why) if why.contains("cannot grant {EnergyManagement}")), "{err}");
+        refused_and_audited(&c, "join", "user:mallory");
+        assert_eq!(c.world.env.grants().of(&Principal::node("w1")), None);
+    }
+
+    #[actix::test]
+    async fn a_join_cannot_delegate_a_scope_wider_than_its_requesters() {
+        let c = cluster(Config::default(), 1).await;
+        let mut join = c.join("w1");
+        join.ctx = c.world.ctx("operator", "node_management.w2");
+        let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+        assert!(matches!(err, JoinError::InvalidScope(_)), "{err}");
+        refused_and_audited(&c, "join", "user:operator");
+    }
+
+    #[actix::test]
+    async fn a_join_cannot_take_an_actors_name() {
+        let c = cluster(Config::default(), 1).await;
+        let mut join = c.join("w1");
+        join.id = "node-manager/n1".into();
+        let err = c.managers[0].1.send(join).await.unwrap().unwrap_err();
+        assert!(matches!(err, JoinError::InvalidRequest(ref why) if why.contains("the name of an actor")), "{err}");
+        // And even a node that were named so would be node:..., never the actor.
+        assert_ne!(Principal::node("node-manager/n1"), Principal::actor("node-manager/n1"));
+        assert!(c.world.env.grants().of(&Principal::actor("node-manager/n1")).is_some(), "the actor keeps its grants");
+    }
+
+    #[actix::test]
+    async fn a_leave_cannot_remove_another_requesters_node() {
+        let c = cluster(Config::default(), 2).await;
+        c.managers[0].1.send(c.join("w1")).await.unwrap().unwrap();
+        c.world.grant("mallory", CapSet::of(&[Capability::NodeManagement]));
+        let leave = Leave { ctx: c.world.ctx("mallory", "node_management"), id: "w1".into() };
+        let err = c.managers[1].1.send(leave).await.unwrap().unwrap_err();
+        assert!(matches!(err, JoinError::PermissionDenied(ref why) if why.contains("user:operator")), "{err}");
+        assert_eq!(c.members(0).await, vec!["w1"], "still a member");
+        assert!(c.world.env.grants().of(&Principal::node("w1")).is_some(), "still granted");
+        let entries = c.world.entries();
+        let last = entries.iter().rev().find(|e| e.operation == "leave").unwrap();
+        assert_eq!((last.outcome, last.error()), (Outcome::Failed, Some("PermissionDenied")));
+    }
+
+    #[actix::test]
+    async fn two_leaves_at_once_remove_the_node_once() {
+        let c = cluster(Config::default(), 2).await;
+        c.managers[0].1.send(c.join("w1")).await.unwrap().unwrap();
+        let leave = || Leave { ctx: c.op(), id: "w1".into() };
+        let (first, second) = futures::join!(c.managers[0].1.send(leave()), c.managers[0].1.send(leave()));
+        let results = [first.unwrap(), second.unwrap()];
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(results.iter().any(|r| matches!(r, Err(JoinError::InvalidRequest(why)) if why.contains("already leaving"))), "{results:?}");
+        assert!(c.members(1).await.is_empty());
+    }
+
+    #[actix::test]
+    async fn a_revocation_reaches_a_join_that_is_waiting_for_its_peers() {
+        let mut config = Config::default();
+        config.node_manager.reply_timeout_ms = 30_000;
+        let c = cluster(config, 1).await;
+        let (arbiter, _slow) = c.peer_on_own_arbiter("slow").await;
+        let (busy_tx, busy) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        arbiter.spawn(async move {
+            let _ = busy_tx.send(());
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        });
+        busy.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mallory = c.world.grant("mallory", CapSet::of(&[Capability::NodeManagement, Capability::BroadcastManagement]));
+        let mut join = c.join("w1");
+        join.ctx = c.world.ctx("mallory", "node_management");
+        let pending = c.managers[0].1.send(join);
+        let revoke = async {
+            // Admitted and waiting for the slow peer's confirmation: revoke, then let it answer.
+            let list = ListNodes { ctx: c.op() };
+            c.managers[0].1.send(list).await.unwrap().unwrap();
+            c.world.env.grants().revoke(&mallory);
+            release.send(()).unwrap();
+        };
+        let (answer, ()) = futures::join!(pending, revoke);
+        let err = answer.unwrap().unwrap_err();
+        assert!(matches!(err, JoinError::InvalidCapabilities(ref why) if why.contains("revoked while join ran")), "{err}");
+        let entries = c.world.entries();
+        let join = entries.iter().rev().find(|e| e.operation == "join").unwrap();
+        assert_eq!((join.kind, join.outcome, &*join.principal), (EntryKind::SecurityViolation, Outcome::Denied, "user:mallory"));
+        arbiter.stop();
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::Actor;
 use actors::energy::{FixedMeter, Joules};
 use actors::security::audit::{MemorySink, Outcome};
-use actors::security::{CapSet, Capability, GrantTable, Scope};
+use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
 use actors::{Config, Environment, Status};
 
 use readme::{Balance, Deposit, Ledger, LedgerError};
@@ -68,12 +68,12 @@ fn the_readme_shows_exactly_this_actor() {
 #[actix::test]
 async fn the_readme_actor_passes_every_request_through_the_gate() {
     let grants = Arc::new(GrantTable::new());
-    grants.grant("teller", CapSet::of(&[Capability::ResourceManagement, Capability::EnergyManagement]));
+    let teller_credential = grants.grant(Principal::user("teller"), CapSet::of(&[Capability::ResourceManagement, Capability::EnergyManagement]), Scope::root(), Origin::Configured);
     let audit = Arc::new(MemorySink::new());
     let env = Environment::new(Config::default(), grants.clone(), audit.clone())
         .with_meter(|| Box::new(FixedMeter { per_run: Joules::new(0.5).unwrap() }));
     let ledger = Ledger::new(&env).start();
-    let ctx = grants.context("teller", Scope::new("ledger").unwrap()).unwrap();
+    let ctx = teller_credential.context(Scope::new("ledger").unwrap()).unwrap();
 
     assert_eq!(ledger.send(Deposit { ctx: ctx.clone(), amount: 40 }).await.unwrap().unwrap(), 40);
     assert_eq!(ledger.send(Deposit { ctx: ctx.clone(), amount: 2 }).await.unwrap().unwrap(), 42);
@@ -95,8 +95,8 @@ async fn the_readme_actor_passes_every_request_through_the_gate() {
     assert_eq!(outcomes, expect.map(|(op, outcome)| (op.to_string(), outcome)));
 
     // Someone without ResourceManagement is refused by the gate, not by the actor.
-    grants.grant("visitor", CapSet::of(&[Capability::BroadcastManagement]));
-    let visitor = grants.context("visitor", Scope::new("ledger").unwrap()).unwrap();
+    let visitor_credential = grants.grant(Principal::user("visitor"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
+    let visitor = visitor_credential.context(Scope::new("ledger").unwrap()).unwrap();
     let err = ledger.send(Balance { ctx: visitor }).await.unwrap().unwrap_err();
     assert!(matches!(err, LedgerError::PermissionDenied(ref why) if why.contains("ResourceManagement")), "{err}");
 }

@@ -101,6 +101,16 @@ impl CapSet {
         CapSet(bits)
     }
 
+    /// The set as bits (capability `i` is bit `i`).
+    pub(crate) const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The set of these bits; bits of no capability are dropped.
+    pub(crate) const fn from_bits(bits: u32) -> CapSet {
+        CapSet(bits & CapSet::all().0)
+    }
+
     /// Every capability.
     pub const fn all() -> CapSet {
         CapSet((1 << Capability::ALL.len()) - 1)

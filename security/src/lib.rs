@@ -5,20 +5,22 @@
 //! - A [`SecurityContext`] travels with each request: the [`Principal`], the capabilities it
 //!   presents and the [`Scope`] it acts in. Scopes propagate per operation
 //!   (`node_management` → `node_management.join`).
-//! - The [`GrantTable`] says what each principal holds; a context may present less, never more.
+//! - The [`GrantTable`] records what each principal is granted, in which scope and by whom, and
+//!   hands out a [`Credential`] per grant: the only way to make a context. A context may present
+//!   less than its grant, never more, and a revocation reaches every context made from the grant.
 //! - [`audit`] is the tamper-evident log: JSON Lines, SHA-256 hash-chained, batched, rotated,
 //!   repaired after a crash, with a reader and a verifier.
 //!
 //! This crate depends on nothing else of ergon.
 //!
 //! ```
-//! use security::{Capability, CapSet, GrantTable, Scope};
+//! use security::{Capability, CapSet, GrantTable, Origin, Principal, Scope};
 //!
 //! let grants = GrantTable::new();
-//! grants.grant("alice", CapSet::of(&[Capability::NodeManagement]));
-//! let ctx = grants.context("alice", Scope::new("node_management")?)?;
-//! assert!(ctx.capabilities.contains(Capability::NodeManagement));
-//! assert_eq!(ctx.propagate("join").scope.as_str(), "node_management.join");
+//! let alice = grants.grant(Principal::user("alice"), CapSet::of(&[Capability::NodeManagement]), Scope::root(), Origin::Configured);
+//! let ctx = alice.context(Scope::new("node_management")?)?;
+//! assert!(ctx.capabilities().contains(Capability::NodeManagement));
+//! assert_eq!(ctx.propagate("join").scope().as_str(), "node_management.join");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -31,6 +33,6 @@ mod grants;
 mod scope;
 
 pub use capability::{CapSet, Capability, UnknownCapability};
-pub use context::{Principal, SecurityContext};
-pub use grants::{GrantTable, UnknownPrincipal};
+pub use context::{Namespace, Principal, SecurityContext};
+pub use grants::{Credential, GrantTable, Origin, OutsideGrant};
 pub use scope::{Scope, ScopeError};

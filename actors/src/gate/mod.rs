@@ -119,7 +119,7 @@ use std::sync::Arc;
 
 use energy::attribution::Account;
 use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Meter, Source, Watts};
-use security::{CapSet, GrantTable, Scope, SecurityContext};
+use security::{CapSet, Credential, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
 
 pub use clock::{GateClock, ManualTime};
@@ -129,7 +129,6 @@ pub use declaration::{Declared, GatedActor, Invalid, Operation, Pending, Rules};
 pub use error::GateError;
 pub use running::{run, run_async};
 
-use admission::Lookup;
 use clock::WallClock;
 
 /// Per-operation state: its base cost and what it has measured so far.
@@ -206,6 +205,8 @@ pub struct GateSetup<'a, S = NoSettings> {
     pub account: Option<Arc<Account>>,
     /// What the gate's time is.
     pub clock: GateClock,
+    /// The actor's own grant, with which it asks other actors.
+    pub credential: Credential,
 }
 
 /// The gate of one actor. See the [module documentation](self).
@@ -222,7 +223,7 @@ pub struct Gate {
     account: Option<Arc<Account>>,
     audit: Arc<dyn security::audit::AuditSink>,
     clock: WallClock,
-    last_lookup: Option<Lookup>,
+    credential: Credential,
     counters: GateCounters,
     mailbox_capacity: usize,
 }
@@ -261,7 +262,7 @@ impl Gate {
             account: setup.account,
             audit: setup.audit,
             clock,
-            last_lookup: None,
+            credential: setup.credential,
             counters: GateCounters::default(),
             mailbox_capacity: config.mailbox_capacity,
         }
@@ -283,11 +284,17 @@ impl Gate {
         self.own
     }
 
-    /// The context this actor presents when it asks a manager acting in `scope`: its own
-    /// principal (granted what it holds when the gate was built) with everything it holds,
-    /// narrowed to that manager's scope.
+    /// The context this actor presents when it asks a manager acting in `scope`: its own grant
+    /// (made when the gate was built, in every scope) with everything it holds, narrowed to that
+    /// manager's scope.
     pub fn identity(&self, scope: &str) -> SecurityContext {
-        SecurityContext::new(self.actor, self.own, Scope::new(scope).expect("manager scopes are constants"))
+        let scope = Scope::new(scope).expect("manager scopes are constants");
+        self.credential.context(scope).expect("an actor's own grant covers every scope")
+    }
+
+    /// The actor's own principal (`actor:<name>`).
+    pub fn principal(&self) -> &security::Principal {
+        self.credential.principal()
     }
 
     /// The shared grant table.

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use energy::{Joules, Reading, Sample};
 use security::audit::compact_str::CompactString;
 use security::audit::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome};
+use security::SecurityContext;
 
 use super::admission::{Refusal, Ticket};
 use super::clock::Ticks;
@@ -36,7 +37,7 @@ impl Gate {
             Outcome::Denied,
             refusal.operation,
             M::NAME,
-            CompactString::from(ctx.principal.as_str()),
+            CompactString::from(ctx.principal().as_str()),
             CompactString::from(msg.resource()),
             Some(&refusal.error),
             energy,
@@ -45,7 +46,31 @@ impl Gate {
     }
 
     /// Steps 5 and 6 for an admitted request.
-    pub(super) fn settle<M: Operation>(&mut self, ticket: Ticket, measured: Measured, result: &Result<M::Output, M::Error>) {
+    /// Steps 5 and 6 for an admitted request, and its reply. With `authority`, the context it was
+    /// admitted with, a run during which that authority was revoked is refused after all (it ran,
+    /// so it is charged) and audited as a security violation.
+    pub(super) fn settle<M: Operation>(
+        &mut self,
+        ticket: Ticket,
+        measured: Measured,
+        result: Result<M::Output, M::Error>,
+        authority: Option<&SecurityContext>,
+    ) -> Result<M::Output, M::Error> {
+        let revoked = authority.and_then(|ctx| {
+            let (held, version) = ctx.held();
+            (version != ticket.grant_version && !held.contains_all(ctx.capabilities())).then(|| {
+                let lost = ctx.capabilities().difference(held);
+                M::Error::invalid_capabilities(format!(
+                    "{lost} of {} was revoked while {} ran, so its result is withheld",
+                    ctx.principal(),
+                    M::NAME
+                ))
+            })
+        });
+        let (kind, result) = match revoked {
+            Some(error) => (EntryKind::SecurityViolation, Err(error)),
+            None => (EntryKind::EnergyUsage, result),
+        };
         let sample = self.assess(&measured.reading);
         let estimate = ticket.hold.amount();
         let state = &mut self.operations[ticket.operation];
@@ -57,12 +82,16 @@ impl Gate {
             tracing::warn!(actor = %self.actor, operation = M::NAME, %overdraft, "measured cost exceeded the remaining budget");
         }
         self.counters.charged += actual;
-        let outcome = match result {
-            Ok(_) => {
+        let outcome = match (&result, kind) {
+            (Ok(_), _) => {
                 self.counters.allowed += 1;
                 Outcome::Allowed
             }
-            Err(_) => {
+            (Err(_), EntryKind::SecurityViolation) => {
+                self.counters.denied += 1;
+                Outcome::Denied
+            }
+            (Err(_), _) => {
                 self.counters.failed += 1;
                 Outcome::Failed
             }
@@ -70,7 +99,7 @@ impl Gate {
         let energy = self.energy_record(&sample, actual, estimate);
         self.record(
             measured.ended,
-            EntryKind::EnergyUsage,
+            kind,
             outcome,
             Some(ticket.operation),
             M::NAME,
@@ -80,6 +109,7 @@ impl Gate {
             energy,
         );
         self.watch_budget(M::NAME, Some(ticket.operation));
+        result
     }
 
     fn energy_record(&self, sample: &Sample, charged: Joules, estimate: Joules) -> EnergyRecord {

@@ -107,8 +107,7 @@ where
             let result = body(actor, msg);
             let gate = actor.gate();
             let measured = gate.end(start);
-            gate.settle::<M>(ticket, measured, &result);
-            result
+            gate.settle::<M>(ticket, measured, result, None)
         }
     }
 }
@@ -116,7 +115,9 @@ where
 /// Like [`run`], for a body that returns a future (it awaits replies from other actors).
 ///
 /// Only the stretches in which the future runs on the actor are metered; time spent waiting for
-/// replies is not charged. Energy stays reserved until the future completes, so requests admitted
+/// replies is not charged. If the requester's authority is revoked before the future completes,
+/// the result is withheld: the reply is a refusal, audited as a security violation. Energy stays
+/// reserved until the future completes, so requests admitted
 /// meanwhile cannot overdraw the budget.
 pub fn run_async<A, M, F>(
     actor: &mut A,
@@ -136,11 +137,12 @@ where
             Box::pin(fut::ready(Err(gate.refuse(&msg, refusal, measured))))
         }
         Ok(ticket) => {
+            // Kept to check at the end that the authority was not revoked while the body ran.
+            let authority = msg.context().clone();
             let inner = body(actor, msg);
             let measured = actor.gate().end(start);
             Box::pin(MeteredFuture::new(inner, measured).map(move |(result, measured), actor: &mut A, _| {
-                actor.gate().settle::<M>(ticket, measured, &result);
-                result
+                actor.gate().settle::<M>(ticket, measured, result, Some(&authority))
             }))
         }
     }

@@ -161,7 +161,7 @@ impl CommunicationManager {
         let delivery = Delivery {
             channel: Arc::from(msg.channel.as_str()),
             seq: self.broadcasts,
-            from: msg.ctx.principal.shared(),
+            from: msg.ctx.principal().shared(),
             content: Arc::from(msg.content),
         };
         let subscribers = self.channels.entry(msg.channel.clone()).or_default();

@@ -1,9 +1,11 @@
 //! The node manager: admits nodes to the cluster, tells its peers, and lists the members.
 //!
 //! A join is validated, announced to every peer node manager, and takes effect only when all of
-//! them confirm; the joining node's principal is then granted the capabilities it asked for
-//! (never more than this manager holds) in the scope it asked for (never outside
-//! `node_management`).
+//! them confirm; the joining node's principal (`node:<id>`, a namespace no actor shares) is then
+//! granted the capabilities it asked for in the scope it asked for, never more than its requester
+//! presents or this manager holds, never outside either's scope. The grant records the join, and
+//! the answer carries the node's credential. A leave, by the requester of the join or the node
+//! itself, revokes exactly that grant.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use actix::fut::{self, ActorFutureExt, WrapFuture};
 use actix::{MailboxError, Recipient};
 use energy::Joules;
-use security::{CapSet, Scope, SecurityContext};
+use security::{CapSet, Credential, Origin, Principal, Scope, SecurityContext};
 use serde::Serialize;
 
 use crate::gate::{Gate, Pending, Rules};
@@ -37,7 +39,7 @@ pub enum JoinError {
 /// A member of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Node {
-    /// Its id, also its principal.
+    /// Its id; its principal is `node:<id>`.
     pub id: String,
     /// What kind of node (`worker`, `storage`).
     pub kind: String,
@@ -47,6 +49,8 @@ pub struct Node {
     pub capabilities: CapSet,
     /// Where it may act.
     pub scope: Scope,
+    /// On whose authority it joined: only that principal, or the node itself, may remove it.
+    pub joined_by: Principal,
 }
 
 /// Asks to admit a node. Requires `NodeManagement`.
@@ -77,6 +81,9 @@ pub struct JoinResponse {
     pub scope: Scope,
     /// Peers that confirmed the join.
     pub confirmed_by: Vec<String>,
+    /// The node's credential: whoever holds it may act as `node:<id>`, within what was granted.
+    #[serde(skip)]
+    pub credential: Credential,
 }
 
 /// Removes a node. Requires `NodeManagement`; answers the removed node.
@@ -135,6 +142,10 @@ pub struct NodeManager {
     nodes: BTreeMap<String, Node>,
     /// Joins announced but not yet confirmed, so a second join of the same id is refused.
     joining: BTreeSet<String>,
+    /// Leaves announced but not yet confirmed, so a second leave of the same id is refused.
+    leaving: BTreeSet<String>,
+    /// The grants this manager made, by node: a leave revokes exactly what its join granted.
+    granted: BTreeMap<String, Credential>,
     peers: BTreeMap<String, Recipient<Announce>>,
     reply_timeout: Duration,
 }
@@ -151,9 +162,19 @@ impl NodeManager {
             name: node.to_owned(),
             nodes: BTreeMap::new(),
             joining: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+            granted: BTreeMap::new(),
             peers: BTreeMap::new(),
             reply_timeout: Duration::from_millis(config.reply_timeout_ms),
         }
+    }
+
+    /// Removes a member, and revokes its grant if this manager made it.
+    fn forget(&mut self, id: &str) -> Option<Node> {
+        if let Some(credential) = self.granted.remove(id) {
+            self.gate.grant_table().revoke(&credential);
+        }
+        self.nodes.remove(id)
     }
 
     /// Announces a change to every peer; answers who confirmed, or the first reason it failed.
@@ -227,34 +248,52 @@ impl NodeManager {
             let reason = format!("node {} is already a member of {}", msg.id, self.name);
             return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
         }
+        if self.gate.grant_table().of(&Principal::actor(&msg.id)).is_some() {
+            let reason = format!("{} is the name of an actor here; a node is never named like one", msg.id);
+            return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
+        }
+        let joined_by = msg.ctx.principal().clone();
         let node = Node {
             id: msg.id.clone(),
             kind: msg.kind,
             energy_budget: msg.energy_budget,
             capabilities: msg.capabilities,
             scope: msg.scope,
+            joined_by: joined_by.clone(),
         };
         self.joining.insert(node.id.clone());
         Box::pin(self.tell_peers(MembershipChange::Joined(node.clone())).map(move |confirmed, actor, _| {
             actor.joining.remove(&node.id);
             let confirmed_by = confirmed?;
-            actor.gate.grant_table().grant(node.id.as_str(), node.capabilities);
+            let origin = Origin::Delegated { by: joined_by, via: actor.gate.principal().clone(), operation: format!("join {}", node.id) };
+            let credential = actor.gate.grant_table().grant(Principal::node(&node.id), node.capabilities, node.scope.clone(), origin);
+            actor.granted.insert(node.id.clone(), credential.clone());
             actor.nodes.insert(node.id.clone(), node.clone());
-            Ok(JoinResponse { granted_capabilities: node.capabilities, scope: node.scope.clone(), node, confirmed_by })
+            Ok(JoinResponse { granted_capabilities: node.capabilities, scope: node.scope.clone(), node, confirmed_by, credential })
         }))
     }
 
-    /// Removes a member, once every peer confirms, and revokes what it was granted.
+    /// Removes a member, once every peer confirms, and revokes what its join granted. Only the
+    /// principal on whose authority it joined, or the node itself, may remove it.
     #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = Ok(rules.id("node id", &msg.id)?))]
     fn leave(&mut self, msg: Leave) -> Pending<Self, Node, JoinError> {
-        if !self.nodes.contains_key(&msg.id) {
+        let Some(node) = self.nodes.get(&msg.id) else {
             let reason = format!("node {} is not a member of {}", msg.id, self.name);
+            return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
+        };
+        let who = msg.ctx.principal();
+        if *who != node.joined_by && *who != Principal::node(&node.id) {
+            let reason = format!("node {} joined on the authority of {}; {who} may not remove it", node.id, node.joined_by);
+            return Box::pin(fut::ready(Err(JoinError::PermissionDenied(reason))));
+        }
+        if !self.leaving.insert(msg.id.clone()) {
+            let reason = format!("node {} is already leaving {}", msg.id, self.name);
             return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
         }
         Box::pin(self.tell_peers(MembershipChange::Left(msg.id.clone())).map(move |confirmed, actor, _| {
+            actor.leaving.remove(&msg.id);
             confirmed?;
-            let node = actor.nodes.remove(&msg.id).expect("checked before announcing");
-            actor.gate.grant_table().revoke(&node.id, node.capabilities);
+            let node = actor.forget(&msg.id).ok_or_else(|| JoinError::InvalidRequest(format!("node {} left meanwhile", msg.id)))?;
             Ok(node)
         }))
     }
@@ -280,19 +319,27 @@ impl NodeManager {
                 self.nodes.insert(node.id.clone(), node);
             }
             MembershipChange::Left(id) => {
-                self.nodes.remove(&id);
+                self.forget(&id);
             }
         }
         Ok(self.name.clone())
     }
 }
 
-/// A join asks for nothing this manager cannot give.
+/// A join delegates nothing its requester does not hold itself, nothing this manager cannot
+/// give, and no scope wider than either's.
 fn validate_join(msg: &Join, rules: &Rules<'_>) -> Result<(), JoinError> {
     rules.id("node id", &msg.id)?;
     rules.id("node kind", &msg.kind)?;
     if msg.energy_budget == Joules::ZERO {
         return Err(JoinError::InvalidRequest(format!("node {} brings no energy budget", msg.id)));
+    }
+    let (requester, presented) = (msg.ctx.principal(), msg.ctx.capabilities());
+    let beyond_requester = msg.capabilities.difference(presented);
+    if !beyond_requester.is_empty() {
+        return Err(JoinError::InvalidCapabilities(format!(
+            "cannot grant {beyond_requester}: {requester} presents only {presented}, and a join delegates at most that"
+        )));
     }
     let extra = msg.capabilities.difference(rules.actor_grants);
     if !extra.is_empty() {
@@ -305,6 +352,13 @@ fn validate_join(msg: &Join, rules: &Rules<'_>) -> Result<(), JoinError> {
         return Err(JoinError::InvalidScope(format!(
             "scope {} is outside {}; ask for {} or a scope below it",
             msg.scope, rules.actor_scope, rules.actor_scope
+        )));
+    }
+    if !msg.ctx.scope().includes(&msg.scope) {
+        return Err(JoinError::InvalidScope(format!(
+            "scope {} is outside {requester}'s own {}, and a join delegates at most that",
+            msg.scope,
+            msg.ctx.scope()
         )));
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use energy::{Instrumentation, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
-use security::{GrantTable, Scope};
+use security::{GrantTable, Origin, Principal, Scope};
 
 use crate::config::Config;
 use crate::gate::{ActorConfig, Gate, GateClock, GateSetup, GatedActor};
@@ -96,10 +96,11 @@ impl Environment {
     }
 
     /// A gate for actor `A`, named `actor` in the audit log, configured by `config` (its section
-    /// of this environment's configuration). The actor's own principal (its name) is granted what
-    /// the actor holds, so that it can present a context to its peers.
+    /// of this environment's configuration). The actor's own principal (`actor:<actor>`) is
+    /// granted what the actor holds, and the gate keeps the credential, so that the actor can
+    /// present a context to its peers.
     pub fn gate<A: GatedActor>(&self, actor: &str, config: &ActorConfig<A::Settings>) -> Gate {
-        self.grants.grant(actor, config.grants);
+        let credential = self.grants.grant(Principal::actor(actor), config.grants, Scope::root(), Origin::Configured);
         Gate::new(GateSetup {
             actor: actor.to_owned(),
             scope: Scope::new(A::SCOPE).expect("actor scopes are constants"),
@@ -112,6 +113,7 @@ impl Environment {
             meter: (self.meter)(),
             account: self.attribution.as_ref().map(|a| a.account(actor)),
             clock: self.clock.clone(),
+            credential,
         })
     }
 }

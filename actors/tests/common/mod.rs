@@ -9,7 +9,7 @@ use actix::{Actor, Addr, Context, Handler};
 use actors::managers::communication::Delivery;
 use actors::energy::{FixedMeter, Joules};
 use actors::security::audit::{AuditEntry, MemorySink};
-use actors::security::{CapSet, Capability, GrantTable, Scope, SecurityContext};
+use actors::security::{CapSet, Capability, Credential, GrantTable, Origin, Principal, Scope, SecurityContext};
 use actors::node::local_cluster::LocalCluster;
 use actors::{Config, Environment};
 
@@ -19,6 +19,8 @@ pub const MEASURED: f64 = 0.5;
 pub struct World {
     pub env: Environment,
     pub audit: Arc<MemorySink>,
+    /// The credentials the world granted, by user name.
+    credentials: std::sync::Mutex<std::collections::BTreeMap<String, Credential>>,
 }
 
 pub fn j(v: f64) -> Joules {
@@ -29,16 +31,30 @@ impl World {
     pub fn new(config: Config) -> World {
         let audit = Arc::new(MemorySink::new());
         let grants = Arc::new(GrantTable::new());
-        use Capability::*;
-        grants.grant("operator", CapSet::of(&[NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]));
-        grants.grant("guest", CapSet::of(&[BroadcastManagement]));
-        grants.grant("admin", CapSet::all());
         let env = Environment::new(config, grants, audit.clone()).with_meter(|| Box::new(FixedMeter { per_run: j(MEASURED) }));
-        World { env, audit }
+        let world = World { env, audit, credentials: Default::default() };
+        use Capability::*;
+        world.grant("operator", CapSet::of(&[NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]));
+        world.grant("guest", CapSet::of(&[BroadcastManagement]));
+        world.grant("admin", CapSet::all());
+        world
     }
 
-    pub fn ctx(&self, principal: &str, scope: &str) -> SecurityContext {
-        self.env.grants().context(principal, Scope::new(scope).unwrap()).unwrap()
+    /// Grants `caps` to the user `name` in every scope, and keeps the credential.
+    pub fn grant(&self, name: &str, caps: CapSet) -> Credential {
+        let credential = self.env.grants().grant(Principal::user(name), caps, Scope::root(), Origin::Configured);
+        self.credentials.lock().unwrap().insert(name.to_owned(), credential.clone());
+        credential
+    }
+
+    /// The credential of the user `name`.
+    pub fn credential(&self, name: &str) -> Credential {
+        self.credentials.lock().unwrap()[name].clone()
+    }
+
+    /// A context of the user `name` in `scope`, from its credential.
+    pub fn ctx(&self, name: &str, scope: &str) -> SecurityContext {
+        self.credential(name).context(Scope::new(scope).unwrap()).unwrap()
     }
 
     pub fn entries(&self) -> Vec<AuditEntry> {
@@ -133,8 +149,8 @@ impl Cluster {
         let world = World::new(config);
         use Capability::*;
         let all = [ElectionManagement, VoteManagement, ReplicationManagement, StateManagement, EnergyManagement];
-        world.env.grants().grant("operator", CapSet::of(&all));
-        world.env.grants().grant("reader", CapSet::of(&[StateManagement, ElectionManagement]));
+        world.grant("operator", CapSet::of(&all));
+        world.grant("reader", CapSet::of(&[StateManagement, ElectionManagement]));
         let dir = tempfile::tempdir().unwrap();
         let inner = LocalCluster::start(world.env.clone(), n, dir.path(), 1).await.unwrap();
         Cluster { world, inner, _dir: dir }
