@@ -84,7 +84,10 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         return Ok(t.with_timezone(&Utc));
     }
     match humantime::parse_duration(text) {
-        Ok(age) => Ok(Utc::now() - chrono::Duration::from_std(age).map_err(|e| e.to_string())?),
+        Ok(age) => chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .ok_or_else(|| format!("{text:?} reaches further back than a date can go")),
         Err(_) => Err(format!("{text:?} is neither an RFC 3339 time (2026-11-21T10:00:00Z) nor an age (15m, 2h)")),
     }
 }

@@ -133,6 +133,9 @@ fn show_filters_entries() {
     let out = ergon(&["audit", "show", path, "--since", "yesterday-ish"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("neither an RFC 3339 time"));
+    let out = ergon(&["audit", "show", path, "--since", "300000y"]);
+    assert_eq!(out.status.code(), Some(2), "an age before any date is an error, not a panic");
+    assert!(text(&out.stderr).contains("further back than a date can go"), "{}", text(&out.stderr));
 }
 
 /// The lines a child writes, as they come.

@@ -78,4 +78,12 @@ mod tests {
         // 10 ALU × 1 + 2 mem × 5 + 3 fp × 3 = 29 ALU-equivalents.
         assert_eq!(model.cost(&ops(10, 2, 3)).get(), 29.0);
     }
+
+    #[test]
+    fn an_extreme_profile_makes_work_dear_not_free() {
+        let mut model = CostModel::default();
+        model.weights.mem = f64::MAX;
+        assert_eq!(model.cost(&ops(0, 10, 0)), Joules::MAX);
+        assert_eq!(model.cost(&ops(0, 0, 0)), Joules::ZERO);
+    }
 }

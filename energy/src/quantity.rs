@@ -58,6 +58,8 @@ pub struct Joules(f64);
 impl Joules {
     /// No energy.
     pub const ZERO: Joules = Joules(0.0);
+    /// The largest amount: where arithmetic saturates.
+    pub const MAX: Joules = Joules(f64::MAX);
 
     /// A joule figure, or an error naming why `value` is not one.
     pub fn new(value: f64) -> Result<Self, QuantityError> {
@@ -74,9 +76,14 @@ impl Joules {
         Joules((self.0 - other.0).max(0.0))
     }
 
-    /// `self` scaled by a finite, non-negative factor (a weight, a fraction); other factors give zero.
+    /// `self` scaled by a non-negative factor (a weight, a fraction); a negative or NaN factor
+    /// gives zero. A product too large for an `f64` (an infinite factor included) saturates at
+    /// [`Joules::MAX`]: an extreme weight makes a cost huge, never free.
     pub fn scale(self, factor: f64) -> Joules {
-        Joules::new(self.0 * factor).unwrap_or(Joules::ZERO)
+        if factor.is_nan() || factor < 0.0 || self.0 == 0.0 {
+            return Joules::ZERO;
+        }
+        Joules::new(self.0 * factor).unwrap_or(Joules::MAX)
     }
 
     /// The smaller of two amounts.
@@ -219,6 +226,15 @@ impl Mul<Duration> for Watts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaling_saturates_instead_of_making_a_cost_free() {
+        let huge = Joules::new(1e300).unwrap();
+        assert_eq!(huge.scale(1e300), Joules::MAX);
+        assert_eq!(Joules::new(1e-12).unwrap().scale(f64::INFINITY), Joules::MAX, "an infinite weight is not free");
+        assert_eq!(Joules::ZERO.scale(f64::INFINITY), Joules::ZERO);
+        assert_eq!(Joules::new(2.0).unwrap().scale(0.25), Joules::new(0.5).unwrap());
+    }
 
     #[test]
     fn joules_reject_nan_infinity_and_negatives() {

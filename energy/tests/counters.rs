@@ -178,6 +178,24 @@ fn garbage_contents_are_errors_not_numbers() {
 }
 
 #[test]
+fn a_fifo_or_an_endless_file_in_place_of_a_counter_is_refused_without_hanging() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1);
+    let mut counter = tree.counter("intel-rapl:0");
+    let energy = tree.root().join("intel-rapl:0/energy_uj");
+    fs::remove_file(&energy).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&energy).status().unwrap();
+    assert!(made.success());
+    // Opening a FIFO for reading blocks until someone writes; a reader that did would hang here.
+    let err = counter.read().unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    fs::remove_file(&energy).unwrap();
+    fs::write(&energy, "1".repeat(1 << 20)).unwrap();
+    let err = counter.read().unwrap_err();
+    assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
+}
+
+#[test]
 fn a_counter_that_does_not_advance_is_stuck_and_cpu_time_is_chosen_saying_so() {
     let tree = Tree::new();
     tree.zone("intel-rapl:0", "psys", 0);
@@ -287,9 +305,11 @@ fn a_power_pmu_with_garbage_or_missing_descriptions_is_named() {
             _ => assert!(message.contains("positive number of joules"), "{message}"),
         }
     }
-    fs::write(root.path().join("power/cpumask"), "all of them\n").unwrap();
-    for (_, event) in discover_power(root.path()).unwrap() {
-        assert!(event.unwrap_err().to_string().contains("not a CPU list"));
+    for hostile in ["all of them\n", "0-18446744073709551615\n", "0-100000000\n"] {
+        fs::write(root.path().join("power/cpumask"), hostile).unwrap();
+        for (_, event) in discover_power(root.path()).unwrap() {
+            assert!(event.unwrap_err().to_string().contains("not a CPU list"), "{hostile}");
+        }
     }
     let missing = discover_power(&root.path().join("nowhere")).unwrap_err();
     assert!(missing.to_string().contains("no `power` PMU"), "{missing}");

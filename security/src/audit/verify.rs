@@ -66,6 +66,11 @@ pub enum Problem {
     HeadMissing(String),
     /// No entries at all.
     Empty,
+    /// An entry follows the one numbered `u64::MAX`, the last a log can number.
+    Exhausted {
+        /// The sequence number found after it.
+        found: u64,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -96,6 +101,9 @@ impl fmt::Display for Problem {
                 last_seq.map_or("before its first entry".to_string(), |s| format!("at entry {s}"))
             ),
             Problem::HeadMismatch { seq } => write!(f, "entry {seq} does not have the hash HEAD records for it: it was replaced"),
+            Problem::Exhausted { found } => {
+                write!(f, "entry {found} follows entry {}, the last a log can number: the numbers were wrapped", u64::MAX)
+            }
             Problem::HeadMissing(why) => write!(f, "{why}: removal of the newest entries could not be ruled out"),
             Problem::Empty => f.write_str("the log has no entries"),
         }
@@ -181,7 +189,10 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         };
         let seq = stored.seq;
         let expected = match &last {
-            Some((prev_seq, _)) => Some(prev_seq + 1),
+            Some((prev_seq, _)) => match prev_seq.checked_add(1) {
+                Some(next) => Some(next),
+                None => return Err(at(Some(seq), Problem::Exhausted { found: seq })),
+            },
             None if reader.dir().is_some() => Some(0),
             None => None,
         };
@@ -232,5 +243,29 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
             Some(dir) => broken(dir, None, None, Problem::Empty),
             None => ReadError::Empty(path.to_owned()).into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::audit::{AuditEntry, EntryKind, Outcome};
+
+    #[test]
+    fn sequence_numbers_do_not_wrap_around() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment-wrapped.jsonl");
+        let entry = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "user:mallory", "join", "w1");
+        let (mut scratch, mut line) = (Vec::new(), Vec::new());
+        let mut file = std::fs::File::create(&path).unwrap();
+        let last = chain::encode(u64::MAX, GENESIS, &entry, &mut scratch, &mut line);
+        file.write_all(&line).unwrap();
+        chain::encode(0, &last, &entry, &mut scratch, &mut line);
+        file.write_all(&line).unwrap();
+        drop(file);
+        let err = verify(&path).unwrap_err().to_string();
+        assert!(err.contains("the numbers were wrapped"), "{err}");
     }
 }
