@@ -510,7 +510,7 @@ fn print_commands(audit_dir: &Path) {
     println!("  {ergon} audit summary {}", audit_dir.display());
     println!("  {ergon} audit show {} --denied", audit_dir.display());
     println!("  {ergon} audit show {} --operation recover", audit_dir.display());
-    println!("  {ergon} audit show {} --principal operator --operation join", audit_dir.display());
+    println!("  {ergon} audit show {} --principal user:operator --operation join", audit_dir.display());
 }
 
 /// The mean operation counts per message of each operation, as the audit log recorded them.

@@ -43,7 +43,7 @@ pub enum AuditCommand {
     ///
     /// Examples:
     ///   ergon audit show ergon-demo/audit --denied
-    ///   ergon audit show ergon-demo/audit --principal intruder --since 10m
+    ///   ergon audit show ergon-demo/audit --principal user:intruder --since 10m
     ///   ergon audit show /var/log/ergon --follow --json
     #[command(verbatim_doc_comment)]
     Show(ShowArgs),
