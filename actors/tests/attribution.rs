@@ -16,6 +16,9 @@ async fn the_counter_is_shared_among_actors_and_the_audit_log_reconciles_with_it
     config.attribution.enabled = true;
     config.attribution.sample_every_ms = 2;
     config.attribution.report_every_ms = 20;
+    // Every refusal written, so that the entries alone add up (past the limit, refusals of the
+    // current second are in the count that the next "refusals_left_out" entry carries).
+    config.limits.max_refusals_per_second = 10_000;
     let audit = Arc::new(MemorySink::new());
     let grants = Arc::new(GrantTable::new());
     let operator_credential = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::NodeManagement]), Scope::root(), Origin::Configured);

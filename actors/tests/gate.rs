@@ -272,3 +272,34 @@ async fn entries_carry_the_time_their_run_ended_in_order_and_its_running_time() 
     // The gate times every run, whatever the meter (here a fixed charge per run).
     assert!(entries.iter().all(|e| e.energy.as_ref().unwrap().elapsed_ns > 0));
 }
+
+#[actix::test]
+async fn a_flood_of_refusals_is_counted_not_written_and_its_fields_are_capped() {
+    let world = World::new(Config::default());
+    let (clock, time) = GateClock::manual();
+    let comm = CommunicationManager::new(&world.env.clone().with_clock(clock), "n1").start();
+    // Refusals cost their sender nothing; 300 in one second, each naming a 64 KiB channel.
+    let huge = "c".repeat(64 << 10);
+    for _ in 0..300 {
+        let err = comm.send(broadcast(world.ctx("guest", "communication_management"), &huge)).await.unwrap().unwrap_err();
+        assert!(matches!(err, CommunicationError::InvalidRequest(_)), "{err}");
+    }
+    let written = world.entries();
+    assert_eq!(written.len(), 100, "the limit is 100 a second");
+    assert!(written.iter().all(|e| e.resource.len() <= 128 + '…'.len_utf8() && e.resource.ends_with('…')), "capped");
+    let status = comm.send(Status::new(world.ctx("operator", "*"))).await.unwrap().unwrap();
+    assert_eq!((status.counters.denied, status.counters.left_out), (300, 200));
+
+    // The next second's first refusal is written after one entry that says how many were not.
+    time.advance(Duration::from_secs(1));
+    comm.send(broadcast(world.ctx("guest", "communication_management"), &huge)).await.unwrap().unwrap_err();
+    let entries = world.entries();
+    let said = &entries[entries.len() - 2];
+    assert_eq!((&*said.operation, said.error(), &*said.principal), ("refusals_left_out", Some("RefusalsLeftOut"), "user:guest"));
+    assert!(said.reason().unwrap().starts_with("200 more refusals"), "{:?}", said.reason());
+    assert_eq!(said.energy.as_ref().unwrap().measured_j, 200.0 * MEASURED, "the energy of what was left out is kept");
+    assert_eq!(entries.last().unwrap().operation, "broadcast");
+    // Another principal has a second of its own.
+    comm.send(broadcast(world.ctx("operator", "node_management"), "news")).await.unwrap().unwrap_err();
+    assert_eq!(world.entries().last().unwrap().principal, "user:operator");
+}

@@ -168,8 +168,30 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Longest name a table or a line shows; longer ones end in `…` and how much was cut.
+const SHOWN_CHARS: usize = 96;
+
+/// `text` as it may be printed: control characters escaped (so that a name cannot start a line of
+/// its own), and at most [`SHOWN_CHARS`] characters.
+fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push_str(&format!("…(+{} bytes)", text.len() - text.char_indices().nth(i).map_or(text.len(), |(at, _)| at)));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTreeMap<String, Tally>) -> io::Result<()> {
-    let width = rows.keys().map(String::len).max().unwrap_or(0).max(title.len());
+    let rows: Vec<(String, &Tally)> = rows.iter().map(|(name, t)| (printable(name), t)).collect();
+    let width = rows.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0).max(title.len());
     writeln!(out, "{title:<width$}  {:>8}  {:>7}  {:>7}  {:>12}", "requests", "denied", "failed", "joules")?;
     for (name, t) in rows {
         writeln!(out, "{name:<width$}  {:>8}  {:>7}  {:>7}  {:>12.3}", t.requests, t.denied, t.failed, t.joules)?;
@@ -180,9 +202,10 @@ fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTree
 /// The energy counter's total, and each actor's metered energy beside its share of the counter.
 fn print_metered(out: &mut impl Write, metered: &security::audit::Metered) -> io::Result<()> {
     writeln!(out, "measured by the energy counter ({}): {:.3} J", metered.source, metered.measured_j)?;
-    let width = metered.by_actor.keys().map(String::len).max().unwrap_or(0).max("actor".len());
+    let rows: Vec<_> = metered.by_actor.iter().map(|(actor, line)| (printable(actor), line)).collect();
+    let width = rows.iter().map(|(actor, _)| actor.chars().count()).max().unwrap_or(0).max("actor".len());
     writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "metered J", "attributed J")?;
-    for (actor, line) in &metered.by_actor {
+    for (actor, line) in rows {
         writeln!(out, "{actor:<width$}  {:>12.3e}  {:>12.3e}", line.metered_j, line.attributed_j)?;
     }
     Ok(())
@@ -247,17 +270,17 @@ fn render(stored: &StoredEntry) -> String {
         EntryKind::EnergyAttribution => format!("{:.6} J attributed ({})", en.measured_j, en.source),
         _ => format!("{:.3} J", en.charged_j),
     });
-    let detail = e.error().map(|code| format!(" {code}: {}", e.reason().unwrap_or(""))).unwrap_or_else(|| {
-        e.reason().map(|r| format!(" {r}")).unwrap_or_default()
+    let detail = e.error().map(|code| format!(" {}: {}", printable(code), printable(e.reason().unwrap_or("")))).unwrap_or_else(|| {
+        e.reason().map(|r| format!(" {}", printable(r))).unwrap_or_default()
     });
     format!(
         "{:>6} {} {} {} {} {} {} {}{}",
         stored.seq,
         e.ts.to_datetime().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-        e.actor,
-        e.principal,
-        e.operation,
-        e.resource,
+        printable(&e.actor),
+        printable(&e.principal),
+        printable(&e.operation),
+        printable(&e.resource),
         outcome,
         charged,
         detail

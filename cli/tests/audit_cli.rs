@@ -138,6 +138,26 @@ fn show_filters_entries() {
     assert!(text(&out.stderr).contains("further back than a date can go"), "{}", text(&out.stderr));
 }
 
+#[test]
+fn hostile_names_neither_break_the_summary_nor_forge_lines_in_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
+    let long = "m".repeat(64 << 10);
+    log.record(AuditEntry::new(EntryKind::SecurityViolation, Outcome::Denied, "a", &long, "join", "w1"));
+    let forged = "x\n     9 2026-01-01T00:00:00.000Z node-manager/n1 user:admin join w1 allowed 0.000 J";
+    log.record(AuditEntry::new(EntryKind::SecurityViolation, Outcome::Denied, "a", "user:eve", "join", forged));
+    log.close().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = ergon(&["audit", "summary", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("…(+65440 bytes)"), "a 64 KiB name is cut, not a 64 KiB column");
+    let out = ergon(&["audit", "show", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert_eq!(shown.lines().count(), 2, "one line per entry: {shown}");
+    assert!(shown.contains("x\\n     9"), "the newline is shown escaped: {shown}");
+}
+
 /// The lines a child writes, as they come.
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -59,10 +59,13 @@ pub struct Limits {
     pub max_id_bytes: usize,
     /// Largest message payload, in bytes.
     pub max_payload_bytes: usize,
+    /// Refusals of one principal an actor writes to the audit log per second; the rest are
+    /// counted, and one entry says how many were left out.
+    pub max_refusals_per_second: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10 }
+        Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10, max_refusals_per_second: 100 }
     }
 }

@@ -113,6 +113,7 @@ mod declaration;
 mod error;
 mod metered;
 mod recording;
+mod refusals;
 mod running;
 
 use std::sync::Arc;
@@ -130,6 +131,7 @@ pub use error::GateError;
 pub use running::{run, run_async};
 
 use clock::WallClock;
+use refusals::RefusalLimiter;
 
 /// Per-operation state: its base cost and what it has measured so far.
 struct OperationState {
@@ -150,6 +152,8 @@ pub struct GateCounters {
     pub failed: u64,
     /// Requests refused before running.
     pub denied: u64,
+    /// Refusals not written to the audit log, past a principal's limit (counted in `denied`).
+    pub left_out: u64,
     /// Energy measured over all requests, refused ones included.
     pub measured: Joules,
     /// Energy charged.
@@ -224,6 +228,7 @@ pub struct Gate {
     audit: Arc<dyn security::audit::AuditSink>,
     clock: WallClock,
     credential: Credential,
+    refusals: RefusalLimiter,
     counters: GateCounters,
     mailbox_capacity: usize,
 }
@@ -263,6 +268,7 @@ impl Gate {
             audit: setup.audit,
             clock,
             credential: setup.credential,
+            refusals: RefusalLimiter::new(setup.limits.max_refusals_per_second),
             counters: GateCounters::default(),
             mailbox_capacity: config.mailbox_capacity,
         }
@@ -345,5 +351,14 @@ impl Gate {
     fn estimate(&self, operation: usize) -> Joules {
         let state = &self.operations[operation];
         state.base + Joules::new(state.mean_measured).unwrap_or(Joules::ZERO)
+    }
+}
+
+impl Drop for Gate {
+    /// Says how many refusals were left out of the log in each principal's last second.
+    fn drop(&mut self) {
+        for (principal, count) in self.refusals.unreported() {
+            self.record_left_out(principal, count);
+        }
     }
 }

@@ -9,6 +9,7 @@ use security::audit::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outc
 use security::SecurityContext;
 
 use super::admission::{Refusal, Ticket};
+use super::refusals::{Left, Verdict};
 use super::clock::Ticks;
 use super::running::Measured;
 use super::{Gate, GateError, Operation};
@@ -24,11 +25,24 @@ impl Gate {
         sample
     }
 
-    /// Audits a refusal (measured, not charged) and returns its error.
+    /// Audits a refusal (measured, not charged) and returns its error. Its resource is unchecked
+    /// (it may be why the request was refused), so it is cut to a bounded length; past the
+    /// principal's limit of refusals a second, it is counted and not written.
     pub(super) fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, measured: Measured) -> M::Error {
         let sample = self.assess(&measured.reading);
         self.counters.denied += 1;
-        let ctx = msg.context();
+        let principal = msg.context().principal().as_str();
+        let left_out = match self.refusals.note(principal, measured.ended, sample.joules.get(), &self.clock) {
+            Verdict::LeaveOut => {
+                self.counters.left_out += 1;
+                return refusal.error;
+            }
+            Verdict::Write { left_out } => left_out,
+        };
+        let principal = CompactString::from(principal);
+        if left_out.count > 0 {
+            self.record_left_out(principal.clone(), left_out);
+        }
         let estimate = refusal.operation.map_or(Joules::ZERO, |i| self.estimate(i));
         let energy = self.energy_record(&sample, Joules::ZERO, estimate);
         self.record(
@@ -37,15 +51,42 @@ impl Gate {
             Outcome::Denied,
             refusal.operation,
             M::NAME,
-            CompactString::from(ctx.principal().as_str()),
-            CompactString::from(msg.resource()),
+            principal,
+            capped(msg.resource(), self.limits.max_id_bytes),
             Some(&refusal.error),
             energy,
         );
         refusal.error
     }
 
-    /// Steps 5 and 6 for an admitted request.
+    /// Says that refusals of `principal` were left out of the log, with the energy measured for
+    /// them, so that the log's energy stays whole.
+    pub(super) fn record_left_out(&mut self, principal: CompactString, left: Left) {
+        let count = left.count;
+        let reason = format!("{count} more refusals of {principal} in one second were counted, not written");
+        tracing::warn!(actor = %self.actor, %principal, count, "{reason}");
+        self.audit.record(AuditEntry {
+            ts: self.clock.now(),
+            kind: EntryKind::Rejected,
+            outcome: Outcome::Denied,
+            actor: Cow::Borrowed(self.actor),
+            principal: principal.clone(),
+            operation: Cow::Borrowed("refusals_left_out"),
+            scope: Cow::Borrowed(self.scope_of(None)),
+            resource: principal,
+            detail: Detail::from_error("RefusalsLeftOut", reason),
+            energy: Some(EnergyRecord {
+                charged_j: 0.0,
+                measured_j: left.measured_j,
+                estimate_j: 0.0,
+                remaining_j: self.budget.remaining().get(),
+                source: Cow::Borrowed(self.meter.source().as_str()),
+                elapsed_ns: 0,
+                ops: None,
+            }),
+        });
+    }
+
     /// Steps 5 and 6 for an admitted request, and its reply. With `authority`, the context it was
     /// admitted with, a run during which that authority was revoked is refused after all (it ran,
     /// so it is charged) and audited as a security violation.
@@ -215,4 +256,19 @@ impl Gate {
             }),
         });
     }
+}
+
+/// `text` as an audit entry carries a field nobody checked: at most `max` bytes (cut at a
+/// character), and `…` if cut.
+fn capped(text: &str, max: usize) -> CompactString {
+    if text.len() <= max {
+        return CompactString::from(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut capped = CompactString::from(&text[..end]);
+    capped.push('…');
+    capped
 }
