@@ -25,7 +25,7 @@ use crate::gate::GatedActor;
 use crate::managers::communication::CommunicationManager;
 use crate::managers::failure_detector::{DetectionSettings, FailureDetector};
 use crate::managers::leader_election::LeaderElection;
-use crate::managers::load_distributor::LoadDistributor;
+use crate::managers::load_distributor::{DistributorSettings, LoadDistributor};
 use crate::managers::node_manager::NodeManager;
 use crate::managers::recovery_manager::{RecoveryManager, RecoverySettings};
 use crate::managers::resource_scaler::ResourceScaler;
@@ -62,7 +62,7 @@ pub struct Config {
     /// The recovery manager, with which strategy handles which kind of failure.
     pub recovery_manager: ActorConfig<RecoverySettings>,
     /// The load distributor.
-    pub load_distributor: ActorConfig,
+    pub load_distributor: ActorConfig<DistributorSettings>,
     /// The resource scaler.
     pub resource_scaler: ActorConfig,
     /// Each node's pool of worker actors (the application's work, and the budget that load

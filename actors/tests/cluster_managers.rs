@@ -14,7 +14,7 @@ use actors::managers::load_distributor::{Distribute, Distribution, DistributionE
 use actors::managers::recovery_manager::{OpenFailures, Recover, RecoveryError, Strategy};
 use actors::managers::resource_scaler::{Scale, ScalingError};
 use actors::security::audit::Outcome;
-use actors::managers::worker_pool::{Job, PoolError, PoolLoad, ReadLoad, Work};
+use actors::managers::worker_pool::{Adjust, Job, PoolError, PoolLoad, ReadLoad, Work};
 use actors::Config;
 use common::{eventually, j, Cluster};
 
@@ -353,4 +353,43 @@ async fn a_detector_out_of_energy_backs_off_instead_of_flooding_the_log() {
     let times = three.expect("the detector asks again after backing off");
     let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).num_milliseconds()).collect();
     assert!(gaps.iter().all(|&gap| gap >= 500), "refused checks {gaps:?} ms apart");
+}
+
+/// What the managers keep is bounded, and what happens at each bound is a named refusal.
+#[actix_rt::test]
+async fn open_failures_distributions_and_shares_are_bounded() {
+    let mut config = fast_detection();
+    config.recovery_manager.settings.strategies.remove(&FailureKind::ActorStopped);
+    config.recovery_manager.settings.max_open = 2;
+    config.load_distributor.settings.max_distributions = 1;
+    config.worker_pool.settings.max_distributions = 1;
+    let cluster = Cluster::start(2, config).await;
+    cluster.heard_by_all().await;
+    let node = cluster.node(1).unwrap();
+    let admin = |scope| cluster.world.ctx("admin", scope);
+
+    // Recovery: without a strategy, failures stay open; one of an open subject replaces it.
+    let recover = |subject: &str| Recover { ctx: admin("recovery_management"), failure: failure(1, FailureKind::ActorStopped, subject) };
+    for subject in ["worker-0", "worker-1", "worker-0"] {
+        let err = node.recovery.send(recover(subject)).await.unwrap().unwrap_err();
+        assert!(matches!(err, RecoveryError::StrategyNotFound(_)), "{err:?}");
+    }
+    let err = node.recovery.send(recover("worker-2")).await.unwrap().unwrap_err();
+    assert!(matches!(err, RecoveryError::RecoveryFailed(ref m) if m.contains("recovery_manager.max_open")), "{err:?}");
+    let open: Vec<String> = cluster.open_failures(1).await.into_iter().map(|f| f.subject).collect();
+    assert_eq!(open, ["worker-0", "worker-1"]);
+
+    // Distribution: a recorded one may be distributed again, a new one past the bound may not.
+    cluster.distribute(1, "web", 10.0).await.unwrap();
+    cluster.distribute(1, "web", 20.0).await.unwrap();
+    let err = cluster.distribute(1, "batch", 5.0).await.unwrap_err();
+    assert!(matches!(err, DistributionError::InvalidRequest(ref m) if m.contains("load_distributor.max_distributions")), "{err:?}");
+    assert_eq!(cluster.distributions(1).await.len(), 1);
+
+    // A pool takes shares of at most one distribution; a share of zero ends one.
+    let adjust = |distribution: &str, share| Adjust { ctx: admin("resource_management"), distribution: distribution.into(), share };
+    let err = node.pool.send(adjust("batch", 1.0)).await.unwrap().unwrap_err();
+    assert!(matches!(err, PoolError::InvalidRequest(ref m) if m.contains("worker_pool.max_distributions")), "{err:?}");
+    assert_eq!(node.pool.send(adjust("web", 0.0)).await.unwrap().unwrap(), 0.0);
+    assert_eq!(node.pool.send(adjust("batch", 1.0)).await.unwrap().unwrap(), 1.0);
 }

@@ -64,6 +64,20 @@ pub struct Distributions {
     pub ctx: SecurityContext,
 }
 
+/// The load distributor's own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct DistributorSettings {
+    /// Distributions recorded at once; a new one past it is refused (`InvalidRequest`), while
+    /// recorded ones may be distributed again.
+    pub max_distributions: usize,
+}
+
+impl Default for DistributorSettings {
+    fn default() -> Self {
+        DistributorSettings { max_distributions: 1024 }
+    }
+}
+
 /// A load and each node's share of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Distribution {
@@ -82,6 +96,7 @@ pub struct LoadDistributor {
     detector: Addr<FailureDetector>,
     transport: Arc<dyn Transport>,
     distributions: BTreeMap<String, Distribution>,
+    max_distributions: usize,
 }
 
 impl LoadDistributor {
@@ -94,6 +109,7 @@ impl LoadDistributor {
             detector,
             transport,
             distributions: BTreeMap::new(),
+            max_distributions: env.config().load_distributor.settings.max_distributions,
         }
     }
 
@@ -142,7 +158,13 @@ impl LoadDistributor {
 
 /// The load distributor's operations: a distribution costs 40 J by default, and so does a
 /// rebalance, which is one or more distributions; listing them costs nothing.
-#[gated(error = DistributionError, scope = SCOPE, budget = 7000.0, grants = [DistributionManagement, NodeManagement, EnergyManagement])]
+#[gated(
+    error = DistributionError,
+    scope = SCOPE,
+    budget = 7000.0,
+    grants = [DistributionManagement, NodeManagement, EnergyManagement],
+    settings = DistributorSettings
+)]
 impl LoadDistributor {
     /// Spreads a load over the live nodes and records it under its id.
     #[operation(
@@ -155,6 +177,14 @@ impl LoadDistributor {
         }
     )]
     fn distribute(&mut self, msg: Distribute) -> Pending<Self, Distribution, DistributionError> {
+        if !self.distributions.contains_key(&msg.id) && self.distributions.len() >= self.max_distributions {
+            let reason = format!(
+                "{} distributions are recorded, the most this distributor keeps (load_distributor.max_distributions); {} is not taken",
+                self.distributions.len(),
+                msg.id
+            );
+            return Box::pin(fut::ready(Err(DistributionError::InvalidRequest(reason))));
+        }
         self.with_peers(move |distributor, peers| distributor.place(&msg.id, msg.load, &peers))
     }
 

@@ -74,11 +74,15 @@ impl Strategy {
 pub struct RecoverySettings {
     /// Failure kind to strategy.
     pub strategies: BTreeMap<FailureKind, Strategy>,
+    /// Failures of distinct subjects open at once. A failure of a subject already open replaces
+    /// it; past the bound a new one is refused (`RecoveryFailed`, naming the bound) and stays with
+    /// whoever reported it (the detector keeps it in its history).
+    pub max_open: usize,
 }
 
 impl Default for RecoverySettings {
     fn default() -> Self {
-        RecoverySettings { strategies: Strategy::DEFAULTS.iter().copied().collect() }
+        RecoverySettings { strategies: Strategy::DEFAULTS.iter().copied().collect(), max_open: 1024 }
     }
 }
 
@@ -152,6 +156,7 @@ pub struct RecoveryManager {
     gate: Gate,
     node: NodeId,
     strategies: BTreeMap<FailureKind, Strategy>,
+    max_open: usize,
     open: Vec<Failure>,
     done: VecDeque<Recovered>,
     links: Links,
@@ -167,6 +172,7 @@ impl RecoveryManager {
             gate: env.gate::<Self>(&format!("recovery-manager/{node}"), config),
             node,
             strategies: config.settings.strategies.clone(),
+            max_open: config.settings.max_open,
             open: Vec::new(),
             done: VecDeque::new(),
             links,
@@ -273,7 +279,19 @@ impl RecoveryManager {
     )]
     fn recover(&mut self, msg: Recover) -> Pending<Self, Recovered, RecoveryError> {
         let failure = msg.failure;
-        self.open.push(failure.clone());
+        match self.open.iter().position(|f| f.node == failure.node && f.subject == failure.subject) {
+            Some(i) => self.open[i] = failure.clone(),
+            None if self.open.len() >= self.max_open => {
+                let reason = format!(
+                    "{} failures are open already, the most this manager keeps (recovery_manager.max_open); {} of {} is not taken",
+                    self.open.len(),
+                    failure.kind.name(),
+                    failure.subject
+                );
+                return Box::pin(fut::ready(Err(RecoveryError::RecoveryFailed(reason))));
+            }
+            None => self.open.push(failure.clone()),
+        }
         let kind = failure.kind.name();
         let Some(&strategy) = self.strategies.get(&failure.kind) else {
             let reason = format!("no strategy handles {kind} failures; set recovery_manager.strategies.{kind}");

@@ -44,6 +44,9 @@ pub struct PoolSettings {
     pub initial: usize,
     /// Workers a pool may grow to; scaling beyond it fails.
     pub max: usize,
+    /// Distributions a pool holds a share of at once; an adjustment for a new one past it is
+    /// refused (`InvalidRequest`). A share of zero ends the pool's part in a distribution.
+    pub max_distributions: usize,
 }
 
 impl PoolSettings {
@@ -56,7 +59,7 @@ impl PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { initial: 2, max: 32 }
+        PoolSettings { initial: 2, max: 32, max_distributions: 1024 }
     }
 }
 
@@ -361,7 +364,17 @@ impl WorkerPool {
         }
     )]
     fn adjust(&mut self, msg: Adjust) -> Result<f64, PoolError> {
-        self.shares.insert(msg.distribution, msg.share);
+        let bound = self.settings.max_distributions;
+        if msg.share == 0.0 {
+            self.shares.remove(&msg.distribution);
+        } else if self.shares.contains_key(&msg.distribution) || self.shares.len() < bound {
+            self.shares.insert(msg.distribution, msg.share);
+        } else {
+            return Err(PoolError::InvalidRequest(format!(
+                "worker-pool/{} holds shares of {bound} distributions, the most it keeps (worker_pool.max_distributions); {} is not taken",
+                self.node, msg.distribution
+            )));
+        }
         Ok(self.shares.values().sum())
     }
 }
