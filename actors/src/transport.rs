@@ -35,6 +35,9 @@ pub enum Undeliverable {
     /// The message was lost on the way (a fault injected by the network).
     #[error("message to node {0} was lost")]
     Lost(NodeId),
+    /// The node's actor for this kind of message has a full mailbox: it is not keeping up.
+    #[error("node {0} is not keeping up: its mailbox for this message is full")]
+    Full(NodeId),
 }
 
 /// What travels between nodes.
@@ -94,12 +97,24 @@ impl Inbox {
         self
     }
 
-    /// Hands `message` to its actor without waiting; false if that actor is missing or gone.
-    fn deliver(&self, message: Envelope) -> bool {
+    /// Hands `message` to node `to`'s actor for it without waiting, or says why not. The inbox's
+    /// own senders are used every time: a fresh clone of a sender is never "full" in actix, so
+    /// cloning per message would let a flood past every mailbox bound.
+    fn deliver(&self, to: NodeId, message: Envelope) -> Result<(), Undeliverable> {
+        fn sent<M: Message + Send>(to: NodeId, recipient: Option<&Recipient<M>>, m: M) -> Result<(), Undeliverable>
+        where
+            M::Result: Send,
+        {
+            match recipient.map(|r| r.try_send(m)) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(actix::prelude::SendError::Full(_))) => Err(Undeliverable::Full(to)),
+                Some(Err(actix::prelude::SendError::Closed(_))) | None => Err(Undeliverable::Unreachable(to)),
+            }
+        }
         match message {
-            Envelope::Raft(m) => self.raft.try_send(Peer(m)).is_ok(),
-            Envelope::Heartbeat(m) => self.heartbeats.as_ref().is_some_and(|r| r.try_send(m).is_ok()),
-            Envelope::Adjust(m) => self.adjustments.as_ref().is_some_and(|r| r.try_send(m).is_ok()),
+            Envelope::Raft(m) => sent(to, Some(&self.raft), Peer(m)),
+            Envelope::Heartbeat(m) => sent(to, self.heartbeats.as_ref(), m),
+            Envelope::Adjust(m) => sent(to, self.adjustments.as_ref(), m),
         }
     }
 }
@@ -115,7 +130,7 @@ pub struct LocalNetwork {
 }
 
 struct Inner {
-    nodes: BTreeMap<NodeId, Inbox>,
+    nodes: BTreeMap<NodeId, Arc<Inbox>>,
     faults: Faults,
     rng: ChaCha8Rng,
 }
@@ -133,7 +148,7 @@ impl LocalNetwork {
 
     /// Connects node `id`; messages to it go to `inbox`.
     pub fn connect(&self, id: NodeId, inbox: Inbox) {
-        self.lock().nodes.insert(id, inbox);
+        self.lock().nodes.insert(id, Arc::new(inbox));
     }
 
     /// Disconnects node `id`, as when its process crashes: messages to and from it are
@@ -171,15 +186,64 @@ impl Transport for LocalNetwork {
         let inbox = inner.nodes.get(&to).ok_or(Undeliverable::Unreachable(to))?.clone();
         match inner.faults.route(&mut inner.rng, from, to) {
             Route::Lost => Err(Undeliverable::Lost(to)),
-            Route::After(0) => inbox.deliver(message).then_some(()).ok_or(Undeliverable::Unreachable(to)),
+            Route::After(0) => inbox.deliver(to, message),
             Route::After(ms) => {
                 actix::spawn(async move {
                     actix::clock::sleep(Duration::from_millis(ms)).await;
-                    // Lost if the node went away meanwhile, as on a real network.
-                    inbox.deliver(message);
+                    // Lost if the node went away or fell behind meanwhile, as on a real network.
+                    let _ = inbox.deliver(to, message);
                 });
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::{Actor, Context, Handler};
+
+    use super::*;
+    use crate::managers::failure_detector::Vitals;
+
+    /// Takes heartbeats into a mailbox of two, and handles none until released.
+    struct Slow(Option<std::sync::mpsc::Receiver<()>>);
+
+    impl Actor for Slow {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(2);
+        }
+    }
+
+    impl Handler<Heartbeat> for Slow {
+        type Result = ();
+        fn handle(&mut self, _: Heartbeat, _: &mut Context<Self>) {
+            if let Some(release) = self.0.take() {
+                let _ = release.recv_timeout(Duration::from_secs(60));
+            }
+        }
+    }
+
+    impl Handler<Peer> for Slow {
+        type Result = ();
+        fn handle(&mut self, _: Peer, _: &mut Context<Self>) {}
+    }
+
+    #[actix::test]
+    async fn a_flood_to_a_node_that_is_not_keeping_up_is_refused_not_queued() {
+        let (release, released) = std::sync::mpsc::channel();
+        let arbiter = actix::Arbiter::new();
+        let slow = Slow::start_in_arbiter(&arbiter.handle(), move |_| Slow(Some(released)));
+        let network = LocalNetwork::new(1);
+        network.connect(1, Inbox::new(slow.clone().recipient()));
+        network.connect(2, Inbox::new(slow.clone().recipient()).with_heartbeats(slow.clone().recipient()));
+        let beat = || Envelope::Heartbeat(Heartbeat { from: 1, vitals: Vitals::default() });
+        let results: Vec<_> = (0..100).map(|_| network.send(1, 2, beat())).collect();
+        let full = results.iter().filter(|r| matches!(r, Err(Undeliverable::Full(2)))).count();
+        // The first is being handled (and blocks), a few fit in the mailbox; the rest are refused.
+        assert!(full >= 90, "{full} of 100 refused: {results:?}");
+        release.send(()).unwrap();
+        arbiter.stop();
     }
 }

@@ -35,6 +35,9 @@ pub struct RaftSettings {
     pub heartbeat_ms: u64,
     /// Snapshot the state and drop the log behind it every this many entries.
     pub snapshot_every: u64,
+    /// Messages the consensus actor's mailbox holds (peers' Raft traffic and local proposals);
+    /// past it the transport answers `Full` and Raft treats the peer as unreachable for now.
+    pub mailbox_capacity: usize,
 }
 
 impl RaftSettings {
@@ -49,6 +52,9 @@ impl RaftSettings {
 
     /// What is wrong with these settings, if anything.
     pub fn problem(&self) -> Option<String> {
+        if self.mailbox_capacity == 0 {
+            return Some("mailbox_capacity must be at least 1".into());
+        }
         (self.tick_ms == 0 || self.heartbeat_ms < self.tick_ms || self.election_timeout_ms <= self.heartbeat_ms).then(|| {
             format!(
                 "need 0 < tick_ms <= heartbeat_ms < election_timeout_ms, got {} / {} / {}",
@@ -60,7 +66,7 @@ impl RaftSettings {
 
 impl Default for RaftSettings {
     fn default() -> Self {
-        RaftSettings { tick_ms: 10, election_timeout_ms: 150, heartbeat_ms: 50, snapshot_every: 1024 }
+        RaftSettings { tick_ms: 10, election_timeout_ms: 150, heartbeat_ms: 50, snapshot_every: 1024, mailbox_capacity: 4096 }
     }
 }
 
@@ -128,6 +134,7 @@ pub struct Consensus {
     replica: Replica,
     transport: Arc<dyn Transport>,
     tick: Duration,
+    mailbox_capacity: usize,
     /// Proposals waiting for their commit, by sequence number.
     proposals: BTreeMap<u64, oneshot::Sender<State>>,
     campaigns: Vec<PendingCampaign>,
@@ -143,8 +150,8 @@ struct PendingCampaign {
 
 impl Consensus {
     /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
-    pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration) -> Self {
-        Consensus { replica, transport, tick, proposals: BTreeMap::new(), campaigns: Vec::new() }
+    pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration, mailbox_capacity: usize) -> Self {
+        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new() }
     }
 
     /// Persists, sends and applies whatever the replica has ready, and answers whoever waited.
@@ -234,7 +241,7 @@ impl Consensus {
             ..ReplicaConfig::new(id)
         };
         let replica = Replica::open(&config, store)?;
-        Ok(Consensus::new(replica, transport, config.timing.tick).start())
+        Ok(Consensus::new(replica, transport, config.timing.tick, settings.mailbox_capacity).start())
     }
 }
 
@@ -242,6 +249,7 @@ impl Actor for Consensus {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
         ctx.run_interval(self.tick, |actor, ctx| {
             actor.replica.tick();
             actor.drive(ctx);
