@@ -393,3 +393,15 @@ async fn open_failures_distributions_and_shares_are_bounded() {
     assert_eq!(node.pool.send(adjust("web", 0.0)).await.unwrap().unwrap(), 0.0);
     assert_eq!(node.pool.send(adjust("batch", 1.0)).await.unwrap().unwrap(), 1.0);
 }
+
+#[actix_rt::test]
+async fn a_node_whose_consensus_actor_stopped_falls_silent_and_is_detected() {
+    let cluster = Cluster::start(3, fast_detection()).await;
+    cluster.heard_by_all().await;
+    cluster.node(3).unwrap().consensus.send(actors::node::Stop).await.unwrap();
+    let seen = eventually(SOON, || async {
+        cluster.failures(1).await.into_iter().find(|f| f.node == 3 && matches!(f.kind, FailureKind::Unreachable | FailureKind::LeaderUnreachable))
+    })
+    .await;
+    assert!(seen.is_some(), "node 3's detector kept beating for a node without consensus");
+}

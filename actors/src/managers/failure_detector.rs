@@ -1,7 +1,7 @@
 //! The failure detector: phi-accrual over heartbeats.
 //!
 //! Every `failure_detector.heartbeat_ms` the detector sends each peer a [`Heartbeat`] over the
-//! transport, carrying what this node reports about itself ([`Vitals`]: its applied state version,
+//! transport (while this node's consensus actor runs: a node without one falls silent), carrying what this node reports about itself ([`Vitals`]: its applied state version,
 //! the leader it knows, its worker pool's capacity and remaining energy); ten times as often it
 //! asks its [`Detector`] (in the deterministic cluster core) which peers crossed the threshold or
 //! came back. Asking is free; for each such peer the detector sends itself a gated [`Check`], so
@@ -282,13 +282,17 @@ impl FailureDetector {
             )
         };
         ctx.spawn(fut::wrap_future(read).map(|(view, load), detector: &mut Self, _| {
-            if let Some(view) = view {
-                detector.local.version = view.state.version;
-                detector.local.leader = view.leader;
-                if let Some(leader) = view.leader {
-                    let now = detector.now();
-                    detector.decisions.led(leader, now);
-                }
+            let Some(view) = view else {
+                // Without its consensus actor this node cannot take part in the cluster: it falls
+                // silent, so that its peers see it fail instead of a healthy-looking husk.
+                tracing::error!(node = detector.node, "the consensus actor is gone; no more heartbeats");
+                return;
+            };
+            detector.local.version = view.state.version;
+            detector.local.leader = view.leader;
+            if let Some(leader) = view.leader {
+                let now = detector.now();
+                detector.decisions.led(leader, now);
             }
             if let Some(load) = load {
                 detector.local.capacity = load.workers as f64;
