@@ -99,6 +99,9 @@ pub enum ReplicaError {
     /// raft-rs refused a message or a configuration.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// A peer's message does not fit this node's log; it was not stepped.
+    #[error("inconsistent message: {0}")]
+    Inconsistent(String),
 }
 
 /// One update applied to the state machine.
@@ -195,8 +198,31 @@ impl Replica {
         self.node.tick();
     }
 
-    /// Hands Raft a message from a peer.
-    pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+    /// Hands Raft a message from a peer, once it is consistent with this node's log. raft-rs
+    /// takes its input on trust and aborts the process on some inconsistencies (a commit index
+    /// past the log's end, an append that contradicts a committed entry); a message from a buggy
+    /// or hostile peer, or one that outlived a lost disk, must not reach those paths.
+    pub fn step(&mut self, mut message: Message) -> Result<(), ReplicaError> {
+        let me = self.id();
+        if message.to != me {
+            return Err(ReplicaError::Inconsistent(format!("a message for node {} reached node {me}", message.to)));
+        }
+        let log = &self.node.raft.raft_log;
+        if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > log.last_index() {
+            // A leader commits at most what this node has acknowledged; anything beyond this log
+            // is not this node's to commit yet.
+            tracing::warn!(node = me, from = message.from, commit = message.commit, last = log.last_index(), "heartbeat commits past this log; clamped");
+            message.commit = log.last_index();
+        }
+        if message.get_msg_type() == MessageType::MsgAppend {
+            let committed = log.committed;
+            if let Some(e) = message.entries.iter().find(|e| e.index <= committed && log.term(e.index).is_ok_and(|t| t != e.term)) {
+                return Err(ReplicaError::Inconsistent(format!(
+                    "node {} sent entry {} of term {}, which contradicts entry {} committed here",
+                    message.from, e.index, e.term, e.index
+                )));
+            }
+        }
         Ok(self.node.step(message)?)
     }
 
@@ -358,5 +384,53 @@ impl Replica {
     /// How many proposals of this node are still waiting for their commit.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower() -> (tempfile::TempDir, Replica) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), &[1, 2, 3]).unwrap();
+        let replica = Replica::open(&ReplicaConfig::new(2), store).unwrap();
+        (dir, replica)
+    }
+
+    fn message(kind: MessageType, to: NodeId) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(kind);
+        (m.from, m.to, m.term) = (1, to, 1);
+        m
+    }
+
+    #[test]
+    fn a_heartbeat_committing_past_the_log_is_clamped_not_fatal() {
+        let (_dir, mut replica) = follower();
+        let mut beat = message(MessageType::MsgHeartbeat, 2);
+        beat.commit = 1_000;
+        replica.step(beat).unwrap();
+        replica.advance().unwrap();
+        assert_eq!(replica.node.raft.raft_log.committed, replica.node.raft.raft_log.last_index());
+    }
+
+    #[test]
+    fn misaddressed_or_contradicting_messages_are_refused() {
+        let (_dir, mut replica) = follower();
+        let err = replica.step(message(MessageType::MsgHeartbeat, 3)).unwrap_err();
+        assert!(err.to_string().contains("a message for node 3 reached node 2"), "{err}");
+
+        // Commit one entry of term 1, then an append that says index 1 was of term 7.
+        let mut append = message(MessageType::MsgAppend, 2);
+        append.entries = vec![Entry { index: 1, term: 1, ..Default::default() }].into();
+        append.commit = 1;
+        replica.step(append).unwrap();
+        replica.advance().unwrap();
+        let mut liar = message(MessageType::MsgAppend, 2);
+        liar.term = 7;
+        liar.entries = vec![Entry { index: 1, term: 7, ..Default::default() }].into();
+        let err = replica.step(liar).unwrap_err();
+        assert!(err.to_string().contains("contradicts entry 1 committed here"), "{err}");
     }
 }

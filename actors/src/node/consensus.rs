@@ -261,9 +261,12 @@ impl Handler<Peer> for Consensus {
     type Result = ();
 
     fn handle(&mut self, Peer(message): Peer, ctx: &mut Context<Self>) {
-        if let Err(e) = self.replica.step(message) {
+        match self.replica.step(message) {
+            Ok(()) => {}
+            // A message that contradicts this log is a peer's bug, a lost disk or an attack.
+            Err(e @ ReplicaError::Inconsistent(_)) => tracing::warn!(node = self.replica.id(), "peer message refused: {e}"),
             // Stale terms, unknown peers: Raft refuses them and nothing else needs to happen.
-            tracing::debug!(node = self.replica.id(), "peer message refused: {e}");
+            Err(e) => tracing::debug!(node = self.replica.id(), "peer message refused: {e}"),
         }
         self.drive(ctx);
     }
