@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use security::audit::{decode_line, EntryKind, verify, AuditReader, Filter, StoredEntry, Summary, Tally, VerifyError};
+use security::audit::{decode_line, verify, AuditKey, AuditReader, EntryKind, Filter, StoredEntry, Summary, Tally, VerifyError};
 
 /// The log was read and is damaged or tampered with.
 pub const EXIT_BROKEN: u8 = 1;
@@ -18,16 +18,25 @@ pub const EXIT_UNREADABLE: u8 = 2;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check every hash, chain link and sequence number, and HEAD.
+    /// Check every seal, chain link and sequence number, and HEAD.
     ///
     /// Exits 0 on an intact log. Exits 1 on a damaged one (an edited, deleted, reordered or
-    /// removed entry, or a torn final line), naming the file, line and entry of the first problem.
-    /// Exits 2 when PATH cannot be read as a log at all.
+    /// removed entry, a torn final line, or, with --key, an entry not sealed with the key),
+    /// naming the file, line and entry of the first problem. Exits 2 when PATH cannot be read as a
+    /// log at all, or the key cannot be read.
     ///
-    /// Example: ergon audit verify ergon-demo/audit
+    /// A log written without a key (audit.key_file) is a plain hash chain: it shows accidents and
+    /// careless edits, but anyone who can write the files can rebuild it. A keyed log can only be
+    /// verified with its key.
+    ///
+    /// Examples: ergon audit verify ergon-demo/audit
+    ///           ergon audit verify /var/log/ergon --key /etc/ergon/audit.key
     Verify {
         /// A log directory or a single segment file.
         path: PathBuf,
+        /// The key the log is sealed with (the file audit.key_file names).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Count requests, refusals and joules, by actor, principal and operation.
     ///
@@ -94,23 +103,41 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 pub fn run(command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { path } => Ok(verify_command(&path)),
+        AuditCommand::Verify { path, key } => Ok(verify_command(&path, key.as_deref())),
         AuditCommand::Summary { path, json } => summary(&path, json),
         AuditCommand::Show(args) => show(args),
     }
 }
 
-fn verify_command(path: &Path) -> ExitCode {
-    match verify(path) {
+fn verify_command(path: &Path, key: Option<&Path>) -> ExitCode {
+    let key = match key.map(AuditKey::load).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("ergon: {e}");
+            return ExitCode::from(EXIT_UNREADABLE);
+        }
+    };
+    let verified = match &key {
+        Some(key) => security::audit::verify_keyed(path, key),
+        None => verify(path),
+    };
+    match verified {
         Ok(report) => {
             println!(
-                "ok: {} entries ({} to {}) in {} file(s), every hash and link intact{}",
+                "ok: {} entries ({} to {}) in {} file(s), every {} and link intact{}",
                 report.entries,
                 report.first_seq,
                 report.last_seq,
                 report.files,
+                if key.is_some() { "seal made with the key" } else { "hash" },
                 if report.head_checked { ", HEAD matches" } else { " (a single file: HEAD not checked)" }
             );
+            if key.is_none() {
+                println!(
+                    "note: the log has no key, so this shows accidents and careless edits; anyone who can write the \
+                     files can rebuild a plain chain. Set audit.key_file to seal it."
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error @ VerifyError::Broken { .. }) => {

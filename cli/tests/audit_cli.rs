@@ -56,6 +56,36 @@ fn verify_passes_an_intact_log_and_fails_an_edited_one_naming_the_place() {
 }
 
 #[test]
+fn verify_with_a_key_vouches_for_a_keyed_log_and_without_one_says_what_a_plain_chain_is_worth() {
+    let (dir, secrets) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = secrets.path().join("audit.key");
+    fs::write(&key, "7f".repeat(32)).unwrap();
+    let mut config = AuditConfig::new(dir.path());
+    config.key_file = Some(key.clone());
+    let (log, _) = AuditLog::open(config).unwrap();
+    log.record(AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "user:alice", "join", "w1"));
+    log.close().unwrap();
+    let path = dir.path().to_str().unwrap();
+
+    let out = ergon(&["audit", "verify", path, "--key", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("every seal made with the key and link intact"), "{}", text(&out.stdout));
+    let out = ergon(&["audit", "verify", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--key FILE"), "{}", text(&out.stderr));
+    let out = ergon(&["audit", "verify", path, "--key", "/nonexistent/audit.key"]);
+    assert_eq!(out.status.code(), Some(2));
+    // `show` reads a keyed log without its key.
+    let out = ergon(&["audit", "show", path]);
+    assert!(text(&out.stdout).contains("user:alice"), "{}", text(&out.stdout));
+
+    let plain = tempfile::tempdir().unwrap();
+    write_log(plain.path());
+    let out = ergon(&["audit", "verify", plain.path().to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("note: the log has no key"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn verify_reports_a_truncated_log() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path());

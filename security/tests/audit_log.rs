@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use security::audit::{
-    verify, AuditConfig, AuditEntry, AuditError, AuditLog, AuditReader, AuditSink, Durability, EntryKind, Filter,
-    Outcome, Problem, ReadError, Summary, TailRepair, VerifyError,
+    verify, verify_keyed, AuditConfig, AuditEntry, AuditError, AuditKey, AuditLog, AuditReader, AuditSink, Durability,
+    EntryKind, Filter, KeyError, Outcome, Problem, ReadError, Summary, TailRepair, VerifyError,
 };
 
 fn entry(i: usize) -> AuditEntry {
@@ -271,4 +271,78 @@ fn the_reader_filters_and_the_summary_adds_up() {
     assert_eq!((summary.total.requests, summary.total.denied, summary.total.joules), (6, 2, 40.0));
     assert_eq!(summary.by_principal["mallory"].denied, 2);
     assert_eq!(summary.by_actor["node-manager/n1"].joules, 40.0);
+}
+
+/// What a forger who can write the files does: rewrites entries and seals the chain and `HEAD`
+/// again, with plain SHA-256 (or an HMAC under a key of its own).
+fn forge(dir: &Path, principal: &str, key: Option<&[u8]>) {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let mut prev = "0".repeat(64);
+    let mut last = None;
+    for index in 1.. {
+        let path = segment(dir, index);
+        if !path.exists() {
+            break;
+        }
+        let forged: Vec<String> = lines(&path)
+            .into_iter()
+            .map(|line| {
+                let cut = line.rfind(",\"hash\":\"").or_else(|| line.rfind(",\"mac\":\"")).unwrap();
+                let mut value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let seq = value["seq"].as_u64().unwrap();
+                let old_prev = value["prev"].as_str().unwrap().to_owned();
+                value["principal"] = principal.into();
+                let body = line[..cut].replace(&old_prev, &prev).replace("\"alice\"", &format!("{:?}", principal));
+                let content = format!("{body}}}");
+                let (field, seal) = match key {
+                    None => ("hash", hex::encode(Sha256::digest(content.as_bytes()))),
+                    Some(key) => ("mac", hex::encode(Hmac::<Sha256>::new_from_slice(key).unwrap().chain_update(content.as_bytes()).finalize().into_bytes())),
+                };
+                prev = seal.clone();
+                last = Some(seq);
+                format!("{body},\"{field}\":\"{seal}\"}}")
+            })
+            .collect();
+        set_lines(&path, &forged);
+    }
+    fs::write(dir.join("HEAD"), format!("{{\"seq\":{},\"hash\":\"{prev}\"}}", last.unwrap())).unwrap();
+}
+
+#[test]
+fn a_keyed_chain_cannot_be_rebuilt_without_its_key() {
+    let (dir, secrets) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key_file = secrets.path().join("audit.key");
+    fs::write(&key_file, hex::encode([0x5a; 32])).unwrap();
+    write_log(dir.path(), 12, |c| {
+        c.key_file = Some(key_file.clone());
+        c.max_segment_bytes = 2_000;
+    });
+    let key = AuditKey::load(&key_file).unwrap();
+    assert_eq!(verify_keyed(dir.path(), &key).unwrap().entries, 12);
+    assert_eq!(problem(verify(dir.path())), (Some(1), Some(0), Problem::Keyed), "without the key it cannot vouch");
+    // It reads without the key, for `ergon audit show`.
+    assert_eq!(AuditReader::open(dir.path()).unwrap().entries().filter(Result::is_ok).count(), 12);
+
+    // A plain chain, rebuilt by someone without the key, fools a plain verifier, not the key.
+    forge(dir.path(), "mallory", None);
+    verify(dir.path()).expect("a rebuilt plain chain verifies without a key: why a key is wanted");
+    assert_eq!(problem(verify_keyed(dir.path(), &key)), (Some(1), Some(0), Problem::Unkeyed));
+    // Nor does a chain sealed with another key.
+    forge(dir.path(), "mallory", Some(&[0x11; 32]));
+    assert_eq!(problem(verify_keyed(dir.path(), &key)), (Some(1), Some(0), Problem::Edited));
+
+    // A keyed log is not extended without its key, nor an unkeyed one with a key.
+    let err = AuditLog::open(AuditConfig::new(dir.path())).err().expect("refused").to_string();
+    assert!(err.contains("configure audit.key_file"), "{err}");
+    let plain = tempfile::tempdir().unwrap();
+    write_log(plain.path(), 2, |_| {});
+    let mut keyed = AuditConfig::new(plain.path());
+    keyed.key_file = Some(key_file.clone());
+    let err = AuditLog::open(keyed).err().expect("refused").to_string();
+    assert!(err.contains("a keyed log continues only a keyed chain"), "{err}");
+    let mut short = AuditConfig::new(plain.path());
+    fs::write(secrets.path().join("short.key"), "abcd").unwrap();
+    short.key_file = Some(secrets.path().join("short.key"));
+    assert!(matches!(AuditLog::open(short), Err(AuditError::Key(KeyError::TooShort(2)))));
 }

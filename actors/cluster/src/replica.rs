@@ -423,13 +423,13 @@ mod tests {
 
         // Commit one entry of term 1, then an append that says index 1 was of term 7.
         let mut append = message(MessageType::MsgAppend, 2);
-        append.entries = vec![Entry { index: 1, term: 1, ..Default::default() }].into();
+        append.entries = vec![Entry { index: 1, term: 1, ..Default::default() }];
         append.commit = 1;
         replica.step(append).unwrap();
         replica.advance().unwrap();
         let mut liar = message(MessageType::MsgAppend, 2);
         liar.term = 7;
-        liar.entries = vec![Entry { index: 1, term: 7, ..Default::default() }].into();
+        liar.entries = vec![Entry { index: 1, term: 7, ..Default::default() }];
         let err = replica.step(liar).unwrap_err();
         assert!(err.to_string().contains("contradicts entry 1 committed here"), "{err}");
     }

@@ -296,6 +296,8 @@ pub struct StoredEntry {
     /// The record.
     #[serde(flatten)]
     pub entry: AuditEntry,
-    /// SHA-256 of this line without its `hash` field.
+    /// SHA-256 of this line without its `hash` field (or, in a keyed log, HMAC-SHA256 under the
+    /// key, written as `mac`).
+    #[serde(alias = "mac")]
     pub hash: String,
 }

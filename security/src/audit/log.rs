@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::chain::{self, LineError, GENESIS};
+use super::chain::{self, AuditKey, Check, KeyError, LineError, GENESIS};
 use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, HEAD_FILE};
 
 /// When written entries are forced to disk.
@@ -39,6 +39,11 @@ pub struct AuditConfig {
     /// Entries queued for the writer before [`AuditSink::record`] waits for it.
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// A file holding the key that seals every entry (HMAC-SHA256; 32 bytes or more, as hex or
+    /// raw). Without one the chain is a plain hash chain, which shows accidents and careless edits
+    /// but not someone who rewrites the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_durability() -> Durability {
@@ -59,6 +64,7 @@ impl AuditConfig {
             durability: default_durability(),
             max_segment_bytes: default_segment_bytes(),
             queue_capacity: default_queue(),
+            key_file: None,
         }
     }
 }
@@ -109,6 +115,9 @@ pub enum AuditError {
     /// The writer thread has stopped.
     #[error("the audit writer thread has stopped")]
     WriterGone,
+    /// The configured key could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -234,6 +243,7 @@ struct Head {
 /// The writer thread's state. Everything here happens off the gate's path.
 struct Writer {
     dir: PathBuf,
+    key: Option<AuditKey>,
     durability: Durability,
     max_segment_bytes: u64,
     segment: u32,
@@ -267,6 +277,8 @@ const POLL_MAX: Duration = Duration::from_millis(20);
 impl Writer {
     fn open(config: &AuditConfig) -> Result<(Writer, OpenReport), AuditError> {
         let dir = &config.dir;
+        let key = config.key_file.as_deref().map(AuditKey::load).transpose()?;
+        let check = key.as_ref().map_or(Check::Unkeyed, Check::Key);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let segments = list_segments(dir).map_err(io_err(dir))?;
         let mut repaired = None;
@@ -276,10 +288,10 @@ impl Writer {
             let is_newest = i + 1 == segments.len();
             let mut bytes = fs::read(path).map_err(io_err(path))?;
             if is_newest {
-                let before_tail = last_entry(path, &bytes)?;
-                repaired = repair_tail(path, &mut bytes, before_tail.as_ref())?;
+                let before_tail = last_entry(path, &bytes, check)?;
+                repaired = repair_tail(path, &mut bytes, before_tail.as_ref(), check)?;
             }
-            if let Some(found) = last_entry(path, &bytes)? {
+            if let Some(found) = last_entry(path, &bytes, check)? {
                 last = Some(found);
                 break;
             }
@@ -305,6 +317,7 @@ impl Writer {
         let (next_seq, last_hash) = last.map_or((0, GENESIS.to_owned()), |(seq, hash)| (seq + 1, hash));
         let mut writer = Writer {
             dir: dir.clone(),
+            key,
             durability: config.durability,
             max_segment_bytes: config.max_segment_bytes,
             segment,
@@ -412,7 +425,7 @@ impl Writer {
         let mut written = 0;
         let mut outcome = Ok(());
         for (i, entry) in entries.iter().enumerate() {
-            let hash = chain::encode(seq, &prev, entry, &mut self.scratch, &mut self.line);
+            let hash = chain::encode(seq, &prev, entry, self.key.as_ref(), &mut self.scratch, &mut self.line);
             let full = self.segment_bytes + (self.batch.len() + self.line.len()) as u64 > self.max_segment_bytes;
             if full && self.segment_bytes + self.batch.len() as u64 > 0 {
                 outcome = self.commit(seq, &prev).and_then(|()| self.rotate());
@@ -497,35 +510,40 @@ impl Writer {
 }
 
 /// The sequence number and hash of the last complete line of a segment, if it has one.
-fn last_entry(path: &Path, bytes: &[u8]) -> Result<Option<(u64, String)>, AuditError> {
+fn last_entry(path: &Path, bytes: &[u8], check: Check<'_>) -> Result<Option<(u64, String)>, AuditError> {
     let complete = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(end) => &bytes[..end],
         None => return Ok(None),
     };
     let start = complete.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let line_no = complete.iter().filter(|b| **b == b'\n').count() + 1;
-    match chain::decode(&complete[start..]) {
+    match chain::decode(&complete[start..], check) {
         Ok(stored) => Ok(Some((stored.seq, stored.hash))),
-        Err(e) => Err(AuditError::Corrupt {
-            path: path.to_owned(),
-            line: line_no,
-            reason: match e {
-                LineError::Malformed(why) => format!("not an audit entry ({why})"),
-                LineError::HashMismatch { .. } => "its content does not match its hash (edited)".into(),
-            },
-        }),
+        Err(e) => {
+            let hint = match e {
+                LineError::Keyed { .. } => " (the log is keyed: configure audit.key_file)",
+                LineError::Unkeyed { .. } => " (a keyed log continues only a keyed chain: give it a directory of its own)",
+                _ => "",
+            };
+            Err(AuditError::Corrupt { path: path.to_owned(), line: line_no, reason: format!("{}{hint}", e.describe()) })
+        }
     }
 }
 
 /// Handles bytes after the last newline of the newest segment: a write a crash cut short.
-fn repair_tail(path: &Path, bytes: &mut Vec<u8>, last: Option<&(u64, String)>) -> Result<Option<TailRepair>, AuditError> {
+fn repair_tail(
+    path: &Path,
+    bytes: &mut Vec<u8>,
+    last: Option<&(u64, String)>,
+    check: Check<'_>,
+) -> Result<Option<TailRepair>, AuditError> {
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     if keep == bytes.len() {
         return Ok(None);
     }
     let tail = &bytes[keep..];
     let (expected_seq, expected_prev) = last.map_or((0, GENESIS), |(seq, hash)| (seq + 1, hash.as_str()));
-    if let Ok(stored) = chain::decode(tail) {
+    if let Ok(stored) = chain::decode(tail, check) {
         if stored.seq == expected_seq && stored.prev == expected_prev {
             let mut file = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
             file.write_all(b"\n").and_then(|()| file.sync_data()).map_err(io_err(path))?;

@@ -38,12 +38,13 @@ mod sink;
 mod summary;
 mod verify;
 
+pub use chain::{AuditKey, KeyError};
 pub use entry::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
 pub use log::{AuditConfig, AuditError, AuditLog, Durability, OpenReport, TailRepair};
 pub use reader::{AuditReader, Filter, ReadError};
 pub use sink::{AuditSink, MemorySink};
 pub use summary::{Attributed, Metered, Summary, Tally};
-pub use verify::{verify, Problem, VerifyError, VerifyReport};
+pub use verify::{verify, verify_keyed, Problem, VerifyError, VerifyReport};
 
 /// A `'static` copy of `name`, made once per distinct name and kept for the life of the process.
 ///
@@ -64,9 +65,11 @@ pub fn intern(name: &str) -> &'static str {
 /// Parses one line of a log (without its newline) and checks it against its own hash: for readers
 /// that follow a growing file. Chain links are [`verify`]'s business.
 pub fn decode_line(line: &[u8]) -> Result<StoredEntry, String> {
-    chain::decode(line).map_err(|e| match e {
+    chain::decode(line, chain::Check::Unchecked).map_err(|e| match e {
         chain::LineError::Malformed(why) => format!("not an audit entry: {why}"),
-        chain::LineError::HashMismatch { seq } => format!("entry {seq}: its content does not match its hash (edited)"),
+        chain::LineError::HashMismatch { seq } | chain::LineError::Keyed { seq } | chain::LineError::Unkeyed { seq } => {
+            format!("entry {seq}: {}", e.describe())
+        }
     })
 }
 

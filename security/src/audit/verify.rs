@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::chain::{self, LineError, GENESIS};
+use super::chain::{self, AuditKey, Check, LineError, GENESIS};
 use super::reader::{AuditReader, ReadError};
 use super::HEAD_FILE;
 
@@ -71,6 +71,11 @@ pub enum Problem {
         /// The sequence number found after it.
         found: u64,
     },
+    /// The entry is sealed with a key, and no key was given.
+    Keyed,
+    /// The log is verified with a key, and this entry has a plain hash instead: it was written by
+    /// someone without the key.
+    Unkeyed,
 }
 
 impl fmt::Display for Problem {
@@ -101,6 +106,10 @@ impl fmt::Display for Problem {
                 last_seq.map_or("before its first entry".to_string(), |s| format!("at entry {s}"))
             ),
             Problem::HeadMismatch { seq } => write!(f, "entry {seq} does not have the hash HEAD records for it: it was replaced"),
+            Problem::Keyed => write!(f, "the entry is sealed with a key; verify with the key (ergon audit verify --key FILE)"),
+            Problem::Unkeyed => {
+                write!(f, "the entry has a plain hash where the key's seal belongs: written by someone without the key (forged)")
+            }
             Problem::Exhausted { found } => {
                 write!(f, "entry {found} follows entry {}, the last a log can number: the numbers were wrapped", u64::MAX)
             }
@@ -148,12 +157,26 @@ struct Head {
     hash: String,
 }
 
+/// Verifies a log directory (segments and `HEAD`) or a single segment file sealed with `key`:
+/// every entry must carry the key's seal, so a chain rebuilt by someone without the key fails.
+pub fn verify_keyed(path: &Path, key: &AuditKey) -> Result<VerifyReport, VerifyError> {
+    verify_with(path, Check::Key(key))
+}
+
 /// Verifies a log directory (segments and `HEAD`) or a single segment file.
 ///
 /// A directory must start at entry 0 and end at or after the entry `HEAD` records; a single
 /// file may start anywhere (it may continue an earlier segment) and has no `HEAD` to check.
 /// Returns the first problem, with its file, line and entry.
+///
+/// This checks a plain hash chain, which anyone who can write the files can rebuild: it shows
+/// accidents and careless edits, not a deliberate forger. A keyed log is refused here (its seals
+/// need the key); see [`verify_keyed`].
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_with(path, Check::Unkeyed)
+}
+
+fn verify_with(path: &Path, check: Check<'_>) -> Result<VerifyReport, VerifyError> {
     let reader = AuditReader::open(path)?;
     let head = match reader.dir() {
         Some(dir) => {
@@ -182,10 +205,12 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
             Err(e) => return Err(e.into()),
         };
         let at = |seq, problem| broken(&line.path, Some(line.number), seq, problem);
-        let stored = match chain::decode(&line.bytes) {
+        let stored = match chain::decode(&line.bytes, check) {
             Ok(stored) => stored,
             Err(LineError::Malformed(why)) => return Err(at(None, Problem::Malformed(why))),
             Err(LineError::HashMismatch { seq }) => return Err(at(Some(seq), Problem::Edited)),
+            Err(LineError::Keyed { seq }) => return Err(at(Some(seq), Problem::Keyed)),
+            Err(LineError::Unkeyed { seq }) => return Err(at(Some(seq), Problem::Unkeyed)),
         };
         let seq = stored.seq;
         let expected = match &last {
@@ -201,7 +226,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
                 let later = lines
                     .by_ref()
                     .filter_map(Result::ok)
-                    .any(|l| chain::decode(&l.bytes).is_ok_and(|s| s.seq == expected));
+                    .any(|l| chain::decode(&l.bytes, check).is_ok_and(|s| s.seq == expected));
                 let problem = if later { Problem::Reordered { expected, found: seq } } else { Problem::Missing { expected, found: seq } };
                 return Err(at(Some(seq), problem));
             }
@@ -260,9 +285,9 @@ mod tests {
         let entry = AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "a", "user:mallory", "join", "w1");
         let (mut scratch, mut line) = (Vec::new(), Vec::new());
         let mut file = std::fs::File::create(&path).unwrap();
-        let last = chain::encode(u64::MAX, GENESIS, &entry, &mut scratch, &mut line);
+        let last = chain::encode(u64::MAX, GENESIS, &entry, None, &mut scratch, &mut line);
         file.write_all(&line).unwrap();
-        chain::encode(0, &last, &entry, &mut scratch, &mut line);
+        chain::encode(0, &last, &entry, None, &mut scratch, &mut line);
         file.write_all(&line).unwrap();
         drop(file);
         let err = verify(&path).unwrap_err().to_string();
