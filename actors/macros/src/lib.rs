@@ -8,7 +8,7 @@
 //!   passes the message through the gate, the actor's cost table (with `top_up` and `status`),
 //!   its `Actor` and `GatedActor` impls and its default configuration.
 //! - [`macro@gate_error`] on an actor's error enum: adds the refusals every gated actor can
-//!   answer (`PermissionDenied`, `InsufficientEnergy`, `InvalidRequest`, and on request
+//!   answer (`PermissionDenied`, `InsufficientEnergy`, `InvalidRequest`, `AuditUnavailable`, and on request
 //!   `InvalidCapabilities` and `InvalidScope`) and implements `GateError`, so the enum lists only
 //!   the actor's own failures.
 //!
@@ -389,9 +389,16 @@ struct Refusal {
 
 /// The refusals that carry a reason: variant, `GateError` method, documentation, message, and
 /// whether every actor has it (the others only on request).
-const REASONED: [(&str, &str, &str, &str, bool); 4] = [
+const REASONED: [(&str, &str, &str, &str, bool); 5] = [
     ("PermissionDenied", "permission_denied", "The requester or this actor lacks a capability the operation requires.", "permission denied: {0}", true),
     ("InvalidRequest", "invalid_request", "The request is malformed.", "invalid request: {0}", true),
+    (
+        "AuditUnavailable",
+        "audit_unavailable",
+        "The audit log cannot take entries now, so nothing is done unaudited.",
+        "audit log unavailable: {0}",
+        true,
+    ),
     ("InvalidCapabilities", "invalid_capabilities", "The request presents or asks for capabilities that cannot be had.", "invalid capabilities: {0}", false),
     ("InvalidScope", "invalid_scope", "The request's scope, or the scope it asks for, does not cover the operation.", "invalid scope: {0}", false),
 ];

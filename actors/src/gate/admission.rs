@@ -39,6 +39,12 @@ impl Gate {
     /// Steps 1 to 3: authority, validation, energy.
     pub(super) fn admit<M: Operation>(&mut self, msg: &M) -> Result<Ticket, Refusal<M::Error>> {
         let ctx = msg.context();
+        if let Err(why) = self.audit.available() {
+            // Nothing is done that cannot be audited. (This refusal is offered to the log too,
+            // and is in the tracing output whether or not the log takes it.)
+            let error = M::Error::audit_unavailable(why.to_string());
+            return Err(Refusal { operation: self.operation_of::<M>(), kind: EntryKind::Rejected, error });
+        }
         let Some(operation) = self.operation_of::<M>() else {
             let reason = format!("{} has no operation {:?}", self.actor, M::NAME);
             return Err(Refusal { operation: None, kind: EntryKind::Rejected, error: M::Error::invalid_request(reason) });

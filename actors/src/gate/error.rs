@@ -14,6 +14,8 @@ pub trait GateError: std::error::Error + Sized + 'static {
     fn insufficient_energy(needed: Joules, available: Joules) -> Self;
     /// The request is malformed.
     fn invalid_request(reason: String) -> Self;
+    /// The audit log cannot take entries now, so the request is not run: the log fails closed.
+    fn audit_unavailable(reason: String) -> Self;
     /// The context presents capabilities its principal does not hold.
     fn invalid_capabilities(reason: String) -> Self {
         Self::permission_denied(reason)

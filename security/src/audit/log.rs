@@ -3,14 +3,16 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, AuditKey, Check, KeyError, LineError, GENESIS};
-use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, HEAD_FILE};
+use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, Unavailable, HEAD_FILE};
 
 /// When written entries are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +38,11 @@ pub struct AuditConfig {
     /// A segment is closed and a new one started before it would grow past this size.
     #[serde(default = "default_segment_bytes")]
     pub max_segment_bytes: u64,
-    /// Entries queued for the writer before [`AuditSink::record`] waits for it.
-    #[serde(default = "default_queue")]
-    pub queue_capacity: usize,
+    /// Bytes of entries queued for the writer before the log says it cannot take more
+    /// ([`AuditSink::available`]), and the gate refuses requests until the writer catches up.
+    /// Recording never waits, so the actors' threads are never blocked by the disk.
+    #[serde(default = "default_queue_bytes")]
+    pub max_queue_bytes: u64,
     /// A file holding the key that seals every entry (HMAC-SHA256; 32 bytes or more, as hex or
     /// raw). Without one the chain is a plain hash chain, which shows accidents and careless edits
     /// but not someone who rewrites the files.
@@ -52,8 +56,8 @@ fn default_durability() -> Durability {
 fn default_segment_bytes() -> u64 {
     64 << 20
 }
-fn default_queue() -> usize {
-    1 << 16
+fn default_queue_bytes() -> u64 {
+    64 << 20
 }
 
 impl AuditConfig {
@@ -63,7 +67,7 @@ impl AuditConfig {
             dir: dir.into(),
             durability: default_durability(),
             max_segment_bytes: default_segment_bytes(),
-            queue_capacity: default_queue(),
+            max_queue_bytes: default_queue_bytes(),
             key_file: None,
         }
     }
@@ -163,6 +167,38 @@ enum Command {
     Flush(SyncSender<Result<(), AuditError>>),
 }
 
+/// Whether the log can take entries, shared by the log's users and its writer.
+#[derive(Default)]
+struct Health {
+    /// Set while writes fail, and for good once an fsync has failed.
+    failed: AtomicBool,
+    fatal: AtomicBool,
+    reason: Mutex<String>,
+    /// Bytes of entries recorded and not yet taken by the writer (an estimate of each).
+    queued: AtomicU64,
+}
+
+impl Health {
+    fn fail(&self, reason: String, fatal: bool) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        if fatal {
+            self.fatal.store(true, Ordering::Release);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn recover(&self) {
+        if !self.fatal.load(Ordering::Acquire) {
+            self.failed.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// What an entry costs the queue, roughly: its fixed part and its strings.
+fn queued_size(entry: &AuditEntry) -> u64 {
+    (std::mem::size_of::<AuditEntry>() + entry.principal.len() + entry.resource.len() + entry.reason().map_or(0, str::len)) as u64
+}
+
 /// The durable [`AuditSink`]: entries are queued and written by a writer thread in batches.
 ///
 /// [`record`](AuditSink::record) returns after queuing; it waits only when the queue is full, so
@@ -170,21 +206,26 @@ enum Command {
 /// [`flush`](Self::flush) waits until everything recorded before it is on disk. Dropping the log
 /// writes what is queued; [`close`](Self::close) does so and reports any error.
 pub struct AuditLog {
-    queue: Option<SyncSender<Command>>,
+    queue: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     dir: PathBuf,
+    health: Arc<Health>,
+    max_queue_bytes: u64,
 }
 
 impl AuditLog {
     /// Opens (or creates) the log in `config.dir`, repairing a torn final line.
     pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenReport), AuditError> {
-        let (writer, report) = Writer::open(&config)?;
-        let (queue, commands) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let health = Arc::new(Health::default());
+        let (mut writer, report) = Writer::open(&config)?;
+        writer.health = health.clone();
+        let (queue, commands) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("ergon-audit".into())
             .spawn(move || writer.run(commands))
             .map_err(io_err(&config.dir))?;
-        Ok((AuditLog { queue: Some(queue), writer: Some(handle), dir: config.dir }, report))
+        let log = AuditLog { queue: Some(queue), writer: Some(handle), dir: config.dir, health, max_queue_bytes: config.max_queue_bytes };
+        Ok((log, report))
     }
 
     /// The log's directory.
@@ -224,6 +265,7 @@ impl Drop for AuditLog {
 
 impl AuditSink for AuditLog {
     fn record(&self, entry: AuditEntry) {
+        self.health.queued.fetch_add(queued_size(&entry), Ordering::Relaxed);
         let sent = match &self.queue {
             Some(queue) => queue.send(Command::Entry(entry)).is_ok(),
             None => false,
@@ -231,6 +273,22 @@ impl AuditSink for AuditLog {
         if !sent {
             tracing::error!(dir = %self.dir.display(), "audit writer has stopped; entry not recorded");
         }
+    }
+
+    fn available(&self) -> Result<(), Unavailable> {
+        if self.health.failed.load(Ordering::Acquire) {
+            let reason = self.health.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Err(Unavailable(format!("audit log {}: {reason}", self.dir.display())));
+        }
+        let queued = self.health.queued.load(Ordering::Relaxed);
+        if queued >= self.max_queue_bytes {
+            return Err(Unavailable(format!(
+                "audit log {}: {queued} bytes of entries wait for the writer (audit.max_queue_bytes is {})",
+                self.dir.display(),
+                self.max_queue_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -244,6 +302,10 @@ struct Head {
 struct Writer {
     dir: PathBuf,
     key: Option<AuditKey>,
+    health: Arc<Health>,
+    /// Why the writer cannot go on: an fsync failed, after which the kernel may already have
+    /// dropped the data, so nothing written since can be trusted to be on disk.
+    fatal: Option<String>,
     durability: Durability,
     max_segment_bytes: u64,
     segment: u32,
@@ -318,6 +380,8 @@ impl Writer {
         let mut writer = Writer {
             dir: dir.clone(),
             key,
+            health: Arc::default(),
+            fatal: None,
             durability: config.durability,
             max_segment_bytes: config.max_segment_bytes,
             segment,
@@ -366,7 +430,10 @@ impl Writer {
             let mut taken = 0;
             while taken < BATCH {
                 match commands.try_recv() {
-                    Ok(Command::Entry(entry)) => entries.push(entry),
+                    Ok(Command::Entry(entry)) => {
+                        self.health.queued.fetch_sub(queued_size(&entry), Ordering::Relaxed);
+                        entries.push(entry)
+                    }
                     Ok(Command::Flush(reply)) => waiters.push(reply),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -381,10 +448,22 @@ impl Writer {
             if result.is_ok() && self.unsynced && due {
                 result = self.checkpoint();
             }
-            match result {
-                Ok(()) => self.last_error = None,
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), error = %e, pending = self.pending.len(), "audit log write failed; will retry");
+            match (&self.fatal, result) {
+                (Some(why), _) => {
+                    tracing::error!(dir = %self.dir.display(), "audit log stopped: {why}");
+                    self.health.fail(why.clone(), true);
+                    for reply in waiters {
+                        let _ = reply.send(Err(AuditError::Writer { message: why.clone(), pending: self.pending.len() }));
+                    }
+                    return;
+                }
+                (None, Ok(())) => {
+                    self.last_error = None;
+                    self.health.recover();
+                }
+                (None, Err(e)) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, pending = self.pending.len(), "audit log write failed; requests are refused until it can write");
+                    self.health.fail(format!("cannot write ({e}); {} entries wait", self.pending.len()), false);
                     self.last_error = Some(e.to_string());
                 }
             }
@@ -410,6 +489,9 @@ impl Writer {
         }
         // The queue is closed: write what is left, once more if the first try fails.
         for _ in 0..2 {
+            if self.fatal.is_some() {
+                break;
+            }
             let left = std::mem::take(&mut self.pending);
             if self.write_all(left).and_then(|()| self.checkpoint()).is_ok() {
                 return;
@@ -418,13 +500,19 @@ impl Writer {
         tracing::error!(dir = %self.dir.display(), lost = self.pending.len(), "audit log closed with entries that could not be written");
     }
 
-    /// Writes entries in order; on failure, the unwritten ones stay in `pending`.
+    /// Writes entries in order; on failure, the ones not in the file stay in `pending`. What
+    /// counts as written is what reached the file (the sequence numbers it advanced), so an entry
+    /// is never appended twice, whatever failed after its write.
     fn write_all(&mut self, entries: Vec<AuditEntry>) -> io::Result<()> {
+        if self.fatal.is_some() {
+            self.pending.extend(entries);
+            return Ok(());
+        }
+        let first_seq = self.next_seq;
         let mut seq = self.next_seq;
         let mut prev = self.last_hash.clone();
-        let mut written = 0;
         let mut outcome = Ok(());
-        for (i, entry) in entries.iter().enumerate() {
+        for entry in &entries {
             let hash = chain::encode(seq, &prev, entry, self.key.as_ref(), &mut self.scratch, &mut self.line);
             let full = self.segment_bytes + (self.batch.len() + self.line.len()) as u64 > self.max_segment_bytes;
             if full && self.segment_bytes + self.batch.len() as u64 > 0 {
@@ -432,27 +520,32 @@ impl Writer {
                 if outcome.is_err() {
                     break;
                 }
-                written = i;
             }
             self.batch.extend_from_slice(&self.line);
             seq += 1;
             prev = hash;
             if self.durability == Durability::EveryEntry {
-                outcome = self.commit(seq, &prev).and_then(|()| self.file.sync_data());
+                outcome = self.commit(seq, &prev).and_then(|()| self.sync());
                 if outcome.is_err() {
                     break;
                 }
-                written = i + 1;
             }
         }
         if outcome.is_ok() {
             outcome = self.commit(seq, &prev);
-            if outcome.is_ok() {
-                written = entries.len();
-            }
         }
+        self.batch.clear();
+        let written = (self.next_seq - first_seq) as usize;
         self.pending.extend(entries.into_iter().skip(written));
         outcome
+    }
+
+    /// Forces the segment to disk. A failure is fatal: the kernel may have dropped the dirty
+    /// pages already, so retrying could report success for data that is gone.
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data().inspect_err(|e| {
+            self.fatal = Some(format!("fsync of the current segment failed ({e}); the writer stops, since what it wrote may be lost"));
+        })
     }
 
     /// Appends the encoded batch, whose last entry is `next_seq - 1` with hash `last_hash`.
@@ -484,7 +577,9 @@ impl Writer {
         self.segment += 1;
         self.segment_bytes = 0;
         if self.durability != Durability::Never {
-            File::open(&self.dir)?.sync_all()?;
+            File::open(&self.dir)?.sync_all().inspect_err(|e| {
+                self.fatal = Some(format!("fsync of the log directory failed ({e}); the writer stops"));
+            })?;
         }
         Ok(())
     }
@@ -493,7 +588,7 @@ impl Writer {
     fn checkpoint(&mut self) -> io::Result<()> {
         let sync = self.durability != Durability::Never;
         if sync {
-            self.file.sync_data()?;
+            self.sync()?;
         }
         let head = Head { seq: self.next_seq.checked_sub(1), hash: self.last_hash.clone() };
         let tmp = self.dir.join("HEAD.tmp");

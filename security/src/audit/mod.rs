@@ -42,7 +42,7 @@ pub use chain::{AuditKey, KeyError};
 pub use entry::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
 pub use log::{AuditConfig, AuditError, AuditLog, Durability, OpenReport, TailRepair};
 pub use reader::{AuditReader, Filter, ReadError};
-pub use sink::{AuditSink, MemorySink};
+pub use sink::{AuditSink, MemorySink, Unavailable};
 pub use summary::{Attributed, Metered, Summary, Tally};
 pub use verify::{verify, verify_keyed, Problem, VerifyError, VerifyReport};
 

@@ -11,7 +11,19 @@ use super::AuditEntry;
 pub trait AuditSink: Send + Sync {
     /// Takes one entry.
     fn record(&self, entry: AuditEntry);
+
+    /// Whether the sink can take entries now. The gate asks before every request and refuses
+    /// the request when the sink cannot, so that nothing is done unaudited: the log fails closed.
+    /// Called on every message, so it must be as cheap as an atomic load.
+    fn available(&self) -> Result<(), Unavailable> {
+        Ok(())
+    }
 }
+
+/// Why an audit sink cannot take entries now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 /// Keeps entries in memory: for tests, and for applications that ship them elsewhere.
 #[derive(Debug, Default)]

@@ -1,0 +1,131 @@
+//! The audit log fails closed: on a filesystem that fills up, gated requests are refused
+//! (`AuditUnavailable`) instead of served unaudited, nothing acknowledged is lost, nothing is
+//! written twice, and service resumes once the log can write again. The filesystem is a small
+//! tmpfs the test mounts (it needs root, as CI has) and unmounts, also when it fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
+use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, Durability, Outcome};
+use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
+use actors::{Config, Environment};
+
+/// A tmpfs of `bytes`, unmounted when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(bytes: u64) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root): {status}");
+        SmallFs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazily: the log's writer may still hold its files until the actix system stops.
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills `fs` but for about `leave` bytes; the file that does it, to delete later.
+fn fill(fs: &SmallFs, leave: u64) -> PathBuf {
+    let filler = fs.path().join("filler");
+    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(fs.path()).output().unwrap();
+    let avail: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    std::fs::write(&filler, vec![0u8; avail.saturating_sub(leave) as usize]).unwrap();
+    filler
+}
+
+#[actix::test]
+async fn a_full_disk_refuses_requests_until_the_log_can_write_again() {
+    let fs = SmallFs::mount(1 << 20);
+    let dir = fs.path().join("audit");
+    let mut config = AuditConfig::new(&dir);
+    config.durability = Durability::IntervalMs(1);
+    let (log, _) = AuditLog::open(config.clone()).unwrap();
+    let log = Arc::new(log);
+    let grants = Arc::new(GrantTable::new());
+    let operator = grants.grant(
+        Principal::user("operator"),
+        CapSet::of(&[Capability::BroadcastManagement]),
+        Scope::root(),
+        Origin::Configured,
+    );
+    let mut settings = Config::default();
+    settings.communication_manager.budget_joules = actors::energy::Joules::new(1e12).unwrap();
+    let env = Environment::new(settings, grants, log.clone());
+    let comm = CommunicationManager::new(&env, "n1").start();
+    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let filler = fill(&fs, 64 << 10);
+
+    // Broadcast until the log cannot write: every request answered either ran (and is in the
+    // log, checked below) or was refused because the log could not take it.
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..100_000 {
+        let broadcast = Broadcast { ctx: ctx.clone(), channel: format!("c{i}"), content: "x".into() };
+        match comm.send(broadcast).await.unwrap() {
+            Ok(_) => acknowledged.push(format!("c{i}")),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        if i % 100 == 0 {
+            actix::clock::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let refused = refused.expect("the disk filled up");
+    assert!(matches!(refused, CommunicationError::AuditUnavailable(ref why) if why.contains("cannot write")), "{refused}");
+    assert!(!acknowledged.is_empty());
+    let again = Broadcast { ctx: ctx.clone(), channel: "more".into(), content: "x".into() };
+    assert!(matches!(comm.send(again).await.unwrap(), Err(CommunicationError::AuditUnavailable(_))), "still refused");
+
+    // Space again: the writer retries, catches up, and requests are served again.
+    std::fs::remove_file(&filler).unwrap();
+    let served = common::eventually(Duration::from_secs(20), || async {
+        let retry = Broadcast { ctx: ctx.clone(), channel: "after".into(), content: "x".into() };
+        comm.send(retry).await.unwrap().ok()
+    })
+    .await;
+    assert!(served.is_some(), "service resumes once the log can write");
+    acknowledged.push("after".into());
+    log.flush().unwrap();
+
+    // Every acknowledged broadcast is in the log exactly once, and the chain is intact.
+    verify(&dir).unwrap();
+    let reader = AuditReader::open(&dir).unwrap();
+    let mut written: Vec<String> = reader
+        .entries()
+        .map(Result::unwrap)
+        .filter(|e| e.entry.operation == "broadcast" && e.entry.outcome == Outcome::Allowed)
+        .map(|e| e.entry.resource.to_string())
+        .collect();
+    written.sort();
+    let mut expected = acknowledged.clone();
+    expected.sort();
+    let mut unique = written.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), written.len(), "no entry is written twice");
+    for channel in &acknowledged {
+        assert!(written.binary_search(channel).is_ok(), "acknowledged broadcast {channel} is not in the log");
+    }
+}
