@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use security::audit::{decode_line, verify, AuditKey, AuditReader, EntryKind, Filter, StoredEntry, Summary, Tally, VerifyError};
+use security::audit::{
+    decode_line, AuditConfig, AuditKey, AuditReader, EntryKind, Filter, StoredEntry, Summary, Tally, Verification, VerifyError,
+};
 
 /// The log was read and is damaged or tampered with.
 pub const EXIT_BROKEN: u8 = 1;
@@ -35,6 +37,24 @@ pub enum AuditCommand {
         /// A log directory or a single segment file.
         path: PathBuf,
         /// The key the log is sealed with (the file audit.key_file names).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The log is being written: a partial final line is a write in progress, not damage.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Restore a log that a crash or power cut left inconsistent, and say what was done.
+    ///
+    /// Sets HEAD back to the last complete entry when it names entries that never reached the
+    /// disk (possible with durability "never"), moves a torn final line aside, and records the
+    /// repair in the chain, so that the loss stays visible. Does nothing to a sound log. Run it
+    /// while no node writes the log.
+    ///
+    /// Example: ergon audit repair /var/log/ergon --key /etc/ergon/audit.key
+    Repair {
+        /// The log directory.
+        dir: PathBuf,
+        /// The key the log is sealed with, if it is keyed.
         #[arg(long)]
         key: Option<PathBuf>,
     },
@@ -103,13 +123,36 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 pub fn run(command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { path, key } => Ok(verify_command(&path, key.as_deref())),
+        AuditCommand::Verify { path, key, live } => Ok(verify_command(&path, key.as_deref(), live)),
+        AuditCommand::Repair { dir, key } => repair_command(dir, key),
         AuditCommand::Summary { path, json } => summary(&path, json),
         AuditCommand::Show(args) => show(args),
     }
 }
 
-fn verify_command(path: &Path, key: Option<&Path>) -> ExitCode {
+fn repair_command(dir: PathBuf, key: Option<PathBuf>) -> Result<ExitCode> {
+    let mut config = AuditConfig::new(dir);
+    config.key_file = key;
+    let report = security::audit::repair(&config)?;
+    match (report.head_rewritten, &report.tail) {
+        (false, None) => println!("nothing to repair: {} is sound", config.dir.display()),
+        (head, tail) => {
+            if head {
+                println!(
+                    "HEAD recorded entry {}, the log ends at entry {}: HEAD set back, and the loss recorded in the log",
+                    report.head_was.map_or("(unreadable)".into(), |s| s.to_string()),
+                    report.log_ends.map_or("(none)".into(), |s| s.to_string())
+                );
+            }
+            if let Some(tail) = tail {
+                println!("torn final line: {tail:?}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_command(path: &Path, key: Option<&Path>, live: bool) -> ExitCode {
     let key = match key.map(AuditKey::load).transpose() {
         Ok(key) => key,
         Err(e) => {
@@ -117,10 +160,7 @@ fn verify_command(path: &Path, key: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_UNREADABLE);
         }
     };
-    let verified = match &key {
-        Some(key) => security::audit::verify_keyed(path, key),
-        None => verify(path),
-    };
+    let verified = security::audit::verify_with(path, &Verification { key: key.as_ref(), live });
     match verified {
         Ok(report) => {
             println!(
@@ -132,6 +172,9 @@ fn verify_command(path: &Path, key: Option<&Path>) -> ExitCode {
                 if key.is_some() { "seal made with the key" } else { "hash" },
                 if report.head_checked { ", HEAD matches" } else { " (a single file: HEAD not checked)" }
             );
+            if let Some(bytes) = report.in_progress {
+                println!("a write of {bytes} bytes is in progress at the end of the newest segment");
+            }
             if key.is_none() {
                 println!(
                     "note: the log has no key, so this shows accidents and careless edits; anyone who can write the \

@@ -86,6 +86,30 @@ fn verify_with_a_key_vouches_for_a_keyed_log_and_without_one_says_what_a_plain_c
 }
 
 #[test]
+fn repair_sets_head_back_and_verify_live_accepts_a_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let path = dir.path().to_str().unwrap();
+    let head = fs::read_to_string(dir.path().join("HEAD")).unwrap().replace("\"seq\":3", "\"seq\":7");
+    fs::write(dir.path().join("HEAD"), head).unwrap();
+    assert_eq!(ergon(&["audit", "verify", path]).status.code(), Some(1));
+    let out = ergon(&["audit", "repair", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("HEAD recorded entry 7, the log ends at entry 3"), "{}", text(&out.stdout));
+    assert_eq!(ergon(&["audit", "verify", path]).status.code(), Some(0));
+    assert!(text(&ergon(&["audit", "repair", path]).stdout).contains("nothing to repair"));
+
+    let segment = dir.path().join("segment-000001.jsonl");
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":5");
+    fs::write(&segment, bytes).unwrap();
+    assert_eq!(ergon(&["audit", "verify", path]).status.code(), Some(1));
+    let out = ergon(&["audit", "verify", path, "--live"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("a write of 8 bytes is in progress"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn verify_reports_a_truncated_log() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path());

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use security::audit::{
-    verify, verify_keyed, AuditConfig, AuditEntry, AuditError, AuditKey, AuditLog, AuditReader, AuditSink, Durability,
-    EntryKind, Filter, KeyError, Outcome, Problem, ReadError, Summary, TailRepair, VerifyError,
+    repair, verify, verify_keyed, verify_with, AuditConfig, AuditEntry, AuditError, AuditKey, AuditLog, AuditReader, AuditSink, Durability,
+    EntryKind, Filter, KeyError, Outcome, Problem, ReadError, Summary, TailRepair, Verification, VerifyError,
 };
 
 fn entry(i: usize) -> AuditEntry {
@@ -345,4 +345,40 @@ fn a_keyed_chain_cannot_be_rebuilt_without_its_key() {
     fs::write(secrets.path().join("short.key"), "abcd").unwrap();
     short.key_file = Some(secrets.path().join("short.key"));
     assert!(matches!(AuditLog::open(short), Err(AuditError::Key(KeyError::TooShort(2)))));
+}
+
+#[test]
+fn repair_sets_head_back_after_a_power_cut_and_says_what_was_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, |c| c.durability = Durability::Never);
+    // With durability `never`, HEAD can reach the disk and the entries it names not.
+    let head = fs::read_to_string(dir.path().join("HEAD")).unwrap().replace("\"seq\":9", "\"seq\":15");
+    fs::write(dir.path().join("HEAD"), head).unwrap();
+    assert!(matches!(AuditLog::open(AuditConfig::new(dir.path())), Err(AuditError::HeadAhead { head_seq: 15, .. })));
+
+    let report = repair(&AuditConfig::new(dir.path())).unwrap();
+    assert_eq!((report.head_was, report.log_ends, report.head_rewritten), (Some(15), Some(9), true));
+    let verified = verify(dir.path()).unwrap();
+    assert_eq!(verified.entries, 11, "the ten entries and the repair's own");
+    let last = AuditReader::open(dir.path()).unwrap().entries().last().unwrap().unwrap().entry;
+    assert_eq!(last.kind, EntryKind::LogRepair);
+    assert!(last.reason().unwrap().contains("entries 10 to 15 were lost"), "{:?}", last.reason());
+
+    // A log that needs nothing gets nothing.
+    let report = repair(&AuditConfig::new(dir.path())).unwrap();
+    assert!(!report.head_rewritten && report.tail.is_none());
+    assert_eq!(verify(dir.path()).unwrap().entries, 11);
+}
+
+#[test]
+fn a_live_log_verifies_with_its_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3, |_| {});
+    let newest = segment(dir.path(), 1);
+    let mut bytes = fs::read(&newest).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":3,\"prev\":");
+    fs::write(&newest, bytes).unwrap();
+    assert!(matches!(verify(dir.path()), Err(VerifyError::Broken { problem: Problem::TornTail { .. }, .. })));
+    let live = verify_with(dir.path(), &Verification { live: true, ..Verification::default() }).unwrap();
+    assert_eq!((live.entries, live.in_progress), (3, Some(16)));
 }

@@ -591,17 +591,81 @@ impl Writer {
             self.sync()?;
         }
         let head = Head { seq: self.next_seq.checked_sub(1), hash: self.last_hash.clone() };
-        let tmp = self.dir.join("HEAD.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(serde_json::to_string(&head).expect("a head serialises").as_bytes())?;
-        if sync {
-            file.sync_data()?;
-        }
-        fs::rename(&tmp, self.dir.join(HEAD_FILE))?;
+        write_head(&self.dir, &head, sync)?;
         self.unsynced = false;
         self.last_checkpoint = Instant::now();
         Ok(())
     }
+}
+
+/// Replaces `HEAD` (through a temporary file and a rename, so it is never half written).
+fn write_head(dir: &Path, head: &Head, sync: bool) -> io::Result<()> {
+    let tmp = dir.join("HEAD.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(serde_json::to_string(head).expect("a head serialises").as_bytes())?;
+    if sync {
+        file.sync_data()?;
+    }
+    fs::rename(&tmp, dir.join(HEAD_FILE))
+}
+
+/// What [`repair`] found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepairReport {
+    /// The entry `HEAD` recorded, if it could be read.
+    pub head_was: Option<u64>,
+    /// The last complete entry of the log.
+    pub log_ends: Option<u64>,
+    /// Whether `HEAD` was set back to the log's last entry.
+    pub head_rewritten: bool,
+    /// What was done with a torn final line, if there was one.
+    pub tail: Option<TailRepair>,
+}
+
+/// Restores a log that a crash or a power cut left inconsistent, and says what it did: `HEAD`
+/// ahead of the data (with durability `never`, `HEAD` can reach the disk before the entries it
+/// names) or unreadable is set back to the last complete entry, a torn final line is moved aside,
+/// and a `log_repair` entry records it in the chain, so that the loss stays visible. A log that
+/// needs nothing gets nothing.
+pub fn repair(config: &AuditConfig) -> Result<RepairReport, AuditError> {
+    let dir = &config.dir;
+    let key = config.key_file.as_deref().map(AuditKey::load).transpose()?;
+    let check = key.as_ref().map_or(Check::Unkeyed, Check::Key);
+    let mut last = None;
+    for (_, path) in list_segments(dir).map_err(io_err(dir))?.iter().rev() {
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        if let Some(found) = last_entry(path, &bytes, check)? {
+            last = Some(found);
+            break;
+        }
+    }
+    let head_path = dir.join(HEAD_FILE);
+    let head: Option<Head> = fs::read_to_string(&head_path).ok().and_then(|text| serde_json::from_str(&text).ok());
+    let head_was = head.as_ref().and_then(|h| h.seq);
+    let log_ends = last.as_ref().map(|(seq, _)| *seq);
+    let head_ahead = match (&head, log_ends) {
+        (Some(head), _) => head.seq > log_ends,
+        (None, _) => head_path.exists(),
+    };
+    if head_ahead {
+        let (seq, hash) = last.clone().map_or((None, GENESIS.to_owned()), |(seq, hash)| (Some(seq), hash));
+        write_head(dir, &Head { seq, hash }, true).map_err(io_err(&head_path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    }
+    let (log, report) = AuditLog::open(config.clone())?;
+    if head_ahead {
+        let what = match (head_was, log_ends) {
+            (Some(head), Some(end)) => format!("HEAD recorded entry {head}, but the log ended at entry {end}: entries {} to {head} were lost (a power cut before they reached the disk, or a removal)", end + 1),
+            (Some(head), None) => format!("HEAD recorded entry {head}, but the log had no entry: entries 0 to {head} were lost"),
+            (None, _) => "HEAD could not be read; it was rebuilt from the log".to_owned(),
+        };
+        tracing::warn!(dir = %dir.display(), "audit log repaired: {what}");
+        let mut entry = AuditEntry::new(EntryKind::LogRepair, Outcome::Allowed, "audit-log", "system", "repair", &dir.display().to_string());
+        entry.detail = Detail::from_reason(what);
+        log.record(entry);
+    }
+    log.close()?;
+    Ok(RepairReport { head_was, log_ends, head_rewritten: head_ahead, tail: report.repaired })
 }
 
 /// The sequence number and hash of the last complete line of a segment, if it has one.

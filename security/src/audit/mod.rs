@@ -40,11 +40,11 @@ mod verify;
 
 pub use chain::{AuditKey, KeyError};
 pub use entry::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
-pub use log::{AuditConfig, AuditError, AuditLog, Durability, OpenReport, TailRepair};
+pub use log::{repair, AuditConfig, AuditError, AuditLog, Durability, OpenReport, RepairReport, TailRepair};
 pub use reader::{AuditReader, Filter, ReadError};
 pub use sink::{AuditSink, MemorySink, Unavailable};
 pub use summary::{Attributed, Metered, Summary, Tally};
-pub use verify::{verify, verify_keyed, Problem, VerifyError, VerifyReport};
+pub use verify::{verify, verify_keyed, verify_with, Problem, Verification, VerifyError, VerifyReport};
 
 /// A `'static` copy of `name`, made once per distinct name and kept for the life of the process.
 ///

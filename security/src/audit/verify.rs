@@ -20,6 +20,17 @@ pub struct VerifyReport {
     pub last_seq: u64,
     /// Whether `HEAD` was checked (only for a log directory).
     pub head_checked: bool,
+    /// Verifying a live log: the bytes of a final line still being written, if there was one.
+    pub in_progress: Option<usize>,
+}
+
+/// How to verify a log.
+#[derive(Debug, Clone, Default)]
+pub struct Verification<'a> {
+    /// The key the log is sealed with, if it is keyed.
+    pub key: Option<&'a AuditKey>,
+    /// The log is being written: a partial final line is a write in progress, not damage.
+    pub live: bool,
 }
 
 /// The first thing wrong with a log.
@@ -160,7 +171,7 @@ struct Head {
 /// Verifies a log directory (segments and `HEAD`) or a single segment file sealed with `key`:
 /// every entry must carry the key's seal, so a chain rebuilt by someone without the key fails.
 pub fn verify_keyed(path: &Path, key: &AuditKey) -> Result<VerifyReport, VerifyError> {
-    verify_with(path, Check::Key(key))
+    verify_with(path, &Verification { key: Some(key), live: false })
 }
 
 /// Verifies a log directory (segments and `HEAD`) or a single segment file.
@@ -173,10 +184,13 @@ pub fn verify_keyed(path: &Path, key: &AuditKey) -> Result<VerifyReport, VerifyE
 /// accidents and careless edits, not a deliberate forger. A keyed log is refused here (its seals
 /// need the key); see [`verify_keyed`].
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    verify_with(path, Check::Unkeyed)
+    verify_with(path, &Verification::default())
 }
 
-fn verify_with(path: &Path, check: Check<'_>) -> Result<VerifyReport, VerifyError> {
+/// Verifies a log as `how` says: with or without its key, finished or live.
+pub fn verify_with(path: &Path, how: &Verification<'_>) -> Result<VerifyReport, VerifyError> {
+    let check = how.key.map_or(Check::Unkeyed, Check::Key);
+    let mut in_progress = None;
     let reader = AuditReader::open(path)?;
     let head = match reader.dir() {
         Some(dir) => {
@@ -198,6 +212,11 @@ fn verify_with(path: &Path, check: Check<'_>) -> Result<VerifyReport, VerifyErro
     while let Some(item) = lines.next() {
         let line = match item {
             Ok(line) => line,
+            // Only the newest segment can have a write in progress.
+            Err(ReadError::TornTail { path, bytes }) if how.live && reader.files().last() == Some(&path) => {
+                in_progress = Some(bytes);
+                break;
+            }
             Err(ReadError::TornTail { path, bytes }) => {
                 let next_line = last_place.as_ref().filter(|(p, _)| *p == path).map_or(1, |(_, n)| n + 1);
                 return Err(broken(&path, Some(next_line), None, Problem::TornTail { bytes }));
@@ -263,6 +282,7 @@ fn verify_with(path: &Path, check: Check<'_>) -> Result<VerifyReport, VerifyErro
             first_seq,
             last_seq,
             head_checked: head.is_some(),
+            in_progress,
         }),
         _ => Err(match reader.dir() {
             Some(dir) => broken(dir, None, None, Problem::Empty),
