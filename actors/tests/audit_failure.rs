@@ -1,6 +1,7 @@
 //! The audit log fails closed: on a filesystem that fills up, gated requests are refused
 //! (`AuditUnavailable`) instead of served unaudited, nothing acknowledged is lost, nothing is
-//! written twice, and service resumes once the log can write again. The filesystem is a small
+//! written twice, and service resumes once the log can write again; or, with
+//! `on_failure = "stop"`, the node is stopped. The filesystem is a small
 //! tmpfs the test mounts (it needs root, as CI has) and unmounts, also when it fails.
 
 mod common;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
-use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, Durability, Outcome};
+use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, AuditSink, Durability, OnFailure, Outcome, StopHook};
 use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
 use actors::{Config, Environment};
 
@@ -128,4 +129,30 @@ async fn a_full_disk_refuses_requests_until_the_log_can_write_again() {
     for channel in &acknowledged {
         assert!(written.binary_search(channel).is_ok(), "acknowledged broadcast {channel} is not in the log");
     }
+}
+
+#[test]
+fn with_on_failure_stop_the_node_is_stopped_instead() {
+    let fs = SmallFs::mount(1 << 20);
+    let mut config = AuditConfig::new(fs.path().join("audit"));
+    config.on_failure = OnFailure::Stop;
+    let (stopped, reason) = std::sync::mpsc::channel();
+    let stop: StopHook = Arc::new(move |why: &str| {
+        let _ = stopped.send(why.to_owned());
+    });
+    let (log, _) = AuditLog::open_with_stop(config, stop).unwrap();
+    let filler = fill(&fs, 0);
+    for i in 0..64 {
+        log.record(actors::security::audit::AuditEntry::new(
+            actors::security::audit::EntryKind::EnergyUsage,
+            Outcome::Allowed,
+            "a",
+            "user:alice",
+            "join",
+            &format!("w{i}"),
+        ));
+    }
+    let why = reason.recv_timeout(Duration::from_secs(20)).expect("the stop hook is called");
+    assert!(why.contains("cannot write") && why.contains("audit.on_failure = \"stop\""), "{why}");
+    std::fs::remove_file(filler).unwrap();
 }

@@ -26,6 +26,29 @@ pub enum Durability {
     Never,
 }
 
+/// What the log does when it cannot write (as auditd's `disk_full_action`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Refuse gated requests (`AuditUnavailable`) until the log can write again.
+    #[default]
+    Refuse,
+    /// End the process (exit status 75, `EX_TEMPFAIL`), so that a supervisor restarts the node
+    /// elsewhere rather than have it run unaudited or refuse everything.
+    Stop,
+}
+
+/// The exit status of a process the audit log stopped ([`OnFailure::Stop`]).
+pub const EXIT_AUDIT_FAILED: i32 = 75;
+
+/// What [`OnFailure::Stop`] does: called once, on the writer's thread, with the reason.
+pub type StopHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+fn exit_process(why: &str) {
+    eprintln!("ergon: {why}");
+    std::process::exit(EXIT_AUDIT_FAILED);
+}
+
 /// Where and how to keep an audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +66,9 @@ pub struct AuditConfig {
     /// Recording never waits, so the actors' threads are never blocked by the disk.
     #[serde(default = "default_queue_bytes")]
     pub max_queue_bytes: u64,
+    /// What to do when the log cannot write.
+    #[serde(default)]
+    pub on_failure: OnFailure,
     /// A file holding the key that seals every entry (HMAC-SHA256; 32 bytes or more, as hex or
     /// raw). Without one the chain is a plain hash chain, which shows accidents and careless edits
     /// but not someone who rewrites the files.
@@ -68,6 +94,7 @@ impl AuditConfig {
             durability: default_durability(),
             max_segment_bytes: default_segment_bytes(),
             max_queue_bytes: default_queue_bytes(),
+            on_failure: OnFailure::Refuse,
             key_file: None,
         }
     }
@@ -216,9 +243,16 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log in `config.dir`, repairing a torn final line.
     pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenReport), AuditError> {
+        AuditLog::open_with_stop(config, Arc::new(exit_process))
+    }
+
+    /// Like [`open`](Self::open), with what [`OnFailure::Stop`] does instead of ending the
+    /// process (an application that stops its nodes itself, or a test).
+    pub fn open_with_stop(config: AuditConfig, stop: StopHook) -> Result<(AuditLog, OpenReport), AuditError> {
         let health = Arc::new(Health::default());
         let (mut writer, report) = Writer::open(&config)?;
         writer.health = health.clone();
+        writer.stop = stop;
         let (queue, commands) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("ergon-audit".into())
@@ -302,6 +336,8 @@ struct Head {
 struct Writer {
     dir: PathBuf,
     key: Option<AuditKey>,
+    on_failure: OnFailure,
+    stop: StopHook,
     health: Arc<Health>,
     /// Why the writer cannot go on: an fsync failed, after which the kernel may already have
     /// dropped the data, so nothing written since can be trusted to be on disk.
@@ -380,6 +416,8 @@ impl Writer {
         let mut writer = Writer {
             dir: dir.clone(),
             key,
+            on_failure: config.on_failure,
+            stop: Arc::new(exit_process),
             health: Arc::default(),
             fatal: None,
             durability: config.durability,
@@ -451,6 +489,7 @@ impl Writer {
             match (&self.fatal, result) {
                 (Some(why), _) => {
                     tracing::error!(dir = %self.dir.display(), "audit log stopped: {why}");
+                    self.stop_process_if_configured(why);
                     self.health.fail(why.clone(), true);
                     for reply in waiters {
                         let _ = reply.send(Err(AuditError::Writer { message: why.clone(), pending: self.pending.len() }));
@@ -462,6 +501,7 @@ impl Writer {
                     self.health.recover();
                 }
                 (None, Err(e)) => {
+                    self.stop_process_if_configured(&e.to_string());
                     tracing::error!(dir = %self.dir.display(), error = %e, pending = self.pending.len(), "audit log write failed; requests are refused until it can write");
                     self.health.fail(format!("cannot write ({e}); {} entries wait", self.pending.len()), false);
                     self.last_error = Some(e.to_string());
@@ -498,6 +538,16 @@ impl Writer {
             }
         }
         tracing::error!(dir = %self.dir.display(), lost = self.pending.len(), "audit log closed with entries that could not be written");
+    }
+
+    /// With [`OnFailure::Stop`], stops the node (by default, the process): the log cannot
+    /// write, and the node must not go on without it.
+    fn stop_process_if_configured(&self, why: &str) {
+        if self.on_failure == OnFailure::Stop {
+            let why = format!("audit log {} cannot write ({why}); stopping (audit.on_failure = \"stop\")", self.dir.display());
+            tracing::error!("{why}");
+            (self.stop)(&why);
+        }
     }
 
     /// Writes entries in order; on failure, the ones not in the file stay in `pending`. What

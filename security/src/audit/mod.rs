@@ -40,7 +40,10 @@ mod verify;
 
 pub use chain::{AuditKey, KeyError};
 pub use entry::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome, StoredEntry, Timestamp};
-pub use log::{repair, AuditConfig, AuditError, AuditLog, Durability, OpenReport, RepairReport, TailRepair};
+pub use log::{
+    repair, AuditConfig, AuditError, AuditLog, Durability, OnFailure, OpenReport, RepairReport, StopHook, TailRepair,
+    EXIT_AUDIT_FAILED,
+};
 pub use reader::{AuditReader, Filter, ReadError};
 pub use sink::{AuditSink, MemorySink, Unavailable};
 pub use summary::{Attributed, Metered, Summary, Tally};
