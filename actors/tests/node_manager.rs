@@ -34,6 +34,20 @@ impl Cluster {
         (arbiter, peer)
     }
 
+    /// A peer of n1 whose thread is kept busy, so that it answers nothing, until the returned
+    /// sender says go (or a minute passes).
+    async fn blocked_peer(&self, name: &'static str) -> (actix::Arbiter, std::sync::mpsc::Sender<()>) {
+        let (arbiter, _peer) = self.peer_on_own_arbiter(name).await;
+        let (busy_tx, busy) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        arbiter.spawn(async move {
+            let _ = busy_tx.send(());
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        });
+        busy.recv_timeout(Duration::from_secs(10)).unwrap();
+        (arbiter, release)
+    }
+
     fn op(&self) -> SecurityContext {
         self.world.ctx("operator", "node_management")
     }
@@ -133,16 +147,9 @@ async fn broadcast_failed_when_a_peer_does_not_answer_in_time() {
     config.node_manager.reply_timeout_ms = 50;
     let c = cluster(config, 2).await;
     // "slow" runs on its own thread, which a blocking task keeps busy past the timeout.
-    let (arbiter, _slow) = c.peer_on_own_arbiter("slow").await;
+    // Busy until the test has seen the timeout, however long that takes on this machine.
+    let (arbiter, release) = c.blocked_peer("slow").await;
     let n1 = &c.managers[0].1;
-    let (busy_tx, busy) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    arbiter.spawn(async move {
-        let _ = busy_tx.send(());
-        // Busy until the test has seen the timeout, however long that takes on this machine.
-        let _ = released.recv_timeout(Duration::from_secs(60));
-    });
-    busy.recv_timeout(Duration::from_secs(10)).unwrap();
     let err = n1.send(c.join("w1")).await.unwrap().unwrap_err();
     assert!(matches!(err, JoinError::BroadcastFailed(ref why) if why.contains("slow did not answer within 50 ms")), "{err}");
     release.send(()).unwrap();
@@ -287,14 +294,7 @@ mod as_an_attacker {
         let mut config = Config::default();
         config.node_manager.reply_timeout_ms = 30_000;
         let c = cluster(config, 1).await;
-        let (arbiter, _slow) = c.peer_on_own_arbiter("slow").await;
-        let (busy_tx, busy) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        arbiter.spawn(async move {
-            let _ = busy_tx.send(());
-            let _ = released.recv_timeout(Duration::from_secs(60));
-        });
-        busy.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (arbiter, release) = c.blocked_peer("slow").await;
         let mallory = c.world.grant("mallory", CapSet::of(&[Capability::NodeManagement, Capability::BroadcastManagement]));
         let mut join = c.join("w1");
         join.ctx = c.world.ctx("mallory", "node_management");
