@@ -240,8 +240,9 @@ impl NodeManager {
     grants = [NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]
 )]
 impl NodeManager {
-    /// Admits a node: validated, announced to every peer, and granted what it asked for (never
-    /// more than this manager holds, never outside `node_management`) once all confirm.
+    /// Admits a node: validated, announced to every peer, and granted what it asked for once all
+    /// confirm (never more than its requester presents or this manager holds, never outside
+    /// either's scope); the answer carries the node's credential.
     #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = validate_join(msg, rules))]
     fn join(&mut self, msg: Join) -> Pending<Self, JoinResponse, JoinError> {
         if self.nodes.contains_key(&msg.id) || self.joining.contains(&msg.id) {
