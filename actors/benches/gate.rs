@@ -120,7 +120,7 @@ fn gate_alone_ns(grants: &Arc<GrantTable>, ctx: &SecurityContext) -> f64 {
     for x in 0..n {
         let msg = Work { ctx: ctx.clone(), x: x as u64 };
         let reply = gate::run(&mut actor, msg, |actor, msg| Ok(body(&mut actor.state, msg.x)));
-        std::hint::black_box(reply.unwrap());
+        std::hint::black_box(reply.ready().expect("a sink that does not wait answers now").unwrap());
     }
     start.elapsed().as_nanos() as f64 / n as f64
 }
@@ -176,6 +176,7 @@ fn main() {
         (median(plain_t), median(memory_t), median(file_t), median(memory_r), median(file_r))
     });
     let entries_per_s = audit_throughput(&dir.path().join("throughput-log"));
+    let before_reply_per_s = system.block_on(before_reply_throughput(&dir.path().join("before-reply-log")));
     let alone_ns = {
         let grants = Arc::new(GrantTable::new());
         let bench_user_credential = grants.grant(Principal::user("bench-user"), CapSet::of(&[Capability::ResourceManagement]), Scope::root(), Origin::Configured);
@@ -191,4 +192,34 @@ fn main() {
     println!("RESULT gate_ratio_file_sink {file_ratio:.2} x");
     println!("RESULT gate_alone_ns {alone_ns:.0} ns");
     println!("RESULT audit_entries_per_s {entries_per_s:.0} entries/s");
+    println!("RESULT audit_before_reply_entries_per_s {before_reply_per_s:.0} entries/s");
+}
+
+/// Gated requests answered only once their entries are durable (`Durability::BeforeReply`),
+/// 64 in flight at a time, so that each fsync carries a batch: requests (and entries) per second.
+async fn before_reply_throughput(dir: &std::path::Path) -> f64 {
+    const IN_FLIGHT: usize = 64;
+    const REQUESTS: usize = 20_000;
+    let grants = Arc::new(GrantTable::new());
+    let user = grants.grant(Principal::user("bench-user"), CapSet::of(&[Capability::ResourceManagement]), Scope::root(), Origin::Configured);
+    let ctx = user.context(Scope::root()).unwrap();
+    let mut config = AuditConfig::new(dir);
+    config.durability = Durability::BeforeReply;
+    let (log, _) = AuditLog::open(config).unwrap();
+    let log = Arc::new(log);
+    let actor = gated(&grants, log.clone()).start();
+    let start = Instant::now();
+    for chunk in 0..REQUESTS / IN_FLIGHT {
+        let requests = (0..IN_FLIGHT).map(|i| actor.send(Work { ctx: ctx.clone(), x: (chunk * IN_FLIGHT + i) as u64 }));
+        for reply in futures::future::join_all(requests).await {
+            std::hint::black_box(reply.unwrap().unwrap());
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "before_reply: {} requests, {IN_FLIGHT} in flight, {} fsyncs",
+        REQUESTS / IN_FLIGHT * IN_FLIGHT,
+        log.syncs()
+    );
+    (REQUESTS / IN_FLIGHT * IN_FLIGHT) as f64 / elapsed
 }

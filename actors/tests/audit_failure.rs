@@ -156,3 +156,37 @@ fn with_on_failure_stop_the_node_is_stopped_instead() {
     assert!(why.contains("cannot write") && why.contains("audit.on_failure = \"stop\""), "{why}");
     std::fs::remove_file(filler).unwrap();
 }
+
+#[actix::test]
+async fn with_before_reply_a_request_is_answered_once_its_entry_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AuditConfig::new(dir.path());
+    config.durability = Durability::BeforeReply;
+    let (log, _) = AuditLog::open(config).unwrap();
+    let log = Arc::new(log);
+    let grants = Arc::new(GrantTable::new());
+    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
+    let env = Environment::new(Config::default(), grants, log.clone());
+    let comm = CommunicationManager::new(&env, "n1").start();
+    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let segment = dir.path().join("segment-000001.jsonl");
+    let before = log.syncs();
+
+    // 64 in flight at once: each answer comes after its own entry reached the disk.
+    let requests = (0..64).map(|i| {
+        let (comm, ctx, segment) = (comm.clone(), ctx.clone(), segment.clone());
+        async move {
+            let answer = comm.send(Broadcast { ctx, channel: format!("c{i}"), content: "x".into() }).await.unwrap();
+            let on_disk = std::fs::read_to_string(&segment).unwrap().contains(&format!("\"resource\":\"c{i}\""));
+            (answer.is_ok(), on_disk)
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    assert!(answers.iter().all(|&(ok, on_disk)| ok && on_disk), "{answers:?}");
+    let syncs = log.syncs() - before;
+    assert!(syncs < 64, "{syncs} syncs for 64 requests: they were committed in groups");
+    // A refusal waits for its entry too.
+    let guest = Broadcast { ctx: ctx.attenuate(CapSet::EMPTY), channel: "denied".into(), content: "x".into() };
+    assert!(comm.send(guest).await.unwrap().is_err());
+    assert!(std::fs::read_to_string(&segment).unwrap().contains("\"resource\":\"denied\""));
+}

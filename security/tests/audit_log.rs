@@ -382,3 +382,33 @@ fn a_live_log_verifies_with_its_write_in_progress() {
     let live = verify_with(dir.path(), &Verification { live: true, ..Verification::default() }).unwrap();
     assert_eq!((live.entries, live.in_progress), (3, Some(16)));
 }
+
+#[test]
+fn before_reply_tells_each_entry_once_it_is_on_disk_and_a_batch_shares_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AuditConfig::new(dir.path());
+    config.durability = Durability::BeforeReply;
+    let (log, _) = AuditLog::open(config).unwrap();
+    assert!(log.replies_after_durable());
+    let (told, durable) = std::sync::mpsc::channel();
+    let segment = segment(dir.path(), 1);
+    let before = log.syncs();
+    for i in 0..1000 {
+        let told = told.clone();
+        let segment = segment.clone();
+        log.record_durable(
+            entry(i),
+            Box::new(move |answer| {
+                // Told on the writer's thread, after the sync: the entry is in the file.
+                let on_disk = fs::read_to_string(&segment).unwrap().contains(&format!("\"node-{i}\""));
+                let _ = told.send((i, answer, on_disk));
+            }),
+        );
+    }
+    let answers: Vec<_> = (0..1000).map(|_| durable.recv_timeout(std::time::Duration::from_secs(30)).unwrap()).collect();
+    assert!(answers.iter().all(|(_, answer, on_disk)| answer.is_ok() && *on_disk), "every entry durable when told");
+    let syncs = log.syncs() - before;
+    assert!((1..100).contains(&syncs), "{syncs} syncs for 1000 entries: batches share one");
+    log.close().unwrap();
+    assert_eq!(verify(dir.path()).unwrap().entries, 1000);
+}

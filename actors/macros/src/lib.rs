@@ -285,6 +285,7 @@ fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
         let resource = args.resource.as_ref().map_or(quote!(#name), |r| r.to_token_stream());
         let validate = args.validate.as_ref().map_or(quote!(::core::result::Result::Ok(())), |v| v.to_token_stream());
         let run = if *asynchronous { quote!(run_async) } else { quote!(run) };
+        let handler_result = if *asynchronous { ret.to_token_stream() } else { quote!(::actors::gate::Reply<#output, #error>) };
         let pass_context = with_context.then(|| quote!(, ctx));
         table.push(quote!(::actors::gate::Declared { name: #name, cost: #cost, requires: #requires }));
         generated.push(quote! {
@@ -318,7 +319,7 @@ fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
             }
 
             impl ::actix::Handler<#message> for #actor {
-                type Result = #ret;
+                type Result = #handler_result;
 
                 #[allow(unused_variables)]
                 fn handle(&mut self, msg: #message, ctx: &mut ::actix::Context<Self>) -> Self::Result {
@@ -362,7 +363,7 @@ fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
         }
 
         impl ::actix::Handler<::actors::gate::TopUp<#error>> for #actor {
-            type Result = ::core::result::Result<::actors::energy::Joules, #error>;
+            type Result = ::actors::gate::Reply<::actors::energy::Joules, #error>;
 
             fn handle(&mut self, msg: ::actors::gate::TopUp<#error>, _: &mut ::actix::Context<Self>) -> Self::Result {
                 ::actors::gate::run(self, msg, |actor, msg| Ok(actor.#gate.top_up(msg.amount)))
@@ -370,7 +371,7 @@ fn expand_gated(args: ActorArgs, mut block: ItemImpl) -> syn::Result<Tokens> {
         }
 
         impl ::actix::Handler<::actors::gate::Status<#error>> for #actor {
-            type Result = ::core::result::Result<::actors::gate::GateStatus, #error>;
+            type Result = ::actors::gate::Reply<::actors::gate::GateStatus, #error>;
 
             fn handle(&mut self, msg: ::actors::gate::Status<#error>, _: &mut ::actix::Context<Self>) -> Self::Result {
                 ::actors::gate::run(self, msg, |actor, _| Ok(actor.#gate.status()))

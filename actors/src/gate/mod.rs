@@ -128,7 +128,7 @@ pub use common::{Status, TopUp};
 pub use config::{ActorConfig, Limits, NoSettings};
 pub use declaration::{Declared, GatedActor, Invalid, Operation, Pending, Rules};
 pub use error::GateError;
-pub use running::{run, run_async};
+pub use running::{run, run_async, Reply};
 
 use clock::WallClock;
 use refusals::RefusalLimiter;
@@ -229,6 +229,8 @@ pub struct Gate {
     clock: WallClock,
     credential: Credential,
     refusals: RefusalLimiter,
+    /// The sink answers only once entries are durable: replies wait for it.
+    before_reply: bool,
     counters: GateCounters,
     mailbox_capacity: usize,
 }
@@ -238,6 +240,7 @@ impl Gate {
     /// what it declared.
     pub fn new<S>(setup: GateSetup<'_, S>) -> Gate {
         let config = setup.config;
+        let before_reply = setup.audit.replies_after_durable();
         let clock = WallClock::new(setup.clock);
         let budget = match config.refill_watts {
             Some(rate) => EnergyBudget::with_refill(config.budget_joules, rate, clock.instant()),
@@ -269,6 +272,7 @@ impl Gate {
             clock,
             credential: setup.credential,
             refusals: RefusalLimiter::new(setup.limits.max_refusals_per_second),
+            before_reply,
             counters: GateCounters::default(),
             mailbox_capacity: config.mailbox_capacity,
         }

@@ -10,6 +10,7 @@ use security::SecurityContext;
 
 use super::admission::{Refusal, Ticket};
 use super::refusals::{Left, Verdict};
+use super::running::DurableReply;
 use super::clock::Ticks;
 use super::running::Measured;
 use super::{Gate, GateError, Operation};
@@ -28,14 +29,19 @@ impl Gate {
     /// Audits a refusal (measured, not charged) and returns its error. Its resource is unchecked
     /// (it may be why the request was refused), so it is cut to a bounded length; past the
     /// principal's limit of refusals a second, it is counted and not written.
-    pub(super) fn refuse<M: Operation>(&mut self, msg: &M, refusal: Refusal<M::Error>, measured: Measured) -> M::Error {
+    pub(super) fn refuse<M: Operation>(
+        &mut self,
+        msg: &M,
+        refusal: Refusal<M::Error>,
+        measured: Measured,
+    ) -> (M::Error, Option<DurableReply>) {
         let sample = self.assess(&measured.reading);
         self.counters.denied += 1;
         let principal = msg.context().principal().as_str();
         let left_out = match self.refusals.note(principal, measured.ended, sample.joules.get(), &self.clock) {
             Verdict::LeaveOut => {
                 self.counters.left_out += 1;
-                return refusal.error;
+                return (refusal.error, None);
             }
             Verdict::Write { left_out } => left_out,
         };
@@ -45,7 +51,7 @@ impl Gate {
         }
         let estimate = refusal.operation.map_or(Joules::ZERO, |i| self.estimate(i));
         let energy = self.energy_record(&sample, Joules::ZERO, estimate);
-        self.record(
+        let durable = self.record(
             measured.ended,
             refusal.kind,
             Outcome::Denied,
@@ -56,7 +62,7 @@ impl Gate {
             Some(&refusal.error),
             energy,
         );
-        refusal.error
+        (refusal.error, durable)
     }
 
     /// Says that refusals of `principal` were left out of the log, with the energy measured for
@@ -96,7 +102,7 @@ impl Gate {
         measured: Measured,
         result: Result<M::Output, M::Error>,
         authority: Option<&SecurityContext>,
-    ) -> Result<M::Output, M::Error> {
+    ) -> (Result<M::Output, M::Error>, Option<DurableReply>) {
         let revoked = authority.and_then(|ctx| {
             let (held, version) = ctx.held();
             (version != ticket.grant_version && !held.contains_all(ctx.capabilities())).then(|| {
@@ -138,7 +144,7 @@ impl Gate {
             }
         };
         let energy = self.energy_record(&sample, actual, estimate);
-        self.record(
+        let durable = self.record(
             measured.ended,
             kind,
             outcome,
@@ -150,7 +156,7 @@ impl Gate {
             energy,
         );
         self.watch_budget(M::NAME, Some(ticket.operation));
-        result
+        (result, durable)
     }
 
     fn energy_record(&self, sample: &Sample, charged: Joules, estimate: Joules) -> EnergyRecord {
@@ -177,7 +183,7 @@ impl Gate {
         resource: CompactString,
         error: Option<&E>,
         energy: EnergyRecord,
-    ) {
+    ) -> Option<DurableReply> {
         let detail = error.map_or(Detail::NONE, |e| Detail::from_error(e.code(), e.to_string()));
         // The same record as a `tracing` event: refusals of authority at WARN, other refusals and
         // failures at INFO, successes at DEBUG. It is emitted from the parts, so that the entry
@@ -204,18 +210,35 @@ impl Gate {
             (_, Outcome::Denied | Outcome::Failed) => event!(tracing::Level::INFO),
             _ => event!(tracing::Level::DEBUG),
         }
-        self.audit.record(AuditEntry {
-            ts: self.clock.stamp(at),
-            kind,
-            outcome,
-            actor: Cow::Borrowed(self.actor),
-            principal,
-            operation: Cow::Borrowed(name),
-            scope: Cow::Borrowed(self.scope_of(operation)),
-            resource,
-            detail,
-            energy: Some(energy),
-        });
+        macro_rules! entry {
+            () => {
+                AuditEntry {
+                    ts: self.clock.stamp(at),
+                    kind,
+                    outcome,
+                    actor: Cow::Borrowed(self.actor),
+                    principal,
+                    operation: Cow::Borrowed(name),
+                    scope: Cow::Borrowed(self.scope_of(operation)),
+                    resource,
+                    detail,
+                    energy: Some(energy),
+                }
+            };
+        }
+        if !self.before_reply {
+            // Built straight into the call: a built entry moved in would cost a copy.
+            self.audit.record(entry!());
+            return None;
+        }
+        let (durable, reply) = futures::channel::oneshot::channel();
+        self.audit.record_durable(
+            entry!(),
+            Box::new(move |answer| {
+                let _ = durable.send(answer);
+            }),
+        );
+        Some(reply)
     }
 
     /// Raises an alert if the budget crossed a threshold.

@@ -4,13 +4,16 @@
 
 use std::ops::AddAssign;
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::fut::{self, ActorFutureExt};
-use actix::{ActorFuture, ResponseActFuture};
+use actix::{Actor, ActorFuture, AsyncContext, Context, Message, ResponseActFuture};
+use futures::future::Either;
+use security::audit::Unavailable;
 use energy::{Mark, Reading};
 
 use super::clock::Ticks;
 use super::metered::MeteredFuture;
-use super::{Gate, GatedActor, Operation};
+use super::{Gate, GateError, GatedActor, Operation};
 
 /// The start of a stretch of work: the meter's counters and the clock.
 pub(super) struct Start {
@@ -80,7 +83,7 @@ impl Gate {
 /// pub struct Tick { pub on_behalf_of: SecurityContext }
 ///
 /// impl Handler<Tick> for Counter {
-///     type Result = Result<u64, CounterError>;
+///     type Result = gate::Reply<u64, CounterError>;
 ///     fn handle(&mut self, tick: Tick, _: &mut Context<Self>) -> Self::Result {
 ///         let add = Add { ctx: tick.on_behalf_of, amount: 1 };
 ///         gate::run(self, add, |counter, add| counter.add(add))
@@ -91,17 +94,18 @@ pub fn run<A, M>(
     actor: &mut A,
     msg: M,
     body: impl FnOnce(&mut A, M) -> Result<M::Output, M::Error>,
-) -> Result<M::Output, M::Error>
+) -> Reply<M::Output, M::Error>
 where
     A: GatedActor,
     M: Operation,
 {
     let start = actor.gate().begin();
-    match actor.gate().admit(&msg) {
+    let (result, durable) = match actor.gate().admit(&msg) {
         Err(refusal) => {
             let gate = actor.gate();
             let measured = gate.end(start);
-            Err(gate.refuse(&msg, refusal, measured))
+            let (error, durable) = gate.refuse(&msg, refusal, measured);
+            (Err(error), durable)
         }
         Ok(ticket) => {
             let result = body(actor, msg);
@@ -109,6 +113,70 @@ where
             let measured = gate.end(start);
             gate.settle::<M>(ticket, measured, result, None)
         }
+    };
+    match durable {
+        None => Reply::Now(result),
+        Some(durable) => Reply::WhenDurable(result, durable),
+    }
+}
+
+/// Told when an audit entry is durable ([`Durability::BeforeReply`](security::audit::Durability)).
+pub type DurableReply = futures::channel::oneshot::Receiver<Result<(), Unavailable>>;
+
+/// The reply of a synchronous gated handler: now, or, when the audit log answers only once its
+/// entries are durable, as soon as the request's entry is (a refusal if it cannot be made so).
+/// The first is the common case, and costs nothing over a plain result.
+pub enum Reply<T, E> {
+    /// Answer at once.
+    Now(Result<T, E>),
+    /// Answer once the entry is durable.
+    WhenDurable(Result<T, E>, DurableReply),
+}
+
+impl<T, E> Reply<T, E> {
+    /// The result, if it may be answered now.
+    pub fn ready(self) -> Option<Result<T, E>> {
+        match self {
+            Reply::Now(result) => Some(result),
+            Reply::WhenDurable(..) => None,
+        }
+    }
+}
+
+impl<A, M, T, E> MessageResponse<A, M> for Reply<T, E>
+where
+    A: Actor<Context = Context<A>>,
+    M: Message<Result = Result<T, E>>,
+    T: 'static,
+    E: GateError,
+{
+    fn handle(self, ctx: &mut Context<A>, tx: Option<OneshotSender<M::Result>>) {
+        let answer = |result| {
+            if let Some(tx) = tx {
+                let _ = tx.send(result);
+            }
+        };
+        match self {
+            Reply::Now(result) => answer(result),
+            Reply::WhenDurable(result, durable) => {
+                ctx.spawn(when_durable(result, Some(durable)).map(move |result, _, _| answer(result)));
+            }
+        }
+    }
+}
+
+/// `result`, once its audit entry is durable if the log said it would tell.
+fn when_durable<A: Actor, T: 'static, E: GateError>(
+    result: Result<T, E>,
+    durable: Option<DurableReply>,
+) -> impl ActorFuture<A, Output = Result<T, E>> {
+    match durable {
+        None => Either::Left(fut::ready(result)),
+        Some(durable) => Either::Right(fut::wrap_future(durable).map(move |told, _, _| match told {
+            Ok(Ok(())) => result,
+            Ok(Err(why)) => Err(E::audit_unavailable(format!("its entry is not durable, so the request is not acknowledged: {why}"))),
+            Err(_) => Err(E::audit_unavailable("the audit writer stopped before the entry was durable".into())),
+        })),
     }
 }
 
@@ -134,15 +202,17 @@ where
         Err(refusal) => {
             let gate = actor.gate();
             let measured = gate.end(start);
-            Box::pin(fut::ready(Err(gate.refuse(&msg, refusal, measured))))
+            let (error, durable) = gate.refuse(&msg, refusal, measured);
+            Box::pin(when_durable(Err(error), durable))
         }
         Ok(ticket) => {
             // Kept to check at the end that the authority was not revoked while the body ran.
             let authority = msg.context().clone();
             let inner = body(actor, msg);
             let measured = actor.gate().end(start);
-            Box::pin(MeteredFuture::new(inner, measured).map(move |(result, measured), actor: &mut A, _| {
-                actor.gate().settle::<M>(ticket, measured, result, Some(&authority))
+            Box::pin(MeteredFuture::new(inner, measured).then(move |(result, measured), actor: &mut A, _| {
+                let (result, durable) = actor.gate().settle::<M>(ticket, measured, result, Some(&authority));
+                when_durable(result, durable)
             }))
         }
     }

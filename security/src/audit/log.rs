@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, AuditKey, Check, KeyError, LineError, GENESIS};
-use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, EntryKind, Outcome, Unavailable, HEAD_FILE};
+use super::{list_segments, segment_name, AuditEntry, AuditSink, Detail, Durable, EntryKind, Outcome, Unavailable, HEAD_FILE};
 
 /// When written entries are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub enum Durability {
     IntervalMs(u64),
     /// Never `fsync`; the operating system writes back when it likes.
     Never,
+    /// `fsync` before a request is answered: the gate holds each reply until its entry is on
+    /// disk. Entries that arrive while a sync runs share the next one (group commit), so the cost
+    /// is one disk flush per batch, not per entry.
+    BeforeReply,
 }
 
 /// What the log does when it cannot write (as auditd's `disk_full_action`).
@@ -190,7 +194,7 @@ pub enum TailRepair {
 // Entries travel unboxed: boxing would put an allocation on the gate's path for every message.
 #[allow(clippy::large_enum_variant)]
 enum Command {
-    Entry(AuditEntry),
+    Entry(AuditEntry, Option<Durable>),
     Flush(SyncSender<Result<(), AuditError>>),
 }
 
@@ -203,6 +207,8 @@ struct Health {
     reason: Mutex<String>,
     /// Bytes of entries recorded and not yet taken by the writer (an estimate of each).
     queued: AtomicU64,
+    /// Times the writer forced the current segment to disk.
+    syncs: AtomicU64,
 }
 
 impl Health {
@@ -238,6 +244,7 @@ pub struct AuditLog {
     dir: PathBuf,
     health: Arc<Health>,
     max_queue_bytes: u64,
+    before_reply: bool,
 }
 
 impl AuditLog {
@@ -258,8 +265,15 @@ impl AuditLog {
             .name("ergon-audit".into())
             .spawn(move || writer.run(commands))
             .map_err(io_err(&config.dir))?;
-        let log = AuditLog { queue: Some(queue), writer: Some(handle), dir: config.dir, health, max_queue_bytes: config.max_queue_bytes };
+        let before_reply = config.durability == Durability::BeforeReply;
+        let log = AuditLog { queue: Some(queue), writer: Some(handle), dir: config.dir, health, max_queue_bytes: config.max_queue_bytes, before_reply };
         Ok((log, report))
+    }
+
+    /// How many times the writer has forced the log to disk: with
+    /// [`Durability::BeforeReply`], far fewer than the entries, since a batch shares one.
+    pub fn syncs(&self) -> u64 {
+        self.health.syncs.load(Ordering::Relaxed)
     }
 
     /// The log's directory.
@@ -297,16 +311,33 @@ impl Drop for AuditLog {
     }
 }
 
+impl AuditLog {
+    fn send(&self, entry: AuditEntry, done: Option<Durable>) {
+        self.health.queued.fetch_add(queued_size(&entry), Ordering::Relaxed);
+        let unsent = match &self.queue {
+            Some(queue) => queue.send(Command::Entry(entry, done)).err().map(|e| e.0),
+            None => Some(Command::Entry(entry, done)),
+        };
+        if let Some(Command::Entry(_, done)) = unsent {
+            tracing::error!(dir = %self.dir.display(), "audit writer has stopped; entry not recorded");
+            if let Some(done) = done {
+                done(Err(Unavailable(format!("audit log {}: the writer has stopped", self.dir.display()))));
+            }
+        }
+    }
+}
+
 impl AuditSink for AuditLog {
     fn record(&self, entry: AuditEntry) {
-        self.health.queued.fetch_add(queued_size(&entry), Ordering::Relaxed);
-        let sent = match &self.queue {
-            Some(queue) => queue.send(Command::Entry(entry)).is_ok(),
-            None => false,
-        };
-        if !sent {
-            tracing::error!(dir = %self.dir.display(), "audit writer has stopped; entry not recorded");
-        }
+        self.send(entry, None);
+    }
+
+    fn replies_after_durable(&self) -> bool {
+        self.before_reply
+    }
+
+    fn record_durable(&self, entry: AuditEntry, done: Durable) {
+        self.send(entry, Some(done));
     }
 
     fn available(&self) -> Result<(), Unavailable> {
@@ -458,19 +489,22 @@ impl Writer {
             Durability::EveryEntry => Duration::ZERO,
             Durability::IntervalMs(ms) => Duration::from_millis(ms),
             Durability::Never => NEVER_CHECKPOINT,
+            Durability::BeforeReply => Duration::from_millis(10),
         };
         let mut idle = POLL_MIN;
         loop {
             let mut entries = std::mem::take(&mut self.pending);
             let retrying = !entries.is_empty();
             let mut waiters = Vec::new();
+            let mut durable: Vec<Durable> = Vec::new();
             let mut closed = false;
             let mut taken = 0;
             while taken < BATCH {
                 match commands.try_recv() {
-                    Ok(Command::Entry(entry)) => {
+                    Ok(Command::Entry(entry, done)) => {
                         self.health.queued.fetch_sub(queued_size(&entry), Ordering::Relaxed);
-                        entries.push(entry)
+                        entries.push(entry);
+                        durable.extend(done);
                     }
                     Ok(Command::Flush(reply)) => waiters.push(reply),
                     Err(TryRecvError::Empty) => break,
@@ -482,7 +516,8 @@ impl Writer {
                 taken += 1;
             }
             let mut result = self.write_all(entries);
-            let due = !waiters.is_empty() || self.last_checkpoint.elapsed() >= interval;
+            // Everyone waiting for this batch shares one sync: the group commit.
+            let due = !waiters.is_empty() || !durable.is_empty() || self.last_checkpoint.elapsed() >= interval;
             if result.is_ok() && self.unsynced && due {
                 result = self.checkpoint();
             }
@@ -491,6 +526,9 @@ impl Writer {
                     tracing::error!(dir = %self.dir.display(), "audit log stopped: {why}");
                     self.stop_process_if_configured(why);
                     self.health.fail(why.clone(), true);
+                    for done in durable {
+                        done(Err(Unavailable(why.clone())));
+                    }
                     for reply in waiters {
                         let _ = reply.send(Err(AuditError::Writer { message: why.clone(), pending: self.pending.len() }));
                     }
@@ -499,12 +537,20 @@ impl Writer {
                 (None, Ok(())) => {
                     self.last_error = None;
                     self.health.recover();
+                    // Durable only if nothing is still pending (an earlier failure's retry).
+                    let answer = if self.pending.is_empty() { Ok(()) } else { Err(Unavailable("entries still wait to be written".into())) };
+                    for done in durable {
+                        done(answer.clone());
+                    }
                 }
                 (None, Err(e)) => {
                     self.stop_process_if_configured(&e.to_string());
                     tracing::error!(dir = %self.dir.display(), error = %e, pending = self.pending.len(), "audit log write failed; requests are refused until it can write");
                     self.health.fail(format!("cannot write ({e}); {} entries wait", self.pending.len()), false);
                     self.last_error = Some(e.to_string());
+                    for done in durable {
+                        done(Err(Unavailable(format!("the entry is not durable: {e}"))));
+                    }
                 }
             }
             for reply in waiters {
@@ -593,6 +639,7 @@ impl Writer {
     /// Forces the segment to disk. A failure is fatal: the kernel may have dropped the dirty
     /// pages already, so retrying could report success for data that is gone.
     fn sync(&mut self) -> io::Result<()> {
+        self.health.syncs.fetch_add(1, Ordering::Relaxed);
         self.file.sync_data().inspect_err(|e| {
             self.fatal = Some(format!("fsync of the current segment failed ({e}); the writer stops, since what it wrote may be lost"));
         })

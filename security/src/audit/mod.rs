@@ -45,7 +45,7 @@ pub use log::{
     EXIT_AUDIT_FAILED,
 };
 pub use reader::{AuditReader, Filter, ReadError};
-pub use sink::{AuditSink, MemorySink, Unavailable};
+pub use sink::{AuditSink, Durable, MemorySink, Unavailable};
 pub use summary::{Attributed, Metered, Summary, Tally};
 pub use verify::{verify, verify_keyed, verify_with, Problem, Verification, VerifyError, VerifyReport};
 

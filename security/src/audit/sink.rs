@@ -18,7 +18,24 @@ pub trait AuditSink: Send + Sync {
     fn available(&self) -> Result<(), Unavailable> {
         Ok(())
     }
+
+    /// Whether requests are answered only once their entries are durable
+    /// ([`Durability::BeforeReply`](super::Durability::BeforeReply)); then the gate records
+    /// with [`record_durable`](Self::record_durable) and holds each reply until it is told.
+    fn replies_after_durable(&self) -> bool {
+        false
+    }
+
+    /// Takes one entry, and calls `done` once it is durable (or cannot be made so). A sink that
+    /// keeps entries in memory is as durable as it gets when it has taken it.
+    fn record_durable(&self, entry: AuditEntry, done: Durable) {
+        self.record(entry);
+        done(Ok(()));
+    }
 }
+
+/// Told when an entry is durable, or why it cannot be made so: called once, on the writer's thread.
+pub type Durable = Box<dyn FnOnce(Result<(), Unavailable>) + Send>;
 
 /// Why an audit sink cannot take entries now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
