@@ -190,3 +190,76 @@ async fn with_before_reply_a_request_is_answered_once_its_entry_is_on_disk() {
     assert!(comm.send(guest).await.unwrap().is_err());
     assert!(std::fs::read_to_string(&segment).unwrap().contains("\"resource\":\"denied\""));
 }
+
+/// Counts its ticks: proof that the arbiter it shares with a manager keeps running.
+struct Ticker(Arc<std::sync::atomic::AtomicU64>);
+
+impl Actor for Ticker {
+    type Context = actix::Context<Self>;
+    fn started(&mut self, ctx: &mut actix::Context<Self>) {
+        use actix::AsyncContext;
+        ctx.run_interval(Duration::from_millis(5), |ticker, _| {
+            ticker.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+#[actix::test]
+async fn with_before_reply_on_a_full_disk_nothing_is_acknowledged_that_is_not_durable() {
+    let fs = SmallFs::mount(1 << 20);
+    let dir = fs.path().join("audit");
+    let mut config = AuditConfig::new(&dir);
+    config.durability = Durability::BeforeReply;
+    let (log, _) = AuditLog::open(config).unwrap();
+    let log = Arc::new(log);
+    let grants = Arc::new(GrantTable::new());
+    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
+    let mut settings = Config::default();
+    settings.communication_manager.budget_joules = actors::energy::Joules::new(1e12).unwrap();
+    let env = Environment::new(settings, grants, log.clone());
+    let comm = CommunicationManager::new(&env, "n1").start();
+    let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let _ticker = Ticker(ticks.clone()).start();
+    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let filler = fill(&fs, 32 << 10);
+
+    let mut acknowledged = Vec::new();
+    let mut refusals = 0;
+    let ticks_before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    for i in 0..20_000 {
+        let broadcast = Broadcast { ctx: ctx.clone(), channel: format!("c{i}"), content: "x".into() };
+        match comm.send(broadcast).await.unwrap() {
+            Ok(_) => acknowledged.push(format!("c{i}")),
+            Err(CommunicationError::AuditUnavailable(_)) => {
+                refusals += 1;
+                if refusals == 50 {
+                    break;
+                }
+                actix::clock::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(refusals, 50, "the disk filled up and requests were refused");
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > ticks_before, "the arbiter kept ticking");
+
+    std::fs::remove_file(&filler).unwrap();
+    let served = common::eventually(Duration::from_secs(20), || async {
+        let retry = Broadcast { ctx: ctx.clone(), channel: "after".into(), content: "x".into() };
+        comm.send(retry).await.unwrap().ok()
+    })
+    .await;
+    assert!(served.is_some(), "service resumes");
+    log.flush().unwrap();
+    verify(&dir).unwrap();
+    let written: std::collections::BTreeSet<String> = AuditReader::open(&dir)
+        .unwrap()
+        .entries()
+        .map(Result::unwrap)
+        .filter(|e| e.entry.operation == "broadcast" && e.entry.outcome == Outcome::Allowed)
+        .map(|e| e.entry.resource.to_string())
+        .collect();
+    for channel in acknowledged.iter().chain(Some(&"after".to_string())) {
+        assert!(written.contains(channel), "acknowledged {channel} is not in the log");
+    }
+}
