@@ -6,6 +6,8 @@
 //! enum lists only its own failures; [`gate_error`](crate::gate_error) adds the gate's refusals.
 //! The gate does the rest, in this order:
 //!
+//! 0. **the log**: the audit sink can take entries now (`AuditUnavailable` otherwise: the log
+//!    fails closed, and nothing runs that could not be audited);
 //! 1. **authority**: the context presents only capabilities its principal was granted
 //!    (`InvalidCapabilities`), its scope covers the operation (`InvalidScope`), and both the
 //!    principal and the actor hold what the operation requires (`PermissionDenied`);
@@ -15,7 +17,8 @@
 //! 4. **metered run** of the body;
 //! 5. **charge** of the actual cost (base + measured), metrics, alerts at the thresholds;
 //! 6. **audit** of every outcome, allowed or not, and the same record as a `tracing` event;
-//! 7. **reply** with the body's result or the typed refusal.
+//! 7. **reply** with the body's result or the typed refusal; with durability `before_reply`, once
+//!    the entry is on disk ([`Reply`]).
 //!
 //! A refused request is measured and audited but not charged.
 //!
