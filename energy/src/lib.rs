@@ -7,7 +7,7 @@
 //! - [`Meter`] measures one run of a handler; every [`Sample`] says which [`Source`] produced it.
 //! - [`EnergyBudget`] is a token bucket of joules; [`EnergyMonitor`] raises alerts on it.
 //! - [`counters`] read what the machine says it used: RAPL through powercap, or the process's CPU
-//!   time as the last resort; [`counters::probe`] finds out which of them work here.
+//!   time as the last resort; [`counters::probe()`] finds out which of them work here.
 //! - [`calibration`] fits joules per operation of each class to the machine's counter.
 //! - [`attribution`] samples the chosen counter in the background and shares each window's
 //!   energy among the actors that ran in it, so that charges reconcile with the meter.

@@ -13,7 +13,7 @@
 //! - with the `rapl-energy` feature (GPL-3.0), `rapl_energy`: RAPL through the rapl-energy crate;
 //! - [`cpu_time`]: the process's CPU time x watts per core, the last resort.
 //!
-//! [`probe`] finds out which of them a machine has, whether they can be read and whether they
+//! [`probe()`] finds out which of them a machine has, whether they can be read and whether they
 //! advance, and picks the best; [`probe_and_open`] hands over the choice, ready to be sampled.
 
 pub mod cpu_time;
