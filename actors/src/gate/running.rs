@@ -172,10 +172,11 @@ fn when_durable<A: Actor, T: 'static, E: GateError>(
 ) -> impl ActorFuture<A, Output = Result<T, E>> {
     match durable {
         None => Either::Left(fut::ready(result)),
-        Some(durable) => Either::Right(fut::wrap_future(durable).map(move |told, _, _| match told {
-            Ok(Ok(())) => result,
-            Ok(Err(why)) => Err(E::audit_unavailable(format!("its entry is not durable, so the request is not acknowledged: {why}"))),
-            Err(_) => Err(E::audit_unavailable("the audit writer stopped before the entry was durable".into())),
+        // A success is acknowledged only if its entry is durable; a refusal stays what it was.
+        Some(durable) => Either::Right(fut::wrap_future(durable).map(move |told, _, _| match (told, result) {
+            (Ok(Ok(())), result) | (_, result @ Err(_)) => result,
+            (Ok(Err(why)), Ok(_)) => Err(E::audit_unavailable(format!("its entry is not durable, so the request is not acknowledged: {why}"))),
+            (Err(_), Ok(_)) => Err(E::audit_unavailable("the audit writer stopped before the entry was durable".into())),
         })),
     }
 }

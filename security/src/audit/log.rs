@@ -640,7 +640,11 @@ impl Writer {
     /// pages already, so retrying could report success for data that is gone.
     fn sync(&mut self) -> io::Result<()> {
         self.health.syncs.fetch_add(1, Ordering::Relaxed);
-        self.file.sync_data().inspect_err(|e| {
+        let synced = (|| {
+            fail::fail_point!("audit-sync", |_| Err(io::Error::other("injected by the audit-sync failpoint")));
+            self.file.sync_data()
+        })();
+        synced.inspect_err(|e| {
             self.fatal = Some(format!("fsync of the current segment failed ({e}); the writer stops, since what it wrote may be lost"));
         })
     }
