@@ -515,6 +515,8 @@ impl Writer {
                 }
                 taken += 1;
             }
+            // A test stalls the writer here (a slow disk) to see the queue's bound hold.
+            fail::fail_point!("audit-writer-stall");
             let mut result = self.write_all(entries);
             // Everyone waiting for this batch shares one sync: the group commit.
             let due = !waiters.is_empty() || !durable.is_empty() || self.last_checkpoint.elapsed() >= interval;
