@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
-use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
+use actors::managers::communication::{Broadcast, CommunicationError};
 use actors::security::audit::{verify, AuditConfig, AuditLog, AuditReader, AuditSink, Durability, OnFailure, Outcome, StopHook};
-use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
-use actors::{Config, Environment};
+use actors::security::CapSet;
 
 /// A tmpfs of `bytes`, unmounted when dropped.
 struct SmallFs {
@@ -63,18 +62,7 @@ async fn a_full_disk_refuses_requests_until_the_log_can_write_again() {
     config.durability = Durability::IntervalMs(1);
     let (log, _) = AuditLog::open(config.clone()).unwrap();
     let log = Arc::new(log);
-    let grants = Arc::new(GrantTable::new());
-    let operator = grants.grant(
-        Principal::user("operator"),
-        CapSet::of(&[Capability::BroadcastManagement]),
-        Scope::root(),
-        Origin::Configured,
-    );
-    let mut settings = Config::default();
-    settings.communication_manager.budget_joules = actors::energy::Joules::new(1e12).unwrap();
-    let env = Environment::new(settings, grants, log.clone());
-    let comm = CommunicationManager::new(&env, "n1").start();
-    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let (comm, ctx) = common::broadcaster(log.clone());
     let filler = fill(&fs, 64 << 10);
 
     // Broadcast until the log cannot write: every request answered either ran (and is in the
@@ -164,11 +152,7 @@ async fn with_before_reply_a_request_is_answered_once_its_entry_is_on_disk() {
     config.durability = Durability::BeforeReply;
     let (log, _) = AuditLog::open(config).unwrap();
     let log = Arc::new(log);
-    let grants = Arc::new(GrantTable::new());
-    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
-    let env = Environment::new(Config::default(), grants, log.clone());
-    let comm = CommunicationManager::new(&env, "n1").start();
-    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let (comm, ctx) = common::broadcaster(log.clone());
     let segment = dir.path().join("segment-000001.jsonl");
     let before = log.syncs();
 
@@ -212,15 +196,9 @@ async fn with_before_reply_on_a_full_disk_nothing_is_acknowledged_that_is_not_du
     config.durability = Durability::BeforeReply;
     let (log, _) = AuditLog::open(config).unwrap();
     let log = Arc::new(log);
-    let grants = Arc::new(GrantTable::new());
-    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
-    let mut settings = Config::default();
-    settings.communication_manager.budget_joules = actors::energy::Joules::new(1e12).unwrap();
-    let env = Environment::new(settings, grants, log.clone());
-    let comm = CommunicationManager::new(&env, "n1").start();
+    let (comm, ctx) = common::broadcaster(log.clone());
     let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let _ticker = Ticker(ticks.clone()).start();
-    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
     let filler = fill(&fs, 32 << 10);
 
     let mut acknowledged = Vec::new();

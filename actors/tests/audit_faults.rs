@@ -5,11 +5,8 @@
 
 use std::sync::Arc;
 
-use actix::Actor;
-use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager};
+use actors::managers::communication::{Broadcast, CommunicationError};
 use actors::security::audit::{AuditConfig, AuditLog, Durability};
-use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
-use actors::{Config, Environment};
 
 mod common;
 
@@ -21,11 +18,7 @@ async fn an_fsync_failure_stops_the_writer_for_good_and_nothing_is_acknowledged_
     config.durability = Durability::BeforeReply;
     let (log, _) = AuditLog::open(config).unwrap();
     let log = Arc::new(log);
-    let grants = Arc::new(GrantTable::new());
-    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
-    let env = Environment::new(Config::default(), grants, log.clone());
-    let comm = CommunicationManager::new(&env, "n1").start();
-    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let (comm, ctx) = common::broadcaster(log.clone());
     let say = |channel: &str| Broadcast { ctx: ctx.clone(), channel: channel.into(), content: "x".into() };
     comm.send(say("before")).await.unwrap().unwrap();
 
@@ -50,13 +43,7 @@ async fn a_stalled_writer_lets_its_queue_grow_only_to_its_bound() {
     config.max_queue_bytes = 16 << 10;
     let (log, _) = AuditLog::open(config).unwrap();
     let log = Arc::new(log);
-    let grants = Arc::new(GrantTable::new());
-    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
-    let mut settings = Config::default();
-    settings.communication_manager.budget_joules = actors::energy::Joules::new(1e12).unwrap();
-    let env = Environment::new(settings, grants, log.clone());
-    let comm = CommunicationManager::new(&env, "n1").start();
-    let ctx = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let (comm, ctx) = common::broadcaster(log.clone());
     let say = |i: usize| Broadcast { ctx: ctx.clone(), channel: format!("c{i}"), content: "x".into() };
     comm.send(say(0)).await.unwrap().unwrap();
 

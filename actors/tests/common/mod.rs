@@ -157,6 +157,18 @@ impl Cluster {
     }
 }
 
+/// A communication manager whose gate records into `log` (its budget big enough for a flood),
+/// and an operator's context to broadcast with.
+pub fn broadcaster(log: Arc<dyn actors::security::audit::AuditSink>) -> (Addr<actors::managers::communication::CommunicationManager>, SecurityContext) {
+    let grants = Arc::new(GrantTable::new());
+    let operator = grants.grant(Principal::user("operator"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
+    let mut config = Config::default();
+    config.communication_manager.budget_joules = j(1e12);
+    let env = Environment::new(config, grants, log);
+    let comm = actors::managers::communication::CommunicationManager::new(&env, "n1").start();
+    (comm, operator.context(Scope::new("communication_management").unwrap()).unwrap())
+}
+
 /// Asks `probe` every 20 ms until it answers, for at most `within`.
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
     actors::node::wait::eventually(within, Duration::from_millis(20), probe).await
