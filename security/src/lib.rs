@@ -8,6 +8,8 @@
 //! - The [`GrantTable`] records what each principal is granted, in which scope and by whom, and
 //!   hands out a [`Credential`] per grant: the only way to make a context. A context may present
 //!   less than its grant, never more, and a revocation reaches every context made from the grant.
+//! - [`identity`] proves who is at the other end of a connection: X.509 certificates that name
+//!   nodes and users under the cluster's domain, and the TLS configurations that check them.
 //! - [`audit`] is the tamper-evident log: JSON Lines, SHA-256 hash-chained, batched, rotated,
 //!   repaired after a crash, with a reader and a verifier.
 //!
@@ -30,6 +32,7 @@ pub mod audit;
 mod capability;
 mod context;
 mod grants;
+pub mod identity;
 mod scope;
 
 pub use capability::{CapSet, Capability, UnknownCapability};
