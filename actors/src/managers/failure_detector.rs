@@ -130,7 +130,7 @@ pub struct Failure {
 }
 
 /// What a node reports about itself in its heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
 pub struct Vitals {
     /// The replicated state version it has applied.
     pub version: u64,
@@ -143,7 +143,7 @@ pub struct Vitals {
 }
 
 /// A liveness beat from a peer.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, PartialEq, Message, Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct Heartbeat {
     /// The sender.
