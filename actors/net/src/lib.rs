@@ -1,8 +1,10 @@
 //! ergon across processes and hosts.
 //!
 //! - [`wire`]: frames, the hello that opens every connection, and the encoding of each message.
+//! - [`link`]: one lane to one peer, decided without I/O: dialing, back-off, which connection to keep.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod link;
 pub mod wire;
