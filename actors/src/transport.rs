@@ -26,6 +26,18 @@ use rand_chacha::ChaCha8Rng;
 #[rtype(result = "()")]
 pub struct Peer(pub RaftMessage);
 
+/// Raft messages a transport took but could not deliver after all, because its connection to
+/// `to` broke with them queued: Raft is told, as it would have been at once had the break been
+/// known when they were sent.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Undelivered {
+    /// The peer they were for.
+    pub to: NodeId,
+    /// Whether a snapshot was among them.
+    pub snapshot: bool,
+}
+
 /// Why a message was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Undeliverable {
@@ -38,6 +50,9 @@ pub enum Undeliverable {
     /// The node's actor for this kind of message has a full mailbox: it is not keeping up.
     #[error("node {0} is not keeping up: its mailbox for this message is full")]
     Full(NodeId),
+    /// The message is larger than the transport carries.
+    #[error("a message of {1} bytes to node {0} is larger than a frame may be")]
+    TooLarge(NodeId, usize),
 }
 
 /// What travels between nodes.
@@ -77,12 +92,13 @@ pub struct Inbox {
     raft: Recipient<Peer>,
     heartbeats: Option<Recipient<Heartbeat>>,
     adjustments: Option<Recipient<Adjust>>,
+    undelivered: Option<Recipient<Undelivered>>,
 }
 
 impl Inbox {
     /// An inbox that takes Raft messages only.
     pub fn new(raft: Recipient<Peer>) -> Self {
-        Inbox { raft, heartbeats: None, adjustments: None }
+        Inbox { raft, heartbeats: None, adjustments: None, undelivered: None }
     }
 
     /// Heartbeats go to `detector`.
@@ -97,10 +113,24 @@ impl Inbox {
         self
     }
 
+    /// Messages the transport could not deliver after all are reported to `consensus`.
+    pub fn with_undelivered(mut self, consensus: Recipient<Undelivered>) -> Self {
+        self.undelivered = Some(consensus);
+        self
+    }
+
+    /// Tells this node's consensus actor that Raft messages it sent were lost with a connection.
+    pub fn report(&self, undelivered: Undelivered) {
+        if let Some(consensus) = &self.undelivered {
+            // A full mailbox drops the report; Raft's own timeouts cover what a report would.
+            let _ = consensus.try_send(undelivered);
+        }
+    }
+
     /// Hands `message` to node `to`'s actor for it without waiting, or says why not. The inbox's
     /// own senders are used every time: a fresh clone of a sender is never "full" in actix, so
     /// cloning per message would let a flood past every mailbox bound.
-    fn deliver(&self, to: NodeId, message: Envelope) -> Result<(), Undeliverable> {
+    pub fn deliver(&self, to: NodeId, message: Envelope) -> Result<(), Undeliverable> {
         fn sent<M: Message + Send>(to: NodeId, recipient: Option<&Recipient<M>>, m: M) -> Result<(), Undeliverable>
         where
             M::Result: Send,

@@ -20,7 +20,7 @@ use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Stop;
-use crate::transport::{Envelope, Peer, Transport};
+use crate::transport::{Envelope, Peer, Transport, Undelivered};
 use crate::Environment;
 
 /// Raft's timing and log compaction.
@@ -233,15 +233,23 @@ impl Consensus {
         dir: &Path,
         transport: Arc<dyn Transport>,
     ) -> Result<Addr<Consensus>, ReplicaError> {
+        let replica = Consensus::open(env, id, voters, dir)?;
+        Ok(Consensus::run(env, replica, transport))
+    }
+
+    /// Opens node `id`'s replica from its Raft store in `dir`, with the timing of `env`'s
+    /// configuration. Its incarnation is known from here on, before anything is sent.
+    pub fn open(env: &Environment, id: NodeId, voters: &[NodeId], dir: &Path) -> Result<Replica, ReplicaError> {
         let settings = env.config().raft;
         let store = LogStore::open(dir, voters)?;
-        let config = ReplicaConfig {
-            timing: settings.timing(),
-            snapshot_every: settings.snapshot_every,
-            ..ReplicaConfig::new(id)
-        };
-        let replica = Replica::open(&config, store)?;
-        Ok(Consensus::new(replica, transport, config.timing.tick, settings.mailbox_capacity).start())
+        let config = ReplicaConfig { timing: settings.timing(), snapshot_every: settings.snapshot_every, ..ReplicaConfig::new(id) };
+        Replica::open(&config, store)
+    }
+
+    /// Starts the consensus actor of `replica`, sending through `transport`.
+    pub fn run(env: &Environment, replica: Replica, transport: Arc<dyn Transport>) -> Addr<Consensus> {
+        let settings = env.config().raft;
+        Consensus::new(replica, transport, settings.timing().tick, settings.mailbox_capacity).start()
     }
 }
 
@@ -269,6 +277,17 @@ impl Handler<Peer> for Consensus {
             Err(e) => tracing::debug!(node = self.replica.id(), "peer message refused: {e}"),
         }
         self.drive(ctx);
+    }
+}
+
+impl Handler<Undelivered> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, lost: Undelivered, _: &mut Context<Self>) {
+        if lost.snapshot {
+            self.replica.report_delivery(lost.to, MessageType::MsgSnapshot, false);
+        }
+        self.replica.report_delivery(lost.to, MessageType::MsgAppend, false);
     }
 }
 

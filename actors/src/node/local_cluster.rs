@@ -8,47 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, AsyncContext, Context};
 use cluster::{NodeId, ReplicaError};
 
-use crate::managers::communication::CommunicationManager;
+use crate::managers::failure_detector::Peers;
+pub use crate::node::assembly::ClusterNode;
 use crate::node::consensus::{Consensus, Inspect, NodeView};
-use crate::node::Stop;
-use crate::managers::failure_detector::{FailureDetector, Peers};
-use crate::managers::leader_election::LeaderElection;
-use crate::managers::load_distributor::LoadDistributor;
-use crate::managers::node_manager::NodeManager;
-use crate::managers::recovery_manager::{Links, RecoveryManager};
-use crate::managers::resource_scaler::ResourceScaler;
-use crate::managers::state_replicator::StateReplicator;
-use crate::transport::{Inbox, LocalNetwork};
 use crate::node::wait::eventually;
-use crate::managers::worker_pool::WorkerPool;
+use crate::transport::LocalNetwork;
 use crate::Environment;
-
-/// One node's actors.
-pub struct ClusterNode {
-    /// Its consensus actor.
-    pub consensus: Addr<Consensus>,
-    /// Its node manager (named `node-manager/<id>`).
-    pub nodes: Addr<NodeManager>,
-    /// Its communication manager.
-    pub communication: Addr<CommunicationManager>,
-    /// Its leader election manager.
-    pub election: Addr<LeaderElection>,
-    /// Its state replication manager.
-    pub replicator: Addr<StateReplicator>,
-    /// Its failure detector.
-    pub detector: Addr<FailureDetector>,
-    /// Its recovery manager.
-    pub recovery: Addr<RecoveryManager>,
-    /// Its load distributor.
-    pub distributor: Addr<LoadDistributor>,
-    /// Its resource scaler, managing the pool as resource `workers`.
-    pub scaler: Addr<ResourceScaler>,
-    /// Its worker pool.
-    pub pool: Addr<WorkerPool>,
-}
 
 /// N nodes in one process. Must be used inside an actix system.
 pub struct LocalCluster {
@@ -88,48 +55,8 @@ impl LocalCluster {
                 Err(e) => return Err(e),
             }
         };
-        let transport = Arc::new(self.network.clone());
-        // The detector, pool and recovery manager refer to one another: their addresses exist
-        // before they run.
-        let (detector_cx, recovery_cx) = (Context::<FailureDetector>::new(), Context::<RecoveryManager>::new());
-        let (detector, recovery) = (detector_cx.address(), recovery_cx.address());
-        let pool = WorkerPool::new(&self.env, id, Some(detector.clone().recipient())).start();
-        let election = LeaderElection::new(&self.env, id, consensus.clone()).start();
-        let distributor = LoadDistributor::new(&self.env, id, detector.clone(), transport.clone()).start();
-        let links = Links {
-            consensus: consensus.clone(),
-            election: election.clone(),
-            detector: detector.clone(),
-            distributor: distributor.clone(),
-            pool: pool.clone(),
-        };
-        recovery_cx.run(RecoveryManager::new(&self.env, id, links));
-        let watcher = FailureDetector::new(
-            &self.env,
-            id,
-            &self.voters,
-            transport,
-            consensus.clone(),
-            Some(pool.clone().recipient()),
-            Some(recovery.clone()),
-        );
-        detector_cx.run(watcher);
-        let inbox = Inbox::new(consensus.clone().recipient())
-            .with_heartbeats(detector.clone().recipient())
-            .with_adjustments(pool.clone().recipient());
-        self.network.connect(id, inbox);
-        let node = ClusterNode {
-            nodes: NodeManager::new(&self.env, &id.to_string()).start(),
-            communication: CommunicationManager::new(&self.env, &id.to_string()).start(),
-            replicator: StateReplicator::new(&self.env, id, consensus.clone()).start(),
-            scaler: ResourceScaler::new(&self.env, id, [("workers".to_owned(), pool.clone())]).start(),
-            consensus,
-            election,
-            detector,
-            recovery,
-            distributor,
-            pool,
-        };
+        let node = ClusterNode::start(&self.env, id, &self.voters, consensus, Arc::new(self.network.clone()));
+        self.network.connect(id, node.inbox());
         self.nodes.insert(id, node);
         Ok(())
     }
@@ -138,10 +65,7 @@ impl LocalCluster {
     pub async fn crash(&mut self, id: NodeId) {
         self.network.disconnect(id);
         if let Some(node) = self.nodes.remove(&id) {
-            // The actors with timers stop now; the others stop as their addresses drop.
-            let _ = node.detector.send(Stop).await;
-            let _ = node.pool.send(Stop).await;
-            let _ = node.consensus.send(Stop).await;
+            node.stop().await;
         }
     }
 

@@ -1,6 +1,7 @@
-//! A node's run time: what its actors share, the consensus actor, N nodes in one process, and
-//! stopping and waiting.
+//! A node's run time: what its actors share, the consensus actor, one node's actors started
+//! together, N nodes in one process, and stopping and waiting.
 
+pub mod assembly;
 pub mod attribution;
 pub mod consensus;
 mod environment;
