@@ -83,6 +83,28 @@ impl Principal {
     }
 }
 
+/// A principal written without a known namespace, or with an empty name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a principal: write user:<name>, node:<name> or actor:<name>")]
+pub struct NotAPrincipal(pub String);
+
+impl std::str::FromStr for Principal {
+    type Err = NotAPrincipal;
+
+    /// Parses `namespace:name`.
+    fn from_str(s: &str) -> Result<Self, NotAPrincipal> {
+        let (prefix, name) = s.split_once(':').ok_or_else(|| NotAPrincipal(s.to_owned()))?;
+        let namespace = [Namespace::User, Namespace::Node, Namespace::Actor]
+            .into_iter()
+            .find(|ns| ns.prefix().strip_suffix(':') == Some(prefix))
+            .ok_or_else(|| NotAPrincipal(s.to_owned()))?;
+        if name.is_empty() {
+            return Err(NotAPrincipal(s.to_owned()));
+        }
+        Ok(Principal::new(namespace, name))
+    }
+}
+
 impl std::borrow::Borrow<str> for Principal {
     fn borrow(&self) -> &str {
         &self.0

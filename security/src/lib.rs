@@ -36,6 +36,6 @@ pub mod identity;
 mod scope;
 
 pub use capability::{CapSet, Capability, UnknownCapability};
-pub use context::{Namespace, Principal, SecurityContext};
+pub use context::{Namespace, NotAPrincipal, Principal, SecurityContext};
 pub use grants::{Credential, GrantTable, Origin, OutsideGrant};
 pub use scope::{Scope, ScopeError};

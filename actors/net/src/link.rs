@@ -69,12 +69,13 @@ pub struct Link {
     dialing: bool,
     failures: u32,
     newest_incarnation: u64,
+    redial: Duration,
 }
 
 impl Link {
     /// A lane from `me` to `peer`, with no connection yet.
     pub fn new(me: NodeId, peer: NodeId, backoff: Backoff) -> Self {
-        Link { me, peer, backoff, current: None, dialing: false, failures: 0, newest_incarnation: 0 }
+        Link { me, peer, backoff, current: None, dialing: false, failures: 0, newest_incarnation: 0, redial: Duration::ZERO }
     }
 
     /// The connection in use.
@@ -128,10 +129,16 @@ impl Link {
     pub fn closed(&mut self, id: u64, rng: &mut impl Rng) -> Option<Duration> {
         if self.current.is_some_and(|c| c.id == id) {
             self.current = None;
-            Some(self.backoff.delay(0, rng))
+            self.redial = self.backoff.delay(0, rng);
+            Some(self.redial)
         } else {
             None
         }
+    }
+
+    /// How long to wait before dialing after the last connection in use closed.
+    pub fn redial_delay(&self) -> Duration {
+        self.redial
     }
 }
 

@@ -1,0 +1,304 @@
+//! Opening connections: dialing each peer per lane with back-off, accepting, and the hello that
+//! proves who is at the other end before anything else is read.
+//!
+//! A node believes the node id a peer claims in its hello only if the peer's certificate, already
+//! checked against the cluster's CA by TLS, names that id; when it dials, TLS checks that the
+//! server's certificate names the peer it meant to reach, although it dials an address. Anything
+//! wrong (another cluster, another version, garbage, the wrong certificate) is refused with the
+//! reason sent to the peer and logged with its address, and counted; it never touches another
+//! connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::security::identity::{certificate_names, node_name, principal_name};
+use actors::security::Principal;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use rand::SeedableRng;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use super::{connection, Security, Shared, Stats};
+use crate::link::{Decision, Offer};
+use crate::wire::{self, Hello, Lane, Role, Welcome, WireError};
+
+/// A byte stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection after its hello, framed.
+pub type Frames = Framed<Box<dyn Io>, LengthDelimitedCodec>;
+
+/// How a client proved who it is.
+#[derive(Debug, Clone)]
+pub enum ClientProof {
+    /// Its certificate names this principal (or, without TLS, it merely says so).
+    Certificate(Principal),
+    /// It presented this token, for the callers' service to verify.
+    Token(Vec<u8>),
+}
+
+/// A client connection that passed its handshake.
+pub struct Caller {
+    /// The connection, positioned after the hello and its welcome.
+    pub frames: Frames,
+    /// The client's address.
+    pub address: SocketAddr,
+    /// Who it is.
+    pub proof: ClientProof,
+}
+
+/// Serves client connections: the node's gated operations, to authenticated callers.
+pub trait Callers: Send + Sync + 'static {
+    /// Serves one client until its connection closes.
+    fn serve(&self, caller: Caller) -> BoxFuture<'static, ()>;
+}
+
+/// Why a handshake failed, as told to the peer and logged.
+struct Refusal(String);
+
+impl From<WireError> for Refusal {
+    fn from(e: WireError) -> Self {
+        Refusal(e.to_string())
+    }
+}
+
+fn frames(io: Box<dyn Io>, shared: &Shared) -> Frames {
+    Framed::new(io, wire::codec(shared.settings.max_frame_bytes))
+}
+
+async fn next_frame(frames: &mut Frames) -> Result<bytes::BytesMut, Refusal> {
+    match frames.next().await {
+        Some(Ok(frame)) => Ok(frame),
+        Some(Err(e)) => Err(Refusal(connection::describe(&e))),
+        None => Err(Refusal("closed during the handshake".into())),
+    }
+}
+
+/// Accepts connections until shutdown; each handshake runs in its own task, at most
+/// `max_handshakes` at once.
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, address) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(node = shared.me, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
+            Stats::bump(&shared.stats.refused_connections);
+            tracing::warn!(node = shared.me, %address, "connection refused: too many handshakes under way");
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_millis(shared.settings.handshake_timeout_ms);
+            let accepted = tokio::time::timeout(timeout, accept(&shared, tcp, address)).await;
+            drop(permit);
+            match accepted {
+                Ok(Some(Accepted::Member(peer, lane, frames, offer))) => connection::run(shared, peer, lane, frames, offer).await,
+                Ok(Some(Accepted::Client(caller))) => {
+                    let callers = shared.callers.read().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(callers) = callers {
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => {}
+                            _ = callers.serve(caller) => {}
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    Stats::bump(&shared.stats.refused_connections);
+                    tracing::warn!(node = shared.me, %address, "connection refused: no handshake within {timeout:?}");
+                }
+            }
+        });
+    }
+}
+
+enum Accepted {
+    Member(cluster::NodeId, Lane, Frames, Offer),
+    Client(Caller),
+}
+
+/// The accepting side of a handshake: `None` if it was refused (and the refusal sent and logged).
+async fn accept(shared: &Arc<Shared>, tcp: TcpStream, address: SocketAddr) -> Option<Accepted> {
+    let _ = tcp.set_nodelay(true);
+    let (io, certificate): (Box<dyn Io>, Option<CertificateDer<'static>>) = match &shared.security {
+        Security::Insecure => (Box::new(tcp), None),
+        Security::Tls(identity) => match tokio_rustls::TlsAcceptor::from(identity.server_config()).accept(tcp).await {
+            Ok(tls) => {
+                let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+                (Box::new(tls), certificate)
+            }
+            Err(e) => {
+                Stats::bump(&shared.stats.refused_connections);
+                tracing::warn!(node = shared.me, %address, "connection refused: TLS handshake failed: {e}");
+                return None;
+            }
+        },
+    };
+    let mut frames = frames(io, shared);
+    let outcome = async {
+        let hello = wire::decode_hello(&next_frame(&mut frames).await?)?;
+        admit(shared, &hello, certificate.as_ref())
+    }
+    .await;
+    let welcome = match &outcome {
+        Ok(_) => Welcome::Accepted { id: shared.me, incarnation: shared.incarnation },
+        Err(Refusal(reason)) => Welcome::Refused(reason.clone()),
+    };
+    let sent = frames.send(Bytes::from(wire::encode_welcome(&welcome))).await;
+    match outcome {
+        Err(Refusal(reason)) => {
+            Stats::bump(&shared.stats.refused_connections);
+            tracing::warn!(node = shared.me, %address, "connection refused: {reason}");
+            None
+        }
+        Ok(_) if sent.is_err() => None,
+        Ok(Admitted::Member { peer, lane, offer }) => Some(Accepted::Member(peer, lane, frames, offer)),
+        Ok(Admitted::Client(proof)) => Some(Accepted::Client(Caller { frames, address, proof })),
+    }
+}
+
+enum Admitted {
+    Member { peer: cluster::NodeId, lane: Lane, offer: Offer },
+    Client(ClientProof),
+}
+
+/// Whether a hello, with the certificate the connection presented, is let in.
+fn admit(shared: &Shared, hello: &Hello, certificate: Option<&CertificateDer<'_>>) -> Result<Admitted, Refusal> {
+    let cluster = shared.cluster.as_str();
+    if hello.cluster != cluster {
+        return Err(Refusal(format!("cluster {:?} (peer) is not {cluster:?} (this node)", hello.cluster)));
+    }
+    let proves = |name: &str| -> Result<(), Refusal> {
+        match (&shared.security, certificate) {
+            (Security::Insecure, _) => Ok(()),
+            (Security::Tls(_), None) => Err(Refusal(format!("no certificate presented for {name}"))),
+            (Security::Tls(_), Some(der)) => {
+                certificate_names(der, name).map_err(|why| Refusal(format!("the certificate presented does not name {name}: {why}")))
+            }
+        }
+    };
+    match &hello.role {
+        &Role::Node { id, incarnation, lane, to } => {
+            if to != shared.me {
+                return Err(Refusal(format!("this is node {}, not node {to}", shared.me)));
+            }
+            let state = shared.lane(id, lane).ok_or_else(|| Refusal(format!("node {id} is not a member of cluster {cluster:?}")))?;
+            proves(&node_name(&shared.cluster, id))?;
+            let offer = Offer { id: shared.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed), dialer: id, incarnation };
+            match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {
+                Decision::Install { replaces } => {
+                    connection::retire(state, replaces);
+                    Ok(Admitted::Member { peer: id, lane, offer })
+                }
+                Decision::Refuse(why) => Err(Refusal(why)),
+            }
+        }
+        Role::Client { principal: Some(claimed), token: None } => {
+            let principal: Principal = claimed.parse().map_err(|e| Refusal(format!("principal {claimed:?}: {e}")))?;
+            let name = principal_name(&shared.cluster, &principal).map_err(|e| Refusal(e.to_string()))?;
+            proves(&name)?;
+            Ok(Admitted::Client(ClientProof::Certificate(principal)))
+        }
+        Role::Client { principal: None, token: Some(token) } => Ok(Admitted::Client(ClientProof::Token(token.clone()))),
+        Role::Client { .. } => Err(Refusal("a client must present either a certificate for its principal or a token".into())),
+    }
+}
+
+/// Keeps one lane to `peer` connected until shutdown: dials when the link has no connection,
+/// backs off after failures, and waits while a connection is up.
+pub(super) async fn dialer(shared: Arc<Shared>, peer: cluster::NodeId, address: SocketAddr, lane: Lane) {
+    let Some(state) = shared.lane(peer, lane) else { return };
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    loop {
+        let dial = state.link.lock().unwrap_or_else(|e| e.into_inner()).start_dial();
+        let wait = if dial {
+            match dial_once(&shared, peer, address, lane).await {
+                Ok((frames, offer)) => {
+                    tokio::spawn(connection::run(shared.clone(), peer, lane, frames, offer));
+                    None
+                }
+                Err(Refusal(reason)) => {
+                    let delay = state.link.lock().unwrap_or_else(|e| e.into_inner()).dial_failed(&mut rng);
+                    tracing::debug!(node = shared.me, peer, ?lane, %address, "dial failed, retrying in {delay:?}: {reason}");
+                    Some(delay)
+                }
+            }
+        } else {
+            None
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = async {
+                match wait {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    // Woken when the connection closes (with the delay it asks for) or when a
+                    // dial by the peer was refused.
+                    None => {
+                        state.changed.notified().await;
+                        let delay = state.link.lock().unwrap_or_else(|e| e.into_inner()).redial_delay();
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            } => {}
+        }
+    }
+}
+
+/// One dial: connect, prove both ends, and offer the connection to the link.
+async fn dial_once(shared: &Arc<Shared>, peer: cluster::NodeId, address: SocketAddr, lane: Lane) -> Result<(Frames, Offer), Refusal> {
+    let timeout = Duration::from_millis(shared.settings.handshake_timeout_ms);
+    let handshake = async {
+        let tcp = TcpStream::connect(address).await.map_err(|e| Refusal(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &shared.security {
+            Security::Insecure => Box::new(tcp),
+            Security::Tls(identity) => {
+                // The certificate must name the peer, whatever address it was reached at.
+                let name = ServerName::try_from(node_name(&shared.cluster, peer)).map_err(|e| Refusal(e.to_string()))?;
+                let tls = tokio_rustls::TlsConnector::from(identity.client_config())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| Refusal(format!("TLS: {e}")))?;
+                Box::new(tls)
+            }
+        };
+        let mut frames = frames(io, shared);
+        let hello = Hello {
+            cluster: shared.cluster.to_string(),
+            role: Role::Node { id: shared.me, incarnation: shared.incarnation, lane, to: peer },
+        };
+        frames.send(Bytes::from(wire::encode_hello(&hello))).await.map_err(|e| Refusal(connection::describe(&e)))?;
+        match wire::decode_welcome(&next_frame(&mut frames).await?)? {
+            Welcome::Accepted { id, incarnation } if id == peer => Ok((frames, incarnation)),
+            Welcome::Accepted { id, .. } => Err(Refusal(format!("node {id} answered at the address of node {peer}"))),
+            Welcome::Refused(reason) => Err(Refusal(format!("refused by node {peer}: {reason}"))),
+        }
+    };
+    let (frames, incarnation) =
+        tokio::time::timeout(timeout, handshake).await.map_err(|_| Refusal(format!("no handshake within {timeout:?}")))??;
+    let state = shared.lane(peer, lane).expect("dialing a member");
+    let offer = Offer { id: shared.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed), dialer: shared.me, incarnation };
+    match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {
+        Decision::Install { replaces } => {
+            connection::retire(state, replaces);
+            Ok((frames, offer))
+        }
+        Decision::Refuse(why) => Err(Refusal(why)),
+    }
+}
