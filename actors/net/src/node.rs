@@ -1,0 +1,309 @@
+//! One node process: its configuration, its data directory, and its actors on a
+//! [`TcpTransport`].
+//!
+//! A node's configuration file has a `[node]` section (who it is, where it listens, its members,
+//! its TLS files and who may call it), an optional `[network]` section ([`NetSettings`]), and any
+//! of ergon's own sections ([`actors::Config`]: `[raft]`, `[audit]`, the managers). Relative paths
+//! are relative to the file's directory; the audit log is `<data_dir>/audit` unless `[audit]`
+//! says otherwise.
+//!
+//! ```toml
+//! [node]
+//! id = 1
+//! cluster = "demo"
+//! listen = "127.0.0.1:7001"
+//! data_dir = "n1"
+//! members = [
+//!     { id = 1, address = "127.0.0.1:7001" },
+//!     { id = 2, address = "127.0.0.2:7001" },
+//!     { id = 3, address = "127.0.0.3:7001" },
+//! ]
+//! tls = { ca = "certs/ca.pem", cert = "certs/n1.pem", key = "certs/n1.key" }
+//! callers = [
+//!     { principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement"] },
+//! ]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actors::node::assembly::ClusterNode;
+use actors::node::consensus::Consensus;
+use actors::security::audit::{AuditLog, AuditSink};
+use actors::security::identity::{node_name, ClusterName, Identity, IdentityError, TlsFiles};
+use actors::security::{CapSet, Credential, GrantTable, Origin, Principal, Scope};
+use actors::{Config, Environment};
+use cluster::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::tcp::{Member, NetError, NetSettings, Security, TcpConfig, TcpTransport};
+
+/// The `[node]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's id.
+    pub id: NodeId,
+    /// The cluster's name (a DNS label: it is part of every certificate name).
+    pub cluster: String,
+    /// Where it listens for members and callers.
+    pub listen: SocketAddr,
+    /// Its Raft store and, by default, its audit log.
+    pub data_dir: PathBuf,
+    /// Every member, this node included.
+    pub members: Vec<Member>,
+    /// Its certificate, key and the cluster's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// Run without TLS (loopback development only): required when `tls` is absent.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Who may call this node's operations, and with what.
+    #[serde(default)]
+    pub callers: Vec<CallerGrant>,
+}
+
+/// What one principal may do when it calls this node with a certificate naming it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerGrant {
+    /// The principal (`user:operator`).
+    pub principal: String,
+    /// What it is granted.
+    pub capabilities: CapSet,
+    /// Where it may act; everywhere (`*`) by default.
+    #[serde(default = "everywhere")]
+    pub scope: String,
+}
+
+fn everywhere() -> String {
+    Scope::root().as_str().to_owned()
+}
+
+/// A node's whole configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Who it is and whom it talks to.
+    pub node: NodeSection,
+    /// The network's limits and timing.
+    pub network: NetSettings,
+    /// ergon's own configuration.
+    pub ergon: Config,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is unreadable or wrong.
+    #[error("{path}: {problem}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The node's certificate does not prove it, or its files are unusable.
+    #[error("node identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// The data directory belongs to another node, or cannot be used.
+    #[error("data directory {path}: {problem}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The Raft store would not open.
+    #[error("Raft store: {0}")]
+    Store(#[from] cluster::ReplicaError),
+    /// The audit log would not open.
+    #[error("audit log: {0}")]
+    Audit(#[from] actors::security::audit::AuditError),
+    /// The network would not start (a port in use, most often).
+    #[error("{0}")]
+    Net(#[from] NetError),
+}
+
+impl NodeConfig {
+    /// Reads a node's configuration file.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let problem = |problem: String| NodeError::Config { path: path.to_owned(), problem };
+        let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).map_err(problem)
+    }
+
+    /// Parses a node's configuration, resolving relative paths against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let node = table.remove("node").ok_or("no [node] section: a node needs at least its id, cluster, listen, data_dir and members")?;
+        let mut node: NodeSection = node.try_into().map_err(|e: toml::de::Error| format!("[node]: {}", e.message()))?;
+        let network: NetSettings = match table.remove("network") {
+            Some(network) => network.try_into().map_err(|e: toml::de::Error| format!("[network]: {}", e.message()))?,
+            None => NetSettings::default(),
+        };
+        let audit_given = table.get("audit").and_then(|a| a.get("dir")).is_some();
+        let mut ergon = Config::from_toml(&toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+
+        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        node.data_dir = resolve(&node.data_dir);
+        if let Some(tls) = &mut node.tls {
+            *tls = TlsFiles { ca: resolve(&tls.ca), cert: resolve(&tls.cert), key: resolve(&tls.key) };
+        }
+        ergon.audit.dir = if audit_given { resolve(&ergon.audit.dir) } else { node.data_dir.join("audit") };
+
+        ClusterName::new(&node.cluster).map_err(|e| format!("[node] cluster: {e}"))?;
+        if !node.members.iter().any(|m| m.id == node.id) {
+            return Err(format!("[node] members does not list this node ({})", node.id));
+        }
+        let mut ids: Vec<_> = node.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) || ids.contains(&0) {
+            return Err("[node] members: each id must be unique and at least 1".into());
+        }
+        match (&node.tls, node.insecure) {
+            (None, false) => return Err("[node] has no tls files; set tls = { ca, cert, key }, or insecure = true for loopback development".into()),
+            (Some(_), true) => return Err("[node] sets both tls and insecure = true; choose one".into()),
+            _ => {}
+        }
+        for caller in &node.callers {
+            caller.principal.parse::<Principal>().map_err(|e| format!("[node] callers: {e}"))?;
+            Scope::new(&caller.scope).map_err(|e| format!("[node] callers: {} scope: {e}", caller.principal))?;
+        }
+        if let Some(problem) = network.problem() {
+            return Err(format!("[network]: {problem}"));
+        }
+        Ok(NodeConfig { node, network, ergon })
+    }
+}
+
+/// What the data directory records about whose it is.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Owner {
+    cluster: String,
+    id: NodeId,
+}
+
+/// Makes sure `dir` is this node's: records the owner on first use, refuses another's.
+fn claim(dir: &Path, owner: &Owner) -> Result<(), NodeError> {
+    let problem = |problem: String| NodeError::DataDir { path: dir.to_owned(), problem };
+    std::fs::create_dir_all(dir).map_err(|e| problem(e.to_string()))?;
+    let file = dir.join("node.toml");
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let found: Owner = toml::from_str(&text).map_err(|e| problem(format!("node.toml: {}", e.message())))?;
+            if &found != owner {
+                return Err(problem(format!(
+                    "belongs to node {} of cluster {:?}, not node {} of cluster {:?}",
+                    found.id, found.cluster, owner.id, owner.cluster
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = toml::to_string(owner).expect("an owner serialises");
+            std::fs::write(&file, text).map_err(|e| problem(format!("node.toml: {e}")))
+        }
+        Err(e) => Err(problem(format!("node.toml: {e}"))),
+    }
+}
+
+/// A running node: its actors, its transport, its audit log, and the callers it knows.
+pub struct Node {
+    id: NodeId,
+    env: Environment,
+    actors: ClusterNode,
+    transport: Arc<TcpTransport>,
+    audit: Arc<AuditLog>,
+    callers: Vec<Credential>,
+    cluster: ClusterName,
+}
+
+impl Node {
+    /// Starts the node described by `config`. Must run inside an actix system.
+    pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let NodeConfig { node, network, ergon } = config;
+        let cluster = ClusterName::new(&node.cluster)?;
+        let security = match &node.tls {
+            Some(files) => Security::Tls(Identity::load(files, &node_name(&cluster, node.id))?),
+            None => Security::Insecure,
+        };
+        claim(&node.data_dir, &Owner { cluster: node.cluster.clone(), id: node.id })?;
+        let (audit, _) = AuditLog::open(ergon.audit.clone())?;
+        let audit = Arc::new(audit);
+        let grants = Arc::new(GrantTable::new());
+        let member_grants = ergon.load_distributor.grants;
+        let env = Environment::new(ergon, grants.clone(), audit.clone() as Arc<dyn AuditSink>);
+        let voters: Vec<NodeId> = node.members.iter().map(|m| m.id).collect();
+        let replica = Consensus::open(&env, node.id, &voters, &node.data_dir.join("raft"))?;
+        let transport = Arc::new(TcpTransport::start(TcpConfig {
+            cluster: cluster.clone(),
+            me: node.id,
+            incarnation: replica.incarnation(),
+            listen: node.listen,
+            peers: node.members.clone(),
+            security,
+            settings: network,
+            grants: grants.clone(),
+            member_grants,
+        })?);
+        let consensus = Consensus::run(&env, replica, transport.clone());
+        let actors = ClusterNode::start(&env, node.id, &voters, consensus, transport.clone());
+        transport.attach(actors.inbox());
+        let callers = node
+            .callers
+            .iter()
+            .map(|c| {
+                let principal = c.principal.parse().expect("checked when loaded");
+                grants.grant(principal, c.capabilities, Scope::new(&c.scope).expect("checked when loaded"), Origin::Configured)
+            })
+            .collect();
+        Ok(Node { id: node.id, env, actors, transport, audit, callers, cluster })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Its cluster.
+    pub fn cluster(&self) -> &ClusterName {
+        &self.cluster
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Its actors.
+    pub fn actors(&self) -> &ClusterNode {
+        &self.actors
+    }
+
+    /// Its transport.
+    pub fn transport(&self) -> &Arc<TcpTransport> {
+        &self.transport
+    }
+
+    /// What its actors share.
+    pub fn environment(&self) -> &Environment {
+        &self.env
+    }
+
+    /// The credential of a configured caller.
+    pub fn caller(&self, principal: &Principal) -> Option<&Credential> {
+        self.callers.iter().find(|c| c.principal() == principal)
+    }
+
+    /// Stops the node: its actors stop, its connections close, its audit log is flushed and
+    /// synced. The Raft store closes when the consensus actor drops it.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.transport.shutdown();
+        self.actors.stop().await;
+        self.audit.flush()?;
+        Ok(())
+    }
+}

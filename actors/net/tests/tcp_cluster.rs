@@ -1,0 +1,144 @@
+//! Nodes in one process, each on its own TcpTransport with mutual TLS over loopback: they elect
+//! a leader and replicate, and every kind of hostile connection is refused without disturbing
+//! them.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actors::managers::state_replicator::Replicate;
+use actors::node::consensus::Inspect;
+use actors::node::wait::eventually;
+use actors::security::identity::{Identity, TlsFiles};
+use actors::security::{Principal, Scope};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use net::node::Node;
+use net::tcp::Stats;
+use net::wire::{self, Hello, Lane, Role, Welcome};
+use rustls::pki_types::ServerName;
+use tokio_util::codec::Framed;
+
+fn files(dir: &std::path::Path, stem: &str) -> TlsFiles {
+    let certs = dir.join("certs");
+    TlsFiles { ca: certs.join("ca.pem"), cert: certs.join(format!("{stem}.pem")), key: certs.join(format!("{stem}.key")) }
+}
+
+/// A TLS connection to `address`, which must prove it is `server`, presenting `stem`'s
+/// certificate (or none).
+async fn dial(address: SocketAddr, dir: &std::path::Path, stem: Option<(&str, &str)>, server: &str) -> Framed<Box<dyn net::tcp::Io>, tokio_util::codec::LengthDelimitedCodec> {
+    let config = match stem {
+        Some((stem, name)) => Identity::load(&files(dir, stem), name).unwrap().client_config(),
+        None => Identity::anonymous_client_config(&dir.join("certs/ca.pem")).unwrap(),
+    };
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from(server.to_owned()).unwrap(), tcp).await.unwrap();
+    Framed::new(Box::new(tls) as Box<dyn net::tcp::Io>, wire::codec(wire::DEFAULT_MAX_FRAME_BYTES))
+}
+
+async fn welcome(frames: &mut Framed<Box<dyn net::tcp::Io>, tokio_util::codec::LengthDelimitedCodec>) -> Option<Welcome> {
+    let frame = tokio::time::timeout(Duration::from_secs(10), frames.next()).await.ok()??.ok()?;
+    wire::decode_welcome(&frame).ok()
+}
+
+fn node_hello(id: u64, to: u64, cluster: &str) -> Bytes {
+    Bytes::from(wire::encode_hello(&Hello { cluster: cluster.into(), role: Role::Node { id, incarnation: 1, lane: Lane::Control, to } }))
+}
+
+async fn leader_of(nodes: &[Node]) -> Option<u64> {
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        let mut leaders = Vec::new();
+        for node in nodes {
+            leaders.push(node.actors().consensus.send(Inspect).await.ok()?.leader?);
+        }
+        leaders.windows(2).all(|w| w[0] == w[1]).then(|| leaders[0])
+    })
+    .await
+}
+
+#[actix::test]
+async fn nodes_over_mutual_tls_elect_replicate_and_refuse_every_impostor() {
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path(), 3);
+    let addresses: Vec<SocketAddr> = (0..3).map(|_| common::free_port("127.0.0.1")).collect();
+    // Nodes 1 and 2 run; node 3's certificate is the test's, to act as an authenticated member.
+    let nodes: Vec<Node> = (1..=2).map(|id| Node::start(common::node_config(dir.path(), id, &addresses)).unwrap()).collect();
+    let leader = leader_of(&nodes).await.expect("two of three nodes elect a leader over TCP");
+    let leading = &nodes[leader as usize - 1];
+
+    let operator = leading.caller(&Principal::user("operator")).unwrap();
+    let ctx = operator.context(Scope::new("replication_management").unwrap()).unwrap();
+    let state = leading.actors().replicator.send(Replicate { ctx, data: b"over tcp".to_vec() }).await.unwrap().unwrap();
+    assert_eq!(state.data, b"over tcp");
+    let converged = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
+        for node in &nodes {
+            (node.actors().consensus.send(Inspect).await.ok()?.state.version >= state.version).then_some(())?;
+        }
+        Some(())
+    });
+    assert!(converged.await.is_some(), "both nodes applied the update");
+    let target = &nodes[0];
+    let (address, stats) = (target.address(), target.transport().stats());
+    let refused_before = Stats::get(&stats.refused_connections);
+
+    // A member presenting node 3's certificate but claiming to be node 2.
+    let mut impostor = dial(address, dir.path(), Some(("n3", "n3.test.ergon")), "n1.test.ergon").await;
+    impostor.send(node_hello(2, 1, "test")).await.unwrap();
+    let Some(Welcome::Refused(why)) = welcome(&mut impostor).await else { panic!("impostor admitted") };
+    assert!(why.contains("does not name n2.test.ergon"), "{why}");
+
+    // A hello from another cluster, with a certificate of this one.
+    let mut foreign = dial(address, dir.path(), Some(("n3", "n3.test.ergon")), "n1.test.ergon").await;
+    foreign.send(node_hello(3, 1, "other")).await.unwrap();
+    let Some(Welcome::Refused(why)) = welcome(&mut foreign).await else { panic!("foreign cluster admitted") };
+    assert_eq!(why, r#"cluster "other" (peer) is not "test" (this node)"#);
+
+    // A client without credentials, and one whose certificate is not the principal it claims.
+    let mut anonymous = dial(address, dir.path(), None, "n1.test.ergon").await;
+    let hello = Hello { cluster: "test".into(), role: Role::Client { principal: Some("user:operator".into()), token: None } };
+    anonymous.send(Bytes::from(wire::encode_hello(&hello))).await.unwrap();
+    let Some(Welcome::Refused(why)) = welcome(&mut anonymous).await else { panic!("anonymous caller admitted") };
+    assert_eq!(why, "no certificate presented for operator.user.test.ergon");
+
+    // A frame claiming 4 GiB, and garbage, before any hello.
+    let mut huge = dial(address, dir.path(), None, "n1.test.ergon").await;
+    huge.get_mut().write_all_u32(u32::MAX).await;
+    assert!(welcome(&mut huge).await.is_some_and(|w| matches!(w, Welcome::Refused(ref r) if r.contains("max_frame_bytes"))));
+    let mut garbage = dial(address, dir.path(), None, "n1.test.ergon").await;
+    garbage.send(Bytes::from_static(b"\x00\x01garbage")).await.unwrap();
+    assert!(matches!(welcome(&mut garbage).await, Some(Welcome::Refused(r)) if r.contains("not an ergon connection")));
+
+    // An authenticated member that sends a frame claiming 4 GiB after its hello.
+    let mut member = dial(address, dir.path(), Some(("n3", "n3.test.ergon")), "n1.test.ergon").await;
+    member.send(node_hello(3, 1, "test")).await.unwrap();
+    assert!(matches!(welcome(&mut member).await, Some(Welcome::Accepted { id: 1, .. })));
+    let frames_before = Stats::get(&stats.refused_frames);
+    member.get_mut().write_all_u32(u32::MAX).await;
+    let closed = eventually(Duration::from_secs(5), Duration::from_millis(10), || async {
+        (Stats::get(&stats.refused_frames) > frames_before).then_some(())
+    });
+    assert!(closed.await.is_some(), "the connection was closed and counted");
+
+    assert!(Stats::get(&stats.refused_connections) >= refused_before + 5);
+    // The cluster kept serving throughout.
+    let ctx = operator.context(Scope::new("replication_management").unwrap()).unwrap();
+    let after = leading.actors().replicator.send(Replicate { ctx, data: b"still here".to_vec() }).await.unwrap();
+    assert_eq!(after.unwrap().version, state.version + 1);
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// Writing raw bytes under the framing, as an attacker would.
+trait RawWrite {
+    async fn write_all_u32(&mut self, n: u32);
+}
+
+impl RawWrite for Box<dyn net::tcp::Io> {
+    async fn write_all_u32(&mut self, n: u32) {
+        use tokio::io::AsyncWriteExt;
+        self.write_all(&n.to_be_bytes()).await.unwrap();
+        self.flush().await.unwrap();
+    }
+}
