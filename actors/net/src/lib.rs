@@ -3,6 +3,9 @@
 //! - [`wire`]: frames, the hello that opens every connection, and the encoding of each message.
 //! - [`link`]: one lane to one peer, decided without I/O: dialing, back-off, which connection to keep.
 //! - [`tcp`]: [`TcpTransport`], the transport between node processes, with mutual TLS.
+//! - [`calls`] and [`service`]: the operations remote callers may send, and serving them to
+//!   authenticated callers through the managers' gates.
+//! - [`client`]: a typed client of a node's managers, authenticated by its certificate.
 //! - [`node`]: one node process: its configuration, data directory and actors on the transport.
 
 #![forbid(unsafe_code)]
@@ -10,7 +13,10 @@
 
 pub mod link;
 pub mod wire;
+pub mod calls;
+pub mod client;
 pub mod node;
+pub mod service;
 pub mod tcp;
 
 pub use tcp::{Member, NetSettings, Security, TcpConfig, TcpTransport};

@@ -37,6 +37,7 @@ use actors::{Config, Environment};
 use cluster::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::service::Service;
 use crate::tcp::{Member, NetError, NetSettings, Security, TcpConfig, TcpTransport};
 
 /// The `[node]` section.
@@ -259,7 +260,8 @@ impl Node {
                 let principal = c.principal.parse().expect("checked when loaded");
                 grants.grant(principal, c.capabilities, Scope::new(&c.scope).expect("checked when loaded"), Origin::Configured)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        transport.serve_callers(Arc::new(Service::new(actors.clone(), grants, callers.clone())));
         Ok(Node { id: node.id, env, actors, transport, audit, callers, cluster })
     }
 

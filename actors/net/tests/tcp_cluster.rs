@@ -142,3 +142,52 @@ impl RawWrite for Box<dyn net::tcp::Io> {
         self.flush().await.unwrap();
     }
 }
+
+#[actix::test]
+async fn a_client_proven_by_its_certificate_calls_any_node_and_acts_only_with_its_grant() {
+    use actors::security::identity::certs::write_issued;
+    use actors::security::identity::{principal_name, ClusterName};
+    use net::calls::Manager;
+    use net::client::{Client, ClientError, Credentials};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::certificates(dir.path(), 3);
+    let cluster = ClusterName::new(common::CLUSTER).unwrap();
+    let intruder = principal_name(&cluster, &Principal::user("intruder")).unwrap();
+    write_issued(&dir.path().join("certs"), "intruder", &ca.issue(&intruder).unwrap()).unwrap();
+    let addresses: Vec<SocketAddr> = (0..3).map(|_| common::free_port("127.0.0.1")).collect();
+    let nodes: Vec<Node> = (1..=3).map(|id| Node::start(common::node_config(dir.path(), id, &addresses)).unwrap()).collect();
+    leader_of(&nodes).await.expect("a leader");
+
+    let operator = Credentials::certificate("test", "user:operator", files(dir.path(), "operator")).unwrap();
+    // Every node serves: followers pass updates to the leader.
+    for (i, address) in addresses.iter().enumerate() {
+        let client = Client::connect(*address, i as u64 + 1, &operator).await.unwrap();
+        let (version, data) = client.replicate(format!("from client {i}").into_bytes()).await.unwrap();
+        assert_eq!((version, data), (i as u64 + 1, format!("from client {i}").into_bytes()));
+        let denied = client.leader().await;
+        assert!(matches!(&denied, Err(ClientError::Failed(f)) if f.code == "PermissionDenied"), "no ElectionManagement granted: {denied:?}");
+    }
+    let client = Client::connect(addresses[0], 1, &operator).await.unwrap();
+    let calls = (0..64).map(|i| client.replicate(vec![i]));
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(|a| a.is_ok()), "64 calls in flight on one connection: {answers:?}");
+    let status = client.status(Manager::StateReplicator).await.unwrap();
+    assert_eq!(status.actor, "state-replicator/1");
+    assert!(status.allowed >= 65, "{status:?}");
+
+    // A certificate the CA signed, for a principal this node grants nothing.
+    let stranger = Credentials::certificate("test", "user:intruder", files(dir.path(), "intruder")).unwrap();
+    let client = Client::connect(addresses[1], 2, &stranger).await.unwrap();
+    let Err(ClientError::Failed(failure)) = client.replicate(b"take over".to_vec()).await else { panic!("the stranger replicated") };
+    assert_eq!(failure.code, "PermissionDenied", "{failure}");
+    // The stranger's certificate does not prove the operator.
+    let forged = Credentials::certificate("test", "user:operator", files(dir.path(), "intruder")).err().expect("refused");
+    assert!(forged.to_string().contains("not valid for operator.user.test.ergon"), "{forged}");
+    // The node at address 2 is node 2: a client expecting node 1 there is refused by TLS.
+    let wrong = Client::connect(addresses[1], 1, &operator).await.err().expect("node 2 cannot pass for node 1");
+    assert!(wrong.to_string().contains("TLS with n1.test.ergon"), "{wrong}");
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}

@@ -22,6 +22,7 @@ use crate::transport::{Inbox, Transport};
 use crate::Environment;
 
 /// One node's actors.
+#[derive(Clone)]
 pub struct ClusterNode {
     /// Its consensus actor.
     pub consensus: Addr<Consensus>,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::security::identity::{certificate_names, node_name, principal_name};
-use actors::security::Principal;
+use actors::security::{Credential, Principal};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
@@ -55,8 +55,12 @@ pub struct Caller {
 
 /// Serves client connections: the node's gated operations, to authenticated callers.
 pub trait Callers: Send + Sync + 'static {
-    /// Serves one client until its connection closes.
-    fn serve(&self, caller: Caller) -> BoxFuture<'static, ()>;
+    /// The authority of a client that proved who it is with `proof`, or why it is refused (the
+    /// reason is sent to it).
+    fn authenticate(&self, proof: &ClientProof) -> Result<Credential, String>;
+
+    /// Serves one client, acting with `authority`, until its connection closes.
+    fn serve(&self, caller: Caller, authority: Credential) -> BoxFuture<'static, ()>;
 }
 
 /// Why a handshake failed, as told to the peer and logged.
@@ -109,13 +113,10 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             drop(permit);
             match accepted {
                 Ok(Some(Accepted::Member(peer, lane, frames, offer))) => connection::run(shared, peer, lane, frames, offer).await,
-                Ok(Some(Accepted::Client(caller))) => {
-                    let callers = shared.callers.read().unwrap_or_else(|e| e.into_inner()).clone();
-                    if let Some(callers) = callers {
-                        tokio::select! {
-                            _ = shared.shutdown.cancelled() => {}
-                            _ = callers.serve(caller) => {}
-                        }
+                Ok(Some(Accepted::Client(caller, callers, authority))) => {
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => {}
+                        _ = callers.serve(caller, authority) => {}
                     }
                 }
                 Ok(None) => {}
@@ -130,7 +131,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 enum Accepted {
     Member(cluster::NodeId, Lane, Frames, Offer),
-    Client(Caller),
+    Client(Caller, Arc<dyn Callers>, Credential),
 }
 
 /// The accepting side of a handshake: `None` if it was refused (and the refusal sent and logged).
@@ -169,13 +170,13 @@ async fn accept(shared: &Arc<Shared>, tcp: TcpStream, address: SocketAddr) -> Op
         }
         Ok(_) if sent.is_err() => None,
         Ok(Admitted::Member { peer, lane, offer }) => Some(Accepted::Member(peer, lane, frames, offer)),
-        Ok(Admitted::Client(proof)) => Some(Accepted::Client(Caller { frames, address, proof })),
+        Ok(Admitted::Client(proof, callers, authority)) => Some(Accepted::Client(Caller { frames, address, proof }, callers, authority)),
     }
 }
 
 enum Admitted {
     Member { peer: cluster::NodeId, lane: Lane, offer: Offer },
-    Client(ClientProof),
+    Client(ClientProof, Arc<dyn Callers>, Credential),
 }
 
 /// Whether a hello, with the certificate the connection presented, is let in.
@@ -209,14 +210,22 @@ fn admit(shared: &Shared, hello: &Hello, certificate: Option<&CertificateDer<'_>
                 Decision::Refuse(why) => Err(Refusal(why)),
             }
         }
-        Role::Client { principal: Some(claimed), token: None } => {
-            let principal: Principal = claimed.parse().map_err(|e| Refusal(format!("principal {claimed:?}: {e}")))?;
-            let name = principal_name(&shared.cluster, &principal).map_err(|e| Refusal(e.to_string()))?;
-            proves(&name)?;
-            Ok(Admitted::Client(ClientProof::Certificate(principal)))
+        Role::Client { principal, token } => {
+            let proof = match (principal, token) {
+                (Some(claimed), None) => {
+                    let principal: Principal = claimed.parse().map_err(|e| Refusal(format!("{e}")))?;
+                    let name = principal_name(&shared.cluster, &principal).map_err(|e| Refusal(e.to_string()))?;
+                    proves(&name)?;
+                    ClientProof::Certificate(principal)
+                }
+                (None, Some(token)) => ClientProof::Token(token.clone()),
+                _ => return Err(Refusal("a client must present either a certificate for its principal or a token".into())),
+            };
+            let callers = shared.callers.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let callers = callers.ok_or_else(|| Refusal(format!("node {} is not serving callers yet", shared.me)))?;
+            let authority = callers.authenticate(&proof).map_err(Refusal)?;
+            Ok(Admitted::Client(proof, callers, authority))
         }
-        Role::Client { principal: None, token: Some(token) } => Ok(Admitted::Client(ClientProof::Token(token.clone()))),
-        Role::Client { .. } => Err(Refusal("a client must present either a certificate for its principal or a token".into())),
     }
 }
 
@@ -260,38 +269,58 @@ pub(super) async fn dialer(shared: Arc<Shared>, peer: cluster::NodeId, address: 
     }
 }
 
+/// Connects to `address` and, with `tls`, proves the server is `server`; framed with frames of
+/// at most `max_frame_bytes`.
+pub(crate) async fn open(
+    address: SocketAddr,
+    server: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    max_frame_bytes: usize,
+) -> Result<Frames, String> {
+    let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect to {address}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            // The certificate must name the server, whatever address it was reached at.
+            let name = ServerName::try_from(server.to_owned()).map_err(|e| e.to_string())?;
+            Box::new(tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS with {server}: {e}"))?)
+        }
+    };
+    Ok(Framed::new(io, wire::codec(max_frame_bytes)))
+}
+
+/// Says hello on a freshly opened connection to node `peer`; answers its incarnation.
+pub(crate) async fn greet(frames: &mut Frames, hello: &Hello, peer: cluster::NodeId) -> Result<u64, String> {
+    frames.send(Bytes::from(wire::encode_hello(hello))).await.map_err(|e| connection::describe(&e))?;
+    let answer = next_frame(frames).await.map_err(|Refusal(r)| r)?;
+    match wire::decode_welcome(&answer).map_err(|e| e.to_string())? {
+        Welcome::Accepted { id, incarnation } if id == peer => Ok(incarnation),
+        Welcome::Accepted { id, .. } => Err(format!("node {id} answered at the address of node {peer}")),
+        Welcome::Refused(reason) => Err(format!("refused by node {peer}: {reason}")),
+    }
+}
+
 /// One dial: connect, prove both ends, and offer the connection to the link.
 async fn dial_once(shared: &Arc<Shared>, peer: cluster::NodeId, address: SocketAddr, lane: Lane) -> Result<(Frames, Offer), Refusal> {
     let timeout = Duration::from_millis(shared.settings.handshake_timeout_ms);
-    let handshake = async {
-        let tcp = TcpStream::connect(address).await.map_err(|e| Refusal(format!("connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match &shared.security {
-            Security::Insecure => Box::new(tcp),
-            Security::Tls(identity) => {
-                // The certificate must name the peer, whatever address it was reached at.
-                let name = ServerName::try_from(node_name(&shared.cluster, peer)).map_err(|e| Refusal(e.to_string()))?;
-                let tls = tokio_rustls::TlsConnector::from(identity.client_config())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| Refusal(format!("TLS: {e}")))?;
-                Box::new(tls)
-            }
-        };
-        let mut frames = frames(io, shared);
-        let hello = Hello {
-            cluster: shared.cluster.to_string(),
-            role: Role::Node { id: shared.me, incarnation: shared.incarnation, lane, to: peer },
-        };
-        frames.send(Bytes::from(wire::encode_hello(&hello))).await.map_err(|e| Refusal(connection::describe(&e)))?;
-        match wire::decode_welcome(&next_frame(&mut frames).await?)? {
-            Welcome::Accepted { id, incarnation } if id == peer => Ok((frames, incarnation)),
-            Welcome::Accepted { id, .. } => Err(Refusal(format!("node {id} answered at the address of node {peer}"))),
-            Welcome::Refused(reason) => Err(Refusal(format!("refused by node {peer}: {reason}"))),
-        }
+    let tls = match &shared.security {
+        Security::Insecure => None,
+        Security::Tls(identity) => Some(identity.client_config()),
     };
-    let (frames, incarnation) =
-        tokio::time::timeout(timeout, handshake).await.map_err(|_| Refusal(format!("no handshake within {timeout:?}")))??;
+    let hello = Hello {
+        cluster: shared.cluster.to_string(),
+        role: Role::Node { id: shared.me, incarnation: shared.incarnation, lane, to: peer },
+    };
+    let handshake = async {
+        let mut frames = open(address, &node_name(&shared.cluster, peer), tls, shared.settings.max_frame_bytes).await?;
+        let incarnation = greet(&mut frames, &hello, peer).await?;
+        Ok::<_, String>((frames, incarnation))
+    };
+    let (frames, incarnation) = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| Refusal(format!("no handshake within {timeout:?}")))?
+        .map_err(Refusal)?;
     let state = shared.lane(peer, lane).expect("dialing a member");
     let offer = Offer { id: shared.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed), dialer: shared.me, incarnation };
     match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {

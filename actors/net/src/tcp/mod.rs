@@ -12,7 +12,7 @@
 //! thread with the actors; [`Transport::send`] only encodes and queues.
 
 mod connection;
-mod handshake;
+pub(crate) mod handshake;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

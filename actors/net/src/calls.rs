@@ -1,0 +1,182 @@
+//! What a remote caller may ask of a node, and what it is answered: the wire form of the managers'
+//! operations. A call carries no authority of its own; the node acts for the principal the
+//! connection proved (see [`crate::service`]).
+
+use actors::gate::GateStatus;
+use cluster::State;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::WireError;
+
+/// A node's managers, by the name of their configuration section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Manager {
+    /// The node manager.
+    NodeManager,
+    /// The communication manager.
+    CommunicationManager,
+    /// The leader election manager.
+    LeaderElection,
+    /// The state replication manager.
+    StateReplicator,
+    /// The failure detector.
+    FailureDetector,
+    /// The recovery manager.
+    RecoveryManager,
+    /// The load distributor.
+    LoadDistributor,
+    /// The resource scaler.
+    ResourceScaler,
+    /// The worker pool.
+    WorkerPool,
+}
+
+/// One request to a node's managers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Call {
+    /// Replaces the replicated state's data; answered once a quorum committed it.
+    Replicate {
+        /// The new data.
+        data: Vec<u8>,
+    },
+    /// The replicated state as the node has applied it.
+    ReadState,
+    /// Who leads, as the node knows it.
+    Leader,
+    /// Publishes on a channel of the node's communication manager.
+    Broadcast {
+        /// The channel.
+        channel: String,
+        /// The content.
+        content: String,
+    },
+    /// A manager's budget, counters and operations.
+    Status {
+        /// Which.
+        manager: Manager,
+    },
+}
+
+/// What a successful call answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    /// The replicated state.
+    State {
+        /// Its version: the number of updates applied.
+        version: u64,
+        /// Its data.
+        data: Vec<u8>,
+    },
+    /// The leader and its term, if one is known.
+    Leader(Option<(u64, u64)>),
+    /// A broadcast's number and the subscribers that took it.
+    Receipt {
+        /// The broadcast's number on its channel.
+        seq: u64,
+        /// Who received it.
+        delivered: Vec<String>,
+    },
+    /// A manager's gate.
+    Status(StatusReport),
+}
+
+/// A manager's gate, as a remote caller sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The actor (`state-replicator/1`).
+    pub actor: String,
+    /// Budget capacity, joules.
+    pub total_j: f64,
+    /// Budget remaining, joules.
+    pub remaining_j: f64,
+    /// What its meter measures with.
+    pub source: String,
+    /// Requests that ran and succeeded, ran and failed, and were refused.
+    pub allowed: u64,
+    /// See `allowed`.
+    pub failed: u64,
+    /// See `allowed`.
+    pub denied: u64,
+    /// Energy charged, joules.
+    pub charged_j: f64,
+    /// Per operation: name, base cost (J), runs, mean measured cost (J).
+    pub operations: Vec<(String, f64, u64, f64)>,
+}
+
+impl From<GateStatus> for StatusReport {
+    fn from(s: GateStatus) -> Self {
+        StatusReport {
+            actor: s.actor,
+            total_j: s.total.get(),
+            remaining_j: s.remaining.get(),
+            source: s.source.to_string(),
+            allowed: s.counters.allowed,
+            failed: s.counters.failed,
+            denied: s.counters.denied,
+            charged_j: s.counters.charged.get(),
+            operations: s.operations.into_iter().map(|(name, base, runs, mean)| (name, base.get(), runs, mean.get())).collect(),
+        }
+    }
+}
+
+impl From<State> for Answer {
+    fn from(state: State) -> Self {
+        Answer::State { version: state.version, data: state.data }
+    }
+}
+
+/// Why a call failed: the manager's error variant (`PermissionDenied`, `InsufficientEnergy`,
+/// `ReplicaUpdateFailed`, …) and its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Failure {
+    /// The error variant's name.
+    pub code: String,
+    /// What it says.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with this code.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Failure { code: code.to_owned(), message: message.into() }
+    }
+}
+
+/// A call with the number its answer will carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; answers may come in any order.
+    pub id: u64,
+    /// The call.
+    pub call: Call,
+}
+
+/// The answer to request `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's number.
+    pub id: u64,
+    /// Its outcome.
+    pub result: Result<Answer, Failure>,
+}
+
+macro_rules! codec {
+    ($type:ty, $what:literal) => {
+        impl $type {
+            /// Its encoding.
+            pub fn encode(&self) -> Vec<u8> {
+                postcard::to_stdvec(self).expect("writing to a Vec cannot fail")
+            }
+
+            /// Decodes one from a frame.
+            pub fn decode(frame: &[u8]) -> Result<Self, WireError> {
+                postcard::from_bytes(frame).map_err(|e| WireError::Undecodable { what: $what, reason: e.to_string() })
+            }
+        }
+    };
+}
+
+codec!(Request, "request");
+codec!(Response, "response");

@@ -1,0 +1,198 @@
+//! A client of a node's managers: connects with its own certificate (or, on an insecure
+//! development cluster, a claimed name), sends calls and matches answers, many in flight on one
+//! connection.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), net::client::ClientError> {
+//! use net::client::{Client, Credentials};
+//! use actors::security::identity::TlsFiles;
+//!
+//! let credentials = Credentials::certificate("demo", "user:operator", TlsFiles {
+//!     ca: "certs/ca.pem".into(), cert: "certs/operator.pem".into(), key: "certs/operator.key".into(),
+//! })?;
+//! let client = Client::connect("127.0.0.1:7001".parse().unwrap(), 1, &credentials).await?;
+//! let (version, data) = client.replicate(b"hello".to_vec()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actors::security::identity::{node_name, principal_name, ClusterName, Identity, IdentityError, TlsFiles};
+use actors::security::Principal;
+use bytes::Bytes;
+use cluster::NodeId;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::calls::{Answer, Call, Failure, Manager, Request, Response, StatusReport};
+use crate::tcp::handshake::{greet, open};
+use crate::wire::{Hello, Role, DEFAULT_MAX_FRAME_BYTES};
+
+/// How a client proves who it is.
+#[derive(Clone)]
+pub struct Credentials {
+    cluster: ClusterName,
+    principal: Principal,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Credentials {
+    /// Acting as `principal` of `cluster`, proven by the certificate in `files`.
+    pub fn certificate(cluster: &str, principal: &str, files: TlsFiles) -> Result<Self, ClientError> {
+        let cluster = ClusterName::new(cluster)?;
+        let principal: Principal = principal.parse().map_err(|e| ClientError::Credentials(format!("{e}")))?;
+        let identity = Identity::load(&files, &principal_name(&cluster, &principal)?)?;
+        Ok(Credentials { cluster, principal, tls: Some(identity.client_config()) })
+    }
+
+    /// Claiming to be `principal`, without TLS: only an insecure (development) cluster believes it.
+    pub fn insecure(cluster: &str, principal: &str) -> Result<Self, ClientError> {
+        let cluster = ClusterName::new(cluster)?;
+        let principal = principal.parse().map_err(|e| ClientError::Credentials(format!("{e}")))?;
+        Ok(Credentials { cluster, principal, tls: None })
+    }
+}
+
+/// Why a call got no answer from the managers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// The credentials could not be loaded.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// No connection could be made, or the node refused it (the reason says why).
+    #[error("{0}")]
+    Connect(String),
+    /// The manager answered with an error.
+    #[error("{0}")]
+    Failed(Failure),
+    /// The connection closed before the answer came.
+    #[error("the connection to node {0} closed before the answer came")]
+    Closed(NodeId),
+    /// The answer was not of the kind the call asks for.
+    #[error("node answered {0:?}, which is not an answer to this call")]
+    Unexpected(Box<Answer>),
+}
+
+impl From<IdentityError> for ClientError {
+    fn from(e: IdentityError) -> Self {
+        ClientError::Credentials(e.to_string())
+    }
+}
+
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Answer, Failure>>>>>;
+
+/// A connection to one node's managers. Calls may be made from many tasks at once.
+pub struct Client {
+    node: NodeId,
+    next: AtomicU64,
+    requests: mpsc::Sender<Request>,
+    waiting: Waiting,
+    _driver: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects to node `node` at `address`, which must prove it is that node.
+    pub async fn connect(address: SocketAddr, node: NodeId, credentials: &Credentials) -> Result<Client, ClientError> {
+        let handshake = async {
+            let server = node_name(&credentials.cluster, node);
+            let mut frames = open(address, &server, credentials.tls.clone(), DEFAULT_MAX_FRAME_BYTES).await?;
+            let hello = Hello {
+                cluster: credentials.cluster.to_string(),
+                role: Role::Client { principal: Some(credentials.principal.to_string()), token: None },
+            };
+            greet(&mut frames, &hello, node).await?;
+            Ok(frames)
+        };
+        let frames = tokio::time::timeout(Duration::from_secs(10), handshake)
+            .await
+            .map_err(|_| ClientError::Connect(format!("no handshake with {address} within 10 s")))?
+            .map_err(ClientError::Connect)?;
+        let (mut sink, mut stream) = frames.split();
+        let (requests, mut outgoing) = mpsc::channel::<Request>(1024);
+        let waiting: Waiting = Arc::default();
+        let answers = waiting.clone();
+        let driver = tokio::spawn(async move {
+            let write = async {
+                while let Some(first) = outgoing.recv().await {
+                    let mut next = Some(first);
+                    while let Some(request) = next.take() {
+                        sink.feed(Bytes::from(request.encode())).await?;
+                        next = outgoing.try_recv().ok();
+                    }
+                    sink.flush().await?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let read = async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    let Ok(Response { id, result }) = Response::decode(&frame) else { return };
+                    if let Some(waiter) = answers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+                        let _ = waiter.send(result);
+                    }
+                }
+            };
+            tokio::select! { _ = write => {}, _ = read => {} }
+            // Whoever still waits learns the connection is gone.
+            answers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        Ok(Client { node, next: AtomicU64::new(1), requests, waiting, _driver: driver })
+    }
+
+    /// The node it is connected to.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Sends `call` and waits for its answer.
+    pub async fn call(&self, call: Call) -> Result<Answer, ClientError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, reply);
+        if self.requests.send(Request { id, call }).await.is_err() {
+            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            return Err(ClientError::Closed(self.node));
+        }
+        match answer.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(failure)) => Err(ClientError::Failed(failure)),
+            Err(_) => Err(ClientError::Closed(self.node)),
+        }
+    }
+
+    /// Replaces the replicated state's data; answers its new version and data once a quorum has
+    /// committed it.
+    pub async fn replicate(&self, data: Vec<u8>) -> Result<(u64, Vec<u8>), ClientError> {
+        match self.call(Call::Replicate { data }).await? {
+            Answer::State { version, data } => Ok((version, data)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The replicated state as the node has applied it: version and data.
+    pub async fn read_state(&self) -> Result<(u64, Vec<u8>), ClientError> {
+        match self.call(Call::ReadState).await? {
+            Answer::State { version, data } => Ok((version, data)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The leader and its term, as the node knows them.
+    pub async fn leader(&self) -> Result<Option<(NodeId, u64)>, ClientError> {
+        match self.call(Call::Leader).await? {
+            Answer::Leader(leader) => Ok(leader),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// A manager's budget, counters and operations.
+    pub async fn status(&self, manager: Manager) -> Result<StatusReport, ClientError> {
+        match self.call(Call::Status { manager }).await? {
+            Answer::Status(report) => Ok(report),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Serving remote callers: each connection acts for the principal it proved in its handshake,
+//! with what this node grants that principal, and every call passes the gate of the manager it
+//! names like any local request (capabilities, energy, validation, audit).
+//!
+//! Authentication happens once per connection; the gate's check of each call stays a bitset
+//! test against the connection's grant. A principal with a valid certificate that this node has
+//! granted nothing is still served: its calls are refused by the gates, and audited, with its
+//! name.
+
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message};
+use actors::gate::{GateError, Status};
+use actors::managers::communication::Broadcast;
+use actors::managers::leader_election::Leader;
+use actors::managers::state_replicator::{ReadState, Replicate};
+use actors::managers::{
+    communication, failure_detector, leader_election, load_distributor, node_manager, recovery_manager, resource_scaler,
+    state_replicator, worker_pool,
+};
+use actors::node::assembly::ClusterNode;
+use actors::security::{CapSet, Credential, GrantTable, Origin, Principal, Scope, SecurityContext};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::calls::{Answer, Call, Failure, Manager, Request, Response};
+use crate::tcp::{Caller, Callers, ClientProof};
+
+/// How many calls of one connection run at once; more wait until one is answered.
+const MAX_IN_FLIGHT: usize = 128;
+
+/// A node's managers, served to remote callers.
+pub struct Service {
+    actors: ClusterNode,
+    grants: Arc<GrantTable>,
+    callers: Vec<Credential>,
+}
+
+impl Service {
+    /// Serves `actors`; a caller acts with its credential among `callers` (the configured
+    /// grants), or with nothing, granted in `grants`.
+    pub fn new(actors: ClusterNode, grants: Arc<GrantTable>, callers: Vec<Credential>) -> Self {
+        Service { actors, grants, callers }
+    }
+}
+
+impl Callers for Service {
+    fn authenticate(&self, proof: &ClientProof) -> Result<Credential, String> {
+        match proof {
+            ClientProof::Certificate(principal) => Ok(self.credential(principal)),
+            ClientProof::Token(_) => Err("capability tokens are not accepted by this node yet; present a certificate".into()),
+        }
+    }
+
+    fn serve(&self, caller: Caller, authority: Credential) -> BoxFuture<'static, ()> {
+        let actors = self.actors.clone();
+        Box::pin(serve(actors, caller, authority))
+    }
+}
+
+impl Service {
+    /// The grant of `principal` on this node, or an empty one, so that its calls reach the gates
+    /// and are refused and audited there.
+    fn credential(&self, principal: &Principal) -> Credential {
+        match self.callers.iter().find(|c| c.principal() == principal) {
+            Some(configured) => configured.clone(),
+            None => self.grants.grant(principal.clone(), CapSet::EMPTY, Scope::root(), Origin::Configured),
+        }
+    }
+}
+
+async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
+    let Caller { frames, address, .. } = caller;
+    let principal = authority.principal().clone();
+    tracing::info!(%address, %principal, "caller connected");
+    let (mut sink, mut stream) = frames.split();
+    let (answers, mut answered) = mpsc::channel::<Response>(MAX_IN_FLIGHT);
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let write = async {
+        while let Some(first) = answered.recv().await {
+            let mut next = Some(first);
+            while let Some(response) = next.take() {
+                sink.feed(Bytes::from(response.encode())).await?;
+                next = answered.try_recv().ok();
+            }
+            sink.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let read = async {
+        while let Some(frame) = stream.next().await {
+            let request = match frame.map_err(|e| e.to_string()).and_then(|f| Request::decode(&f).map_err(|e| e.to_string())) {
+                Ok(request) => request,
+                Err(reason) => return Err(reason),
+            };
+            let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+            let (actors, authority, answers) = (actors.clone(), authority.clone(), answers.clone());
+            tokio::spawn(async move {
+                let result = dispatch(&actors, &authority, request.call).await;
+                let _ = answers.send(Response { id: request.id, result }).await;
+                drop(permit);
+            });
+        }
+        Ok(())
+    };
+    tokio::select! {
+        written = write => if let Err(e) = written { tracing::info!(%address, %principal, "caller connection closed: {e}") },
+        read = read => match read {
+            Ok(()) => tracing::info!(%address, %principal, "caller disconnected"),
+            Err(reason) => tracing::warn!(%address, %principal, "caller connection closed: {reason}"),
+        },
+    }
+}
+
+/// A context of `authority` for a manager in `scope`: in that scope if the grant covers it, else
+/// in the grant's own, for the gate to refuse and audit.
+fn context(authority: &Credential, scope: &str) -> SecurityContext {
+    let wanted = Scope::new(scope).expect("managers' scopes are constants");
+    let scope = if authority.scope().includes(&wanted) { wanted } else { authority.scope().clone() };
+    authority.context(scope).expect("within the grant")
+}
+
+/// Sends a gated request and turns its outcome into the wire's.
+async fn ask<A, M, T, E>(actor: &Addr<A>, msg: M) -> Result<T, Failure>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message<Result = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: GateError + Send,
+{
+    match actor.send(msg).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(Failure::new(e.code(), e.to_string())),
+        Err(e) => Err(Failure::new("Unavailable", format!("the manager is not running: {e}"))),
+    }
+}
+
+async fn dispatch(actors: &ClusterNode, authority: &Credential, call: Call) -> Result<Answer, Failure> {
+    match call {
+        Call::Replicate { data } => {
+            ask(&actors.replicator, Replicate { ctx: context(authority, state_replicator::SCOPE), data }).await.map(Answer::from)
+        }
+        Call::ReadState => ask(&actors.replicator, ReadState { ctx: context(authority, state_replicator::SCOPE) }).await.map(Answer::from),
+        Call::Leader => ask(&actors.election, Leader { ctx: context(authority, leader_election::SCOPE) })
+            .await
+            .map(|l| Answer::Leader(l.map(|l| (l.leader, l.term)))),
+        Call::Broadcast { channel, content } => {
+            let msg = Broadcast { ctx: context(authority, communication::SCOPE), channel, content };
+            ask(&actors.communication, msg).await.map(|r| Answer::Receipt { seq: r.seq, delivered: r.delivered })
+        }
+        Call::Status { manager } => {
+            macro_rules! status {
+                ($addr:expr, $module:ident, $error:ident) => {
+                    ask(&$addr, Status::<$module::$error>::new(context(authority, $module::SCOPE))).await
+                };
+            }
+            let status = match manager {
+                Manager::NodeManager => status!(actors.nodes, node_manager, JoinError),
+                Manager::CommunicationManager => status!(actors.communication, communication, CommunicationError),
+                Manager::LeaderElection => status!(actors.election, leader_election, ElectionError),
+                Manager::StateReplicator => status!(actors.replicator, state_replicator, ReplicationError),
+                Manager::FailureDetector => status!(actors.detector, failure_detector, DetectionError),
+                Manager::RecoveryManager => status!(actors.recovery, recovery_manager, RecoveryError),
+                Manager::LoadDistributor => status!(actors.distributor, load_distributor, DistributionError),
+                Manager::ResourceScaler => status!(actors.scaler, resource_scaler, ScalingError),
+                Manager::WorkerPool => status!(actors.pool, worker_pool, PoolError),
+            };
+            status.map(|s| Answer::Status(s.into()))
+        }
+    }
+}
