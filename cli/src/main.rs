@@ -1,14 +1,18 @@
 //! `ergon`: the operator's tool for ergon's energy audit logs and energy counters.
 
 mod audit;
+mod call;
+mod certs;
 mod energy;
+mod node;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Read, check and summarise the audit logs that ergon's gated actors write, and find out what
-/// this machine can measure.
+/// Run a node of an ergon cluster and call its managers; read, check and summarise the audit logs
+/// that ergon's gated actors write; and find out what this machine can measure.
 ///
 /// Every request to a gated actor, allowed or denied, is one entry of a hash-chained JSON Lines
 /// log: who asked, what for, whether it was allowed, and how many joules it cost. A log is a
@@ -29,6 +33,46 @@ enum Command {
     /// Find out which energy counters this machine has and which ergon would use.
     #[command(subcommand)]
     Energy(energy::EnergyCommand),
+    /// Run one node of a cluster: its eight managers and worker pool, its Raft store and audit
+    /// log, listening for its peers and callers, until SIGTERM or Ctrl-C.
+    ///
+    /// The configuration's [node] section says who the node is (id, cluster), where it listens,
+    /// its data directory, every member's address, its TLS files (or insecure = true, for
+    /// loopback development) and which principals may call it with what; any of ergon's own
+    /// sections ([raft], [audit], the managers) may follow. Logs go to stderr (RUST_LOG filters).
+    ///
+    /// Example:
+    ///   ergon node --config examples/cluster/n1.toml
+    Node {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Call a node's managers as an authenticated client.
+    ///
+    /// The client configuration names the cluster, the principal, its TLS files and the nodes;
+    /// without --node each is tried in turn until one answers.
+    ///
+    /// Examples:
+    ///   ergon call --config examples/cluster/client.toml replicate "hello"
+    ///   ergon call --config examples/cluster/client.toml --node 2 read-state
+    ///   ergon call --config examples/cluster/client.toml status state_replicator
+    Call {
+        /// The client's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Call only this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        call: call::CallCommand,
+    },
+    /// Create a cluster CA and node and user certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +80,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Audit(command) => audit::run(command),
         Command::Energy(command) => energy::run(command),
+        Command::Node { config } => node::run(config),
+        Command::Call { config, node, json, call } => call::run(config, node, json, call),
+        Command::Certs(command) => certs::run(command),
     };
     match result {
         Ok(code) => code,

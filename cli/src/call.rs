@@ -1,0 +1,139 @@
+//! `ergon call`: call a node's managers as an authenticated client.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use net::calls::{Answer, Call, Manager};
+use net::client::{Client, ClientError, Credentials};
+use net::tcp::Member;
+use security::identity::TlsFiles;
+use serde::Deserialize;
+
+/// A client's configuration file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    /// The cluster's name.
+    cluster: String,
+    /// Who the client is (`user:operator`).
+    principal: String,
+    /// Its certificate, key and the cluster's CA (relative to the file).
+    #[serde(default)]
+    tls: Option<TlsFiles>,
+    /// Only for a cluster of insecure nodes.
+    #[serde(default)]
+    insecure: bool,
+    /// The nodes, tried in order.
+    nodes: Vec<Member>,
+}
+
+#[derive(Subcommand)]
+pub enum CallCommand {
+    /// Replace the replicated state's data; answered once a quorum committed it.
+    Replicate {
+        /// The new data (UTF-8).
+        data: String,
+    },
+    /// The replicated state as the node has applied it.
+    ReadState,
+    /// Who leads, as the node knows it.
+    Leader,
+    /// Publish on a channel of the node's communication manager.
+    Broadcast {
+        /// The channel.
+        channel: String,
+        /// The content.
+        content: String,
+    },
+    /// A manager's budget, counters and operations.
+    Status {
+        /// The manager, by its configuration section (`state_replicator`, `node_manager`, ...).
+        manager: String,
+    },
+}
+
+fn load(path: &Path) -> Result<ClientConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: ClientConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    if let Some(tls) = &mut config.tls {
+        for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Calls the node `only`, or each node of the configuration in turn until one answers.
+pub fn run(config: PathBuf, only: Option<u64>, json: bool, command: CallCommand) -> Result<ExitCode> {
+    let config = load(&config)?;
+    let credentials = match (config.tls, config.insecure) {
+        (Some(tls), false) => Credentials::certificate(&config.cluster, &config.principal, tls)?,
+        (None, true) => Credentials::insecure(&config.cluster, &config.principal)?,
+        _ => bail!("the client configuration needs either tls = {{ ca, cert, key }} or insecure = true"),
+    };
+    let call = match command {
+        CallCommand::Replicate { data } => Call::Replicate { data: data.into_bytes() },
+        CallCommand::ReadState => Call::ReadState,
+        CallCommand::Leader => Call::Leader,
+        CallCommand::Broadcast { channel, content } => Call::Broadcast { channel, content },
+        CallCommand::Status { manager } => {
+            let manager: Manager = serde_json::from_value(serde_json::Value::String(manager.clone()))
+                .map_err(|_| anyhow::anyhow!("no manager {manager:?}; the managers are node_manager, communication_manager, leader_election, state_replicator, failure_detector, recovery_manager, load_distributor, resource_scaler, worker_pool"))?;
+            Call::Status { manager }
+        }
+    };
+    let nodes: Vec<Member> = config.nodes.into_iter().filter(|m| only.is_none_or(|id| id == m.id)).collect();
+    if nodes.is_empty() {
+        bail!("no such node in the client configuration");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut last = None;
+        for member in &nodes {
+            let answer = match Client::connect(member.address, member.id, &credentials).await {
+                Ok(client) => client.call(call.clone()).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(answer) => {
+                    print(member.id, &answer, json);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // The node answered: its answer stands, whoever else might answer otherwise.
+                Err(ClientError::Failed(failure)) => {
+                    eprintln!("ergon: node {}: {failure}", member.id);
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => {
+                    eprintln!("ergon: node {} at {}: {e}", member.id, member.address);
+                    last = Some(e);
+                }
+            }
+        }
+        bail!("no node answered: {}", last.map_or_else(String::new, |e| e.to_string()))
+    })
+}
+
+fn print(node: u64, answer: &Answer, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "node": node, "answer": answer })).expect("answers serialise"));
+        return;
+    }
+    match answer {
+        Answer::State { version, data } => println!("node {node}: version {version}: {}", String::from_utf8_lossy(data)),
+        Answer::Leader(Some((leader, term))) => println!("node {node}: leader {leader} in term {term}"),
+        Answer::Leader(None) => println!("node {node}: no leader known"),
+        Answer::Receipt { seq, delivered } => println!("node {node}: broadcast {seq} delivered to {}", delivered.join(", ")),
+        Answer::Status(s) => {
+            println!("{}: {:.3} of {:.3} J left ({}), {} allowed, {} failed, {} denied", s.actor, s.remaining_j, s.total_j, s.source, s.allowed, s.failed, s.denied);
+            for (name, base, runs, mean) in &s.operations {
+                println!("  {name}: base {base:.3} J, {runs} runs, mean measured {mean:.9} J");
+            }
+        }
+    }
+}

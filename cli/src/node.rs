@@ -1,0 +1,28 @@
+//! `ergon node`: run one node of a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use net::node::{Node, NodeConfig};
+
+/// Runs the node of `config` until SIGTERM or Ctrl-C, then stops it cleanly.
+pub fn run(config: PathBuf) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = NodeConfig::load(&config)?;
+    let system = actix::System::new();
+    system.block_on(async move {
+        let node = Node::start(config)?;
+        tracing::info!(node = node.id(), cluster = %node.cluster(), address = %node.address(), "node started");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        }
+        node.shutdown().await?;
+        tracing::info!("stopped; audit log flushed and synced");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
