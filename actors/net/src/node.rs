@@ -309,3 +309,40 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_cluster_configurations_are_valid() {
+        for (id, text) in [
+            (1, include_str!("../../../examples/cluster/n1.toml")),
+            (2, include_str!("../../../examples/cluster/n2.toml")),
+            (3, include_str!("../../../examples/cluster/n3.toml")),
+        ] {
+            let config = NodeConfig::from_toml(text, Path::new("/etc/ergon")).unwrap();
+            assert_eq!(config.node.id, id);
+            assert_eq!(config.node.members.len(), 3);
+            assert_eq!(config.node.data_dir, PathBuf::from(format!("/etc/ergon/data/n{id}")));
+            assert_eq!(config.ergon.audit.dir, PathBuf::from(format!("/etc/ergon/data/n{id}/audit")), "the audit log defaults into the data directory");
+            assert_eq!(config.node.tls.unwrap().ca, PathBuf::from("/etc/ergon/certs/ca.pem"));
+        }
+    }
+
+    #[test]
+    fn mistakes_in_a_node_configuration_are_named() {
+        let base = include_str!("../../../examples/cluster/n1.toml");
+        let refused = |text: &str| NodeConfig::from_toml(text, Path::new(".")).unwrap_err();
+        assert!(refused("").contains("no [node] section"));
+        assert!(refused(&base.replace("id = 1\n", "id = 9\n")).contains("does not list this node (9)"));
+        assert!(refused(&base.replace("cluster = \"demo\"", "cluster = \"Demo!\"")).contains("cluster name \"Demo!\" is not usable"));
+        assert!(refused(&base.replace("principal = \"user:operator\"", "principal = \"operator\"")).contains("not a principal"));
+        assert!(refused(&format!("{base}\n[network]\nmax_frame_bytes = 10\n")).contains("max_frame_bytes"));
+        assert!(refused(&format!("{base}\n[network]\nmax_frame = 10\n")).contains("unknown field `max_frame`"));
+        let typo = refused(&format!("{base}\n[raft]\ntick = 5\n"));
+        assert!(typo.contains("tick"), "{typo}");
+        let both = base.replace("[node]\n", "[node]\ninsecure = true\n");
+        assert!(refused(&both).contains("both tls and insecure"));
+    }
+}
