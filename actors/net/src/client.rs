@@ -25,10 +25,11 @@ use actors::security::identity::{node_name, principal_name, ClusterName, Identit
 use actors::security::Principal;
 use bytes::Bytes;
 use cluster::NodeId;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::calls::{Answer, Call, Failure, Manager, Request, Response, StatusReport};
+use crate::tcp::connection::write_batches;
 use crate::tcp::handshake::{greet, open};
 use crate::wire::{Hello, Role, DEFAULT_MAX_FRAME_BYTES};
 
@@ -116,17 +117,7 @@ impl Client {
         let waiting: Waiting = Arc::default();
         let answers = waiting.clone();
         let driver = tokio::spawn(async move {
-            let write = async {
-                while let Some(first) = outgoing.recv().await {
-                    let mut next = Some(first);
-                    while let Some(request) = next.take() {
-                        sink.feed(Bytes::from(request.encode())).await?;
-                        next = outgoing.try_recv().ok();
-                    }
-                    sink.flush().await?;
-                }
-                Ok::<_, std::io::Error>(())
-            };
+            let write = write_batches(&mut sink, &mut outgoing, |r: Request| Bytes::from(r.encode()), |_| {});
             let read = async {
                 while let Some(Ok(frame)) = stream.next().await {
                     let Ok(Response { id, result }) = Response::decode(&frame) else { return };

@@ -23,10 +23,11 @@ use actors::node::assembly::ClusterNode;
 use actors::security::{CapSet, Credential, GrantTable, Origin, Principal, Scope, SecurityContext};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::calls::{Answer, Call, Failure, Manager, Request, Response};
+use crate::tcp::connection::write_batches;
 use crate::tcp::{Caller, Callers, ClientProof};
 
 /// How many calls of one connection run at once; more wait until one is answered.
@@ -79,17 +80,7 @@ async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
     let (mut sink, mut stream) = frames.split();
     let (answers, mut answered) = mpsc::channel::<Response>(MAX_IN_FLIGHT);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let write = async {
-        while let Some(first) = answered.recv().await {
-            let mut next = Some(first);
-            while let Some(response) = next.take() {
-                sink.feed(Bytes::from(response.encode())).await?;
-                next = answered.try_recv().ok();
-            }
-            sink.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
+    let write = write_batches(&mut sink, &mut answered, |r: Response| Bytes::from(r.encode()), |_| {});
     let read = async {
         while let Some(frame) = stream.next().await {
             let request = match frame.map_err(|e| e.to_string()).and_then(|f| Request::decode(&f).map_err(|e| e.to_string())) {

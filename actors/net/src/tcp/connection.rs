@@ -106,26 +106,42 @@ pub(super) async fn run(shared: Arc<Shared>, peer: NodeId, lane: Lane, frames: F
 }
 
 async fn write(shared: &Shared, sink: &mut SplitSink<Frames, Bytes>, rx: &mut mpsc::Receiver<Outgoing>, bytes: &AtomicUsize) -> End {
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(message) = next.take() {
-            bytes.fetch_sub(message.frame.len(), Ordering::AcqRel);
-            if let Err(e) = sink.feed(message.frame).await {
-                return End::Closed(describe(&e));
-            }
-            written += 1;
-            if written < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if let Err(e) = sink.flush().await {
-            return End::Closed(describe(&e));
-        }
-        shared.stats.messages_written.fetch_add(written as u64, Ordering::Relaxed);
+    let frame = |message: Outgoing| {
+        bytes.fetch_sub(message.frame.len(), Ordering::AcqRel);
+        message.frame
+    };
+    let written = |n: usize| {
+        shared.stats.messages_written.fetch_add(n as u64, Ordering::Relaxed);
         Stats::bump(&shared.stats.flushes);
+    };
+    match write_batches(sink, rx, frame, written).await {
+        Ok(()) => End::Closed("queue closed".into()),
+        Err(e) => End::Closed(describe(&e)),
     }
-    End::Closed("queue closed".into())
+}
+
+/// Writes what `queue` holds, as `frame` encodes it, in batches of at most [`MAX_BATCH`] with
+/// one flush each (`written` is told each batch's size), until the queue closes or a write fails.
+pub(crate) async fn write_batches<T>(
+    sink: &mut SplitSink<Frames, Bytes>,
+    queue: &mut mpsc::Receiver<T>,
+    mut frame: impl FnMut(T) -> Bytes,
+    mut written: impl FnMut(usize),
+) -> std::io::Result<()> {
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(item) = next.take() {
+            sink.feed(frame(item)).await?;
+            batch += 1;
+            if batch < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        sink.flush().await?;
+        written(batch);
+    }
+    Ok(())
 }
 
 async fn read(shared: &Shared, peer: NodeId, mut stream: SplitStream<Frames>) -> End {

@@ -11,7 +11,7 @@
 //! The transport runs on a tokio runtime of its own, so that TLS and encoding do not share a
 //! thread with the actors; [`Transport::send`] only encodes and queues.
 
-mod connection;
+pub(crate) mod connection;
 pub(crate) mod handshake;
 
 use std::collections::BTreeMap;
