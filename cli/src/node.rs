@@ -9,7 +9,8 @@ use net::node::{Node, NodeConfig};
 /// Runs the node of `config` until SIGTERM or Ctrl-C, then stops it cleanly.
 pub fn run(config: PathBuf) -> Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
     let config = NodeConfig::load(&config)?;
     let system = actix::System::new();
     system.block_on(async move {
