@@ -343,12 +343,16 @@ fn render(stored: &StoredEntry) -> String {
     let detail = e.error().map(|code| format!(" {}: {}", printable(code), printable(e.reason().unwrap_or("")))).unwrap_or_else(|| {
         e.reason().map(|r| format!(" {}", printable(r))).unwrap_or_default()
     });
+    let principal = match e.detail.remote() {
+        Some(remote) => format!("{}@{}", printable(&e.principal), printable(remote)),
+        None => printable(&e.principal),
+    };
     format!(
         "{:>6} {} {} {} {} {} {} {}{}",
         stored.seq,
         e.ts.to_datetime().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
         printable(&e.actor),
-        printable(&e.principal),
+        principal,
         printable(&e.operation),
         printable(&e.resource),
         outcome,

@@ -142,11 +142,23 @@ pub struct SecurityContext {
     grant: Arc<Grant>,
     capabilities: CapSet,
     scope: Scope,
+    remote: Option<Arc<str>>,
 }
 
 impl SecurityContext {
     pub(crate) fn from_grant(grant: Arc<Grant>, capabilities: CapSet, scope: Scope) -> Self {
-        SecurityContext { grant, capabilities, scope }
+        SecurityContext { grant, capabilities, scope, remote: None }
+    }
+
+    /// The same context, for a request that arrived over the network from `address` (the audit
+    /// log records it beside the principal). It adds no authority.
+    pub fn from_remote(self, address: &str) -> Self {
+        SecurityContext { remote: Some(Arc::from(address)), ..self }
+    }
+
+    /// Where the request came from, if it came over the network.
+    pub fn remote(&self) -> Option<&Arc<str>> {
+        self.remote.as_ref()
     }
 
     /// Who is asking.

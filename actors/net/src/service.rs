@@ -75,6 +75,7 @@ impl Service {
 
 async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
     let Caller { frames, address, .. } = caller;
+    let remote: Arc<str> = Arc::from(address.to_string());
     let principal = authority.principal().clone();
     tracing::info!(%address, %principal, "caller connected");
     let (mut sink, mut stream) = frames.split();
@@ -88,9 +89,9 @@ async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
                 Err(reason) => return Err(reason),
             };
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-            let (actors, authority, answers) = (actors.clone(), authority.clone(), answers.clone());
+            let (actors, authority, answers, remote) = (actors.clone(), authority.clone(), answers.clone(), remote.clone());
             tokio::spawn(async move {
-                let result = dispatch(&actors, &authority, request.call).await;
+                let result = dispatch(&actors, &authority, &remote, request.call).await;
                 let _ = answers.send(Response { id: request.id, result }).await;
                 drop(permit);
             });
@@ -108,10 +109,10 @@ async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
 
 /// A context of `authority` for a manager in `scope`: in that scope if the grant covers it, else
 /// in the grant's own, for the gate to refuse and audit.
-fn context(authority: &Credential, scope: &str) -> SecurityContext {
+fn context_of(authority: &Credential, remote: &str, scope: &str) -> SecurityContext {
     let wanted = Scope::new(scope).expect("managers' scopes are constants");
     let scope = if authority.scope().includes(&wanted) { wanted } else { authority.scope().clone() };
-    authority.context(scope).expect("within the grant")
+    authority.context(scope).expect("within the grant").from_remote(remote)
 }
 
 /// Sends a gated request and turns its outcome into the wire's.
@@ -130,23 +131,24 @@ where
     }
 }
 
-async fn dispatch(actors: &ClusterNode, authority: &Credential, call: Call) -> Result<Answer, Failure> {
+async fn dispatch(actors: &ClusterNode, authority: &Credential, remote: &str, call: Call) -> Result<Answer, Failure> {
+    let context = |scope| context_of(authority, remote, scope);
     match call {
         Call::Replicate { data } => {
-            ask(&actors.replicator, Replicate { ctx: context(authority, state_replicator::SCOPE), data }).await.map(Answer::from)
+            ask(&actors.replicator, Replicate { ctx: context(state_replicator::SCOPE), data }).await.map(Answer::from)
         }
-        Call::ReadState => ask(&actors.replicator, ReadState { ctx: context(authority, state_replicator::SCOPE) }).await.map(Answer::from),
-        Call::Leader => ask(&actors.election, Leader { ctx: context(authority, leader_election::SCOPE) })
+        Call::ReadState => ask(&actors.replicator, ReadState { ctx: context(state_replicator::SCOPE) }).await.map(Answer::from),
+        Call::Leader => ask(&actors.election, Leader { ctx: context(leader_election::SCOPE) })
             .await
             .map(|l| Answer::Leader(l.map(|l| (l.leader, l.term)))),
         Call::Broadcast { channel, content } => {
-            let msg = Broadcast { ctx: context(authority, communication::SCOPE), channel, content };
+            let msg = Broadcast { ctx: context(communication::SCOPE), channel, content };
             ask(&actors.communication, msg).await.map(|r| Answer::Receipt { seq: r.seq, delivered: r.delivered })
         }
         Call::Status { manager } => {
             macro_rules! status {
                 ($addr:expr, $module:ident, $error:ident) => {
-                    ask(&$addr, Status::<$module::$error>::new(context(authority, $module::SCOPE))).await
+                    ask(&$addr, Status::<$module::$error>::new(context($module::SCOPE))).await
                 };
             }
             let status = match manager {

@@ -190,4 +190,16 @@ async fn a_client_proven_by_its_certificate_calls_any_node_and_acts_only_with_it
     for node in nodes {
         node.shutdown().await.unwrap();
     }
+
+    // The refusal is in node 2's audit log, with the authenticated principal and its address.
+    let log = actors::security::audit::AuditReader::open(&dir.path().join("n2/audit")).unwrap();
+    let denied: Vec<_> = log
+        .entries()
+        .map(|e| e.unwrap().entry)
+        .filter(|e| e.principal == "user:intruder" && e.outcome == actors::security::audit::Outcome::Denied)
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    let remote = denied[0].detail.remote().expect("the caller's address is recorded");
+    assert!(remote.starts_with("127.0.0.1:"), "{remote}");
+    assert_eq!(denied[0].error(), Some("PermissionDenied"));
 }

@@ -15,6 +15,8 @@ pub(super) struct Ticket {
     /// The version of the requester's grant when it was admitted.
     pub(super) grant_version: u64,
     pub(super) principal: CompactString,
+    /// Where a remote request came from.
+    pub(super) remote: Option<std::sync::Arc<str>>,
     pub(super) resource: CompactString,
     pub(super) hold: Reservation,
 }
@@ -86,6 +88,7 @@ impl Gate {
                 operation,
                 grant_version,
                 principal: CompactString::from(who),
+                remote: ctx.remote().cloned(),
                 resource: CompactString::from(msg.resource()),
                 hold,
             }),

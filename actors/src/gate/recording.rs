@@ -58,6 +58,7 @@ impl Gate {
             refusal.operation,
             M::NAME,
             principal,
+            msg.context().remote().map(|r| &**r),
             capped(msg.resource(), self.limits.max_id_bytes),
             Some(&refusal.error),
             energy,
@@ -151,6 +152,7 @@ impl Gate {
             Some(ticket.operation),
             M::NAME,
             ticket.principal,
+            ticket.remote.as_deref(),
             ticket.resource,
             result.as_ref().err(),
             energy,
@@ -180,11 +182,12 @@ impl Gate {
         operation: Option<usize>,
         name: &'static str,
         principal: CompactString,
+        remote: Option<&str>,
         resource: CompactString,
         error: Option<&E>,
         energy: EnergyRecord,
     ) -> Option<DurableReply> {
-        let detail = error.map_or(Detail::NONE, |e| Detail::from_error(e.code(), e.to_string()));
+        let detail = error.map_or(Detail::NONE, |e| Detail::from_error(e.code(), e.to_string())).with_remote(remote);
         // The same record as a `tracing` event: refusals of authority at WARN, other refusals and
         // failures at INFO, successes at DEBUG. It is emitted from the parts, so that the entry
         // can be built straight into the sink's argument (borrowing a built entry costs a copy).
@@ -195,6 +198,7 @@ impl Gate {
                     $level,
                     actor = self.actor,
                     principal = principal.as_str(),
+                    remote,
                     operation = name,
                     resource = resource.as_str(),
                     ?outcome,

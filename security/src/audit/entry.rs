@@ -216,7 +216,7 @@ impl AuditEntry {
 }
 
 /// What an entry says beyond its outcome: the error variant, the reason in words, an alert's
-/// level. Most entries record a success and have none, so it is one pointer: every entry is copied
+/// level, and the network address of a remote caller. Most entries record a success and have none, so it is one pointer: every entry is copied
 /// on the gate's hot path, and each byte of it counts there.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Detail(Option<Box<DetailFields>>);
@@ -229,6 +229,8 @@ struct DetailFields {
     reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     alert: Option<Cow<'static, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<String>,
 }
 
 impl Detail {
@@ -237,7 +239,7 @@ impl Detail {
 
     /// An error variant and why.
     pub fn from_error(code: impl Into<Cow<'static, str>>, reason: String) -> Self {
-        Detail::of(DetailFields { error: Some(code.into()), reason: Some(reason), alert: None })
+        Detail::of(DetailFields { error: Some(code.into()), reason: Some(reason), ..DetailFields::default() })
     }
 
     /// A reason alone.
@@ -247,7 +249,7 @@ impl Detail {
 
     /// An alert's level and message.
     pub fn from_alert(level: impl Into<Cow<'static, str>>, message: String) -> Self {
-        Detail::of(DetailFields { alert: Some(level.into()), reason: Some(message), error: None })
+        Detail::of(DetailFields { alert: Some(level.into()), reason: Some(message), ..DetailFields::default() })
     }
 
     /// The error variant (`PermissionDenied`).
@@ -265,8 +267,25 @@ impl Detail {
         self.0.as_ref()?.alert.as_deref()
     }
 
+    /// The same, for a request that came over the network from `remote` (written as the field
+    /// `remote`).
+    pub fn with_remote(self, remote: Option<&str>) -> Self {
+        match remote {
+            None => self,
+            Some(remote) => {
+                let fields = self.0.map_or_else(DetailFields::default, |f| *f);
+                Detail::of(DetailFields { remote: Some(remote.to_owned()), ..fields })
+            }
+        }
+    }
+
+    /// The network address the request came from, for a remote caller's.
+    pub fn remote(&self) -> Option<&str> {
+        self.0.as_ref()?.remote.as_deref()
+    }
+
     fn of(fields: DetailFields) -> Self {
-        let empty = fields.error.is_none() && fields.reason.is_none() && fields.alert.is_none();
+        let empty = fields.error.is_none() && fields.reason.is_none() && fields.alert.is_none() && fields.remote.is_none();
         Detail((!empty).then(|| Box::new(fields)))
     }
 }
