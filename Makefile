@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-pass bench-energy audit-help protoc
+.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-pass bench-energy audit-help protoc netfaults
 
 # raft-proto (tikv's raft-rs) generates its message types with protoc at build time. Debian and
 # Ubuntu ship it as protobuf-compiler; elsewhere install protoc and put it on PATH (or set PROTOC).
@@ -13,6 +13,13 @@ protoc:
 	@command -v protoc >/dev/null 2>&1 || [ -n "$$PROTOC" ] || { \
 		echo "make: installing protobuf-compiler (protoc), which raft-proto's build script needs"; \
 		$(APT) install protobuf-compiler >/dev/null || { $(APT) update >/dev/null && $(APT) install protobuf-compiler >/dev/null; }; }
+
+# The partition tests cut links between node processes with iptables inside a network namespace
+# (iproute2's `ip netns`), as root; Debian ships both as packages.
+netfaults:
+	@command -v iptables >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 || { \
+		echo "make: installing iptables and iproute2, which the partition tests need"; \
+		$(APT) install iptables iproute2 >/dev/null || { $(APT) update >/dev/null && $(APT) install iptables iproute2 >/dev/null; }; }
 
 # The demo and the calibration are built by `cargo ergon` with ergon's LLVM pass instrumenting the
 # actors, the demo and the calibration workloads, so every audit entry carries real operation
@@ -31,10 +38,12 @@ calibrate: instrumented
 pass:
 	$(CARGO) build --release --locked -p ergon-llvm-pass
 
-# The second line builds the optional, GPL-3.0 rapl-energy backend too, so it cannot rot unseen.
-test: protoc
+# The second line builds the optional, GPL-3.0 rapl-energy backend too, so it cannot rot unseen;
+# the third runs the partition tests, which need root (CI runs as root).
+test: protoc netfaults
 	$(CARGO) test --workspace --locked
 	$(CARGO) test --locked -p ergon-energy --features rapl-energy --lib
+	$(CARGO) test --locked -p ergon-cli --test partitions -- --ignored
 
 bench: protoc
 	$(CARGO) bench --locked -p ergon-actors --bench gate

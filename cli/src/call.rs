@@ -27,6 +27,9 @@ struct ClientConfig {
     insecure: bool,
     /// The nodes, tried in order.
     nodes: Vec<Member>,
+    /// The local address to call from (on a host with several); any by default.
+    #[serde(default)]
+    source: Option<std::net::IpAddr>,
 }
 
 #[derive(Subcommand)]
@@ -95,7 +98,7 @@ pub fn run(config: PathBuf, only: Option<u64>, json: bool, command: CallCommand)
     runtime.block_on(async {
         let mut last = None;
         for member in &nodes {
-            let answer = match Client::connect(member.address, member.id, &credentials).await {
+            let answer = match Client::connect_from(config.source, member.address, member.id, &credentials).await {
                 Ok(client) => client.call(call.clone()).await,
                 Err(e) => Err(e),
             };

@@ -2,165 +2,20 @@
 //! client: a leader is elected, acknowledged updates survive `kill -9` of the leader, a new
 //! leader takes writes, and the killed node restarts from its data directory and catches up.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use net::client::{Client, ClientError, Credentials};
-use security::identity::TlsFiles;
-
-const CLUSTER: &str = "proc";
-
-/// A node process, killed when dropped, so that a failing test leaves nothing running.
-struct NodeProcess {
-    id: u64,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl NodeProcess {
-    fn spawn(dir: &Path, id: u64) -> NodeProcess {
-        let log = dir.join(format!("n{id}.log"));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ergon"))
-            .args(["node", "--config"])
-            .arg(dir.join(format!("n{id}.toml")))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("ergon node starts");
-        NodeProcess { id, child: Some(child), log }
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!("--- node {} log (last lines) ---\n{}", self.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-    }
-}
-
-fn free_port(ip: &str) -> SocketAddr {
-    TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap()
-}
-
-fn ergon(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ergon")).args(args).output().expect("the ergon binary runs")
-}
-
-/// Certificates made by `ergon certs init`, and configurations for `n` nodes on 127.0.0.1..n.
-fn cluster_files(dir: &Path, n: u64) -> Vec<SocketAddr> {
-    let certs = dir.join("certs");
-    let out = ergon(&["certs", "init", "--cluster", CLUSTER, "--nodes", &n.to_string(), "--user", "operator", "--out", certs.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let addresses: Vec<SocketAddr> = (1..=n).map(|i| free_port(&format!("127.0.0.{i}"))).collect();
-    let members: Vec<String> = addresses.iter().enumerate().map(|(i, a)| format!("{{ id = {}, address = \"{a}\" }}", i + 1)).collect();
-    for id in 1..=n {
-        let config = format!(
-            r#"[node]
-id = {id}
-cluster = "{CLUSTER}"
-listen = "{listen}"
-data_dir = "n{id}"
-members = [{members}]
-tls = {{ ca = "certs/ca.pem", cert = "certs/n{id}.pem", key = "certs/n{id}.key" }}
-callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement", "ElectionManagement", "EnergyManagement"] }}]
-
-[audit]
-durability = "before_reply"
-"#,
-            listen = addresses[id as usize - 1],
-            members = members.join(", "),
-        );
-        std::fs::write(dir.join(format!("n{id}.toml")), config).unwrap();
-    }
-    addresses
-}
-
-fn operator(dir: &Path) -> Credentials {
-    let certs = dir.join("certs");
-    let files = TlsFiles { ca: certs.join("ca.pem"), cert: certs.join("operator.pem"), key: certs.join("operator.key") };
-    Credentials::certificate(CLUSTER, "user:operator", files).unwrap()
-}
-
-/// Polls `f` every 50 ms until it answers `Some`, at most `within`.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut f: impl FnMut() -> F) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = f().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The leader, as every node in `ids` knows it.
-async fn agreed_leader(addresses: &[SocketAddr], ids: &[u64], credentials: &Credentials) -> Option<u64> {
-    let mut leaders = Vec::new();
-    for &id in ids {
-        let client = Client::connect(addresses[id as usize - 1], id, credentials).await.ok()?;
-        leaders.push(client.leader().await.ok()??.0);
-    }
-    leaders.windows(2).all(|w| w[0] == w[1]).then(|| leaders[0])
-}
-
-/// Replicates `data` through the first node of `ids` that acknowledges it.
-async fn write(addresses: &[SocketAddr], ids: &[u64], credentials: &Credentials, data: &[u8]) -> Result<u64, ClientError> {
-    let mut last = ClientError::Connect("no node tried".into());
-    for &id in ids {
-        match Client::connect(addresses[id as usize - 1], id, credentials).await {
-            Ok(client) => match client.replicate(data.to_vec()).await {
-                Ok((version, _)) => return Ok(version),
-                Err(e) => last = e,
-            },
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
+use common::{agreed_leader, cluster_files, ergon, operator, until, write, NodeProcess};
+use net::client::Client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_processes_survive_kill_9_of_the_leader_and_the_killed_node_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let addresses = cluster_files(dir.path(), 3);
-    let mut nodes: Vec<NodeProcess> = (1..=3).map(|id| NodeProcess::spawn(dir.path(), id)).collect();
+    let mut nodes: Vec<NodeProcess> = (1..=3).map(|id| NodeProcess::spawn(dir.path(), id, None)).collect();
     let credentials = operator(dir.path());
     let all = [1, 2, 3];
 
@@ -183,7 +38,7 @@ async fn three_node_processes_survive_kill_9_of_the_leader_and_the_killed_node_c
     assert!(acknowledged.windows(2).all(|w| w[0] < w[1]), "versions only grow: {acknowledged:?}");
 
     // The killed node restarts from its data directory and catches up.
-    nodes[leader as usize - 1] = NodeProcess::spawn(dir.path(), leader);
+    nodes[leader as usize - 1] = NodeProcess::spawn(dir.path(), leader, None);
     let restarted = addresses[leader as usize - 1];
     let caught_up = until(Duration::from_secs(20), || async {
         let client = Client::connect(restarted, leader, &credentials).await.ok()?;

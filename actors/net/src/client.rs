@@ -98,9 +98,19 @@ pub struct Client {
 impl Client {
     /// Connects to node `node` at `address`, which must prove it is that node.
     pub async fn connect(address: SocketAddr, node: NodeId, credentials: &Credentials) -> Result<Client, ClientError> {
+        Client::connect_from(None, address, node, credentials).await
+    }
+
+    /// Like [`Client::connect`], from the local address `source` (on a host with several).
+    pub async fn connect_from(
+        source: Option<std::net::IpAddr>,
+        address: SocketAddr,
+        node: NodeId,
+        credentials: &Credentials,
+    ) -> Result<Client, ClientError> {
         let handshake = async {
             let server = node_name(&credentials.cluster, node);
-            let mut frames = open(address, &server, credentials.tls.clone(), DEFAULT_MAX_FRAME_BYTES).await?;
+            let mut frames = open(address, source, &server, credentials.tls.clone(), DEFAULT_MAX_FRAME_BYTES).await?;
             let hello = Hello {
                 cluster: credentials.cluster.to_string(),
                 role: Role::Client { principal: Some(credentials.principal.to_string()), token: None },

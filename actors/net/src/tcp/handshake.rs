@@ -269,15 +269,26 @@ pub(super) async fn dialer(shared: Arc<Shared>, peer: cluster::NodeId, address: 
     }
 }
 
-/// Connects to `address` and, with `tls`, proves the server is `server`; framed with frames of
-/// at most `max_frame_bytes`.
+/// Connects to `address` from `source` (any local address if `None`) and, with `tls`, proves the
+/// server is `server`; framed with frames of at most `max_frame_bytes`.
 pub(crate) async fn open(
     address: SocketAddr,
+    source: Option<std::net::IpAddr>,
     server: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
     max_frame_bytes: usize,
 ) -> Result<Frames, String> {
-    let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect to {address}: {e}"))?;
+    let tcp = match source {
+        None => TcpStream::connect(address).await,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+            match socket.and_then(|s| s.bind(SocketAddr::new(ip, 0)).map(|()| s)) {
+                Ok(socket) => socket.connect(address).await,
+                Err(e) => Err(e),
+            }
+        }
+    }
+    .map_err(|e| format!("connect to {address}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = match tls {
         None => Box::new(tcp),
@@ -313,7 +324,10 @@ async fn dial_once(shared: &Arc<Shared>, peer: cluster::NodeId, address: SocketA
         role: Role::Node { id: shared.me, incarnation: shared.incarnation, lane, to: peer },
     };
     let handshake = async {
-        let mut frames = open(address, &node_name(&shared.cluster, peer), tls, shared.settings.max_frame_bytes).await?;
+        // From the address this node listens on, so that its peers (and a firewall) see where
+        // its connections come from, also on a host with many addresses.
+        let source = Some(shared.listen_ip).filter(|ip| !ip.is_unspecified());
+        let mut frames = open(address, source, &node_name(&shared.cluster, peer), tls, shared.settings.max_frame_bytes).await?;
         let incarnation = greet(&mut frames, &hello, peer).await?;
         Ok::<_, String>((frames, incarnation))
     };

@@ -210,6 +210,7 @@ struct PeerState {
 
 struct Shared {
     me: NodeId,
+    listen_ip: std::net::IpAddr,
     cluster: ClusterName,
     incarnation: u64,
     settings: NetSettings,
@@ -275,6 +276,7 @@ impl TcpTransport {
             .collect();
         let shared = Arc::new(Shared {
             me: config.me,
+            listen_ip: local_addr.ip(),
             cluster: config.cluster,
             incarnation: config.incarnation,
             settings: config.settings,
