@@ -135,8 +135,8 @@ pub struct Consensus {
     transport: Arc<dyn Transport>,
     tick: Duration,
     mailbox_capacity: usize,
-    /// Proposals waiting for their commit, by sequence number.
-    proposals: BTreeMap<u64, oneshot::Sender<State>>,
+    /// Proposals waiting for their commit, by sequence number, with the term they were made in.
+    proposals: BTreeMap<u64, (u64, oneshot::Sender<Result<State, String>>)>,
     campaigns: Vec<PendingCampaign>,
 }
 
@@ -185,12 +185,33 @@ impl Consensus {
         }
         for ack in output.acks {
             let data = output.applied.iter().find(|a| a.version == ack.version).map(|a| a.data.clone());
-            if let (Some(reply), Some(data)) = (self.proposals.remove(&ack.seq), data) {
+            if let (Some((_, reply)), Some(data)) = (self.proposals.remove(&ack.seq), data) {
                 let id = self.replica.state().id.clone();
-                let _ = reply.send(State { id, data, version: ack.version });
+                let _ = reply.send(Ok(State { id, data, version: ack.version }));
             }
         }
+        self.abandon_proposals_of_past_terms();
         self.settle_campaigns();
+    }
+
+    /// Answers proposals made in an earlier term at once, as etcd does: the leader they went to
+    /// may be gone, and waiting out the timeout would hold the client for nothing. Like a timeout,
+    /// this does not mean the update will not commit.
+    fn abandon_proposals_of_past_terms(&mut self) {
+        let term = self.replica.term();
+        if self.proposals.values().all(|(made, _)| *made >= term) {
+            return;
+        }
+        let leader = self.replica.leader().map_or("none yet".to_owned(), |l| format!("node {l}"));
+        let stale: Vec<u64> = self.proposals.iter().filter(|(_, (t, _))| *t < term).map(|(seq, _)| *seq).collect();
+        for seq in stale {
+            if let Some((made, reply)) = self.proposals.remove(&seq) {
+                self.replica.forget(seq);
+                let _ = reply.send(Err(format!(
+                    "leadership changed (term {made} to {term}, leader: {leader}) before the update committed; it may still commit"
+                )));
+            }
+        }
     }
 
     fn settle_campaigns(&mut self) {
@@ -300,12 +321,12 @@ impl Handler<Propose> for Consensus {
             Err(e) => return Box::pin(fut::ready(Err(e.to_string()))),
         };
         let (reply, answer) = oneshot::channel();
-        self.proposals.insert(seq, reply);
+        self.proposals.insert(seq, (self.replica.term(), reply));
         self.drive(ctx);
         let timeout = msg.timeout;
         Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| {
             match result {
-                Ok(Ok(state)) => Ok(state),
+                Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err("the consensus actor stopped".to_owned()),
                 Err(_) => {
                     actor.proposals.remove(&seq);
