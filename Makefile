@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-pass bench-energy audit-help protoc netfaults
+.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-tcp bench-pass bench-energy audit-help protoc netfaults
 
 # raft-proto (tikv's raft-rs) generates its message types with protoc at build time. Debian and
 # Ubuntu ship it as protobuf-compiler; elsewhere install protoc and put it on PATH (or set PROTOC).
@@ -50,6 +50,10 @@ bench: protoc
 
 bench-cluster: protoc
 	$(CARGO) bench --locked -p ergon-actors --bench replication
+
+# Five `ergon node` processes with mutual TLS and durable logs, driven by the Rust client.
+bench-tcp: protoc
+	$(CARGO) bench --locked -p ergon-cli --bench tcp
 
 # What measuring costs, side by side: operation counters, each energy counter this machine has, and
 # the gate's metering of one message (prints RESULT lines).

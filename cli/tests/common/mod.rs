@@ -32,6 +32,11 @@ pub fn node_ip(id: u64) -> String {
 /// Certificates made by `ergon certs init`, configurations for nodes `1..=n` on 127.0.0.1..n
 /// (`dir/nN.toml`), and the operator's client configuration (`dir/client.toml`).
 pub fn cluster_files(dir: &Path, n: u64) -> Vec<SocketAddr> {
+    cluster_files_with(dir, n, "")
+}
+
+/// Like [`cluster_files`], with `extra` appended to every node's configuration.
+pub fn cluster_files_with(dir: &Path, n: u64, extra: &str) -> Vec<SocketAddr> {
     let certs = dir.join("certs");
     let out = ergon(&["certs", "init", "--cluster", CLUSTER, "--nodes", &n.to_string(), "--user", "operator", "--out", certs.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -51,6 +56,7 @@ callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "R
 
 [audit]
 durability = "before_reply"
+{extra}
 "#,
             listen = addresses[id as usize - 1],
         );
