@@ -17,11 +17,19 @@ use serde::Deserialize;
 struct ClientConfig {
     /// The cluster's name.
     cluster: String,
-    /// Who the client is (`user:operator`).
-    principal: String,
+    /// Who the client is (`user:operator`), proven by its certificate in `tls`.
+    #[serde(default)]
+    principal: Option<String>,
     /// Its certificate, key and the cluster's CA (relative to the file).
     #[serde(default)]
     tls: Option<TlsFiles>,
+    /// Instead of a certificate: a capability token (`ergon token issue`), and the CA to check
+    /// the nodes against.
+    #[serde(default)]
+    token: Option<String>,
+    /// The cluster's CA, for a client with a token.
+    #[serde(default)]
+    ca: Option<PathBuf>,
     /// Only for a cluster of insecure nodes.
     #[serde(default)]
     insecure: bool,
@@ -61,23 +69,30 @@ fn load(path: &Path) -> Result<ClientConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut config: ClientConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    if let Some(tls) = &mut config.tls {
-        for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
         }
+    };
+    if let Some(tls) = &mut config.tls {
+        [&mut tls.ca, &mut tls.cert, &mut tls.key].into_iter().for_each(resolve);
     }
+    config.ca.iter_mut().for_each(resolve);
     Ok(config)
 }
 
 /// Calls the node `only`, or each node of the configuration in turn until one answers.
-pub fn run(config: PathBuf, only: Option<u64>, json: bool, command: CallCommand) -> Result<ExitCode> {
+pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool, command: CallCommand) -> Result<ExitCode> {
     let config = load(&config)?;
-    let credentials = match (config.tls, config.insecure) {
-        (Some(tls), false) => Credentials::certificate(&config.cluster, &config.principal, tls)?,
-        (None, true) => Credentials::insecure(&config.cluster, &config.principal)?,
-        _ => bail!("the client configuration needs either tls = {{ ca, cert, key }} or insecure = true"),
+    let token = token.or(config.token);
+    let credentials = match (config.principal, config.tls, token, config.ca, config.insecure) {
+        (Some(principal), Some(tls), None, _, false) => Credentials::certificate(&config.cluster, &principal, tls)?,
+        (_, tls, Some(token), ca, false) => {
+            let ca = ca.or(tls.map(|t| t.ca)).context("a client with a token needs ca = \"<the cluster's CA>\"")?;
+            Credentials::token(&config.cluster, &ca, &token)?
+        }
+        (Some(principal), None, None, _, true) => Credentials::insecure(&config.cluster, &principal)?,
+        _ => bail!("the client configuration needs principal and tls = {{ ca, cert, key }}, or a token and ca, or principal and insecure = true"),
     };
     let call = match command {
         CallCommand::Replicate { data } => Call::Replicate { data: data.into_bytes() },

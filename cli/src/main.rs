@@ -5,6 +5,7 @@ mod call;
 mod certs;
 mod energy;
 mod node;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,7 @@ enum Command {
     ///   ergon call --config examples/cluster/client.toml replicate "hello"
     ///   ergon call --config examples/cluster/client.toml --node 2 read-state
     ///   ergon call --config examples/cluster/client.toml status state_replicator
+    ///   ERGON_TOKEN="$(cat ci.token)" ergon call --config examples/cluster/client.toml read-state
     Call {
         /// The client's configuration file.
         #[arg(long)]
@@ -64,6 +66,9 @@ enum Command {
         /// Call only this node.
         #[arg(long)]
         node: Option<u64>,
+        /// Act with this capability token instead of the configuration's certificate.
+        #[arg(long, env = "ERGON_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -73,6 +78,9 @@ enum Command {
     /// Create a cluster CA and node and user certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Capability tokens: make the cluster's token key, issue, attenuate and inspect tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -81,8 +89,9 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit::run(command),
         Command::Energy(command) => energy::run(command),
         Command::Node { config } => node::run(config),
-        Command::Call { config, node, json, call } => call::run(config, node, json, call),
+        Command::Call { config, node, token, json, call } => call::run(config, node, token, json, call),
         Command::Certs(command) => certs::run(command),
+        Command::Token(command) => token::run(command),
     };
     match result {
         Ok(code) => code,

@@ -94,3 +94,37 @@ fn a_node_refuses_to_start_with_a_message_that_names_the_problem() {
     let err = start(&n1);
     assert!(err.contains("belongs to node 2 of cluster \"proc\", not node 1"), "{err}");
 }
+
+#[test]
+fn a_token_issued_and_attenuated_with_the_cli_acts_on_a_node_process_with_no_more_than_it_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster_files(dir.path(), 1);
+    let _node = NodeProcess::spawn(dir.path(), 1, None);
+    let key = dir.path().join("certs/token.key");
+    let issued = ergon(&["token", "issue", "--key", key.to_str().unwrap(), "--principal", "user:ci", "--capabilities", "StateManagement,ReplicationManagement", "--valid-for", "10m"]);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let token = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    let narrowed = ergon(&["token", "attenuate", &token, "--capabilities", "StateManagement"]);
+    let reader = String::from_utf8(narrowed.stdout).unwrap().trim().to_owned();
+    let inspected = String::from_utf8(ergon(&["token", "inspect", &reader]).stdout).unwrap();
+    assert!(inspected.contains(r#"principal("user:ci")"#) && inspected.contains("block 1 (attenuation 1)"), "{inspected}");
+
+    let client = dir.path().join("client.toml");
+    let call = |token: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ergon")).args(["call", "--config"]).arg(&client).args(args).env("ERGON_TOKEN", token).output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let written = loop {
+        let out = call(&token, &["replicate", "by token"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let read = call(&reader, &["read-state"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "node 1: version 1: by token");
+    let refused = call(&reader, &["replicate", "more"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"), "{}", String::from_utf8_lossy(&refused.stderr));
+}

@@ -17,6 +17,7 @@ start)
     build
     mkdir -p "$here/data"
     [ -f "$here/certs/ca.pem" ] || "$ergon" certs init --cluster demo --nodes 3 --user operator --out "$here/certs" >/dev/null
+    [ -f "$here/certs/token.pub" ] || "$ergon" token keygen --out "$here/certs" >/dev/null
     : > "$pids"
     for id in 1 2 3; do
         "$ergon" node --config "$here/n$id.toml" >>"$here/data/n$id.log" 2>&1 &

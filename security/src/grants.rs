@@ -30,6 +30,12 @@ pub enum Origin {
         /// The operation and its subject (`join worker-1`).
         operation: String,
     },
+    /// A capability token, verified when a connection opened; the grant lives as long as the
+    /// connection (see [`GrantTable::grant_unlisted`]).
+    Token {
+        /// The token's revocation id (of its last block), hex.
+        id: String,
+    },
 }
 
 /// One grant: see the [module documentation](self).
@@ -179,6 +185,14 @@ impl GrantTable {
         };
         self.version.fetch_add(1, Ordering::Release);
         Credential(grant)
+    }
+
+    /// Grants `caps` to `principal` in `scope` without recording the grant in the table: it lives
+    /// as long as its credential (a connection's authority from a token, verified when the
+    /// connection opened and gone when it closes), and revoking it means dropping it.
+    pub fn grant_unlisted(&self, principal: Principal, caps: CapSet, scope: Scope, origin: Origin) -> Credential {
+        self.version.fetch_add(1, Ordering::Release);
+        Credential(Arc::new(Grant { principal, scope, origin, caps: AtomicU32::new(caps.bits()), version: AtomicU64::new(0) }))
     }
 
     /// Revokes everything `credential` grants: every context made from it is refused from its next

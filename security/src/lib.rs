@@ -10,6 +10,7 @@
 //!   less than its grant, never more, and a revocation reaches every context made from the grant.
 //! - [`identity`] proves who is at the other end of a connection: X.509 certificates that name
 //!   nodes and users under the cluster's domain, and the TLS configurations that check them.
+//! - [`token`]: capability tokens (biscuits) the cluster's key signs and their holders attenuate.
 //! - [`audit`] is the tamper-evident log: JSON Lines, SHA-256 hash-chained, batched, rotated,
 //!   repaired after a crash, with a reader and a verifier.
 //!
@@ -34,6 +35,7 @@ mod context;
 mod grants;
 pub mod identity;
 mod scope;
+pub mod token;
 
 pub use capability::{CapSet, Capability, UnknownCapability};
 pub use context::{Namespace, NotAPrincipal, Principal, SecurityContext};

@@ -37,8 +37,16 @@ use crate::wire::{Hello, Role, DEFAULT_MAX_FRAME_BYTES};
 #[derive(Clone)]
 pub struct Credentials {
     cluster: ClusterName,
-    principal: Principal,
+    proof: Proof,
     tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+#[derive(Clone)]
+enum Proof {
+    /// A principal, proven by the TLS certificate (or merely claimed, without TLS).
+    Principal(Principal),
+    /// A capability token.
+    Token(Vec<u8>),
 }
 
 impl Credentials {
@@ -47,14 +55,29 @@ impl Credentials {
         let cluster = ClusterName::new(cluster)?;
         let principal: Principal = principal.parse().map_err(|e| ClientError::Credentials(format!("{e}")))?;
         let identity = Identity::load(&files, &principal_name(&cluster, &principal)?)?;
-        Ok(Credentials { cluster, principal, tls: Some(identity.client_config()) })
+        Ok(Credentials { cluster, proof: Proof::Principal(principal), tls: Some(identity.client_config()) })
+    }
+
+    /// Acting with what the capability `token` (base64) allows, checking nodes against the CA in
+    /// `ca`; no certificate of its own.
+    pub fn token(cluster: &str, ca: &std::path::Path, token: &str) -> Result<Self, ClientError> {
+        let cluster = ClusterName::new(cluster)?;
+        let tls = Identity::anonymous_client_config(ca)?;
+        Ok(Credentials { cluster, proof: Proof::Token(token.trim().as_bytes().to_vec()), tls: Some(tls) })
     }
 
     /// Claiming to be `principal`, without TLS: only an insecure (development) cluster believes it.
     pub fn insecure(cluster: &str, principal: &str) -> Result<Self, ClientError> {
         let cluster = ClusterName::new(cluster)?;
         let principal = principal.parse().map_err(|e| ClientError::Credentials(format!("{e}")))?;
-        Ok(Credentials { cluster, principal, tls: None })
+        Ok(Credentials { cluster, proof: Proof::Principal(principal), tls: None })
+    }
+
+    fn role(&self) -> Role {
+        match &self.proof {
+            Proof::Principal(p) => Role::Client { principal: Some(p.to_string()), token: None },
+            Proof::Token(t) => Role::Client { principal: None, token: Some(t.clone()) },
+        }
     }
 }
 
@@ -111,10 +134,7 @@ impl Client {
         let handshake = async {
             let server = node_name(&credentials.cluster, node);
             let mut frames = open(address, source, &server, credentials.tls.clone(), DEFAULT_MAX_FRAME_BYTES).await?;
-            let hello = Hello {
-                cluster: credentials.cluster.to_string(),
-                role: Role::Client { principal: Some(credentials.principal.to_string()), token: None },
-            };
+            let hello = Hello { cluster: credentials.cluster.to_string(), role: credentials.role() };
             greet(&mut frames, &hello, node).await?;
             Ok(frames)
         };

@@ -37,7 +37,8 @@ use actors::{Config, Environment};
 use cluster::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::service::Service;
+use crate::service::{Service, Tokens};
+use actors::security::token::TokenKey;
 use crate::tcp::{Member, NetError, NetSettings, Security, TcpConfig, TcpTransport};
 
 /// The `[node]` section.
@@ -63,6 +64,20 @@ pub struct NodeSection {
     /// Who may call this node's operations, and with what.
     #[serde(default)]
     pub callers: Vec<CallerGrant>,
+    /// Accept capability tokens signed by the cluster's token key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenSettings>,
+}
+
+/// How a node checks capability tokens (see [`actors::security::token`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The token key's public half (`ergon token keygen` writes it as `token.pub`).
+    pub key: PathBuf,
+    /// Revocation ids (hex, as `ergon token inspect` prints them) of tokens no longer accepted.
+    #[serde(default)]
+    pub revoked: Vec<String>,
 }
 
 /// What one principal may do when it calls this node with a certificate naming it.
@@ -118,6 +133,9 @@ pub enum NodeError {
     /// The Raft store would not open.
     #[error("Raft store: {0}")]
     Store(#[from] cluster::ReplicaError),
+    /// The token key could not be read.
+    #[error("tokens: {0}")]
+    Token(#[from] actors::security::token::TokenError),
     /// The audit log would not open.
     #[error("audit log: {0}")]
     Audit(#[from] actors::security::audit::AuditError),
@@ -151,6 +169,9 @@ impl NodeConfig {
         node.data_dir = resolve(&node.data_dir);
         if let Some(tls) = &mut node.tls {
             *tls = TlsFiles { ca: resolve(&tls.ca), cert: resolve(&tls.cert), key: resolve(&tls.key) };
+        }
+        if let Some(tokens) = &mut node.tokens {
+            tokens.key = resolve(&tokens.key);
         }
         ergon.audit.dir = if audit_given { resolve(&ergon.audit.dir) } else { node.data_dir.join("audit") };
 
@@ -231,6 +252,10 @@ impl Node {
             Some(files) => Security::Tls(Identity::load(files, &node_name(&cluster, node.id))?),
             None => Security::Insecure,
         };
+        let tokens = match &node.tokens {
+            Some(t) => Some(Tokens { key: TokenKey::load(&t.key)?, revoked: t.revoked.clone() }),
+            None => None,
+        };
         claim(&node.data_dir, &Owner { cluster: node.cluster.clone(), id: node.id })?;
         let (audit, _) = AuditLog::open(ergon.audit.clone())?;
         let audit = Arc::new(audit);
@@ -261,7 +286,7 @@ impl Node {
                 grants.grant(principal, c.capabilities, Scope::new(&c.scope).expect("checked when loaded"), Origin::Configured)
             })
             .collect::<Vec<_>>();
-        transport.serve_callers(Arc::new(Service::new(actors.clone(), grants, callers.clone())));
+        transport.serve_callers(Arc::new(Service::new(actors.clone(), grants, callers.clone(), tokens)));
         Ok(Node { id: node.id, env, actors, transport, audit, callers, cluster })
     }
 

@@ -20,6 +20,7 @@ use actors::managers::{
     state_replicator, worker_pool,
 };
 use actors::node::assembly::ClusterNode;
+use actors::security::token::TokenKey;
 use actors::security::{CapSet, Credential, GrantTable, Origin, Principal, Scope, SecurityContext};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::calls::{Answer, Call, Failure, Manager, Request, Response};
 use crate::tcp::connection::write_batches;
-use crate::tcp::{Caller, Callers, ClientProof};
+use crate::tcp::{Authority, Caller, Callers, ClientProof};
 
 /// How many calls of one connection run at once; more wait until one is answered.
 const MAX_IN_FLIGHT: usize = 128;
@@ -38,25 +39,60 @@ pub struct Service {
     actors: ClusterNode,
     grants: Arc<GrantTable>,
     callers: Vec<Credential>,
+    tokens: Option<Tokens>,
 }
 
+/// How a node checks capability tokens.
+pub struct Tokens {
+    /// The cluster's token key.
+    pub key: TokenKey,
+    /// Revocation ids (hex) of tokens no longer accepted.
+    pub revoked: Vec<String>,
+}
+
+/// The scopes a caller may act in: the managers'.
+const SCOPES: [&str; 9] = [
+    node_manager::SCOPE,
+    communication::SCOPE,
+    leader_election::SCOPE,
+    state_replicator::SCOPE,
+    failure_detector::SCOPE,
+    recovery_manager::SCOPE,
+    load_distributor::SCOPE,
+    resource_scaler::SCOPE,
+    worker_pool::SCOPE,
+];
+
 impl Service {
-    /// Serves `actors`; a caller acts with its credential among `callers` (the configured
-    /// grants), or with nothing, granted in `grants`.
-    pub fn new(actors: ClusterNode, grants: Arc<GrantTable>, callers: Vec<Credential>) -> Self {
-        Service { actors, grants, callers }
+    /// Serves `actors`. A caller proven by its certificate acts with its credential among
+    /// `callers` (the configured grants), or with nothing, granted in `grants`; one with a token
+    /// acts with what the token allows, if `tokens` says how to check them.
+    pub fn new(actors: ClusterNode, grants: Arc<GrantTable>, callers: Vec<Credential>, tokens: Option<Tokens>) -> Self {
+        Service { actors, grants, callers, tokens }
     }
 }
 
 impl Callers for Service {
-    fn authenticate(&self, proof: &ClientProof) -> Result<Credential, String> {
+    fn authenticate(&self, proof: &ClientProof) -> Result<Authority, String> {
         match proof {
-            ClientProof::Certificate(principal) => Ok(self.credential(principal)),
-            ClientProof::Token(_) => Err("capability tokens are not accepted by this node yet; present a certificate".into()),
+            ClientProof::Certificate(principal) => Ok(Authority::new(self.credential(principal), Vec::new())),
+            ClientProof::Token(token) => {
+                let tokens = self.tokens.as_ref().ok_or("this node accepts no tokens ([node] tokens is not configured); present a certificate")?;
+                let scopes: Vec<Scope> = SCOPES.iter().map(|s| Scope::new(s).expect("managers' scopes are constants")).collect();
+                let verified = tokens.key.verify(token, &scopes, &tokens.revoked).map_err(|e| e.to_string())?;
+                let origin = || Origin::Token { id: verified.id.clone() };
+                let mut grants = verified
+                    .grants
+                    .iter()
+                    .map(|(scope, caps)| self.grants.grant_unlisted(verified.principal.clone(), *caps, scope.clone(), origin()));
+                // A token that allows nothing here still names its principal for the audit log.
+                let first = grants.next().unwrap_or_else(|| self.grants.grant_unlisted(verified.principal.clone(), CapSet::EMPTY, Scope::root(), origin()));
+                Ok(Authority::new(first, grants.collect()))
+            }
         }
     }
 
-    fn serve(&self, caller: Caller, authority: Credential) -> BoxFuture<'static, ()> {
+    fn serve(&self, caller: Caller, authority: Authority) -> BoxFuture<'static, ()> {
         let actors = self.actors.clone();
         Box::pin(serve(actors, caller, authority))
     }
@@ -73,7 +109,7 @@ impl Service {
     }
 }
 
-async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
+async fn serve(actors: ClusterNode, caller: Caller, authority: Authority) {
     let Caller { frames, address, .. } = caller;
     let remote: Arc<str> = Arc::from(address.to_string());
     let principal = authority.principal().clone();
@@ -107,12 +143,9 @@ async fn serve(actors: ClusterNode, caller: Caller, authority: Credential) {
     }
 }
 
-/// A context of `authority` for a manager in `scope`: in that scope if the grant covers it, else
-/// in the grant's own, for the gate to refuse and audit.
-fn context_of(authority: &Credential, remote: &str, scope: &str) -> SecurityContext {
-    let wanted = Scope::new(scope).expect("managers' scopes are constants");
-    let scope = if authority.scope().includes(&wanted) { wanted } else { authority.scope().clone() };
-    authority.context(scope).expect("within the grant").from_remote(remote)
+/// A context of `authority` for a manager in `scope`, from `remote`.
+fn context_of(authority: &Authority, remote: &str, scope: &str) -> SecurityContext {
+    authority.context(&Scope::new(scope).expect("managers' scopes are constants")).from_remote(remote)
 }
 
 /// Sends a gated request and turns its outcome into the wire's.
@@ -131,7 +164,7 @@ where
     }
 }
 
-async fn dispatch(actors: &ClusterNode, authority: &Credential, remote: &str, call: Call) -> Result<Answer, Failure> {
+async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, call: Call) -> Result<Answer, Failure> {
     let context = |scope| context_of(authority, remote, scope);
     match call {
         Call::Replicate { data } => {

@@ -203,3 +203,46 @@ async fn a_client_proven_by_its_certificate_calls_any_node_and_acts_only_with_it
     assert!(remote.starts_with("127.0.0.1:"), "{remote}");
     assert_eq!(denied[0].error(), Some("PermissionDenied"));
 }
+
+#[actix::test]
+async fn a_capability_token_acts_with_what_it_allows_and_an_attenuated_one_with_less() {
+    use actors::security::token::{attenuate, TokenAuthority};
+    use actors::security::{CapSet, Capability::*};
+    use net::client::{Client, ClientError, Credentials};
+
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path(), 3);
+    let authority = TokenAuthority::generate();
+    let public = dir.path().join("certs/token.pub");
+    std::fs::write(&public, authority.public_pem()).unwrap();
+    let addresses: Vec<SocketAddr> = (0..3).map(|_| common::free_port("127.0.0.1")).collect();
+    let extra = format!("tokens = {{ key = \"{}\" }}", public.display());
+    let nodes: Vec<Node> = (1..=3)
+        .map(|id| Node::start(net::node::NodeConfig::load(&common::write_node_config(dir.path(), id, &addresses, &extra)).unwrap()).unwrap())
+        .collect();
+    leader_of(&nodes).await.expect("a leader");
+    let ca = dir.path().join("certs/ca.pem");
+
+    let ci = Principal::user("ci");
+    let token = authority.issue(&ci, CapSet::of(&[StateManagement, ReplicationManagement]), &Scope::root(), Duration::from_secs(600)).unwrap();
+    let full = Client::connect(addresses[0], 1, &Credentials::token("test", &ca, &token).unwrap()).await.unwrap();
+    assert_eq!(full.replicate(b"by token".to_vec()).await.unwrap().0, 1);
+
+    // Narrowed offline by its holder to reading, and handed on.
+    let reader = attenuate(&token, Some(CapSet::of(&[StateManagement])), None, None).unwrap();
+    let read_only = Client::connect(addresses[1], 2, &Credentials::token("test", &ca, &reader).unwrap()).await.unwrap();
+    let state = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
+        read_only.read_state().await.ok().filter(|(version, _)| *version == 1)
+    });
+    assert_eq!(state.await, Some((1, b"by token".to_vec())));
+    let refused = read_only.replicate(b"write".to_vec()).await;
+    assert!(matches!(&refused, Err(ClientError::Failed(f)) if f.code == "PermissionDenied"), "{refused:?}");
+
+    // A token signed by another key is refused in the handshake.
+    let forged = TokenAuthority::generate().issue(&ci, CapSet::all(), &Scope::root(), Duration::from_secs(600)).unwrap();
+    let err = Client::connect(addresses[0], 1, &Credentials::token("test", &ca, &forged).unwrap()).await.err().expect("refused");
+    assert!(err.to_string().contains("token refused"), "{err}");
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}

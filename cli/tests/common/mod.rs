@@ -40,6 +40,8 @@ pub fn cluster_files_with(dir: &Path, n: u64, extra: &str) -> Vec<SocketAddr> {
     let certs = dir.join("certs");
     let out = ergon(&["certs", "init", "--cluster", CLUSTER, "--nodes", &n.to_string(), "--user", "operator", "--out", certs.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ergon(&["token", "keygen", "--out", certs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let addresses: Vec<SocketAddr> = (1..=n).map(|id| free_port(&node_ip(id))).collect();
     let members: Vec<String> = addresses.iter().enumerate().map(|(i, a)| format!("{{ id = {}, address = \"{a}\" }}", i + 1)).collect();
     let members = members.join(", ");
@@ -53,6 +55,7 @@ data_dir = "n{id}"
 members = [{members}]
 tls = {{ ca = "certs/ca.pem", cert = "certs/n{id}.pem", key = "certs/n{id}.key" }}
 callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement", "ElectionManagement", "EnergyManagement"] }}]
+tokens = {{ key = "certs/token.pub" }}
 
 [audit]
 durability = "before_reply"

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::security::identity::{certificate_names, node_name, principal_name};
-use actors::security::{Credential, Principal};
+use actors::security::{Credential, Principal, Scope, SecurityContext};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
@@ -53,14 +53,45 @@ pub struct Caller {
     pub proof: ClientProof,
 }
 
+/// What an authenticated caller acts with: its grants, one per scope it may act in. There is
+/// always one, so that a caller granted nothing still reaches the gates and is refused, and
+/// audited, there.
+#[derive(Clone)]
+pub struct Authority {
+    grants: Arc<[Credential]>,
+}
+
+impl Authority {
+    /// Acting with `first` and `more`.
+    pub fn new(first: Credential, more: Vec<Credential>) -> Self {
+        Authority { grants: std::iter::once(first).chain(more).collect() }
+    }
+
+    /// Whose authority.
+    pub fn principal(&self) -> &Principal {
+        self.grants[0].principal()
+    }
+
+    /// A context for an operation in `scope`: from the narrowest grant that covers it, else the
+    /// first grant in its own scope (for the gate to refuse).
+    pub fn context(&self, scope: &Scope) -> SecurityContext {
+        let covering = self.grants.iter().filter(|g| g.scope().includes(scope)).max_by_key(|g| g.scope().as_str().len());
+        match covering {
+            Some(grant) => grant.context(scope.clone()),
+            None => self.grants[0].context(self.grants[0].scope().clone()),
+        }
+        .expect("a grant's own scope, or one it includes")
+    }
+}
+
 /// Serves client connections: the node's gated operations, to authenticated callers.
 pub trait Callers: Send + Sync + 'static {
     /// The authority of a client that proved who it is with `proof`, or why it is refused (the
     /// reason is sent to it).
-    fn authenticate(&self, proof: &ClientProof) -> Result<Credential, String>;
+    fn authenticate(&self, proof: &ClientProof) -> Result<Authority, String>;
 
     /// Serves one client, acting with `authority`, until its connection closes.
-    fn serve(&self, caller: Caller, authority: Credential) -> BoxFuture<'static, ()>;
+    fn serve(&self, caller: Caller, authority: Authority) -> BoxFuture<'static, ()>;
 }
 
 /// Why a handshake failed, as told to the peer and logged.
@@ -131,7 +162,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 enum Accepted {
     Member(cluster::NodeId, Lane, Frames, Offer),
-    Client(Caller, Arc<dyn Callers>, Credential),
+    Client(Caller, Arc<dyn Callers>, Authority),
 }
 
 /// The accepting side of a handshake: `None` if it was refused (and the refusal sent and logged).
@@ -176,7 +207,7 @@ async fn accept(shared: &Arc<Shared>, tcp: TcpStream, address: SocketAddr) -> Op
 
 enum Admitted {
     Member { peer: cluster::NodeId, lane: Lane, offer: Offer },
-    Client(ClientProof, Arc<dyn Callers>, Credential),
+    Client(ClientProof, Arc<dyn Callers>, Authority),
 }
 
 /// Whether a hello, with the certificate the connection presented, is let in.

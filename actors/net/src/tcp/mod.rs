@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::link::{Backoff, Link};
 use crate::wire::{Lane, PeerFrame, DEFAULT_MAX_FRAME_BYTES};
 
-pub use handshake::{Caller, Callers, ClientProof, Frames, Io};
+pub use handshake::{Authority, Caller, Callers, ClientProof, Frames, Io};
 
 /// The network's limits and timing (the `[network]` section of a node's configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
