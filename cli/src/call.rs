@@ -58,6 +58,30 @@ pub enum CallCommand {
         /// The content.
         content: String,
     },
+    /// Ask the node manager to admit a node (it becomes the principal node:<ID>).
+    Join {
+        /// The node's id.
+        id: String,
+        /// What kind of node.
+        #[arg(long, default_value = "worker")]
+        kind: String,
+        /// The energy it brings, joules.
+        #[arg(long, default_value_t = 100.0)]
+        energy: f64,
+        /// Capabilities it asks for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+        /// The scope it asks for, within node_management.
+        #[arg(long, default_value = "node_management")]
+        scope: String,
+    },
+    /// Ask the node manager to remove a node.
+    Leave {
+        /// The node's id.
+        id: String,
+    },
+    /// The node manager's members.
+    ListNodes,
     /// A manager's budget, counters and operations.
     Status {
         /// The manager, by its configuration section (`state_replicator`, `node_manager`, ...).
@@ -99,6 +123,12 @@ pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool
         CallCommand::ReadState => Call::ReadState,
         CallCommand::Leader => Call::Leader,
         CallCommand::Broadcast { channel, content } => Call::Broadcast { channel, content },
+        CallCommand::Join { id, kind, energy, capabilities, scope } => {
+            let capabilities = capabilities.iter().map(|c| c.trim().parse().with_context(|| format!("capability {c:?}"))).collect::<Result<_>>()?;
+            Call::Join { id, kind, energy_budget_j: energy, capabilities, scope }
+        }
+        CallCommand::Leave { id } => Call::Leave { id },
+        CallCommand::ListNodes => Call::ListNodes,
         CallCommand::Status { manager } => {
             let manager: Manager = serde_json::from_value(serde_json::Value::String(manager.clone()))
                 .map_err(|_| anyhow::anyhow!("no manager {manager:?}; the managers are node_manager, communication_manager, leader_election, state_replicator, failure_detector, recovery_manager, load_distributor, resource_scaler, worker_pool"))?;
@@ -147,6 +177,16 @@ fn print(node: u64, answer: &Answer, json: bool) {
         Answer::Leader(Some((leader, term))) => println!("node {node}: leader {leader} in term {term}"),
         Answer::Leader(None) => println!("node {node}: no leader known"),
         Answer::Receipt { seq, delivered } => println!("node {node}: broadcast {seq} delivered to {}", delivered.join(", ")),
+        Answer::Joined { node: n, confirmed_by } => {
+            println!("node {node}: {} joined ({}, {} J, {} in {}), confirmed by [{}]", n.id, n.kind, n.energy_budget_j, n.capabilities, n.scope, confirmed_by.join(", "))
+        }
+        Answer::Node(n) => println!("node {node}: {} ({}, joined by {})", n.id, n.kind, n.joined_by),
+        Answer::Nodes(nodes) if nodes.is_empty() => println!("node {node}: no members"),
+        Answer::Nodes(nodes) => {
+            for n in nodes {
+                println!("{} {} {} J {} in {} (joined by {})", n.id, n.kind, n.energy_budget_j, n.capabilities, n.scope, n.joined_by);
+            }
+        }
         Answer::Status(s) => {
             println!("{}: {:.3} of {:.3} J left ({}), {} allowed, {} failed, {} denied", s.actor, s.remaining_j, s.total_j, s.source, s.allowed, s.failed, s.denied);
             for (name, base, runs, mean) in &s.operations {

@@ -179,7 +179,8 @@ impl fmt::Debug for CapSet {
 
 impl Serialize for CapSet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        // With its length, which a compact format (postcard) needs before the elements.
+        s.collect_seq(self.iter().collect::<Vec<_>>())
     }
 }
 

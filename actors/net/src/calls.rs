@@ -3,6 +3,8 @@
 //! connection proved (see [`crate::service`]).
 
 use actors::gate::GateStatus;
+use actors::managers::node_manager::Node;
+use actors::security::CapSet;
 use cluster::State;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,56 @@ pub enum Call {
         /// Which.
         manager: Manager,
     },
+    /// Asks the node manager to admit a node.
+    Join {
+        /// The node's id; it becomes the principal `node:<id>`.
+        id: String,
+        /// What kind of node (`worker`, `storage`).
+        kind: String,
+        /// The energy it brings, joules.
+        energy_budget_j: f64,
+        /// The capabilities it asks for.
+        capabilities: CapSet,
+        /// The scope it asks for, within `node_management`.
+        scope: String,
+    },
+    /// Asks the node manager to remove a node (by the principal that joined it, or the node).
+    Leave {
+        /// The node's id.
+        id: String,
+    },
+    /// The node manager's members.
+    ListNodes,
+}
+
+/// A member, as the node manager records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// The energy it brought, joules.
+    pub energy_budget_j: f64,
+    /// What it was granted.
+    pub capabilities: CapSet,
+    /// Where it may act.
+    pub scope: String,
+    /// The principal on whose authority it joined.
+    pub joined_by: String,
+}
+
+impl From<Node> for NodeInfo {
+    fn from(n: Node) -> Self {
+        NodeInfo {
+            id: n.id,
+            kind: n.kind,
+            energy_budget_j: n.energy_budget.get(),
+            capabilities: n.capabilities,
+            scope: n.scope.as_str().to_owned(),
+            joined_by: n.joined_by.to_string(),
+        }
+    }
 }
 
 /// What a successful call answers.
@@ -79,6 +131,17 @@ pub enum Answer {
     },
     /// A manager's gate.
     Status(StatusReport),
+    /// A node admitted, and the peers that confirmed it.
+    Joined {
+        /// The node as recorded.
+        node: NodeInfo,
+        /// The node managers that confirmed the join.
+        confirmed_by: Vec<String>,
+    },
+    /// A node removed, or listed.
+    Node(NodeInfo),
+    /// The members.
+    Nodes(Vec<NodeInfo>),
 }
 
 /// A manager's gate, as a remote caller sees it.
@@ -166,8 +229,8 @@ macro_rules! codec {
     ($type:ty, $what:literal) => {
         impl $type {
             /// Its encoding.
-            pub fn encode(&self) -> Vec<u8> {
-                postcard::to_stdvec(self).expect("writing to a Vec cannot fail")
+            pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+                postcard::to_stdvec(self).map_err(|e| WireError::Invalid(format!("cannot encode {}: {e}", $what)))
             }
 
             /// Decodes one from a frame.

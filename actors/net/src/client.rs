@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::security::identity::{node_name, principal_name, ClusterName, Identity, IdentityError, TlsFiles};
-use actors::security::Principal;
+use actors::security::{CapSet, Principal};
 use bytes::Bytes;
 use cluster::NodeId;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::calls::{Answer, Call, Failure, Manager, Request, Response, StatusReport};
+use crate::calls::{Answer, Call, Failure, Manager, NodeInfo, Request, Response, StatusReport};
 use crate::tcp::connection::write_batches;
 use crate::tcp::handshake::{greet, open};
 use crate::wire::{Hello, Role, DEFAULT_MAX_FRAME_BYTES};
@@ -96,6 +96,9 @@ pub enum ClientError {
     /// The connection closed before the answer came.
     #[error("the connection to node {0} closed before the answer came")]
     Closed(NodeId),
+    /// The call could not be written on the wire.
+    #[error("{0}")]
+    Encode(String),
     /// The answer was not of the kind the call asks for.
     #[error("node answered {0:?}, which is not an answer to this call")]
     Unexpected(Box<Answer>),
@@ -109,11 +112,20 @@ impl From<IdentityError> for ClientError {
 
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Answer, Failure>>>>>;
 
+/// Drops every waiter's sender, so that each sees [`ClientError::Closed`].
+struct ClearOnDrop(Waiting);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// A connection to one node's managers. Calls may be made from many tasks at once.
 pub struct Client {
     node: NodeId,
     next: AtomicU64,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<Bytes>,
     waiting: Waiting,
     _driver: tokio::task::JoinHandle<()>,
 }
@@ -143,11 +155,13 @@ impl Client {
             .map_err(|_| ClientError::Connect(format!("no handshake with {address} within 10 s")))?
             .map_err(ClientError::Connect)?;
         let (mut sink, mut stream) = frames.split();
-        let (requests, mut outgoing) = mpsc::channel::<Request>(1024);
+        let (requests, mut outgoing) = mpsc::channel::<Bytes>(1024);
         let waiting: Waiting = Arc::default();
         let answers = waiting.clone();
         let driver = tokio::spawn(async move {
-            let write = write_batches(&mut sink, &mut outgoing, |r: Request| Bytes::from(r.encode()), |_| {});
+            // Whoever still waits learns the connection is gone, however the driver ends.
+            let _tell_waiters = ClearOnDrop(answers.clone());
+            let write = write_batches(&mut sink, &mut outgoing, |frame| frame, |_| {});
             let read = async {
                 while let Some(Ok(frame)) = stream.next().await {
                     let Ok(Response { id, result }) = Response::decode(&frame) else { return };
@@ -157,8 +171,6 @@ impl Client {
                 }
             };
             tokio::select! { _ = write => {}, _ = read => {} }
-            // Whoever still waits learns the connection is gone.
-            answers.lock().unwrap_or_else(|e| e.into_inner()).clear();
         });
         Ok(Client { node, next: AtomicU64::new(1), requests, waiting, _driver: driver })
     }
@@ -171,9 +183,10 @@ impl Client {
     /// Sends `call` and waits for its answer.
     pub async fn call(&self, call: Call) -> Result<Answer, ClientError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let frame = Request { id, call }.encode().map_err(|e| ClientError::Encode(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, reply);
-        if self.requests.send(Request { id, call }).await.is_err() {
+        if self.requests.send(Bytes::from(frame)).await.is_err() {
             self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             return Err(ClientError::Closed(self.node));
         }
@@ -205,6 +218,32 @@ impl Client {
     pub async fn leader(&self) -> Result<Option<(NodeId, u64)>, ClientError> {
         match self.call(Call::Leader).await? {
             Answer::Leader(leader) => Ok(leader),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Asks the node manager to admit node `id` of `kind`, bringing `energy_budget_j` joules,
+    /// with `capabilities` in `scope`; answers the node as recorded and who confirmed it.
+    pub async fn join(&self, id: &str, kind: &str, energy_budget_j: f64, capabilities: CapSet, scope: &str) -> Result<(NodeInfo, Vec<String>), ClientError> {
+        let call = Call::Join { id: id.into(), kind: kind.into(), energy_budget_j, capabilities, scope: scope.into() };
+        match self.call(call).await? {
+            Answer::Joined { node, confirmed_by } => Ok((node, confirmed_by)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Asks the node manager to remove node `id`; answers the node removed.
+    pub async fn leave(&self, id: &str) -> Result<NodeInfo, ClientError> {
+        match self.call(Call::Leave { id: id.into() }).await? {
+            Answer::Node(node) => Ok(node),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The node manager's members.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        match self.call(Call::ListNodes).await? {
+            Answer::Nodes(nodes) => Ok(nodes),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
     }

@@ -13,7 +13,9 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message};
 use actors::gate::{GateError, Status};
 use actors::managers::communication::Broadcast;
+use actors::energy::Joules;
 use actors::managers::leader_election::Leader;
+use actors::managers::node_manager::{Join, Leave, ListNodes};
 use actors::managers::state_replicator::{ReadState, Replicate};
 use actors::managers::{
     communication, failure_detector, leader_election, load_distributor, node_manager, recovery_manager, resource_scaler,
@@ -115,9 +117,9 @@ async fn serve(actors: ClusterNode, caller: Caller, authority: Authority) {
     let principal = authority.principal().clone();
     tracing::info!(%address, %principal, "caller connected");
     let (mut sink, mut stream) = frames.split();
-    let (answers, mut answered) = mpsc::channel::<Response>(MAX_IN_FLIGHT);
+    let (answers, mut answered) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let write = write_batches(&mut sink, &mut answered, |r: Response| Bytes::from(r.encode()), |_| {});
+    let write = write_batches(&mut sink, &mut answered, |frame| frame, |_| {});
     let read = async {
         while let Some(frame) = stream.next().await {
             let request = match frame.map_err(|e| e.to_string()).and_then(|f| Request::decode(&f).map_err(|e| e.to_string())) {
@@ -128,7 +130,11 @@ async fn serve(actors: ClusterNode, caller: Caller, authority: Authority) {
             let (actors, authority, answers, remote) = (actors.clone(), authority.clone(), answers.clone(), remote.clone());
             tokio::spawn(async move {
                 let result = dispatch(&actors, &authority, &remote, request.call).await;
-                let _ = answers.send(Response { id: request.id, result }).await;
+                let frame = Response { id: request.id, result }.encode().unwrap_or_else(|e| {
+                    let failure = Failure::new("Internal", format!("the answer could not be encoded: {e}"));
+                    Response { id: request.id, result: Err(failure) }.encode().expect("a failure encodes")
+                });
+                let _ = answers.send(Bytes::from(frame)).await;
                 drop(permit);
             });
         }
@@ -178,6 +184,18 @@ async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, cal
             let msg = Broadcast { ctx: context(communication::SCOPE), channel, content };
             ask(&actors.communication, msg).await.map(|r| Answer::Receipt { seq: r.seq, delivered: r.delivered })
         }
+        Call::Join { id, kind, energy_budget_j, capabilities, scope } => {
+            let invalid = |e: String| Failure::new("InvalidRequest", e);
+            let energy_budget = Joules::new(energy_budget_j).map_err(|e| invalid(format!("energy_budget_j: {e}")))?;
+            let scope = Scope::new(&scope).map_err(|e| invalid(format!("scope: {e}")))?;
+            let msg = Join { ctx: context(node_manager::SCOPE), id, kind, energy_budget, capabilities, scope };
+            let joined = ask(&actors.nodes, msg).await?;
+            Ok(Answer::Joined { node: joined.node.into(), confirmed_by: joined.confirmed_by })
+        }
+        Call::Leave { id } => ask(&actors.nodes, Leave { ctx: context(node_manager::SCOPE), id }).await.map(|n| Answer::Node(n.into())),
+        Call::ListNodes => ask(&actors.nodes, ListNodes { ctx: context(node_manager::SCOPE) })
+            .await
+            .map(|nodes| Answer::Nodes(nodes.into_iter().map(Into::into).collect())),
         Call::Status { manager } => {
             macro_rules! status {
                 ($addr:expr, $module:ident, $error:ident) => {

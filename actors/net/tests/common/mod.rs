@@ -46,7 +46,7 @@ listen = "{listen}"
 data_dir = "{data}"
 members = [{members}]
 tls = {{ ca = "{certs}/ca.pem", cert = "{certs}/n{id}.pem", key = "{certs}/n{id}.key" }}
-callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement", "EnergyManagement"] }}]
+callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement", "EnergyManagement", "NodeManagement"] }}]
 
 {extra}
 "#,
