@@ -243,3 +243,50 @@ macro_rules! codec {
 
 codec!(Request, "request");
 codec!(Response, "response");
+
+#[cfg(test)]
+mod tests {
+    use actors::security::Capability;
+
+    use super::*;
+
+    #[test]
+    fn every_call_and_answer_survives_the_wire() {
+        let node = NodeInfo {
+            id: "w1".into(),
+            kind: "worker".into(),
+            energy_budget_j: 5.0,
+            capabilities: CapSet::of(&[Capability::StateManagement, Capability::NodeManagement]),
+            scope: "node_management.w1".into(),
+            joined_by: "user:operator".into(),
+        };
+        let calls = [
+            Call::Replicate { data: vec![1, 2, 3] },
+            Call::ReadState,
+            Call::Leader,
+            Call::Broadcast { channel: "c".into(), content: "hi".into() },
+            Call::Status { manager: Manager::WorkerPool },
+            Call::Join { id: "w1".into(), kind: "worker".into(), energy_budget_j: 5.0, capabilities: node.capabilities, scope: "node_management".into() },
+            Call::Leave { id: "w1".into() },
+            Call::ListNodes,
+        ];
+        for (id, call) in calls.into_iter().enumerate() {
+            let request = Request { id: id as u64, call };
+            assert_eq!(Request::decode(&request.encode().unwrap()), Ok(request));
+        }
+        let answers = [
+            Ok(Answer::State { version: 3, data: b"x".to_vec() }),
+            Ok(Answer::Leader(Some((2, 7)))),
+            Ok(Answer::Receipt { seq: 1, delivered: vec!["a".into()] }),
+            Ok(Answer::Joined { node: node.clone(), confirmed_by: vec!["node-manager/2".into()] }),
+            Ok(Answer::Node(node.clone())),
+            Ok(Answer::Nodes(vec![node])),
+            Err(Failure::new("PermissionDenied", "no")),
+        ];
+        for (id, result) in answers.into_iter().enumerate() {
+            let response = Response { id: id as u64, result };
+            assert_eq!(Response::decode(&response.encode().unwrap()), Ok(response));
+        }
+        assert!(Request::decode(&[0xff; 9]).is_err());
+    }
+}
