@@ -30,6 +30,7 @@ pub mod state;
 pub mod store;
 
 pub use raft::prelude::Message as RaftMessage;
+pub use raft::prelude::Entry as RaftEntry;
 pub use replica::{Ack, Applied, Output, Replica, ReplicaConfig, ReplicaError, Timing};
 pub use state::{DecodeError, State, Update, UpdateId};
 pub use store::{LogStore, StoreError};
