@@ -69,6 +69,12 @@ async fn a_heartbeat_overtakes_a_backlog_of_large_appends() {
     two.attach(Inbox::new(recorder.clone().recipient()).with_heartbeats(recorder.recipient()));
     let connected = eventually(Duration::from_secs(10), Duration::from_millis(10), || async { (one.connected() == [2]).then_some(()) });
     assert!(connected.await.is_some(), "both lanes connect");
+    // Both dialed at once; both ends keep the same connection per lane and close the other.
+    let settled = eventually(Duration::from_secs(10), Duration::from_millis(10), || async {
+        let open = |t: &TcpTransport| net::tcp::Stats::get(&t.stats().open);
+        (open(&one) == 2 && open(&two) == 2).then_some(())
+    });
+    assert!(settled.await.is_some(), "one connection per lane at each end");
 
     // 32 MiB of appends queued first, then one heartbeat.
     let appends = 32;

@@ -70,6 +70,7 @@ pub(super) async fn run(shared: Arc<Shared>, peer: NodeId, lane: Lane, frames: F
         }
     }
     Stats::bump(&shared.stats.connections);
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
     tracing::info!(node = shared.me, peer, ?lane, dialer = offer.dialer, incarnation = offer.incarnation, "connected");
 
     let (mut sink, stream) = frames.split();
@@ -79,6 +80,7 @@ pub(super) async fn run(shared: Arc<Shared>, peer: NodeId, lane: Lane, frames: F
         end = read(&shared, peer, stream) => end,
     };
     let _ = sink.close().await;
+    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
 
     let mut rng = rand::rngs::StdRng::from_entropy();
     let current = state.link.lock().unwrap_or_else(|e| e.into_inner()).closed(offer.id, &mut rng).is_some();

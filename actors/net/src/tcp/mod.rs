@@ -156,6 +156,8 @@ pub enum NetError {
 pub struct Stats {
     /// Connections that passed their handshake and were used.
     pub connections: AtomicU64,
+    /// Member connections open now.
+    pub open: AtomicU64,
     /// Connections refused in their handshake (identity, cluster, version, garbage, too many).
     pub refused_connections: AtomicU64,
     /// Connections closed for a frame that was too long, undecodable or forged.
