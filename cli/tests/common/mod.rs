@@ -201,18 +201,9 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Polls `f` every 50 ms until it answers `Some`, at most `within`.
-pub async fn until<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut f: impl FnMut() -> F) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = f().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Polls `probe` every 50 ms until it answers `Some`, at most `within`.
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
+    net::actors::node::wait::eventually(within, Duration::from_millis(50), probe).await
 }
 
 /// The leader, as every node in `ids` knows it.
