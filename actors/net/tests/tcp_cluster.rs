@@ -259,3 +259,29 @@ async fn a_capability_token_acts_with_what_it_allows_and_an_attenuated_one_with_
         node.shutdown().await.unwrap();
     }
 }
+
+#[actix::test]
+async fn an_insecure_cluster_runs_only_when_its_configuration_says_so() {
+    use net::client::{Client, Credentials};
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path(), 2);
+    let addresses: Vec<SocketAddr> = (0..2).map(|_| common::free_port("127.0.0.1")).collect();
+    let insecure = |id: u64| {
+        let text = common::node_toml(dir.path(), id, &addresses, "");
+        let text: String = text.lines().filter(|l| !l.starts_with("tls = ")).map(|l| format!("{l}\n")).collect();
+        let refused = net::node::NodeConfig::from_toml(&text, dir.path()).unwrap_err();
+        assert!(refused.contains("insecure = true"), "{refused}");
+        net::node::NodeConfig::from_toml(&text.replace("[node]\n", "[node]\ninsecure = true\n"), dir.path()).unwrap()
+    };
+    let nodes: Vec<Node> = (1..=2).map(|id| Node::start(insecure(id)).unwrap()).collect();
+    leader_of(&nodes).await.expect("insecure nodes elect");
+    // Without TLS a caller is whoever it says it is: the reason this mode is for loopback only.
+    let client = Client::connect(addresses[0], 1, &Credentials::insecure("test", "user:operator").unwrap()).await.unwrap();
+    assert_eq!(client.replicate(b"plain".to_vec()).await.unwrap().0, 1);
+    // A TLS client cannot talk to it by mistake.
+    let tls = Credentials::certificate("test", "user:operator", files(dir.path(), "operator")).unwrap();
+    assert!(Client::connect(addresses[0], 1, &tls).await.is_err());
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
