@@ -19,6 +19,13 @@ use net::tcp::{Member, NetSettings, Security, TcpConfig, TcpTransport};
 /// Records the kinds of what arrives, in order.
 struct Recorder(Arc<Mutex<Vec<&'static str>>>);
 
+impl Handler<actors::transport::Undelivered> for Recorder {
+    type Result = ();
+    fn handle(&mut self, _: actors::transport::Undelivered, _: &mut Context<Self>) {
+        self.0.lock().unwrap().push("undelivered");
+    }
+}
+
 impl Actor for Recorder {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -122,6 +129,9 @@ async fn sends_to_a_peer_that_is_not_connected_or_not_reading_are_refused_at_onc
     common::certificates(dir.path(), 2);
     let members: Vec<Member> = (1..=2).map(|id| Member { id, address: common::free_port("127.0.0.1") }).collect();
     let one = transport(dir.path(), 1, &members);
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder(reports.clone()).start();
+    one.attach(Inbox::new(recorder.clone().recipient()).with_undelivered(recorder.recipient()));
     let beat = || Envelope::Heartbeat(Heartbeat { from: 1, vitals: Vitals::default() });
     assert_eq!(one.send(1, 2, beat()), Err(actors::transport::Undeliverable::Unreachable(2)), "no connection yet");
     assert_eq!(one.send(1, 9, beat()), Err(actors::transport::Undeliverable::Unreachable(9)), "not a member");
@@ -147,5 +157,11 @@ async fn sends_to_a_peer_that_is_not_connected_or_not_reading_are_refused_at_onc
     huge.set_msg_type(MessageType::MsgHeartbeat);
     huge.entries.push(cluster::RaftEntry { data: vec![0u8; 9 << 20].into(), ..Default::default() });
     assert!(matches!(one.send(1, 2, Envelope::Raft(huge)), Err(actors::transport::Undeliverable::TooLarge(2, _))));
+
+    // The peer goes away with the appends still queued: Raft is told they were not delivered.
     peer.abort();
+    let told = eventually(Duration::from_secs(10), Duration::from_millis(10), || async {
+        reports.lock().unwrap().contains(&"undelivered").then_some(())
+    });
+    assert!(told.await.is_some(), "the consensus actor hears of the appends lost with the connection");
 }
