@@ -285,3 +285,21 @@ async fn an_insecure_cluster_runs_only_when_its_configuration_says_so() {
         node.shutdown().await.unwrap();
     }
 }
+
+#[actix::test]
+async fn a_node_serves_at_most_max_callers_at_once() {
+    use net::client::{Client, Credentials};
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path(), 1);
+    let addresses = [common::free_port("127.0.0.1")];
+    let config = common::write_node_config(dir.path(), 1, &addresses, "\n[network]\nmax_callers = 1\n");
+    let node = Node::start(net::node::NodeConfig::load(&config).unwrap()).unwrap();
+    let operator = Credentials::certificate("test", "user:operator", files(dir.path(), "operator")).unwrap();
+    let first = Client::connect(addresses[0], 1, &operator).await.unwrap();
+    let second = Client::connect(addresses[0], 1, &operator).await.err().expect("a second caller is refused");
+    assert!(second.to_string().contains("max_callers"), "{second}");
+    drop(first);
+    let again = eventually(Duration::from_secs(5), Duration::from_millis(20), || async { Client::connect(addresses[0], 1, &operator).await.ok() });
+    assert!(again.await.is_some(), "the place is free again once the first caller left");
+    node.shutdown().await.unwrap();
+}

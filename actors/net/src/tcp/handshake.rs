@@ -144,7 +144,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             drop(permit);
             match accepted {
                 Ok(Some(Accepted::Member(peer, lane, frames, offer))) => connection::run(shared, peer, lane, frames, offer).await,
-                Ok(Some(Accepted::Client(caller, callers, authority))) => {
+                Ok(Some(Accepted::Client(caller, callers, authority, _served))) => {
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => {}
                         _ = callers.serve(caller, authority) => {}
@@ -162,7 +162,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 enum Accepted {
     Member(cluster::NodeId, Lane, Frames, Offer),
-    Client(Caller, Arc<dyn Callers>, Authority),
+    Client(Caller, Arc<dyn Callers>, Authority, tokio::sync::OwnedSemaphorePermit),
 }
 
 /// The accepting side of a handshake: `None` if it was refused (and the refusal sent and logged).
@@ -201,13 +201,15 @@ async fn accept(shared: &Arc<Shared>, tcp: TcpStream, address: SocketAddr) -> Op
         }
         Ok(_) if sent.is_err() => None,
         Ok(Admitted::Member { peer, lane, offer }) => Some(Accepted::Member(peer, lane, frames, offer)),
-        Ok(Admitted::Client(proof, callers, authority)) => Some(Accepted::Client(Caller { frames, address, proof }, callers, authority)),
+        Ok(Admitted::Client(proof, callers, authority, served)) => {
+            Some(Accepted::Client(Caller { frames, address, proof }, callers, authority, served))
+        }
     }
 }
 
 enum Admitted {
     Member { peer: cluster::NodeId, lane: Lane, offer: Offer },
-    Client(ClientProof, Arc<dyn Callers>, Authority),
+    Client(ClientProof, Arc<dyn Callers>, Authority, tokio::sync::OwnedSemaphorePermit),
 }
 
 /// Whether a hello, with the certificate the connection presented, is let in.
@@ -254,8 +256,11 @@ fn admit(shared: &Shared, hello: &Hello, certificate: Option<&CertificateDer<'_>
             };
             let callers = shared.callers.read().unwrap_or_else(|e| e.into_inner()).clone();
             let callers = callers.ok_or_else(|| Refusal(format!("node {} is not serving callers yet", shared.me)))?;
+            let served = shared.callers_served.clone().try_acquire_owned().map_err(|_| {
+                Refusal(format!("node {} serves {} callers already (max_callers); try another node or later", shared.me, shared.settings.max_callers))
+            })?;
             let authority = callers.authenticate(&proof).map_err(Refusal)?;
-            Ok(Admitted::Client(proof, callers, authority))
+            Ok(Admitted::Client(proof, callers, authority, served))
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct NetSettings {
     pub handshake_timeout_ms: u64,
     /// Connections that may be in their handshake at once; more are closed on arrival.
     pub max_handshakes: usize,
+    /// Caller (client) connections served at once; more are refused in their handshake.
+    pub max_callers: usize,
 }
 
 impl Default for NetSettings {
@@ -65,6 +67,7 @@ impl Default for NetSettings {
             backoff_max_ms: 5000,
             handshake_timeout_ms: 5000,
             max_handshakes: 64,
+            max_callers: 1024,
         }
     }
 }
@@ -81,8 +84,8 @@ impl NetSettings {
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
             return Some("need 0 < backoff_initial_ms <= backoff_max_ms".into());
         }
-        (self.handshake_timeout_ms == 0 || self.max_handshakes == 0)
-            .then(|| "handshake_timeout_ms and max_handshakes must be at least 1".into())
+        (self.handshake_timeout_ms == 0 || self.max_handshakes == 0 || self.max_callers == 0)
+            .then(|| "handshake_timeout_ms, max_handshakes and max_callers must be at least 1".into())
     }
 
     fn backoff(&self) -> Backoff {
@@ -221,6 +224,7 @@ struct Shared {
     inbox: RwLock<Option<Arc<Inbox>>>,
     callers: RwLock<Option<Arc<dyn Callers>>>,
     handshakes: Arc<Semaphore>,
+    callers_served: Arc<Semaphore>,
     next_connection: AtomicU64,
     stats: Stats,
     shutdown: CancellationToken,
@@ -287,6 +291,7 @@ impl TcpTransport {
             inbox: RwLock::new(None),
             callers: RwLock::new(None),
             handshakes: Arc::new(Semaphore::new(config.settings.max_handshakes)),
+            callers_served: Arc::new(Semaphore::new(config.settings.max_callers)),
             next_connection: AtomicU64::new(1),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
