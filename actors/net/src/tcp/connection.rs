@@ -17,7 +17,7 @@ use tokio_util::codec::LengthDelimitedCodecError;
 
 use super::handshake::Frames;
 use super::{LaneState, Outgoing, Queue, Shared, Stats};
-use crate::link::Offer;
+use crate::link::{Decision, Offer};
 use crate::wire::{Lane, PeerFrame};
 
 /// The most messages written before one flush.
@@ -44,6 +44,42 @@ pub(super) fn retire(state: &LaneState, replaced: Option<u64>) {
     }
 }
 
+/// Offers a connection that passed its handshake to the link of `lane` to `peer`; if the link
+/// takes it, the connection it replaces is closed, and the answer is the installed connection.
+pub(super) fn offer(shared: &Arc<Shared>, peer: NodeId, lane: Lane, dialer: NodeId, incarnation: u64) -> Result<Installed, String> {
+    let state = shared.lane(peer, lane).ok_or_else(|| format!("node {peer} is not a member"))?;
+    let offer = Offer { id: shared.next_connection.fetch_add(1, Ordering::Relaxed), dialer, incarnation };
+    match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {
+        Decision::Install { replaces } => {
+            retire(state, replaces);
+            Ok(Installed { shared: shared.clone(), peer, lane, offer })
+        }
+        Decision::Refuse(why) => Err(why),
+    }
+}
+
+/// A connection its link took. However it ends (after its run, or before it got to run: a
+/// welcome that could not be sent, a handshake that timed out), dropping it tells the link, so
+/// the lane never waits on a connection that is not there.
+pub(super) struct Installed {
+    shared: Arc<Shared>,
+    peer: NodeId,
+    lane: Lane,
+    offer: Offer,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let Some(state) = self.shared.lane(self.peer, self.lane) else { return };
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let current = state.link.lock().unwrap_or_else(|e| e.into_inner()).closed(self.offer.id, &mut rng).is_some();
+        retire(state, Some(self.offer.id));
+        if current {
+            state.changed.notify_one();
+        }
+    }
+}
+
 /// Why a connection ended.
 enum End {
     /// Closed by either side, or broken: nothing the peer did wrong.
@@ -52,8 +88,9 @@ enum End {
     Refused(String),
 }
 
-/// Runs connection `offer` on `lane` to `peer` until it closes; then frees the lane for the next.
-pub(super) async fn run(shared: Arc<Shared>, peer: NodeId, lane: Lane, frames: Frames, offer: Offer) {
+/// Runs an installed connection until it closes; then frees the lane for the next.
+pub(super) async fn run(installed: Installed, frames: Frames) {
+    let (shared, peer, lane, offer) = (installed.shared.clone(), installed.peer, installed.lane, installed.offer);
     let Some(state) = shared.lane(peer, lane) else { return };
     let (tx, mut rx) = mpsc::channel(shared.settings.queue_messages);
     let bytes = Arc::new(AtomicUsize::new(0));
@@ -82,9 +119,7 @@ pub(super) async fn run(shared: Arc<Shared>, peer: NodeId, lane: Lane, frames: F
     let _ = sink.close().await;
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
 
-    let mut rng = rand::rngs::StdRng::from_entropy();
-    let current = state.link.lock().unwrap_or_else(|e| e.into_inner()).closed(offer.id, &mut rng).is_some();
-    retire(state, Some(offer.id));
+    drop(installed);
     rx.close();
     let mut snapshot = false;
     while let Ok(lost) = rx.try_recv() {
@@ -94,9 +129,6 @@ pub(super) async fn run(shared: Arc<Shared>, peer: NodeId, lane: Lane, frames: F
         if let Some(inbox) = shared.inbox() {
             inbox.report(Undelivered { to: peer, snapshot });
         }
-    }
-    if current {
-        state.changed.notify_one();
     }
     match end {
         End::Closed(reason) => tracing::info!(node = shared.me, peer, ?lane, "connection closed: {reason}"),

@@ -24,7 +24,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::{connection, Security, Shared, Stats};
-use crate::link::{Decision, Offer};
 use crate::wire::{self, Hello, Lane, Role, Welcome, WireError};
 
 /// A byte stream, plain or TLS.
@@ -143,7 +142,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             let accepted = tokio::time::timeout(timeout, accept(&shared, tcp, address)).await;
             drop(permit);
             match accepted {
-                Ok(Some(Accepted::Member(peer, lane, frames, offer))) => connection::run(shared, peer, lane, frames, offer).await,
+                Ok(Some(Accepted::Member(installed, frames))) => connection::run(installed, frames).await,
                 Ok(Some(Accepted::Client(caller, callers, authority, _served))) => {
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => {}
@@ -161,7 +160,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 enum Accepted {
-    Member(cluster::NodeId, Lane, Frames, Offer),
+    Member(connection::Installed, Frames),
     Client(Caller, Arc<dyn Callers>, Authority, tokio::sync::OwnedSemaphorePermit),
 }
 
@@ -200,7 +199,7 @@ async fn accept(shared: &Arc<Shared>, tcp: TcpStream, address: SocketAddr) -> Op
             None
         }
         Ok(_) if sent.is_err() => None,
-        Ok(Admitted::Member { peer, lane, offer }) => Some(Accepted::Member(peer, lane, frames, offer)),
+        Ok(Admitted::Member(installed)) => Some(Accepted::Member(installed, frames)),
         Ok(Admitted::Client(proof, callers, authority, served)) => {
             Some(Accepted::Client(Caller { frames, address, proof }, callers, authority, served))
         }
@@ -208,12 +207,12 @@ async fn accept(shared: &Arc<Shared>, tcp: TcpStream, address: SocketAddr) -> Op
 }
 
 enum Admitted {
-    Member { peer: cluster::NodeId, lane: Lane, offer: Offer },
+    Member(connection::Installed),
     Client(ClientProof, Arc<dyn Callers>, Authority, tokio::sync::OwnedSemaphorePermit),
 }
 
 /// Whether a hello, with the certificate the connection presented, is let in.
-fn admit(shared: &Shared, hello: &Hello, certificate: Option<&CertificateDer<'_>>) -> Result<Admitted, Refusal> {
+fn admit(shared: &Arc<Shared>, hello: &Hello, certificate: Option<&CertificateDer<'_>>) -> Result<Admitted, Refusal> {
     let cluster = shared.cluster.as_str();
     if hello.cluster != cluster {
         return Err(Refusal(format!("cluster {:?} (peer) is not {cluster:?} (this node)", hello.cluster)));
@@ -232,16 +231,11 @@ fn admit(shared: &Shared, hello: &Hello, certificate: Option<&CertificateDer<'_>
             if to != shared.me {
                 return Err(Refusal(format!("this is node {}, not node {to}", shared.me)));
             }
-            let state = shared.lane(id, lane).ok_or_else(|| Refusal(format!("node {id} is not a member of cluster {cluster:?}")))?;
-            proves(&node_name(&shared.cluster, id))?;
-            let offer = Offer { id: shared.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed), dialer: id, incarnation };
-            match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {
-                Decision::Install { replaces } => {
-                    connection::retire(state, replaces);
-                    Ok(Admitted::Member { peer: id, lane, offer })
-                }
-                Decision::Refuse(why) => Err(Refusal(why)),
+            if shared.lane(id, lane).is_none() {
+                return Err(Refusal(format!("node {id} is not a member of cluster {cluster:?}")));
             }
+            proves(&node_name(&shared.cluster, id))?;
+            connection::offer(shared, id, lane, id, incarnation).map(Admitted::Member).map_err(Refusal)
         }
         Role::Client { principal, token } => {
             let proof = match (principal, token) {
@@ -274,8 +268,8 @@ pub(super) async fn dialer(shared: Arc<Shared>, peer: cluster::NodeId, address: 
         let dial = state.link.lock().unwrap_or_else(|e| e.into_inner()).start_dial();
         let wait = if dial {
             match dial_once(&shared, peer, address, lane).await {
-                Ok((frames, offer)) => {
-                    tokio::spawn(connection::run(shared.clone(), peer, lane, frames, offer));
+                Ok((frames, installed)) => {
+                    tokio::spawn(connection::run(installed, frames));
                     None
                 }
                 Err(Refusal(reason)) => {
@@ -349,7 +343,7 @@ pub(crate) async fn greet(frames: &mut Frames, hello: &Hello, peer: cluster::Nod
 }
 
 /// One dial: connect, prove both ends, and offer the connection to the link.
-async fn dial_once(shared: &Arc<Shared>, peer: cluster::NodeId, address: SocketAddr, lane: Lane) -> Result<(Frames, Offer), Refusal> {
+async fn dial_once(shared: &Arc<Shared>, peer: cluster::NodeId, address: SocketAddr, lane: Lane) -> Result<(Frames, connection::Installed), Refusal> {
     let timeout = Duration::from_millis(shared.settings.handshake_timeout_ms);
     let tls = match &shared.security {
         Security::Insecure => None,
@@ -371,13 +365,6 @@ async fn dial_once(shared: &Arc<Shared>, peer: cluster::NodeId, address: SocketA
         .await
         .map_err(|_| Refusal(format!("no handshake within {timeout:?}")))?
         .map_err(Refusal)?;
-    let state = shared.lane(peer, lane).expect("dialing a member");
-    let offer = Offer { id: shared.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed), dialer: shared.me, incarnation };
-    match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {
-        Decision::Install { replaces } => {
-            connection::retire(state, replaces);
-            Ok((frames, offer))
-        }
-        Decision::Refuse(why) => Err(Refusal(why)),
-    }
+    let installed = connection::offer(shared, peer, lane, shared.me, incarnation).map_err(Refusal)?;
+    Ok((frames, installed))
 }
