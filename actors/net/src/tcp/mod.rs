@@ -2,10 +2,11 @@
 //!
 //! Each pair of members keeps two connections, one per [`Lane`]: control traffic (heartbeats,
 //! votes, load adjustments) never queues behind an append or a snapshot. A connection is used
-//! only once both ends have proven who they are (see [`handshake`]). Each has a bounded queue,
-//! in messages and in bytes; a message for a peer with no connection, or whose queue is full, is
-//! [`Undeliverable`] at once, and Raft messages lost with a connection that broke are reported to
-//! the consensus actor ([`Undelivered`]), so Raft always hears what the network did. Writes are
+//! only once both ends have proven who they are (the hello of [`crate::wire`], checked against
+//! the peer's certificate). Each has a bounded queue, in messages and in bytes; a message for a
+//! peer with no connection, or whose queue is full, is [`Undeliverable`] at once, and Raft
+//! messages lost with a connection that broke are reported to the consensus actor
+//! ([`actors::transport::Undelivered`]), so Raft always hears what the network did. Writes are
 //! batched: a writer takes everything queued, then flushes once.
 //!
 //! The transport runs on a tokio runtime of its own, so that TLS and encoding do not share a
