@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{agreed_leader, cluster_files, ergon, operator, until, write, NodeProcess};
+use common::{agreed_leader, cluster_files, ergon, operator, until, write, NodeProcess, CLUSTER};
 use net::client::Client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,4 +127,85 @@ fn a_token_issued_and_attenuated_with_the_cli_acts_on_a_node_process_with_no_mor
     let refused = call(&reader, &["replicate", "more"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"), "{}", String::from_utf8_lossy(&refused.stderr));
+}
+
+/// A raw TLS connection to `address`, which must prove it is `server`, presenting the
+/// certificate `stem` of the test's CA (or none), framed as ergon frames are.
+async fn raw(dir: &std::path::Path, address: std::net::SocketAddr, stem: Option<(&str, &str)>, server: &str) -> tokio_util::codec::Framed<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, tokio_util::codec::LengthDelimitedCodec> {
+    use security::identity::{Identity, TlsFiles};
+    let certs = dir.join("certs");
+    let config = match stem {
+        Some((stem, name)) => {
+            let files = TlsFiles { ca: certs.join("ca.pem"), cert: certs.join(format!("{stem}.pem")), key: certs.join(format!("{stem}.key")) };
+            Identity::load(&files, name).unwrap().client_config()
+        }
+        None => Identity::anonymous_client_config(&certs.join("ca.pem")).unwrap(),
+    };
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(server.to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    tokio_util::codec::Framed::new(tls, net::wire::codec(net::wire::DEFAULT_MAX_FRAME_BYTES))
+}
+
+/// What the node answered to a hello (or to whatever was sent instead).
+async fn answer<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(frames: &mut tokio_util::codec::Framed<T, tokio_util::codec::LengthDelimitedCodec>) -> Option<net::wire::Welcome> {
+    use futures::StreamExt;
+    let frame = tokio::time::timeout(Duration::from_secs(10), frames.next()).await.ok()??.ok()?;
+    net::wire::decode_welcome(&frame).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_process_refuses_impostors_strangers_garbage_and_huge_frames_and_keeps_serving() {
+    use bytes::Bytes;
+    use futures::SinkExt;
+    use net::wire::{encode_hello, Hello, Lane, Role, Welcome};
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = cluster_files(dir.path(), 3);
+    // Nodes 1 and 2 run; node 3's certificate is the attacker's.
+    let nodes: Vec<NodeProcess> = (1..=2).map(|id| NodeProcess::spawn(dir.path(), id, None)).collect();
+    let credentials = operator(dir.path());
+    until(Duration::from_secs(20), || agreed_leader(&addresses, &[1, 2], &credentials)).await.expect("a leader");
+    let (target, server) = (addresses[0], "n1.proc.ergon");
+    let node_hello = |id: u64, cluster: &str| {
+        Bytes::from(encode_hello(&Hello { cluster: cluster.into(), role: Role::Node { id, incarnation: 1, lane: Lane::Control, to: 1 } }))
+    };
+
+    let mut impostor = raw(dir.path(), target, Some(("n3", "n3.proc.ergon")), server).await;
+    impostor.send(node_hello(2, CLUSTER)).await.unwrap();
+    assert!(matches!(answer(&mut impostor).await, Some(Welcome::Refused(r)) if r.contains("does not name n2.proc.ergon")));
+
+    let mut foreign = raw(dir.path(), target, Some(("n3", "n3.proc.ergon")), server).await;
+    foreign.send(node_hello(3, "other")).await.unwrap();
+    assert!(matches!(answer(&mut foreign).await, Some(Welcome::Refused(r)) if r == r#"cluster "other" (peer) is not "proc" (this node)"#));
+
+    let mut anonymous = raw(dir.path(), target, None, server).await;
+    let hello = Hello { cluster: CLUSTER.into(), role: Role::Client { principal: Some("user:operator".into()), token: None } };
+    anonymous.send(Bytes::from(encode_hello(&hello))).await.unwrap();
+    assert!(matches!(answer(&mut anonymous).await, Some(Welcome::Refused(r)) if r.contains("no certificate presented")));
+
+    let mut garbage = raw(dir.path(), target, None, server).await;
+    garbage.send(Bytes::from_static(b"GET / HTTP/1.1")).await.unwrap();
+    assert!(matches!(answer(&mut garbage).await, Some(Welcome::Refused(r)) if r.contains("not an ergon connection")));
+
+    let mut huge = raw(dir.path(), target, None, server).await;
+    huge.get_mut().write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    huge.get_mut().flush().await.unwrap();
+    assert!(matches!(answer(&mut huge).await, Some(Welcome::Refused(r)) if r.contains("max_frame_bytes")));
+
+    // A member that sends a frame claiming 4 GiB after its hello is cut off.
+    let mut member = raw(dir.path(), target, Some(("n3", "n3.proc.ergon")), server).await;
+    member.send(node_hello(3, CLUSTER)).await.unwrap();
+    assert!(matches!(answer(&mut member).await, Some(Welcome::Accepted { id: 1, .. })));
+    member.get_mut().write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    member.get_mut().flush().await.unwrap();
+
+    // The cluster kept serving, and node 1's log names each refusal and its reason.
+    write(&addresses, &[1, 2], &credentials, b"still serving").await.expect("a write after the attacks");
+    let logged = until(Duration::from_secs(5), || async {
+        let log = nodes[0].log();
+        (log.matches("connection refused").count() >= 5 && log.contains("a frame claims more bytes than max_frame_bytes allows")).then_some(())
+    });
+    assert!(logged.await.is_some(), "{}", nodes[0].log());
 }
