@@ -303,3 +303,29 @@ async fn a_node_serves_at_most_max_callers_at_once() {
     assert!(again.await.is_some(), "the place is free again once the first caller left");
     node.shutdown().await.unwrap();
 }
+
+#[actix::test]
+async fn one_address_cannot_hold_every_handshake_slot() {
+    use net::client::{Client, Credentials};
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path(), 1);
+    let addresses = [common::free_port("127.0.0.1")];
+    let config = common::write_node_config(dir.path(), 1, &addresses, "\n[network]\nmax_handshakes_per_address = 2\n");
+    let node = Node::start(net::node::NodeConfig::load(&config).unwrap()).unwrap();
+    // Two silent connections from 127.0.0.1 take that address's slots; a third is closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(addresses[0]).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(addresses[0]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut [0u8; 1])).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the third handshake from one address is refused: {closed:?}");
+    // Another address is still served.
+    let operator = Credentials::certificate("test", "user:operator", files(dir.path(), "operator")).unwrap();
+    let other = Client::connect_from(Some("127.0.0.7".parse().unwrap()), addresses[0], 1, &operator).await;
+    assert!(other.is_ok(), "{:?}", other.err());
+    drop(silent);
+    node.shutdown().await.unwrap();
+}

@@ -136,11 +136,16 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             tracing::warn!(node = shared.me, %address, "connection refused: too many handshakes under way");
             continue;
         };
+        let Some(from) = HandshakeFrom::take(&shared, address.ip()) else {
+            Stats::bump(&shared.stats.refused_connections);
+            tracing::warn!(node = shared.me, %address, "connection refused: too many handshakes under way from this address");
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let timeout = Duration::from_millis(shared.settings.handshake_timeout_ms);
             let accepted = tokio::time::timeout(timeout, accept(&shared, tcp, address)).await;
-            drop(permit);
+            drop((permit, from));
             match accepted {
                 Ok(Some(Accepted::Member(installed, frames))) => connection::run(installed, frames).await,
                 Ok(Some(Accepted::Client(caller, callers, authority, _served))) => {
@@ -156,6 +161,36 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
             }
         });
+    }
+}
+
+/// One of the handshakes under way from one address, given back when dropped.
+struct HandshakeFrom {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl HandshakeFrom {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut from = shared.handshakes_from.lock().unwrap_or_else(|e| e.into_inner());
+        let count = from.entry(ip).or_insert(0);
+        if *count >= shared.settings.max_handshakes_per_address {
+            return None;
+        }
+        *count += 1;
+        Some(HandshakeFrom { shared: shared.clone(), ip })
+    }
+}
+
+impl Drop for HandshakeFrom {
+    fn drop(&mut self) {
+        let mut from = self.shared.handshakes_from.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = from.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                from.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub struct NetSettings {
     pub handshake_timeout_ms: u64,
     /// Connections that may be in their handshake at once; more are closed on arrival.
     pub max_handshakes: usize,
+    /// Of those, how many may come from one address, so that one host cannot hold them all.
+    pub max_handshakes_per_address: usize,
     /// Caller (client) connections served at once; more are refused in their handshake.
     pub max_callers: usize,
 }
@@ -68,6 +70,7 @@ impl Default for NetSettings {
             backoff_max_ms: 5000,
             handshake_timeout_ms: 5000,
             max_handshakes: 64,
+            max_handshakes_per_address: 8,
             max_callers: 1024,
         }
     }
@@ -85,8 +88,8 @@ impl NetSettings {
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
             return Some("need 0 < backoff_initial_ms <= backoff_max_ms".into());
         }
-        (self.handshake_timeout_ms == 0 || self.max_handshakes == 0 || self.max_callers == 0)
-            .then(|| "handshake_timeout_ms, max_handshakes and max_callers must be at least 1".into())
+        (self.handshake_timeout_ms == 0 || self.max_handshakes == 0 || self.max_handshakes_per_address == 0 || self.max_callers == 0)
+            .then(|| "handshake_timeout_ms, max_handshakes, max_handshakes_per_address and max_callers must be at least 1".into())
     }
 
     fn backoff(&self) -> Backoff {
@@ -225,6 +228,8 @@ struct Shared {
     inbox: RwLock<Option<Arc<Inbox>>>,
     callers: RwLock<Option<Arc<dyn Callers>>>,
     handshakes: Arc<Semaphore>,
+    /// Handshakes under way per source address (an entry only while it has one).
+    handshakes_from: Mutex<BTreeMap<std::net::IpAddr, usize>>,
     callers_served: Arc<Semaphore>,
     next_connection: AtomicU64,
     stats: Stats,
@@ -292,6 +297,7 @@ impl TcpTransport {
             inbox: RwLock::new(None),
             callers: RwLock::new(None),
             handshakes: Arc::new(Semaphore::new(config.settings.max_handshakes)),
+            handshakes_from: Mutex::new(BTreeMap::new()),
             callers_served: Arc::new(Semaphore::new(config.settings.max_callers)),
             next_connection: AtomicU64::new(1),
             stats: Stats::default(),
