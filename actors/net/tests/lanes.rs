@@ -165,3 +165,27 @@ async fn sends_to_a_peer_that_is_not_connected_or_not_reading_are_refused_at_onc
     });
     assert!(told.await.is_some(), "the consensus actor hears of the appends lost with the connection");
 }
+
+#[actix::test]
+async fn a_connection_to_a_peer_that_stopped_reading_still_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path(), 2);
+    let members: Vec<Member> = (1..=2).map(|id| Member { id, address: common::free_port("127.0.0.1") }).collect();
+    let one = transport(dir.path(), 1, &members);
+    let peer = actix::spawn(stalled_peer(dir.path().to_owned(), members[1].address));
+    let connected = eventually(Duration::from_secs(10), Duration::from_millis(10), || async { (one.connected() == [2]).then_some(()) });
+    assert!(connected.await.is_some(), "both lanes connect");
+    for _ in 0..100 {
+        let mut append = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
+        append.set_msg_type(MessageType::MsgAppend);
+        append.entries.push(cluster::RaftEntry { data: vec![7u8; 1 << 20].into(), ..Default::default() });
+        let _ = one.send(1, 2, Envelope::Raft(append));
+    }
+    // Its writer is blocked on a full socket; closing must not wait for the peer to read.
+    one.shutdown();
+    let closed = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        (net::tcp::Stats::get(&one.stats().open) == 0).then_some(())
+    });
+    assert!(closed.await.is_some(), "{} connections still open", net::tcp::Stats::get(&one.stats().open));
+    peer.abort();
+}

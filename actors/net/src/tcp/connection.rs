@@ -23,6 +23,9 @@ use crate::wire::{Lane, PeerFrame};
 /// The most messages written before one flush.
 const MAX_BATCH: usize = 256;
 
+/// How long a closing connection may take to flush what it has buffered.
+const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a read or write error means, for a log line.
 pub(super) fn describe(e: &std::io::Error) -> String {
     if e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) {
@@ -116,7 +119,9 @@ pub(super) async fn run(installed: Installed, frames: Frames) {
         end = write(&shared, &mut sink, &mut rx, &bytes) => end,
         end = read(&shared, peer, stream) => end,
     };
-    let _ = sink.close().await;
+    // Closing flushes what is buffered; a peer that stopped reading must not hold this task (and
+    // with it the lane) forever.
+    let _ = tokio::time::timeout(CLOSE_WITHIN, sink.close()).await;
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
 
     drop(installed);
