@@ -209,3 +209,32 @@ async fn a_node_process_refuses_impostors_strangers_garbage_and_huge_frames_and_
     });
     assert!(logged.await.is_some(), "{}", nodes[0].log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_with_sigstop_is_replaced_and_catches_up_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = cluster_files(dir.path(), 3);
+    let nodes: Vec<NodeProcess> = (1..=3).map(|id| NodeProcess::spawn(dir.path(), id, None)).collect();
+    let credentials = operator(dir.path());
+    let all = [1, 2, 3];
+    let leader = until(Duration::from_secs(20), || agreed_leader(&addresses, &all, &credentials)).await.expect("a leader");
+    write(&addresses, &all, &credentials, b"before").await.expect("a write");
+
+    // Frozen, not dead: its sockets stay open, and its peers must not wait on them.
+    nodes[leader as usize - 1].signal("STOP");
+    let others: Vec<u64> = all.iter().copied().filter(|&n| n != leader).collect();
+    let version = until(Duration::from_secs(10), || async { write(&addresses, &others, &credentials, b"while frozen").await.ok() })
+        .await
+        .expect("the other two elect a new leader and take writes");
+    let new_leader = until(Duration::from_secs(5), || agreed_leader(&addresses, &others, &credentials)).await.unwrap();
+    assert_ne!(new_leader, leader);
+
+    nodes[leader as usize - 1].signal("CONT");
+    let frozen = addresses[leader as usize - 1];
+    let caught_up = until(Duration::from_secs(20), || async {
+        let client = Client::connect(frozen, leader, &credentials).await.ok()?;
+        let (applied, data) = client.read_state().await.ok()?;
+        (applied >= version).then_some((applied, data))
+    });
+    assert_eq!(caught_up.await, Some((version, b"while frozen".to_vec())), "the resumed node follows the new leader");
+}

@@ -169,6 +169,13 @@ impl NodeProcess {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) with the system's `kill`.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
