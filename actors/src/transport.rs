@@ -265,6 +265,8 @@ mod tests {
         let (release, released) = std::sync::mpsc::channel();
         let arbiter = actix::Arbiter::new();
         let slow = Slow::start_in_arbiter(&arbiter.handle(), move |_| Slow(Some(released)));
+        // Its mailbox bound is set when it starts, on its own arbiter: wait for that.
+        slow.send(Peer(RaftMessage::default())).await.unwrap();
         let network = LocalNetwork::new(1);
         network.connect(1, Inbox::new(slow.clone().recipient()));
         network.connect(2, Inbox::new(slow.clone().recipient()).with_heartbeats(slow.clone().recipient()));
