@@ -47,6 +47,14 @@ impl Handler<Heartbeat> for Recorder {
     }
 }
 
+/// A Raft append from node 1 to node 2 carrying `bytes` of data.
+fn append(bytes: usize) -> Envelope {
+    let mut append = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
+    append.set_msg_type(MessageType::MsgAppend);
+    append.entries.push(cluster::RaftEntry { data: vec![7u8; bytes].into(), ..Default::default() });
+    Envelope::Raft(append)
+}
+
 fn transport(dir: &std::path::Path, me: u64, members: &[Member]) -> TcpTransport {
     let cluster = ClusterName::new(common::CLUSTER).unwrap();
     let certs = dir.join("certs");
@@ -86,10 +94,7 @@ async fn a_heartbeat_overtakes_a_backlog_of_large_appends() {
     // 32 MiB of appends queued first, then one heartbeat.
     let appends = 32;
     for _ in 0..appends {
-        let mut append = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
-        append.set_msg_type(MessageType::MsgAppend);
-        append.entries.push(cluster::RaftEntry { data: vec![7u8; 1 << 20].into(), ..Default::default() });
-        one.send(1, 2, Envelope::Raft(append)).expect("the data lane queues 32 MiB");
+        one.send(1, 2, append(1 << 20)).expect("the data lane queues 32 MiB");
     }
     one.send(1, 2, Envelope::Heartbeat(Heartbeat { from: 1, vitals: Vitals::default() })).unwrap();
 
@@ -142,10 +147,7 @@ async fn sends_to_a_peer_that_is_not_connected_or_not_reading_are_refused_at_onc
     // The peer's socket buffers fill, then the queue (64 MiB), then sends are refused as Full.
     let mut full = 0;
     for _ in 0..200 {
-        let mut append = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
-        append.set_msg_type(MessageType::MsgAppend);
-        append.entries.push(cluster::RaftEntry { data: vec![7u8; 1 << 20].into(), ..Default::default() });
-        if one.send(1, 2, Envelope::Raft(append)) == Err(actors::transport::Undeliverable::Full(2)) {
+        if one.send(1, 2, append(1 << 20)) == Err(actors::transport::Undeliverable::Full(2)) {
             full += 1;
         }
     }
@@ -153,10 +155,7 @@ async fn sends_to_a_peer_that_is_not_connected_or_not_reading_are_refused_at_onc
     // The control lane has its own queue: heartbeats still go.
     assert_eq!(one.send(1, 2, beat()), Ok(()));
     // A message larger than a frame is refused before it is queued.
-    let mut huge = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
-    huge.set_msg_type(MessageType::MsgHeartbeat);
-    huge.entries.push(cluster::RaftEntry { data: vec![0u8; 9 << 20].into(), ..Default::default() });
-    assert!(matches!(one.send(1, 2, Envelope::Raft(huge)), Err(actors::transport::Undeliverable::TooLarge(2, _))));
+    assert!(matches!(one.send(1, 2, append(9 << 20)), Err(actors::transport::Undeliverable::TooLarge(2, _))));
 
     // The peer goes away with the appends still queued: Raft is told they were not delivered.
     peer.abort();
@@ -176,10 +175,7 @@ async fn a_connection_to_a_peer_that_stopped_reading_still_closes() {
     let connected = eventually(Duration::from_secs(10), Duration::from_millis(10), || async { (one.connected() == [2]).then_some(()) });
     assert!(connected.await.is_some(), "both lanes connect");
     for _ in 0..100 {
-        let mut append = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
-        append.set_msg_type(MessageType::MsgAppend);
-        append.entries.push(cluster::RaftEntry { data: vec![7u8; 1 << 20].into(), ..Default::default() });
-        let _ = one.send(1, 2, Envelope::Raft(append));
+        let _ = one.send(1, 2, append(1 << 20));
     }
     // Its writer is blocked on a full socket; closing must not wait for the peer to read.
     one.shutdown();
