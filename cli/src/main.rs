@@ -85,6 +85,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so a closed pipe (`ergon audit show ... | head`) would end in an
+    // error message. The commands that print end as other Unix tools do instead: quietly, killed
+    // by SIGPIPE. The node and the client keep ignoring it: they write to sockets, where a closed
+    // connection must be an error to handle, not the end of the process.
+    if !matches!(cli.command, Command::Node { .. } | Command::Call { .. }) {
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Audit(command) => audit::run(command),
         Command::Energy(command) => energy::run(command),

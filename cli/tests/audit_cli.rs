@@ -282,3 +282,33 @@ fn summary_sets_each_actors_metered_energy_beside_its_share_of_the_counter() {
     let out = ergon(&["audit", "show", dir.path().to_str().unwrap(), "--operation", "attribution"]);
     assert!(text(&out.stdout).contains("1.700000 J attributed (rapl)"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn a_closed_pipe_ends_show_quietly_as_it_ends_other_unix_tools() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
+    for i in 0..20_000 {
+        log.record(AuditEntry::new(EntryKind::EnergyUsage, Outcome::Allowed, "node-manager/n1", "alice", "join", &format!("w{i}")));
+    }
+    log.close().unwrap();
+    // `ergon audit show LOG | head -1`: the reader takes one line and goes away.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ergon"))
+        .args(["audit", "show", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("alice"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "ended by SIGPIPE, as `cat` or `grep` would be: {:?}", out.status);
+    assert_eq!(text(&out.stderr), "", "and without a word");
+}
+
+/// SIGPIPE's number on Linux.
+const SIGPIPE: i32 = 13;
