@@ -159,6 +159,7 @@ pub fn decode_welcome(frame: &[u8]) -> Result<Welcome, WireError> {
 
 /// What travels between two members, after the hello.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // as `Envelope`: Raft messages are the common case
 pub enum PeerFrame {
     /// Raft's own traffic.
     Raft(RaftMessage),

@@ -51,7 +51,7 @@ impl Handler<Heartbeat> for Recorder {
 fn append(bytes: usize) -> Envelope {
     let mut append = RaftMessage { from: 1, to: 2, term: 1, ..Default::default() };
     append.set_msg_type(MessageType::MsgAppend);
-    append.entries.push(cluster::RaftEntry { data: vec![7u8; bytes].into(), ..Default::default() });
+    append.entries.push(cluster::RaftEntry { data: vec![7u8; bytes], ..Default::default() });
     Envelope::Raft(append)
 }
 
