@@ -101,12 +101,13 @@ impl Callers for Service {
 }
 
 impl Service {
-    /// The grant of `principal` on this node, or an empty one, so that its calls reach the gates
-    /// and are refused and audited there.
+    /// The grant of `principal` on this node, or an empty one for the connection (not listed, so
+    /// strangers do not grow the table), so that its calls reach the gates and are refused and
+    /// audited there.
     fn credential(&self, principal: &Principal) -> Credential {
         match self.callers.iter().find(|c| c.principal() == principal) {
             Some(configured) => configured.clone(),
-            None => self.grants.grant(principal.clone(), CapSet::EMPTY, Scope::root(), Origin::Configured),
+            None => self.grants.grant_unlisted(principal.clone(), CapSet::EMPTY, Scope::root(), Origin::Configured),
         }
     }
 }
