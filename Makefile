@@ -38,13 +38,13 @@ calibrate: instrumented
 pass:
 	$(CARGO) build --release --locked -p ergon-llvm-pass
 
+# The partition tests (cli/tests/partitions.rs) need root, which CI has, and what netfaults installs.
 # The second line builds the optional, GPL-3.0 rapl-energy backend too, so it cannot rot unseen;
-# the third runs the partition tests, which need root (CI runs as root); the fourth runs the TCP
-# benchmark briefly in a debug build, so that it keeps working (its figures come from make bench-tcp).
+# the third runs the TCP benchmark briefly in a debug build, so that it keeps working (its figures
+# come from make bench-tcp).
 test: protoc netfaults
 	$(CARGO) test --workspace --locked
 	$(CARGO) test --locked -p ergon-energy --features rapl-energy --lib
-	$(CARGO) test --locked -p ergon-cli --test partitions -- --ignored
 	ERGON_BENCH_OPS=50 ERGON_BENCH_SECS=3 $(CARGO) test --locked -p ergon-cli --bench tcp
 
 bench: protoc

@@ -150,9 +150,7 @@ async fn with_before_reply_a_request_is_answered_once_its_entry_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = AuditConfig::new(dir.path());
     config.durability = Durability::BeforeReply;
-    let (log, _) = AuditLog::open(config).unwrap();
-    let log = Arc::new(log);
-    let (comm, ctx) = common::broadcaster(log.clone());
+    let (log, comm, ctx) = common::broadcaster_on(config);
     let segment = dir.path().join("segment-000001.jsonl");
     let before = log.syncs();
 
@@ -194,9 +192,7 @@ async fn with_before_reply_on_a_full_disk_nothing_is_acknowledged_that_is_not_du
     let dir = fs.path().join("audit");
     let mut config = AuditConfig::new(&dir);
     config.durability = Durability::BeforeReply;
-    let (log, _) = AuditLog::open(config).unwrap();
-    let log = Arc::new(log);
-    let (comm, ctx) = common::broadcaster(log.clone());
+    let (log, comm, ctx) = common::broadcaster_on(config);
     let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let _ticker = Ticker(ticks.clone()).start();
     let filler = fill(&fs, 32 << 10);

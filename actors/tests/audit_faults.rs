@@ -3,10 +3,9 @@
 //! kernel may have dropped what it wrote, so it does not retry), and a writer that stalls lets
 //! its queue grow only to `audit.max_queue_bytes` before the gate refuses.
 
-use std::sync::Arc;
 
 use actors::managers::communication::{Broadcast, CommunicationError};
-use actors::security::audit::{AuditConfig, AuditLog, Durability};
+use actors::security::audit::{AuditConfig, Durability};
 
 mod common;
 
@@ -16,9 +15,7 @@ async fn an_fsync_failure_stops_the_writer_for_good_and_nothing_is_acknowledged_
     let dir = tempfile::tempdir().unwrap();
     let mut config = AuditConfig::new(dir.path());
     config.durability = Durability::BeforeReply;
-    let (log, _) = AuditLog::open(config).unwrap();
-    let log = Arc::new(log);
-    let (comm, ctx) = common::broadcaster(log.clone());
+    let (log, comm, ctx) = common::broadcaster_on(config);
     let say = |channel: &str| Broadcast { ctx: ctx.clone(), channel: channel.into(), content: "x".into() };
     comm.send(say("before")).await.unwrap().unwrap();
 
@@ -41,9 +38,7 @@ async fn a_stalled_writer_lets_its_queue_grow_only_to_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = AuditConfig::new(dir.path());
     config.max_queue_bytes = 16 << 10;
-    let (log, _) = AuditLog::open(config).unwrap();
-    let log = Arc::new(log);
-    let (comm, ctx) = common::broadcaster(log.clone());
+    let (_log, comm, ctx) = common::broadcaster_on(config);
     let say = |i: usize| Broadcast { ctx: ctx.clone(), channel: format!("c{i}"), content: "x".into() };
     comm.send(say(0)).await.unwrap().unwrap();
 

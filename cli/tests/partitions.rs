@@ -1,7 +1,7 @@
 //! Partitions with real packet loss, as Jepsen makes them: five `ergon node` processes inside a
 //! network namespace of the test's own, iptables DROP rules between their 127.0.0.x addresses.
-//! Needs root, iproute2 and iptables; `make test` installs what is missing and runs it (CI runs
-//! as root). Every call goes through `ergon call` inside the namespace.
+//! Needs root, iproute2 and iptables; `make test` installs what is missing first (CI runs as
+//! root). Without root it fails, saying so. Every call goes through `ergon call` inside the namespace.
 
 mod common;
 
@@ -56,7 +56,6 @@ fn state(netns: &Netns, dir: &Path, node: u64) -> Option<(u64, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "needs root, iproute2 and iptables: `make test` installs them if missing and runs this test"]
 fn a_partitioned_minority_cannot_commit_the_majority_can_and_every_node_converges_after_healing() {
     // Nodes are dropped (killed) before the namespace.
     let netns = Netns::create();

@@ -286,15 +286,22 @@ async fn an_insecure_cluster_runs_only_when_its_configuration_says_so() {
     }
 }
 
+/// A one-node cluster in `dir` with `network` in its `[network]` section, its address, and the
+/// operator's credentials.
+fn one_node(dir: &std::path::Path, network: &str) -> (Node, [SocketAddr; 1], net::client::Credentials) {
+    common::certificates(dir, 1);
+    let addresses = [common::free_port("127.0.0.1")];
+    let config = common::write_node_config(dir, 1, &addresses, &format!("\n[network]\n{network}\n"));
+    let node = Node::start(net::node::NodeConfig::load(&config).unwrap()).unwrap();
+    let operator = net::client::Credentials::certificate("test", "user:operator", files(dir, "operator")).unwrap();
+    (node, addresses, operator)
+}
+
 #[actix::test]
 async fn a_node_serves_at_most_max_callers_at_once() {
-    use net::client::{Client, Credentials};
+    use net::client::Client;
     let dir = tempfile::tempdir().unwrap();
-    common::certificates(dir.path(), 1);
-    let addresses = [common::free_port("127.0.0.1")];
-    let config = common::write_node_config(dir.path(), 1, &addresses, "\n[network]\nmax_callers = 1\n");
-    let node = Node::start(net::node::NodeConfig::load(&config).unwrap()).unwrap();
-    let operator = Credentials::certificate("test", "user:operator", files(dir.path(), "operator")).unwrap();
+    let (node, addresses, operator) = one_node(dir.path(), "max_callers = 1");
     let first = Client::connect(addresses[0], 1, &operator).await.unwrap();
     let second = Client::connect(addresses[0], 1, &operator).await.err().expect("a second caller is refused");
     assert!(second.to_string().contains("max_callers"), "{second}");
@@ -306,13 +313,10 @@ async fn a_node_serves_at_most_max_callers_at_once() {
 
 #[actix::test]
 async fn one_address_cannot_hold_every_handshake_slot() {
-    use net::client::{Client, Credentials};
+    use net::client::Client;
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
-    common::certificates(dir.path(), 1);
-    let addresses = [common::free_port("127.0.0.1")];
-    let config = common::write_node_config(dir.path(), 1, &addresses, "\n[network]\nmax_handshakes_per_address = 2\n");
-    let node = Node::start(net::node::NodeConfig::load(&config).unwrap()).unwrap();
+    let (node, addresses, operator) = one_node(dir.path(), "max_handshakes_per_address = 2");
     // Two silent connections from 127.0.0.1 take that address's slots; a third is closed at once.
     let mut silent = Vec::new();
     for _ in 0..2 {
@@ -323,7 +327,6 @@ async fn one_address_cannot_hold_every_handshake_slot() {
     let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut [0u8; 1])).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the third handshake from one address is refused: {closed:?}");
     // Another address is still served.
-    let operator = Credentials::certificate("test", "user:operator", files(dir.path(), "operator")).unwrap();
     let other = Client::connect_from(Some("127.0.0.7".parse().unwrap()), addresses[0], 1, &operator).await;
     assert!(other.is_ok(), "{:?}", other.err());
     drop(silent);

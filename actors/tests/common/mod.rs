@@ -169,6 +169,17 @@ pub fn broadcaster(log: Arc<dyn actors::security::audit::AuditSink>) -> (Addr<ac
     (comm, operator.context(Scope::new("communication_management").unwrap()).unwrap())
 }
 
+/// An audit log opened with `config`, and a communication manager (see [`broadcaster`]) writing
+/// to it.
+pub fn broadcaster_on(
+    config: actors::security::audit::AuditConfig,
+) -> (Arc<actors::security::audit::AuditLog>, Addr<actors::managers::communication::CommunicationManager>, SecurityContext) {
+    let (log, _) = actors::security::audit::AuditLog::open(config).unwrap();
+    let log = Arc::new(log);
+    let (comm, ctx) = broadcaster(log.clone());
+    (log, comm, ctx)
+}
+
 /// Asks `probe` every 20 ms until it answers, for at most `within`.
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(within: Duration, probe: impl FnMut() -> F) -> Option<T> {
     actors::node::wait::eventually(within, Duration::from_millis(20), probe).await
