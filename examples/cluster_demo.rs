@@ -141,11 +141,11 @@ async fn main() -> Result<()> {
         Instrumentation::Instrumented => println!(
             "  meter: op-count model: operations counted by ergon's LLVM pass ({} instrumented modules), priced at {} per ALU-equivalent operation",
             instrumented_modules(),
-            config.meter.cost_model.unit_energy
+            config.energy.cost_model.unit_energy
         ),
         Instrumentation::NotInstrumented => println!(
             "  meter: time model (running time x {}/core): this build is not instrumented (`make demo` builds it with `cargo ergon`)",
-            config.meter.watts_per_core
+            config.energy.watts_per_core
         ),
     }
     println!("  audit log: {}; Raft logs: {}\n", audit_dir.display(), data_dir.display());

@@ -75,6 +75,8 @@ fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
         grants: grants.clone(),
         audit,
         meter: Box::new(TimeMeter::new(Watts::new(12.5).unwrap())),
+        accounting: energy::Accounting::Tutorial,
+        gate_cost: energy::Joules::ZERO,
         account: None,
         clock: GateClock::system(),
         credential: grants.grant(Principal::actor("bench"), Gated::default_config().grants, Scope::root(), Origin::Configured),

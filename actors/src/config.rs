@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use energy::{Thresholds, Watts};
+use energy::{Accounting, Thresholds, Watts};
 use security::audit::AuditConfig;
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +37,8 @@ use crate::node::consensus::RaftSettings;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// How handler runs are turned into joules.
-    pub meter: MeterConfig,
+    /// What a joule charged means, and how handler runs are turned into joules.
+    pub energy: EnergyConfig,
     /// Sampling the machine's energy counter and sharing it among the actors.
     pub attribution: AttributionConfig,
     /// Request size limits.
@@ -70,10 +70,14 @@ pub struct Config {
     pub worker_pool: ActorConfig<PoolSettings>,
 }
 
-/// How the per-message meter prices a run.
+/// What a charged joule means ([`Accounting`]), and how the per-message meter prices a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MeterConfig {
+pub struct EnergyConfig {
+    /// `tutorial` (the default: the declared base costs of the reference design, 10 J a join)
+    /// or `physical` (base costs are the gate's fixed cost, measured at start-up, and with
+    /// `[attribution]` on, budgets pay their share of the machine's counter).
+    pub accounting: Accounting,
     /// Power charged per second of handler running time, where operations are not counted. The
     /// default, 12.5 W, is a server package's TDP shared among its cores (for example 200 W over
     /// 16 cores).
@@ -143,7 +147,8 @@ pub enum ConfigError {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            meter: MeterConfig {
+            energy: EnergyConfig {
+                accounting: Accounting::Tutorial,
                 watts_per_core: Watts::new(12.5).expect("constant"),
                 profile: None,
                 cost_model: energy::CostModel::default(),
@@ -182,10 +187,18 @@ impl Config {
         let mut merged = toml::Table::try_from(Config::default()).expect("the defaults serialise");
         merge(&mut merged, overrides.clone());
         let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        if let Some(path) = &config.meter.profile {
+        if let Some(path) = &config.energy.profile {
             let profile = energy::calibration::Profile::load(path)
-                .map_err(|e| ConfigError::Invalid(format!("meter.profile: {e}")))?;
-            config.meter.cost_model = profile.cost_model;
+                .map_err(|e| ConfigError::Invalid(format!("energy.profile: {e}")))?;
+            config.energy.cost_model = profile.cost_model;
+        }
+        if config.energy.accounting == Accounting::Physical {
+            if let Some(section) = overrides.iter().find_map(|(name, t)| t.as_table()?.contains_key("costs").then_some(name)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{section}.costs: physical accounting measures each operation's fixed cost (the gate's, at start-up); \
+                     declared costs are the tutorial accounting's"
+                )));
+            }
         }
         config.check()?;
         let known = toml::Table::try_from(&config).expect("a configuration serialises");
@@ -227,9 +240,13 @@ impl Config {
     }
 }
 
-/// Sections that became part of their manager's own section, and where they went.
-const MOVED: [(&str, &str); 3] =
-    [("failure_detection", "failure_detector"), ("recovery", "recovery_manager"), ("workers", "worker_pool")];
+/// Sections that became part of another, and where they went.
+const MOVED: [(&str, &str); 4] = [
+    ("failure_detection", "failure_detector"),
+    ("recovery", "recovery_manager"),
+    ("workers", "worker_pool"),
+    ("meter", "energy"),
+];
 
 /// Checks an actor's section against what the actor declared.
 fn check_actor<A: GatedActor>(section: &str, config: &ActorConfig<A::Settings>) -> Result<(), ConfigError> {
@@ -343,6 +360,12 @@ mod tests {
         let err = Config::from_toml("[node_manager]\ngrants = [\"Root\"]").unwrap_err().to_string();
         assert!(err.contains("Root"), "{err}");
         assert!(Config::from_toml("this is = = not toml").is_err());
+        let err = Config::from_toml("[meter]\nwatts_per_core = 5.0").unwrap_err().to_string();
+        assert!(err.contains("[meter] is now part of [energy]"), "{err}");
+        let err = Config::from_toml("[energy]\naccounting = \"real\"").unwrap_err().to_string();
+        assert!(err.contains("real") && err.contains("physical"), "{err}");
+        let err = Config::from_toml("[energy]\naccounting = \"physical\"\n[node_manager]\ncosts = { join = 1.0 }").unwrap_err().to_string();
+        assert!(err.contains("node_manager.costs: physical accounting measures"), "{err}");
         let err = Config::from_toml("[raft]\nheartbeat_ms = 500").unwrap_err().to_string();
         assert!(err.contains("heartbeat_ms < election_timeout_ms"), "{err}");
     }

@@ -81,14 +81,14 @@ fn a_calibration_profile_gives_the_gate_its_cost_model() {
     Profile { cost_model: model, basis: "test".into(), counter: "dial".into(), source: Source::Rapl, fit, runs: vec![] }
         .save(&path)
         .unwrap();
-    let toml = format!("[meter]\nprofile = {:?}\n", path.display().to_string());
-    assert_eq!(Config::from_toml(&toml).unwrap().meter.cost_model, model);
-    assert_eq!(Config::default().meter.cost_model, CostModel::default(), "without a profile, the documented default");
+    let toml = format!("[energy]\nprofile = {:?}\n", path.display().to_string());
+    assert_eq!(Config::from_toml(&toml).unwrap().energy.cost_model, model);
+    assert_eq!(Config::default().energy.cost_model, CostModel::default(), "without a profile, the documented default");
 
     std::fs::write(&path, "garbage").unwrap();
     let err = Config::from_toml(&toml).unwrap_err().to_string();
-    assert!(err.contains("meter.profile") && err.contains("profile.json: not a calibration profile"), "{err}");
-    let missing = format!("[meter]\nprofile = {:?}\n", dir.path().join("none.json").display().to_string());
+    assert!(err.contains("energy.profile") && err.contains("profile.json: not a calibration profile"), "{err}");
+    let missing = format!("[energy]\nprofile = {:?}\n", dir.path().join("none.json").display().to_string());
     let err = Config::from_toml(&missing).unwrap_err().to_string();
     assert!(err.contains("none.json"), "{err}");
 }

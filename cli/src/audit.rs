@@ -226,6 +226,10 @@ fn summary(path: &Path, json: bool) -> Result<ExitCode> {
             summary.alerts,
             if summary.repairs > 0 { format!("; {} log repairs", summary.repairs) } else { String::new() }
         )?;
+        let from: Vec<String> = summary.joules_from.iter().map(|(what, n)| format!("{what} ({n})")).collect();
+        if !from.is_empty() {
+            writeln!(out, "joules from (accounting/source): {}", from.join(", "))?;
+        }
         for (title, table) in [("actor", &summary.by_actor), ("principal", &summary.by_principal), ("operation", &summary.by_operation)] {
             writeln!(out)?;
             print_table(&mut out, title, table)?;
@@ -271,12 +275,16 @@ fn print_table(out: &mut impl Write, title: &str, rows: &std::collections::BTree
 
 /// The energy counter's total, and each actor's metered energy beside its share of the counter.
 fn print_metered(out: &mut impl Write, metered: &security::audit::Metered) -> io::Result<()> {
-    writeln!(out, "measured by the energy counter ({}): {:.3} J", metered.source, metered.measured_j)?;
+    let corrects = metered.accounting == "physical";
+    let how = if corrects { "the shares corrected the budgets" } else { "reported beside the charges" };
+    writeln!(out, "measured by the energy counter ({}): {:.3} J; {} accounting, {how}", metered.source, metered.measured_j, metered.accounting)?;
     let rows: Vec<_> = metered.by_actor.iter().map(|(actor, line)| (printable(actor), line)).collect();
     let width = rows.iter().map(|(actor, _)| actor.chars().count()).max().unwrap_or(0).max("actor".len());
-    writeln!(out, "{:<width$}  {:>12}  {:>12}", "actor", "metered J", "attributed J")?;
+    write!(out, "{:<width$}  {:>12}  {:>12}", "actor", "metered J", "attributed J")?;
+    writeln!(out, "{}", if corrects { format!("  {:>12}", "corrected J") } else { String::new() })?;
     for (actor, line) in rows {
-        writeln!(out, "{actor:<width$}  {:>12.3e}  {:>12.3e}", line.metered_j, line.attributed_j)?;
+        write!(out, "{actor:<width$}  {:>12.3e}  {:>12.3e}", line.metered_j, line.attributed_j)?;
+        writeln!(out, "{}", if corrects { format!("  {:>+12.3e}", line.corrected_j) } else { String::new() })?;
     }
     Ok(())
 }

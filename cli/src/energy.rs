@@ -62,7 +62,7 @@ pub enum EnergyCommand {
     /// fit anyway, and writes the documented default model (70 pJ per ALU operation, Horowitz,
     /// ISSCC 2014; memory 5x, FP 3x).
     ///
-    /// Load the profile with `[meter] profile = "PATH"` in the configuration.
+    /// Load the profile with `[energy] profile = "PATH"` in the configuration.
     ///
     /// Examples:
     ///   make calibrate
@@ -176,7 +176,7 @@ fn calibrate(config: &ProbeConfig, repeats: usize, each: Duration, out: &Path, p
     let profile = Profile::new(counter.name(), probe.source, fitted, runs);
     profile.save(out)?;
     println!("profile: {} ({})", out.display(), profile.basis);
-    println!("load it with `[meter] profile = \"{}\"` in the configuration", out.display());
+    println!("load it with `[energy] profile = \"{}\"` in the configuration", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -30,6 +30,7 @@ fn write_log(dir: &Path) {
             estimate_j: joules,
             remaining_j: 100.0,
             source: "fixed".into(),
+            accounting: "tutorial".into(),
             elapsed_ns: 0,
             ops: None,
         });
@@ -268,6 +269,7 @@ fn summary_sets_each_actors_metered_energy_beside_its_share_of_the_counter() {
             estimate_j: metered,
             remaining_j: 0.0,
             source: "rapl".into(),
+            accounting: "tutorial".into(),
             elapsed_ns: 0,
             ops: None,
         });

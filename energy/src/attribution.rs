@@ -16,8 +16,12 @@
 //!   unattributed.
 //!
 //! The three add up to the counter's reading exactly, so audit totals reconcile with the meter.
-//! Budgets stay charged at run time by the per-message [`Meter`](crate::Meter); attribution is a
-//! second, measured account of the same work, written beside it.
+//! Budgets are charged at run time by the per-message [`Meter`](crate::Meter). Under tutorial
+//! [`Accounting`] attribution is a second, measured account of the same work, written beside it;
+//! under physical accounting each window also corrects what every actor was charged to the share
+//! its admitted runs earned (refusals are measured, never charged), through
+//! [`Account::take_correction`], so that over a run the budgets pay what the counter measured
+//! minus the sampler's part, the refusals' part and the unattributed rest.
 //!
 //! ```
 //! use std::time::Duration;
@@ -43,7 +47,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,19 +55,35 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::counters::{CounterError, EnergyCounter, Scope};
-use crate::{Joules, Source};
+use crate::{Accounting, Joules, Source};
 
 /// The account the sampler's own cost is charged to; its runs are the counter readings.
 pub const METER_ACCOUNT: &str = "energy-meter";
 
-/// What the runs of one actor cost, as modelled at run time, since the sampler last looked.
+/// What the runs of one actor cost, as modelled at run time, since the sampler last looked; and,
+/// under physical accounting, the correction the sampler owes its budget.
 #[derive(Debug)]
 pub struct Account {
     name: String,
-    /// Modelled energy in picojoules.
+    /// Modelled energy in picojoules, of every run: the weight of the actor's share.
     modelled_pj: AtomicU64,
+    /// The part of it that was admitted (a refusal is not charged, nor is its share).
+    admitted_pj: AtomicU64,
+    /// What the gate charged for the admitted runs, in picojoules.
+    charged_pj: AtomicU64,
     busy_ns: AtomicU64,
     runs: AtomicU64,
+    refused: AtomicU64,
+    /// Picojoules the sampler has corrected the charges by and the gate has not yet applied.
+    correction_pj: AtomicI64,
+}
+
+fn picojoules(j: Joules) -> u64 {
+    (j.get() * 1e12) as u64
+}
+
+fn from_picojoules(pj: u64) -> Joules {
+    Joules::new(pj as f64 * 1e-12).unwrap_or(Joules::ZERO)
 }
 
 impl Account {
@@ -72,18 +92,48 @@ impl Account {
         &self.name
     }
 
-    /// Records one run: its modelled cost and running time. Called by the gate on every message.
-    pub fn record(&self, modelled: Joules, busy: Duration) {
-        self.modelled_pj.fetch_add((modelled.get() * 1e12) as u64, Ordering::Relaxed);
+    /// Records one run: its modelled cost, its running time, and what the gate charged for it
+    /// (`None` for a refusal). Called by the gate on every message.
+    pub fn record(&self, modelled: Joules, busy: Duration, charged: Option<Joules>) {
+        let modelled = picojoules(modelled);
+        self.modelled_pj.fetch_add(modelled, Ordering::Relaxed);
         self.busy_ns.fetch_add(u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.runs.fetch_add(1, Ordering::Relaxed);
+        match charged {
+            Some(charged) => {
+                self.admitted_pj.fetch_add(modelled, Ordering::Relaxed);
+                self.charged_pj.fetch_add(picojoules(charged), Ordering::Relaxed);
+            }
+            None => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The correction owed since the last call, in joules: positive to charge, negative to
+    /// credit. The gate applies it to its budget before it admits the next request; it is zero
+    /// under tutorial accounting.
+    pub fn take_correction(&self) -> f64 {
+        match self.correction_pj.load(Ordering::Relaxed) {
+            0 => 0.0,
+            _ => self.correction_pj.swap(0, Ordering::Relaxed) as f64 * 1e-12,
+        }
+    }
+
+    fn owe(&self, correction: f64) {
+        let pj = (correction * 1e12).clamp(i64::MIN as f64, i64::MAX as f64) as i64;
+        // Saturating, so that a budget never owed is never wrapped into a credit.
+        let _ = self.correction_pj.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| Some(old.saturating_add(pj)));
     }
 
     fn take(&self) -> Usage {
         Usage {
-            modelled: Joules::new(self.modelled_pj.swap(0, Ordering::Relaxed) as f64 * 1e-12).unwrap_or(Joules::ZERO),
+            modelled: from_picojoules(self.modelled_pj.swap(0, Ordering::Relaxed)),
+            admitted: from_picojoules(self.admitted_pj.swap(0, Ordering::Relaxed)),
+            charged: from_picojoules(self.charged_pj.swap(0, Ordering::Relaxed)),
             busy: Duration::from_nanos(self.busy_ns.swap(0, Ordering::Relaxed)),
             runs: self.runs.swap(0, Ordering::Relaxed),
+            refused: self.refused.swap(0, Ordering::Relaxed),
         }
     }
 }
@@ -91,20 +141,44 @@ impl Account {
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
     modelled: Joules,
+    admitted: Joules,
+    charged: Joules,
     busy: Duration,
     runs: u64,
+    refused: u64,
+}
+
+impl Usage {
+    /// The part of the actor's share that its admitted runs earned: by modelled cost, or by
+    /// count where nothing was modelled.
+    fn admitted_fraction(&self) -> f64 {
+        if self.modelled > Joules::ZERO {
+            (self.admitted.get() / self.modelled.get()).clamp(0.0, 1.0)
+        } else if self.runs > 0 {
+            (self.runs - self.refused) as f64 / self.runs as f64
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The accounts of one process, one per actor name.
 #[derive(Debug, Default)]
 pub struct Accounts {
+    accounting: Accounting,
     list: Mutex<Vec<Arc<Account>>>,
 }
 
 impl Accounts {
-    /// No accounts yet.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Accounts::default())
+    /// No accounts yet. Under [`Accounting::Physical`] every window corrects each account's
+    /// charges to its share.
+    pub fn new(accounting: Accounting) -> Arc<Self> {
+        Arc::new(Accounts { accounting, list: Mutex::default() })
+    }
+
+    /// How the accounts' charges are corrected.
+    pub fn accounting(&self) -> Accounting {
+        self.accounting
     }
 
     /// The account of `name`, opened on first use.
@@ -116,16 +190,20 @@ impl Accounts {
         let account = Arc::new(Account {
             name: name.to_owned(),
             modelled_pj: AtomicU64::new(0),
+            admitted_pj: AtomicU64::new(0),
+            charged_pj: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             runs: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            correction_pj: AtomicI64::new(0),
         });
         list.push(account.clone());
         account
     }
 
-    fn take(&self) -> Vec<(String, Usage)> {
+    fn take(&self) -> Vec<(Arc<Account>, Usage)> {
         let list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
-        list.iter().map(|a| (a.name.clone(), a.take())).collect()
+        list.iter().map(|a| (a.clone(), a.take())).collect()
     }
 }
 
@@ -203,17 +281,34 @@ impl Default for SamplerConfig {
 pub struct Line {
     /// Runs recorded.
     pub runs: u64,
+    /// Of them, refused before running (measured, not charged).
+    pub refused: u64,
     /// Their running time.
     pub busy: Duration,
-    /// What the per-message meter charged for them.
+    /// What the per-message meter measured for them.
     pub modelled: Joules,
+    /// What the gate charged for the admitted ones.
+    pub charged: Joules,
     /// Their share of what the counter measured.
     pub attributed: Joules,
+    /// Under physical accounting, what the charges were corrected by, in joules (positive:
+    /// charged more; negative: credited): the admitted runs' share minus `charged`. Zero under
+    /// tutorial accounting.
+    pub correction_j: f64,
+}
+
+impl Line {
+    /// What the actor's budget paid for these runs in all: `charged + correction_j`.
+    pub fn paid(&self) -> f64 {
+        self.charged.get() + self.correction_j
+    }
 }
 
 /// What the counter measured over a stretch of time, and who it is attributed to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// How the actors' charges were corrected.
+    pub accounting: Accounting,
     /// The counter (`powercap:intel-rapl:0 (package-0)`, `cpu-time`).
     pub counter: String,
     /// What its joules are.
@@ -231,8 +326,9 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(counter: &str, source: Source) -> Report {
+    fn new(accounting: Accounting, counter: &str, source: Source) -> Report {
         Report {
+            accounting,
             counter: counter.to_owned(),
             source,
             period: Duration::ZERO,
@@ -261,9 +357,12 @@ impl Report {
     fn add_line(&mut self, name: &str, line: &Line) {
         let total = self.lines.entry(name.to_owned()).or_default();
         total.runs += line.runs;
+        total.refused += line.refused;
         total.busy += line.busy;
         total.modelled += line.modelled;
+        total.charged += line.charged;
         total.attributed += line.attributed;
+        total.correction_j += line.correction_j;
     }
 }
 
@@ -294,7 +393,7 @@ impl Sampler {
         let shared = Arc::new(SamplerShared {
             stop: Mutex::new(false),
             wake: Condvar::new(),
-            totals: Mutex::new(Report::new(counter.name(), counter.source())),
+            totals: Mutex::new(Report::new(accounts.accounting(), counter.name(), counter.source())),
         });
         let mut window = WindowClock::start(&mut *counter)?;
         let thread_shared = shared.clone();
@@ -302,7 +401,7 @@ impl Sampler {
             .name("ergon-energy-sampler".into())
             .spawn(move || {
                 let shared = thread_shared;
-                let mut pending = Report::new(counter.name(), counter.source());
+                let mut pending = Report::new(accounts.accounting(), counter.name(), counter.source());
                 let mut last_report = Instant::now();
                 loop {
                     let stopping = {
@@ -319,7 +418,7 @@ impl Sampler {
                     if stopping || last_report.elapsed() >= config.report_every {
                         report(&pending);
                         shared.totals.lock().unwrap_or_else(PoisonError::into_inner).add(&pending);
-                        pending = Report::new(counter.name(), counter.source());
+                        pending = Report::new(accounts.accounting(), counter.name(), counter.source());
                         last_report = Instant::now();
                     }
                     if stopping {
@@ -416,14 +515,29 @@ impl WindowClock {
             accounts: handlers.iter().map(|(_, u)| (u.modelled, u.busy)).collect(),
         };
         let shares = share(&window);
-        for ((name, usage), attributed) in handlers.iter().zip(&shares.accounts) {
+        for ((account, usage), attributed) in handlers.iter().zip(&shares.accounts) {
             if usage.runs == 0 && attributed.get() == 0.0 {
                 continue;
             }
-            let line = Line { runs: usage.runs, busy: usage.busy, modelled: usage.modelled, attributed: *attributed };
-            report.add_line(name, &line);
+            let correction_j = match accounts.accounting() {
+                Accounting::Tutorial => 0.0,
+                Accounting::Physical => attributed.get() * usage.admitted_fraction() - usage.charged.get(),
+            };
+            if correction_j != 0.0 {
+                account.owe(correction_j);
+            }
+            let line = Line {
+                runs: usage.runs,
+                refused: usage.refused,
+                busy: usage.busy,
+                modelled: usage.modelled,
+                charged: usage.charged,
+                attributed: *attributed,
+                correction_j,
+            };
+            report.add_line(account.name(), &line);
         }
-        let reading = Line { runs: 1, busy: polling, modelled: Joules::ZERO, attributed: shares.polling };
+        let reading = Line { runs: 1, busy: polling, attributed: shares.polling, ..Line::default() };
         report.add_line(METER_ACCOUNT, &reading);
         report.measured += window.measured;
         report.unattributed += shares.unattributed;

@@ -137,6 +137,24 @@ impl EnergyBudget {
         overdraft
     }
 
+    /// Corrects what was charged by `delta` joules, up (a positive delta, charged as a settled
+    /// cost is, and returning the part that could not be paid) or down (a credit, returned to
+    /// the budget up to its total). Physical accounting corrects each actor's charges to its
+    /// share of the machine's counter this way.
+    pub fn correct(&mut self, delta: f64) -> Joules {
+        let amount = Joules::new(delta.abs()).unwrap_or(Joules::ZERO);
+        if delta >= 0.0 {
+            let overdraft = amount.saturating_sub(self.remaining);
+            self.remaining = self.remaining.saturating_sub(amount);
+            self.consumed += amount;
+            overdraft
+        } else {
+            self.remaining = (self.remaining + amount).min(self.total);
+            self.consumed = self.consumed.saturating_sub(amount);
+            Joules::ZERO
+        }
+    }
+
     /// Releases a hold without charging anything.
     pub fn release(&mut self, hold: Reservation) {
         self.reserved = self.reserved.saturating_sub(hold.amount);
@@ -210,6 +228,24 @@ mod tests {
         b.settle(hold, j(4.0));
         b.refill(Instant::now() + Duration::from_secs(60));
         assert_eq!(b.remaining(), j(6.0));
+    }
+
+    #[test]
+    fn corrections_charge_up_and_credit_down_within_the_total() {
+        let mut b = EnergyBudget::new(j(10.0));
+        let hold = b.reserve(j(4.0)).unwrap();
+        b.settle(hold, j(4.0));
+        assert_eq!(b.correct(2.0), Joules::ZERO);
+        assert_eq!((b.remaining(), b.consumed()), (j(4.0), j(6.0)));
+        assert_eq!(b.correct(-1.5), Joules::ZERO);
+        assert_eq!((b.remaining(), b.consumed()), (j(5.5), j(4.5)));
+        assert_eq!(b.correct(7.0), j(1.5), "what could not be paid is the overdraft");
+        assert_eq!(b.remaining(), Joules::ZERO);
+        b.correct(-100.0);
+        assert_eq!(b.remaining(), j(10.0), "a credit never lifts the budget past its total");
+        assert_eq!(b.consumed(), Joules::ZERO);
+        assert_eq!(b.correct(f64::NAN), Joules::ZERO, "nonsense corrects nothing");
+        assert_eq!(b.remaining(), j(10.0));
     }
 
     #[test]

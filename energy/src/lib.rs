@@ -6,6 +6,7 @@
 //! - [`CostModel`] turns counts into joules (`Σ ops × weight × unit energy`).
 //! - [`Meter`] measures one run of a handler; every [`Sample`] says which [`Source`] produced it.
 //! - [`EnergyBudget`] is a token bucket of joules; [`EnergyMonitor`] raises alerts on it.
+//! - [`Accounting`] says what a charged joule means: the tutorial's constants, or physical energy.
 //! - [`counters`] read what the machine says it used: RAPL through powercap, or the process's CPU
 //!   time as the last resort; [`counters::probe()`] finds out which of them work here.
 //! - [`calibration`] fits joules per operation of each class to the machine's counter.
@@ -28,6 +29,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod accounting;
 pub mod attribution;
 mod budget;
 pub mod calibration;
@@ -39,6 +41,7 @@ mod monitor;
 mod ops;
 mod quantity;
 
+pub use accounting::{Accounting, NotAnAccounting};
 pub use budget::{EnergyBudget, Reservation, Shortfall};
 pub use meter::{FixedMeter, Mark, Meter, OpCountMeter, Reading, Sample, Source, TimeMeter};
 pub use model::{CostModel, OpWeights};

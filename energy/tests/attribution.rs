@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use energy::attribution::{share, Accounts, Report, Sampler, SamplerConfig, Window, METER_ACCOUNT};
 use energy::counters::{CounterError, EnergyCounter, Scope};
-use energy::{Joules, Source};
+use energy::{Accounting, Joules, Source};
 
 fn j(x: f64) -> Joules {
     Joules::new(x).unwrap()
@@ -87,7 +87,7 @@ impl EnergyCounter for Dial {
 #[test]
 fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     let dial = Dial::default();
-    let accounts = Accounts::new();
+    let accounts = Accounts::new(Accounting::Tutorial);
     let reports: Arc<Mutex<Vec<Report>>> = Arc::default();
     let sink = reports.clone();
     let config = SamplerConfig { every: ms(5), report_every: ms(20) };
@@ -98,8 +98,8 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     let comm = accounts.open("communication-manager");
     assert!(Arc::ptr_eq(&node, &accounts.open("node-manager")), "one account per actor");
     for round in 0..10 {
-        node.record(j(1e-6), Duration::from_micros(300));
-        comm.record(j(3e-6), Duration::from_micros(900));
+        node.record(j(1e-6), Duration::from_micros(300), Some(j(1e-6)));
+        comm.record(j(3e-6), Duration::from_micros(900), Some(j(3e-6)));
         *dial.joules.lock().unwrap() += 0.25;
         if round == 4 {
             *dial.fail_next.lock().unwrap() = true;
@@ -125,4 +125,60 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     assert!(reports.len() >= 2, "reported every 20 ms and at the stop");
     let sum: f64 = reports.iter().map(|r| r.measured.get()).sum();
     assert!((sum - 2.5).abs() < 1e-9);
+}
+
+#[test]
+fn physical_accounting_corrects_each_budget_to_the_share_its_admitted_runs_earned() {
+    let dial = Dial::default();
+    let accounts = Accounts::new(Accounting::Physical);
+    let config = SamplerConfig { every: ms(5), report_every: ms(20) };
+    let sampler = Sampler::start(Box::new(dial.clone()), accounts.clone(), config, Box::new(|_| {})).unwrap();
+    let worker = accounts.open("worker-pool");
+    let guarded = accounts.open("node-manager");
+    let mut owed = [0.0f64; 2];
+    for _ in 0..10 {
+        worker.record(j(2e-6), Duration::from_micros(500), Some(j(2e-6)));
+        // Half of the node manager's modelled cost is a refusal: its share is measured, not charged.
+        guarded.record(j(1e-6), Duration::from_micros(200), Some(j(1e-6)));
+        guarded.record(j(1e-6), Duration::from_micros(200), None);
+        *dial.joules.lock().unwrap() += 0.5;
+        std::thread::sleep(ms(7));
+        owed[0] += worker.take_correction();
+        owed[1] += guarded.take_correction();
+    }
+    let totals = sampler.stop();
+    owed[0] += worker.take_correction();
+    owed[1] += guarded.take_correction();
+
+    assert_eq!(totals.accounting, Accounting::Physical);
+    let (w, g) = (&totals.lines["worker-pool"], &totals.lines["node-manager"]);
+    assert_eq!((w.refused, g.refused, g.runs), (0, 10, 20));
+    // What the gates were told to apply is what the report says was corrected.
+    assert!((owed[0] - w.correction_j).abs() < 1e-9 && (owed[1] - g.correction_j).abs() < 1e-9, "{owed:?} {totals:#?}");
+    // The worker pays its whole share; the node manager the half its admitted runs earned.
+    assert!((w.paid() - w.attributed.get()).abs() < 1e-9, "{w:?}");
+    assert!((g.paid() - g.attributed.get() / 2.0).abs() < 1e-9, "{g:?}");
+    assert!(w.correction_j > 0.0, "a mostly idle machine's handlers cost more than 2 µJ a run: {w:?}");
+    // Budgets + the refusals' share + the sampler's + the unattributed rest = the counter.
+    let refusals = g.attributed.get() - g.paid();
+    let sum = w.paid() + g.paid() + refusals + totals.lines[METER_ACCOUNT].attributed.get() + totals.unattributed.get();
+    assert!((sum - totals.measured.get()).abs() < 1e-9, "{sum} vs {}", totals.measured);
+    assert!(close(totals.measured, 5.0));
+}
+
+#[test]
+fn tutorial_accounting_corrects_nothing() {
+    let dial = Dial::default();
+    let accounts = Accounts::new(Accounting::Tutorial);
+    let sampler =
+        Sampler::start(Box::new(dial.clone()), accounts.clone(), SamplerConfig { every: ms(2), report_every: ms(10) }, Box::new(|_| {}))
+            .unwrap();
+    let actor = accounts.open("a");
+    actor.record(j(1e-6), ms(1), Some(j(10.0)));
+    *dial.joules.lock().unwrap() += 1.0;
+    std::thread::sleep(ms(10));
+    let totals = sampler.stop();
+    assert_eq!(actor.take_correction(), 0.0);
+    assert_eq!(totals.lines["a"].correction_j, 0.0);
+    assert!(close(totals.lines["a"].charged, 10.0));
 }

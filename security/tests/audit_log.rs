@@ -17,6 +17,7 @@ fn entry(i: usize) -> AuditEntry {
         estimate_j: 10.0,
         remaining_j: 990.0,
         source: "time-model".into(),
+        accounting: "tutorial".into(),
         elapsed_ns: 1000,
         ops: None,
     });

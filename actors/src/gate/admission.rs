@@ -83,6 +83,7 @@ impl Gate {
             let now = self.clock.instant();
             self.budget.refill(now);
         }
+        self.apply_correction();
         match self.budget.reserve(self.estimate(operation)) {
             Ok(hold) => Ok(Ticket {
                 operation,

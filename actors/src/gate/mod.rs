@@ -122,7 +122,7 @@ mod running;
 use std::sync::Arc;
 
 use energy::attribution::Account;
-use energy::{EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Meter, Source, Watts};
+use energy::{Accounting, EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Meter, Source, Watts};
 use security::{CapSet, Credential, GrantTable, Scope, SecurityContext};
 use serde::Serialize;
 
@@ -159,8 +159,13 @@ pub struct GateCounters {
     pub left_out: u64,
     /// Energy measured over all requests, refused ones included.
     pub measured: Joules,
-    /// Energy charged.
+    /// Energy charged at run time.
     pub charged: Joules,
+    /// Physical accounting: charged afterwards, where the actor's share of the machine's counter
+    /// exceeded what it was charged at run time.
+    pub corrected_up: Joules,
+    /// Physical accounting: credited back, where its share fell short of the run-time charges.
+    pub corrected_down: Joules,
 }
 
 /// A snapshot of a gate, for status queries and summaries.
@@ -178,6 +183,8 @@ pub struct GateStatus {
     pub refill: Option<Watts>,
     /// What the meter measures with.
     pub source: Source,
+    /// What its joules mean.
+    pub accounting: Accounting,
     /// Counters.
     pub counters: GateCounters,
     /// Recent alerts, oldest first.
@@ -207,6 +214,11 @@ pub struct GateSetup<'a, S = NoSettings> {
     pub audit: Arc<dyn security::audit::AuditSink>,
     /// How runs are measured.
     pub meter: Box<dyn Meter>,
+    /// What a charged joule means.
+    pub accounting: Accounting,
+    /// The fixed cost of passing the gate, measured: every operation's base cost under physical
+    /// accounting.
+    pub gate_cost: Joules,
     /// Where each run's modelled cost is recorded for attribution of the machine counter, when
     /// it is sampled.
     pub account: Option<Arc<Account>>,
@@ -227,6 +239,8 @@ pub struct Gate {
     limits: Limits,
     operations: Vec<OperationState>,
     meter: Box<dyn Meter>,
+    accounting: Accounting,
+    gate_cost: Joules,
     account: Option<Arc<Account>>,
     audit: Arc<dyn security::audit::AuditSink>,
     clock: WallClock,
@@ -254,7 +268,10 @@ impl Gate {
             .iter()
             .map(|op| OperationState {
                 name: op.name,
-                base: config.costs.get(op.name).copied().unwrap_or_else(|| op.base()),
+                base: match setup.accounting {
+                    Accounting::Tutorial => config.costs.get(op.name).copied().unwrap_or_else(|| op.base()),
+                    Accounting::Physical => setup.gate_cost,
+                },
                 scope: security::audit::intern(setup.scope.child(op.name).as_str()),
                 runs: 0,
                 mean_measured: 0.0,
@@ -270,6 +287,8 @@ impl Gate {
             limits: setup.limits,
             operations,
             meter: setup.meter,
+            accounting: setup.accounting,
+            gate_cost: setup.gate_cost,
             account: setup.account,
             audit: setup.audit,
             clock,
@@ -336,6 +355,7 @@ impl Gate {
             remaining: self.budget.remaining(),
             refill: self.budget.refill_rate(),
             source: self.meter.source(),
+            accounting: self.accounting,
             counters: self.counters.clone(),
             alerts: self.monitor.recent().cloned().collect(),
             operations: self

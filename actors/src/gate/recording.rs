@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use energy::{Joules, Reading, Sample};
+use energy::{Accounting, Joules, Reading, Sample};
 use security::audit::compact_str::CompactString;
 use security::audit::{AuditEntry, Detail, EnergyRecord, EntryKind, OpTally, Outcome};
 use security::SecurityContext;
@@ -13,17 +13,47 @@ use super::refusals::{Left, Verdict};
 use super::running::DurableReply;
 use super::clock::Ticks;
 use super::running::Measured;
-use super::{Gate, GateError, Operation};
+use super::{Declared, Gate, GateError, Operation};
 
 impl Gate {
-    /// Turns a run's reading into joules, counts them, and records them for attribution.
+    /// Turns a run's reading into joules and counts them.
     fn assess(&mut self, reading: &Reading) -> Sample {
         let sample = self.meter.assess(reading);
         self.counters.measured += sample.joules;
-        if let Some(account) = &self.account {
-            account.record(sample.joules, sample.elapsed);
-        }
         sample
+    }
+
+    /// Records a run for attribution, with what was charged for it (`None`: refused).
+    fn account_for(&self, sample: &Sample, charged: Option<Joules>) {
+        if let Some(account) = &self.account {
+            // Under physical accounting the gate's own fixed cost is part of the run's weight.
+            let weight = match self.accounting {
+                Accounting::Tutorial => sample.joules,
+                Accounting::Physical => sample.joules + self.gate_cost,
+            };
+            account.record(weight, sample.elapsed, charged);
+        }
+    }
+
+    /// Applies what the attribution sampler corrected this actor's charges by since the last
+    /// request (physical accounting; zero otherwise). Its audit entry is the sampler's.
+    pub(super) fn apply_correction(&mut self) {
+        let Some(account) = &self.account else { return };
+        let delta = account.take_correction();
+        if delta == 0.0 {
+            return;
+        }
+        let overdraft = self.budget.correct(delta);
+        let amount = Joules::new(delta.abs()).unwrap_or(Joules::ZERO);
+        if delta > 0.0 {
+            self.counters.corrected_up += amount;
+        } else {
+            self.counters.corrected_down += amount;
+        }
+        if overdraft > Joules::ZERO {
+            tracing::info!(actor = %self.actor, %overdraft, "the measured share exceeded the remaining budget");
+        }
+        self.watch_budget(Declared::STATUS.name, None);
     }
 
     /// Audits a refusal (measured, not charged) and returns its error. Its resource is unchecked
@@ -36,6 +66,7 @@ impl Gate {
         measured: Measured,
     ) -> (M::Error, Option<DurableReply>) {
         let sample = self.assess(&measured.reading);
+        self.account_for(&sample, None);
         self.counters.denied += 1;
         let principal = msg.context().principal().as_str();
         let left_out = match self.refusals.note(principal, measured.ended, sample.joules.get(), &self.clock) {
@@ -88,6 +119,7 @@ impl Gate {
                 estimate_j: 0.0,
                 remaining_j: self.budget.remaining().get(),
                 source: Cow::Borrowed(self.meter.source().as_str()),
+                accounting: Cow::Borrowed(self.accounting.as_str()),
                 elapsed_ns: 0,
                 ops: None,
             }),
@@ -125,6 +157,7 @@ impl Gate {
         state.runs += 1;
         state.mean_measured += (sample.joules.get() - state.mean_measured) / state.runs as f64;
         let actual = state.base + sample.joules;
+        self.account_for(&sample, Some(actual));
         let overdraft = self.budget.settle(ticket.hold, actual);
         if overdraft > Joules::ZERO {
             tracing::warn!(actor = %self.actor, operation = M::NAME, %overdraft, "measured cost exceeded the remaining budget");
@@ -168,6 +201,7 @@ impl Gate {
             estimate_j: estimate.get(),
             remaining_j: self.budget.remaining().get(),
             source: Cow::Borrowed(sample.source.as_str()),
+            accounting: Cow::Borrowed(self.accounting.as_str()),
             elapsed_ns: sample.elapsed.as_nanos().min(u64::MAX as u128) as u64,
             ops: sample.ops.map(|o| OpTally { alu: o.alu, mem: o.mem, fp: o.fp, total: o.total }),
         }
@@ -278,6 +312,7 @@ impl Gate {
                 estimate_j: 0.0,
                 remaining_j: alert.remaining.get(),
                 source: Cow::Borrowed(self.meter.source().as_str()),
+                accounting: Cow::Borrowed(self.accounting.as_str()),
                 elapsed_ns: 0,
                 ops: None,
             }),

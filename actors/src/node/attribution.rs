@@ -11,9 +11,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use energy::attribution::{Account, Accounts, Report, Sampler, SamplerConfig};
+use energy::attribution::{Account, Accounts, Line, Report, Sampler, SamplerConfig, METER_ACCOUNT};
 use energy::counters::{probe_and_open, EnergyCounter, Probe, ProbeConfig};
-use energy::Watts;
+use energy::{Accounting, Watts};
 use security::audit::{AuditEntry, AuditSink, Detail, EnergyRecord, EntryKind, Outcome};
 
 use crate::config::AttributionConfig;
@@ -43,6 +43,7 @@ impl Attribution {
     /// Probes the machine, picks its best counter, and starts sampling it; reports go to `audit`.
     pub fn start(
         config: &AttributionConfig,
+        accounting: Accounting,
         watts_per_core: Watts,
         audit: Arc<dyn AuditSink>,
     ) -> Result<Attribution, AttributionError> {
@@ -55,13 +56,25 @@ impl Attribution {
         let load = probe_config.load;
         let (probe, counter) = probe_and_open(&probe_config, || energy::counters::probe::spin(load));
         let counter = counter.ok_or_else(|| AttributionError::NoCounter(probe.verdict.clone()))?;
-        tracing::info!(counter = counter.name(), source = %counter.source(), verdict = %probe.verdict, "sampling the energy counter");
-        let accounts = Accounts::new();
+        Attribution::sample(Box::new(counter), probe, config, accounting, audit)
+    }
+
+    /// Starts sampling `counter`, which `probe` chose (or which the caller supplies, with a
+    /// probe that says so: [`Probe::given`]).
+    pub fn sample(
+        counter: Box<dyn EnergyCounter>,
+        probe: Probe,
+        config: &AttributionConfig,
+        accounting: Accounting,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Attribution, AttributionError> {
+        tracing::info!(counter = counter.name(), source = %counter.source(), %accounting, verdict = %probe.verdict, "sampling the energy counter");
+        let accounts = Accounts::new(accounting);
         let sampling = SamplerConfig {
             every: Duration::from_millis(config.sample_every_ms),
             report_every: Duration::from_millis(config.report_every_ms),
         };
-        let sampler = Sampler::start(Box::new(counter), accounts.clone(), sampling, Box::new(move |report| write(&*audit, report)))?;
+        let sampler = Sampler::start(counter, accounts.clone(), sampling, Box::new(move |report| write(&*audit, report)))?;
         Ok(Attribution { accounts, sampler: Mutex::new(Some(sampler)), probe })
     }
 
@@ -87,7 +100,8 @@ impl Attribution {
     }
 }
 
-/// One entry per line of the report, and one for the unattributed rest.
+/// One entry per line of the report, and one for the unattributed rest. Under physical
+/// accounting an actor's entry charges its correction (`charged_j`, negative for a credit).
 fn write(audit: &dyn AuditSink, report: &Report) {
     let entry = |actor: &str, reason: String, energy: EnergyRecord| {
         let mut entry =
@@ -96,23 +110,31 @@ fn write(audit: &dyn AuditSink, report: &Report) {
         entry.energy = Some(energy);
         entry
     };
-    let record = |attributed: f64, charged: f64, busy: Duration| EnergyRecord {
-        charged_j: 0.0,
-        measured_j: attributed,
-        estimate_j: charged,
+    let record = |line: &Line| EnergyRecord {
+        charged_j: line.correction_j,
+        measured_j: line.attributed.get(),
+        estimate_j: line.modelled.get(),
         remaining_j: 0.0,
         source: report.source.as_str().into(),
-        elapsed_ns: u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+        accounting: report.accounting.as_str().into(),
+        elapsed_ns: u64::try_from(line.busy.as_nanos()).unwrap_or(u64::MAX),
         ops: None,
     };
     let period = report.period.as_secs_f64();
     for (actor, line) in &report.lines {
-        let reason = format!("{} runs, {:?} running, in {period:.3} s", line.runs, line.busy);
-        audit.record(entry(actor, reason, record(line.attributed.get(), line.modelled.get(), line.busy)));
+        let mut reason = format!("{} runs, {:?} running, in {period:.3} s", line.runs, line.busy);
+        if report.accounting == Accounting::Physical && actor != METER_ACCOUNT {
+            reason.push_str(&format!("; charged {:.3e} J at run time, corrected by {:+.3e} J", line.charged.get(), line.correction_j));
+            if line.refused > 0 {
+                reason.push_str(&format!(" ({} refusals measured, not charged)", line.refused));
+            }
+        }
+        audit.record(entry(actor, reason, record(line)));
     }
     let mut reason = format!("idle, other processes and the runtime between handlers, in {period:.3} s");
     if report.failed_reads > 0 {
         reason.push_str(&format!("; {} readings failed and were carried over", report.failed_reads));
     }
-    audit.record(entry(UNATTRIBUTED, reason, record(report.unattributed.get(), 0.0, Duration::ZERO)));
+    let rest = Line { attributed: report.unattributed, ..Line::default() };
+    audit.record(entry(UNATTRIBUTED, reason, record(&rest)));
 }

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use energy::{Instrumentation, Meter, OpCountMeter, TimeMeter};
+use energy::counters::EnergyCounter;
+use energy::{Accounting, Instrumentation, Joules, Meter, OpCountMeter, TimeMeter};
 use security::audit::AuditSink;
 use security::{GrantTable, Origin, Principal, Scope};
 
 use crate::config::Config;
 use crate::gate::{ActorConfig, Gate, GateClock, GateSetup, GatedActor};
-use crate::node::attribution::Attribution;
+use crate::node::attribution::{Attribution, AttributionError};
+use crate::node::gate_cost;
 
 type MeterFactory = Arc<dyn Fn() -> Box<dyn Meter> + Send + Sync>;
 
@@ -28,37 +30,82 @@ pub struct Environment {
     grants: Arc<GrantTable>,
     audit: Arc<dyn AuditSink>,
     meter: MeterFactory,
+    gate_cost: Joules,
     attribution: Option<Arc<Attribution>>,
     clock: GateClock,
 }
 
 impl Environment {
     /// An environment that meters with the best source the build has: operation counts priced
-    /// by the cost model (`config.meter`'s calibration profile, else the default) in a build instrumented by ergon's LLVM pass (`cargo ergon`), else the
-    /// time model of `config.meter`. Every audit entry names its source.
+    /// by the cost model (`config.energy`'s calibration profile, else the default) in a build
+    /// instrumented by ergon's LLVM pass (`cargo ergon`), else the time model of `config.energy`.
+    /// Every audit entry names its source and its accounting. Under physical accounting it first
+    /// measures the gate's fixed cost ([`gate_cost`](crate::node::gate_cost)).
     ///
     /// With `config.attribution.enabled`, it also probes the machine's energy counters and
     /// samples the best one, sharing it among the actors ([`Attribution`]); if no counter
     /// advances, it says so in a warning and runs without.
     pub fn new(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
-        let watts = config.meter.watts_per_core;
-        let model = config.meter.cost_model;
+        let mut env = Environment::without_attribution(config, grants, audit);
+        if env.config.attribution.enabled {
+            let energy = &env.config.energy;
+            match Attribution::start(&env.config.attribution, energy.accounting, energy.watts_per_core, env.audit.clone()) {
+                Ok(attribution) => env.attribution = Some(Arc::new(attribution)),
+                Err(e) => tracing::warn!(error = %e, "energy attribution is off"),
+            }
+        }
+        env
+    }
+
+    /// The same as [`new`](Environment::new), sampling `counter` (whatever
+    /// `config.attribution.enabled` says) instead of probing the machine's: an application's own
+    /// counter, or a test's scripted one.
+    pub fn with_counter(
+        config: Config,
+        grants: Arc<GrantTable>,
+        audit: Arc<dyn AuditSink>,
+        counter: Box<dyn EnergyCounter>,
+    ) -> Result<Self, AttributionError> {
+        let mut env = Environment::without_attribution(config, grants, audit);
+        let probe = energy::counters::Probe::given(&*counter);
+        let accounting = env.config.energy.accounting;
+        let attribution = Attribution::sample(counter, probe, &env.config.attribution, accounting, env.audit.clone())?;
+        env.attribution = Some(Arc::new(attribution));
+        Ok(env)
+    }
+
+    fn without_attribution(config: Config, grants: Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Self {
+        let watts = config.energy.watts_per_core;
+        let model = config.energy.cost_model;
         let meter: MeterFactory = match energy::instrumentation() {
             Instrumentation::Instrumented => {
                 Arc::new(move || Box::new(OpCountMeter::new(model).expect("the build is instrumented")))
             }
             Instrumentation::NotInstrumented => Arc::new(move || Box::new(TimeMeter::new(watts))),
         };
-        let attribution = config.attribution.enabled.then(|| Attribution::start(&config.attribution, watts, audit.clone()));
-        let attribution = match attribution {
-            Some(Ok(attribution)) => Some(Arc::new(attribution)),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "energy attribution is off");
-                None
+        let gate_cost = match config.energy.accounting {
+            Accounting::Tutorial => Joules::ZERO,
+            Accounting::Physical => {
+                let cost = gate_cost::measure(meter(), watts);
+                tracing::info!(%cost, "physical accounting: the gate's fixed cost, measured, is every operation's base cost");
+                cost
             }
-            None => None,
         };
-        Environment { config: Arc::new(config), grants, audit, meter, attribution, clock: GateClock::system() }
+        Environment {
+            config: Arc::new(config),
+            grants,
+            audit,
+            meter,
+            gate_cost,
+            attribution: None,
+            clock: GateClock::system(),
+        }
+    }
+
+    /// The fixed cost of passing the gate, measured at start-up under physical accounting (zero
+    /// under tutorial accounting, whose base costs are declared).
+    pub fn gate_cost(&self) -> Joules {
+        self.gate_cost
     }
 
     /// The machine counter's sampler and the actors' accounts, when attribution is on.
@@ -111,6 +158,8 @@ impl Environment {
             grants: self.grants.clone(),
             audit: self.audit.clone(),
             meter: (self.meter)(),
+            accounting: self.config.energy.accounting,
+            gate_cost: self.gate_cost,
             account: self.attribution.as_ref().map(|a| a.account(actor)),
             clock: self.clock.clone(),
             credential,

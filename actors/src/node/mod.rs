@@ -5,6 +5,7 @@ pub mod assembly;
 pub mod attribution;
 pub mod consensus;
 mod environment;
+pub mod gate_cost;
 pub mod local_cluster;
 mod stop;
 pub mod wait;

@@ -84,6 +84,18 @@ pub struct Probe {
     pub verdict: String,
 }
 
+impl Probe {
+    /// No probe: the caller chose `counter` itself (a counter of its own, or a test's).
+    pub fn given(counter: &dyn EnergyCounter) -> Probe {
+        Probe {
+            findings: Vec::new(),
+            chosen: vec![counter.name().to_owned()],
+            source: counter.source(),
+            verdict: format!("{} ({}), chosen by the caller", counter.name(), counter.source()),
+        }
+    }
+}
+
 /// Probes with a busy loop on this thread as the load.
 pub fn probe(config: &ProbeConfig) -> Probe {
     let load = config.load;

@@ -112,6 +112,10 @@ pub struct OpTally {
     pub total: u64,
 }
 
+fn tutorial() -> Cow<'static, str> {
+    Cow::Borrowed("tutorial")
+}
+
 /// The energy side of an entry. All figures are joules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnergyRecord {
@@ -125,6 +129,10 @@ pub struct EnergyRecord {
     pub remaining_j: f64,
     /// Which meter produced `measured_j` (`rapl`, `op-count-model`, `time-model`, …).
     pub source: Cow<'static, str>,
+    /// What `charged_j` means: `tutorial` (declared constants plus the meter) or `physical`
+    /// (measured energy). Entries written before it existed are tutorial.
+    #[serde(default = "tutorial")]
+    pub accounting: Cow<'static, str>,
     /// Running time in nanoseconds.
     pub elapsed_ns: u64,
     /// Operation counts, when the build is instrumented.

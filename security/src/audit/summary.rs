@@ -43,6 +43,9 @@ pub struct Summary {
     pub by_principal: BTreeMap<String, Tally>,
     /// By operation.
     pub by_operation: BTreeMap<String, Tally>,
+    /// Requests by what their joules are, `accounting/source`: `physical/op-count-model`,
+    /// `tutorial/time-model`. A log written under one configuration has one.
+    pub joules_from: BTreeMap<String, u64>,
     /// What the machine's energy counter measured and whom it is attributed to, when the log
     /// has attribution entries.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +59,8 @@ pub struct Summary {
 pub struct Metered {
     /// What the counter's joules are (`rapl`, `time-model`).
     pub source: String,
+    /// `physical` if the shares corrected the budgets, `tutorial` if they were only reported.
+    pub accounting: String,
     /// Everything it measured.
     pub measured_j: f64,
     /// By actor.
@@ -70,6 +75,9 @@ pub struct Attributed {
     pub metered_j: f64,
     /// Its share of the counter's measurement.
     pub attributed_j: f64,
+    /// Under physical accounting, what its charges were corrected by to pay its share (its
+    /// refusals' share is measured, never charged); zero under tutorial accounting.
+    pub corrected_j: f64,
 }
 
 impl Summary {
@@ -80,11 +88,16 @@ impl Summary {
             EntryKind::LogRepair => self.repairs += 1,
             EntryKind::EnergyAttribution => {
                 if let Some(energy) = &entry.energy {
-                    let meter = self.metered.get_or_insert_with(|| Metered { source: energy.source.to_string(), ..Metered::default() });
+                    let meter = self.metered.get_or_insert_with(|| Metered {
+                        source: energy.source.to_string(),
+                        accounting: energy.accounting.to_string(),
+                        ..Metered::default()
+                    });
                     meter.measured_j += energy.measured_j;
                     let line = meter.by_actor.entry(entry.actor.to_string()).or_default();
                     line.metered_j += energy.estimate_j;
                     line.attributed_j += energy.measured_j;
+                    line.corrected_j += energy.charged_j;
                 }
             }
             EntryKind::EnergyUsage | EntryKind::SecurityViolation | EntryKind::Rejected => {
@@ -92,6 +105,9 @@ impl Summary {
                 self.by_actor.entry(entry.actor.to_string()).or_default().add(entry);
                 self.by_principal.entry(entry.principal.to_string()).or_default().add(entry);
                 self.by_operation.entry(entry.operation.to_string()).or_default().add(entry);
+                if let Some(energy) = &entry.energy {
+                    *self.joules_from.entry(format!("{}/{}", energy.accounting, energy.source)).or_default() += 1;
+                }
             }
         }
     }
