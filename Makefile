@@ -27,8 +27,11 @@ netfaults:
 instrumented: protoc pass
 	./target/release/cargo-ergon ergon build --release --locked -p ergon-cli -p ergon-examples --instrument ergon-actors,ergon-examples,ergon-workloads
 
+# The cluster demo (tutorial accounting, the reference design's story), then the power-cap demo
+# (physical accounting, examples/physical.toml).
 demo: instrumented
 	./target/ergon/release/cluster-demo
+	./target/ergon/release/power-cap-demo
 
 # Fits joules per operation to this machine's energy counter and writes ergon-energy-profile.json
 # (the documented default where the counter is not RAPL). ARGS passes options, e.g. ARGS="--repeats 6".

@@ -105,6 +105,15 @@ async fn main() -> Result<()> {
     let log = Arc::new(log);
 
     println!("ergon demo: 5 nodes in one process, each with the eight managers and a worker pool");
+    match config.energy.accounting {
+        actors::energy::Accounting::Tutorial => println!(
+            "  tutorial accounting: base costs are the reference design's constants, story units beside the few \
+             microjoules measured (power-cap-demo shows physical accounting)"
+        ),
+        actors::energy::Accounting::Physical => {
+            println!("  physical accounting: base costs are the gate's measured fixed cost, shares of the counter correct the budgets")
+        }
+    }
     println!(
         "  budgets: node manager {} (join {}), communication {} (broadcast {}), election {} (campaign {}),",
         config.node_manager.budget_joules,

@@ -45,6 +45,6 @@ pub use accounting::{Accounting, NotAnAccounting};
 pub use budget::{EnergyBudget, Reservation, Shortfall};
 pub use meter::{FixedMeter, Mark, Meter, OpCountMeter, Reading, Sample, Source, TimeMeter};
 pub use model::{CostModel, OpWeights};
-pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds};
+pub use monitor::{AlertLevel, EnergyAlert, EnergyMonitor, Thresholds, HYSTERESIS};
 pub use ops::{instrumentation, instrumented_modules, measure_ops, Instrumentation, NotInstrumented, OpCounts};
 pub use quantity::{Joules, QuantityError, Watts};

@@ -75,13 +75,18 @@ pub struct EnergyAlert {
 /// Watches a budget and raises an alert each time its usage crosses a threshold.
 ///
 /// Alerts are edge-triggered: crossing 80% raises one warning, not one per message after it.
-/// Falling back below a threshold raises an `Info` alert, and a later crossing alerts again.
+/// Falling back below a threshold, by at least [`HYSTERESIS`] of the total, raises an `Info`
+/// alert, and a later crossing alerts again; so a power-capped budget that hovers at a threshold,
+/// spending what it regains, alerts once, not at every refill.
 #[derive(Debug, Clone)]
 pub struct EnergyMonitor {
     thresholds: Thresholds,
     current: Option<AlertLevel>,
     recent: VecDeque<EnergyAlert>,
 }
+
+/// How far below a threshold usage must fall before it counts as fallen.
+pub const HYSTERESIS: f64 = 0.05;
 
 /// Alerts kept for [`EnergyMonitor::recent`]; older ones have already gone to `tracing` and the
 /// audit log.
@@ -96,7 +101,10 @@ impl EnergyMonitor {
     /// Looks at the budget after a change; returns the alert if a threshold was crossed.
     pub fn observe(&mut self, budget: &EnergyBudget) -> Option<EnergyAlert> {
         let used = budget.used_fraction();
-        let level = self.thresholds.level(used);
+        let mut level = self.thresholds.level(used);
+        if level < self.current {
+            level = self.thresholds.level(used + HYSTERESIS).min(self.current).max(level);
+        }
         if level == self.current {
             return None;
         }
@@ -175,6 +183,26 @@ mod tests {
         assert_eq!(again.level, AlertLevel::Warning);
         assert!(again.message.contains("83.2%"), "{}", again.message);
         assert_eq!(monitor.recent().count(), 3);
+    }
+
+    #[test]
+    fn a_power_cap_hovering_at_a_threshold_alerts_once() {
+        let t0 = std::time::Instant::now();
+        let mut budget = EnergyBudget::with_refill(Joules::new(100.0).unwrap(), crate::Watts::new(1.0).unwrap(), t0);
+        let mut monitor = EnergyMonitor::new(Thresholds::default());
+        spend(&mut budget, 96.0);
+        let mut levels: Vec<AlertLevel> = monitor.observe(&budget).map(|a| a.level).into_iter().collect();
+        // Regains 2 J, spends them again, a hundred times: usage moves between 94% and 96%.
+        for i in 1..=100u64 {
+            budget.refill(t0 + std::time::Duration::from_secs(2 * i));
+            levels.extend(monitor.observe(&budget).map(|a| a.level));
+            spend(&mut budget, 2.0);
+            levels.extend(monitor.observe(&budget).map(|a| a.level));
+        }
+        assert_eq!(levels, [AlertLevel::Critical]);
+        // Falling clearly below (by the hysteresis) counts.
+        budget.refill(t0 + std::time::Duration::from_secs(1000));
+        assert_eq!(monitor.observe(&budget).unwrap().level, AlertLevel::Info);
     }
 
     #[test]

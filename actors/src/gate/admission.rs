@@ -3,11 +3,11 @@
 //! revocation while an asynchronous operation runs is seen when it settles). Admission either holds the estimate as a
 //! reservation (a [`Ticket`]) or says why not (a [`Refusal`]).
 
-use energy::Reservation;
+use energy::{Joules, Reservation};
 use security::audit::compact_str::CompactString;
 use security::audit::EntryKind;
 
-use super::{Gate, GateError, Operation, Rules};
+use super::{Declared, Gate, GateError, Operation, Rules};
 
 /// An admitted request: who asked, about what, and the energy held for it.
 pub(super) struct Ticket {
@@ -84,7 +84,8 @@ impl Gate {
             self.budget.refill(now);
         }
         self.apply_correction();
-        match self.budget.reserve(self.estimate(operation)) {
+        let estimate = if operation < Declared::COMMON { Joules::ZERO } else { self.estimate(operation) };
+        match self.budget.reserve(estimate) {
             Ok(hold) => Ok(Ticket {
                 operation,
                 grant_version,

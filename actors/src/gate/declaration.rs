@@ -56,6 +56,11 @@ impl Declared {
     /// [`Status`](super::Status), second in every actor's table.
     pub const STATUS: Declared = Declared { name: "status", cost: 0.0, requires: CapSet::of(&[Capability::EnergyManagement]) };
 
+    /// How many operations every table starts with ([`TOP_UP`](Self::TOP_UP) and
+    /// [`STATUS`](Self::STATUS)). They are charged what they cost, but never refused for lack of
+    /// energy: an exhausted budget can always be read and refilled.
+    pub const COMMON: usize = 2;
+
     /// The default base cost.
     pub fn base(&self) -> Joules {
         Joules::new(self.cost).unwrap_or(Joules::ZERO)
