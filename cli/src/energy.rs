@@ -109,14 +109,25 @@ pub fn run(command: EnergyCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&found)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<34} {:<14} {:<9} detail", "counter", "source", "status");
-            for f in &found.findings {
+            // Subzones (core, uncore, dram) under their package, every zone by its name.
+            let shown: Vec<String> = found
+                .findings
+                .iter()
+                .map(|f| match f.zone.as_ref().and_then(|z| z.parent.as_ref()) {
+                    Some(_) => format!("  └ {}", f.name),
+                    None => f.name.clone(),
+                })
+                .collect();
+            let width = shown.iter().map(|s| s.chars().count()).max().unwrap_or(0).max("counter".len());
+            println!("{:<width$} {:<14} {:<9} detail", "counter", "source", "status");
+            for (f, shown) in found.findings.iter().zip(&shown) {
                 let (status, detail) = match &f.status {
                     Status::Usable { joules, watts } => ("usable", format!("{joules:.3} J during the load, {watts:.2} W")),
-                    Status::Stuck => ("stuck", format!("did not advance during {load_ms} ms of load: measures nothing here")),
+                    Status::Stuck => ("stuck", format!("readable, but did not advance during {load_ms} ms of load: measures nothing here")),
                     Status::Unusable { why } => ("unusable", why.clone()),
                 };
-                println!("{:<34} {:<14} {:<9} {detail}", f.name, f.source.as_str(), status);
+                let chosen = if found.chosen.contains(&f.name) { " [used]" } else { "" };
+                println!("{shown:<width$} {:<14} {:<9} {detail}{chosen}", f.source.as_str(), status);
             }
             println!("\nergon uses: {}", found.verdict);
             Ok(ExitCode::SUCCESS)

@@ -363,3 +363,71 @@ fn hardware_counters_are_used_where_they_open_and_named_where_they_do_not() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn every_zone_and_subzone_is_listed_by_name_with_its_status() {
+    let tree = Tree::new();
+    tree.zone("intel-rapl:0", "package-0", 1_000)
+        .zone("intel-rapl:0:0", "core", 100)
+        .zone("intel-rapl:0:1", "uncore", 0)
+        .zone("intel-rapl:1", "package-1", 2_000)
+        .zone("intel-rapl:1:0", "dram", 10)
+        .zone("intel-rapl:2", "psys", 0)
+        .zone("intel-rapl-mmio:0", "package-0", 5);
+    // As the device tree keeps them: a subzone inside its package only, not beside it.
+    let nested = tree.root().join("intel-rapl:1/intel-rapl:1:1");
+    fs::create_dir(&nested).unwrap();
+    fs::write(nested.join("name"), "core\n").unwrap();
+    fs::write(nested.join("max_energy_range_uj"), format!("{MAX}\n")).unwrap();
+    fs::write(nested.join("energy_uj"), "7\n").unwrap();
+    // A package whose counter is garbage, and a subzone whose counter is missing.
+    tree.write("intel-rapl:1", "energy_uj", "0xdeadbeef\n");
+    fs::remove_file(tree.root().join("intel-rapl:1:0/energy_uj")).unwrap();
+    // A zone with no name at all.
+    fs::create_dir(tree.root().join("intel-rapl:3")).unwrap();
+
+    let probe = probe_with(&tree.config(), || {
+        tree.set("intel-rapl:0", 2_001_000);
+        tree.set("intel-rapl:0:0", 1_000_100);
+        tree.set("intel-rapl-mmio:0", 3_000_005);
+        fs::write(nested.join("energy_uj"), "500007\n").unwrap();
+    });
+    let zones: Vec<(&str, Option<&str>, Option<&str>, &Status)> = probe
+        .findings
+        .iter()
+        .filter_map(|f| f.zone.as_ref().map(|z| (z.id.as_str(), z.name.as_deref(), z.parent.as_deref(), &f.status)))
+        .collect();
+    let ids: Vec<&str> = zones.iter().map(|z| z.0).collect();
+    assert_eq!(
+        ids,
+        ["intel-rapl:0", "intel-rapl:0:0", "intel-rapl:0:1", "intel-rapl:1", "intel-rapl:1:0", "intel-rapl:1:1", "intel-rapl:2", "intel-rapl:3", "intel-rapl-mmio:0"]
+    );
+    let names: Vec<Option<&str>> = zones.iter().map(|z| z.1).collect();
+    assert_eq!(
+        names,
+        [Some("package-0"), Some("core"), Some("uncore"), Some("package-1"), Some("dram"), Some("core"), Some("psys"), None, Some("package-0")]
+    );
+    assert_eq!(zones[5].2, Some("intel-rapl:1"), "the nested subzone is its package's");
+    assert!(matches!(zones[0].3, Status::Usable { joules, .. } if *joules == 2.0));
+    assert!(matches!(zones[5].3, Status::Usable { joules, .. } if *joules == 0.5));
+    assert_eq!(*zones[2].3, Status::Stuck, "uncore did not advance");
+    assert_eq!(*zones[6].3, Status::Stuck, "psys did not advance");
+    let why = |i: usize| match zones[i].3 {
+        Status::Unusable { why } => why.clone(),
+        other => panic!("{} is {other:?}", zones[i].0),
+    };
+    assert!(why(3).contains("0xdeadbeef"), "the garbage package: {}", why(3));
+    assert!(why(4).contains("energy_uj"), "the missing counter: {}", why(4));
+    assert!(why(7).contains("name"), "the nameless zone: {}", why(7));
+    // The garbage package keeps its name in the listing.
+    assert!(probe.findings.iter().any(|f| f.name == "powercap:intel-rapl:1 (package-1)" && matches!(f.status, Status::Unusable { .. })));
+    assert!(probe.findings.iter().any(|f| f.zone.as_ref().is_some_and(|z| z.mmio)));
+    // With psys stuck and package-1 unreadable, no RAPL group can be trusted.
+    assert_eq!(probe.source, Source::TimeModel, "{}", probe.verdict);
+
+    let json = serde_json::to_value(&probe).unwrap();
+    let listed: Vec<&str> = json["findings"].as_array().unwrap().iter().filter_map(|f| f["zone"]["id"].as_str()).collect();
+    assert_eq!(listed, ids);
+    assert_eq!(json["findings"][3]["status"], "unusable");
+    assert_eq!(json["findings"][3]["zone"]["name"], "package-1");
+}

@@ -31,7 +31,7 @@ use crate::{Joules, Source};
 pub use cpu_time::CpuTimeCounter;
 pub use perf::{PerfCounter, PowerEvent};
 pub use powercap::{PowercapCounter, Zone};
-pub use probe::{probe, probe_and_open, probe_with, Finding, Probe, ProbeConfig, Status, SumCounter};
+pub use probe::{probe, probe_and_open, probe_with, Finding, Probe, ProbeConfig, RaplZone, Status, SumCounter};
 
 /// A cumulative energy counter.
 pub trait EnergyCounter: Send {

@@ -27,7 +27,8 @@ use crate::{Joules, Source};
 /// Where Linux puts the powercap tree.
 pub const DEFAULT_ROOT: &str = "/sys/class/powercap";
 
-/// One RAPL domain.
+/// One RAPL domain: a package, its `core`, `uncore` and `dram` subzones, the platform (`psys`),
+/// or one of these through the MMIO interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Zone {
     /// Its directory name (`intel-rapl:0:1`).
@@ -43,8 +44,7 @@ pub struct Zone {
 impl Zone {
     /// The zone it is a part of (`intel-rapl:0` for `intel-rapl:0:1`).
     pub fn parent(&self) -> Option<&str> {
-        let (parent, _) = self.id.rsplit_once(':')?;
-        parent.contains(':').then_some(parent)
+        parent_of(&self.id)
     }
 
     /// Reads `energy_uj`.
@@ -61,11 +61,19 @@ impl Zone {
     }
 }
 
+/// The zone that zone `id` is a part of (`intel-rapl:0` for `intel-rapl:0:1`), if it is a subzone.
+pub fn parent_of(id: &str) -> Option<&str> {
+    let (parent, _) = id.rsplit_once(':')?;
+    parent.contains(':').then_some(parent)
+}
+
 /// A zone directory's id, and the zone or why it could not be described.
 pub type Found = (String, Result<Zone, CounterError>);
 
 /// Every RAPL zone under `root`, in order (`intel-rapl:2` before `intel-rapl:10`), each with the
-/// reason it could not be described if it could not. A missing root is an error: this machine (or
+/// reason it could not be described if it could not. Subzones are found both where
+/// `/sys/class/powercap` lists them (beside their package) and inside their package's directory
+/// (where the device tree keeps them), once each. A missing root is an error: this machine (or
 /// kernel) has no powercap RAPL.
 pub fn discover(root: &Path) -> Result<Vec<Found>, CounterError> {
     let entries = std::fs::read_dir(root).map_err(|e| match e.kind() {
@@ -75,16 +83,33 @@ pub fn discover(root: &Path) -> Result<Vec<Found>, CounterError> {
         },
         _ => unreadable(root, &e),
     })?;
-    let mut zones: Vec<Found> = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let id = entry.file_name().to_str()?.to_owned();
-            let is_zone = (id.starts_with("intel-rapl:") || id.starts_with("intel-rapl-mmio:")) && order(&id).is_some();
-            is_zone.then(|| (id.clone(), describe(&id, &root.join(&id))))
-        })
-        .collect();
-    zones.sort_by_key(|(id, _)| order(id));
-    Ok(zones)
+    let mut dirs: std::collections::BTreeMap<(bool, Vec<u32>), (String, PathBuf)> = Default::default();
+    let mut pending: Vec<(String, PathBuf)> = zone_dirs(entries).map(|id| (id.clone(), root.join(id))).collect();
+    while let Some((id, dir)) = pending.pop() {
+        let Some(key) = order(&id) else { continue };
+        if dirs.contains_key(&key) {
+            continue;
+        }
+        // A package's subzones inside it; nothing nests deeper than a subzone.
+        if key.1.len() == 1 {
+            if let Ok(children) = std::fs::read_dir(&dir) {
+                let prefix = format!("{id}:");
+                pending.extend(zone_dirs(children).filter(|c| c.starts_with(&prefix)).map(|c| (c.clone(), dir.join(c))));
+            }
+        }
+        dirs.insert(key, (id, dir));
+    }
+    Ok(dirs.into_values().map(|(id, dir)| (id.clone(), describe(&id, &dir))).collect())
+}
+
+/// The names in a directory listing that are RAPL zones (`intel-rapl:0`, `intel-rapl-mmio:0`;
+/// not the control type `intel-rapl`).
+fn zone_dirs(entries: std::fs::ReadDir) -> impl Iterator<Item = String> {
+    entries.filter_map(|entry| entry.ok()).filter_map(|entry| {
+        let id = entry.file_name().to_str()?.to_owned();
+        let is_zone = (id.starts_with("intel-rapl:") || id.starts_with("intel-rapl-mmio:")) && order(&id).is_some();
+        is_zone.then_some(id)
+    })
 }
 
 /// Sort key: MMIO after MSR zones, then by the numbers in the id.

@@ -49,6 +49,23 @@ pub struct Finding {
     /// Whether it can be used.
     #[serde(flatten)]
     pub status: Status,
+    /// For a powercap zone: which RAPL domain it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<RaplZone>,
+}
+
+/// The RAPL domain a powercap finding is, as far as its directory says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaplZone {
+    /// Its directory name (`intel-rapl:0:1`).
+    pub id: String,
+    /// What it measures (`package-0`, `core`, `uncore`, `dram`, `psys`), if its `name` file
+    /// could be read.
+    pub name: Option<String>,
+    /// The package it is a subzone of.
+    pub parent: Option<String>,
+    /// Read through the MMIO interface (`intel-rapl-mmio:N`) rather than the MSRs.
+    pub mmio: bool,
 }
 
 /// Whether a counter can be used.
@@ -136,11 +153,22 @@ pub fn probe_and_open(config: &ProbeConfig, load: impl FnOnce()) -> (Probe, Opti
             candidates.rapl_found = true;
             let mut zones: Vec<Zone> = Vec::new();
             for (id, zone) in found {
+                let domain = RaplZone {
+                    name: zone.as_ref().ok().map(|z| z.name.clone()),
+                    parent: powercap::parent_of(&id).map(str::to_owned),
+                    mmio: id.starts_with("intel-rapl-mmio:"),
+                    id: id.clone(),
+                };
+                let name = match &domain.name {
+                    Some(name) => format!("powercap:{id} ({name})"),
+                    None => format!("powercap:{id}"),
+                };
                 let counter = zone.and_then(|zone| {
                     zones.push(zone.clone());
                     PowercapCounter::open(zone)
                 });
-                candidates.add(format!("powercap:{id}"), Source::Rapl, counter.map(|c| Box::new(c) as _));
+                candidates.add(name, Source::Rapl, counter.map(|c| Box::new(c) as _));
+                candidates.findings.last_mut().expect("just added").zone = Some(domain);
             }
             let machine = powercap::machine_zones(&zones).into_iter().map(|z| format!("powercap:{} ({})", z.id, z.name));
             groups.push(Group { members: machine.collect(), source: Source::Rapl, how: "RAPL through powercap" });
@@ -205,7 +233,7 @@ impl Candidates {
     fn add(&mut self, name: String, source: Source, counter: Result<Box<dyn EnergyCounter>, super::CounterError>) {
         match counter {
             Ok(counter) => {
-                self.findings.push(Finding { name: counter.name().to_owned(), source, status: Status::Stuck });
+                self.findings.push(Finding { name: counter.name().to_owned(), source, status: Status::Stuck, zone: None });
                 self.open.push((self.findings.len() - 1, counter));
             }
             Err(e) => self.unusable(name, source, e.to_string()),
@@ -213,7 +241,7 @@ impl Candidates {
     }
 
     fn unusable(&mut self, name: String, source: Source, why: String) {
-        self.findings.push(Finding { name, source, status: Status::Unusable { why } });
+        self.findings.push(Finding { name, source, status: Status::Unusable { why }, zone: None });
     }
 
     /// Reads every open counter once more: those that advanced are usable.
