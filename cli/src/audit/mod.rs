@@ -1,4 +1,6 @@
-//! `ergon audit`: verify, summary, show.
+//! `ergon audit`: verify, repair, summary, show, plot.
+
+mod plot;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -76,6 +78,32 @@ pub enum AuditCommand {
     ///   ergon audit show /var/log/ergon --follow --json
     #[command(verbatim_doc_comment)]
     Show(ShowArgs),
+    /// Draw joules over time as an SVG: one line per actor (or operation, or principal), the
+    /// joules charged from the log's first entry on, with refusals marked (x) on their line and
+    /// energy alerts along the top (triangles). Where the log has attribution entries, the
+    /// machine's energy counter is drawn beside the charges, on the right-hand axis; under
+    /// physical accounting an actor's line includes the corrections that made it pay its share.
+    ///
+    /// At most 12 lines are drawn, the largest; the rest are summed into "others". Time is cut
+    /// into --points equal stretches, so the picture stays the same size however long the log.
+    ///
+    /// Examples:
+    ///   ergon audit plot ergon-demo/audit -o energy.svg
+    ///   ergon audit plot ergon-power-cap/audit -o by-principal.svg --by principal --points 400
+    #[command(verbatim_doc_comment)]
+    Plot {
+        /// A log directory or a single segment file.
+        path: PathBuf,
+        /// Where to write the SVG.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// What each line is.
+        #[arg(long, value_enum, default_value = "actor")]
+        by: plot::By,
+        /// How many stretches of time each line has.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        points: u32,
+    },
 }
 
 #[derive(Args)]
@@ -127,7 +155,27 @@ pub fn run(command: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Repair { dir, key } => repair_command(dir, key),
         AuditCommand::Summary { path, json } => summary(&path, json),
         AuditCommand::Show(args) => show(args),
+        AuditCommand::Plot { path, out, by, points } => plot_command(&path, &out, by, points as usize),
     }
+}
+
+fn plot_command(path: &Path, out: &Path, by: plot::By, points: usize) -> Result<ExitCode> {
+    let plot = plot::Plot::read(path, by, points)?;
+    let what = if plot.joules_from.is_empty() { String::new() } else { format!(" ({})", plot.joules_from.join(", ")) };
+    plot.draw(out, &format!("ergon: joules over {:.1} s of {}{what}", plot.span, path.display()))?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{}: {} lines over {:.3} s, {points} stretches each", out.display(), plot.series.len(), plot.span)?;
+    for s in &plot.series {
+        let refused: u64 = s.denied.iter().map(|d| d.2).sum();
+        let total = s.points.last().map_or(0.0, |p| p.1);
+        writeln!(stdout, "  {}: {} points, {total:.6} J, {refused} refusal entries", printable(&s.name), s.points.len())?;
+    }
+    if let Some(counter) = &plot.counter {
+        writeln!(stdout, "  {}: {} points, {:.6} J", counter.name, counter.points.len(), counter.points.last().map_or(0.0, |p| p.1))?;
+    }
+    let alerts: u64 = plot.alerts.iter().map(|a| a.count).sum();
+    writeln!(stdout, "  {alerts} alerts")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn repair_command(dir: PathBuf, key: Option<PathBuf>) -> Result<ExitCode> {
