@@ -79,6 +79,7 @@ fn gated(grants: &Arc<GrantTable>, audit: Arc<dyn AuditSink>) -> Gated {
         gate_cost: energy::Joules::ZERO,
         account: None,
         clock: GateClock::system(),
+            metrics: None,
         credential: grants.grant(Principal::actor("bench"), Gated::default_config().grants, Scope::root(), Origin::Configured),
     });
     Gated { gate, state: 1 }

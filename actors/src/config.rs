@@ -41,6 +41,8 @@ pub struct Config {
     pub energy: EnergyConfig,
     /// Sampling the machine's energy counter and sharing it among the actors.
     pub attribution: AttributionConfig,
+    /// Prometheus metrics at `/metrics`.
+    pub metrics: MetricsConfig,
     /// Request size limits.
     pub limits: Limits,
     /// Budget alert thresholds.
@@ -125,6 +127,16 @@ impl Default for AttributionConfig {
     }
 }
 
+/// Where the process serves Prometheus metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The address of `http://ADDRESS/metrics` (`127.0.0.1:9464`; port 0 picks one). Without
+    /// it, no metrics are kept or served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// Why a configuration was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -154,6 +166,7 @@ impl Default for Config {
                 cost_model: energy::CostModel::default(),
             },
             attribution: AttributionConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: Limits::default(),
             alerts: Thresholds::default(),
             audit: AuditConfig::new("ergon-audit"),

@@ -8,6 +8,7 @@
 //! - [`node`]: a node's run time: the [`Environment`] its actors share, the consensus actor that
 //!   runs Raft, [`node::local_cluster`] (N nodes in one process), stopping and waiting.
 //! - [`transport`]: how a node's actors reach other nodes.
+//! - [`metrics`]: the Prometheus figures the gate and the managers push, served at `/metrics`.
 //! - [`config`]: the TOML configuration, gathered from each manager's declared defaults.
 //!
 //! Dependencies point one way: `gate` knows nothing above it, the managers build on `gate` and
@@ -22,6 +23,7 @@ extern crate self as actors;
 pub mod config;
 pub mod gate;
 pub mod managers;
+pub mod metrics;
 pub mod node;
 pub mod transport;
 

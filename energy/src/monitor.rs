@@ -18,6 +18,17 @@ pub enum AlertLevel {
     Critical,
 }
 
+impl AlertLevel {
+    /// Its name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertLevel::Info => "info",
+            AlertLevel::Warning => "warning",
+            AlertLevel::Critical => "critical",
+        }
+    }
+}
+
 /// Fractions of a budget's total at which the monitor raises alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

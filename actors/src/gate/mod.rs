@@ -124,6 +124,8 @@ use std::sync::Arc;
 use energy::attribution::Account;
 use energy::{Accounting, EnergyAlert, EnergyBudget, EnergyMonitor, Joules, Meter, Source, Watts};
 use security::{CapSet, Credential, GrantTable, Scope, SecurityContext};
+
+use crate::metrics::GateMetrics;
 use serde::Serialize;
 
 pub use clock::{GateClock, ManualTime};
@@ -224,6 +226,8 @@ pub struct GateSetup<'a, S = NoSettings> {
     pub account: Option<Arc<Account>>,
     /// What the gate's time is.
     pub clock: GateClock,
+    /// Where its counters and budget go for Prometheus, when the process serves metrics.
+    pub metrics: Option<GateMetrics>,
     /// The actor's own grant, with which it asks other actors.
     pub credential: Credential,
 }
@@ -242,6 +246,7 @@ pub struct Gate {
     accounting: Accounting,
     gate_cost: Joules,
     account: Option<Arc<Account>>,
+    metrics: Option<GateMetrics>,
     audit: Arc<dyn security::audit::AuditSink>,
     clock: WallClock,
     credential: Credential,
@@ -277,6 +282,9 @@ impl Gate {
                 mean_measured: 0.0,
             })
             .collect();
+        if let Some(metrics) = &setup.metrics {
+            metrics.budget(&budget);
+        }
         Gate {
             actor: security::audit::intern(&setup.actor),
             scope: setup.scope,
@@ -290,6 +298,7 @@ impl Gate {
             accounting: setup.accounting,
             gate_cost: setup.gate_cost,
             account: setup.account,
+            metrics: setup.metrics,
             audit: setup.audit,
             clock,
             credential: setup.credential,
@@ -342,6 +351,9 @@ impl Gate {
     /// Adds energy to the budget (the body of a gated top-up; the gate audits it).
     pub fn top_up(&mut self, amount: Joules) -> Joules {
         self.budget.top_up(amount);
+        if let Some(metrics) = &self.metrics {
+            metrics.budget(&self.budget);
+        }
         self.watch_budget(Declared::TOP_UP.name, Some(0));
         self.budget.remaining()
     }

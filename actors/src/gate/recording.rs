@@ -44,6 +44,9 @@ impl Gate {
             return;
         }
         let overdraft = self.budget.correct(delta);
+        if let Some(metrics) = &self.metrics {
+            metrics.corrected(delta);
+        }
         let amount = Joules::new(delta.abs()).unwrap_or(Joules::ZERO);
         if delta > 0.0 {
             self.counters.corrected_up += amount;
@@ -68,6 +71,12 @@ impl Gate {
         let sample = self.assess(&measured.reading);
         self.account_for(&sample, None);
         self.counters.denied += 1;
+        if let (Some(metrics), Some(i)) = (&self.metrics, refusal.operation) {
+            let op = metrics.operation(i);
+            op.denied.inc();
+            op.metered.inc_by(sample.joules.get());
+            metrics.budget(&self.budget);
+        }
         let principal = msg.context().principal().as_str();
         let left_out = match self.refusals.note(principal, measured.ended, sample.joules.get(), &self.clock) {
             Verdict::LeaveOut => {
@@ -178,6 +187,17 @@ impl Gate {
                 Outcome::Failed
             }
         };
+        if let Some(metrics) = &self.metrics {
+            let op = metrics.operation(ticket.operation);
+            match outcome {
+                Outcome::Allowed => op.allowed.inc(),
+                Outcome::Denied => op.denied.inc(),
+                Outcome::Failed => op.failed.inc(),
+            };
+            op.charged.inc_by(actual.get());
+            op.metered.inc_by(sample.joules.get());
+            metrics.budget(&self.budget);
+        }
         let energy = self.energy_record(&sample, actual, estimate);
         let durable = self.record(
             measured.ended,
@@ -283,6 +303,9 @@ impl Gate {
     /// Raises an alert if the budget crossed a threshold.
     pub(super) fn watch_budget(&mut self, name: &'static str, operation: Option<usize>) {
         let Some(alert) = self.monitor.observe(&self.budget) else { return };
+        if let Some(metrics) = &self.metrics {
+            metrics.alert(alert.level.as_str());
+        }
         let level = match alert.level {
             energy::AlertLevel::Critical => {
                 tracing::error!(actor = %self.actor, "{}", alert.message);

@@ -26,6 +26,7 @@ use crate::managers::worker_pool::ReadLoad;
 use crate::node::consensus::{Consensus, Inspect};
 use crate::node::Stop;
 use crate::transport::{Envelope, Transport};
+use crate::metrics::NodeMetrics;
 use crate::{gate_error, gated, Environment};
 
 /// The scope failure detectors act in.
@@ -223,6 +224,7 @@ pub struct FailureDetector {
     consensus: Addr<Consensus>,
     pool: Option<Recipient<ReadLoad>>,
     recovery: Option<Addr<recovery_manager::RecoveryManager>>,
+    metrics: Option<NodeMetrics>,
 }
 
 impl FailureDetector {
@@ -253,6 +255,7 @@ impl FailureDetector {
             consensus,
             pool,
             recovery,
+            metrics: env.node_metrics(node),
         }
     }
 
@@ -310,6 +313,14 @@ impl FailureDetector {
     /// Sends a gated `Check` for every peer the core says is due, and tells the core how each
     /// ended.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if let Some(metrics) = &self.metrics {
+            let now = self.now();
+            for peer in self.decisions.peers() {
+                if let Some(state) = self.decisions.state(peer, now) {
+                    metrics.phi(peer, state.phi);
+                }
+            }
+        }
         let me = ctx.address();
         for node in self.decisions.due(self.now()) {
             let check = me.send(Check { ctx: self.gate.identity(SCOPE), node });

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::gate::{Gate, Pending};
 use crate::managers::failure_detector::{self, Failure, FailureKind, Report};
 use crate::node::Stop;
+use crate::metrics::NodeMetrics;
 use crate::{gate_error, gated, Environment};
 
 /// The scope worker pools act in.
@@ -221,6 +222,7 @@ pub struct WorkerPool {
     shares: BTreeMap<String, f64>,
     detector: Option<Recipient<Report>>,
     timeout: Duration,
+    metrics: Option<NodeMetrics>,
 }
 
 impl WorkerPool {
@@ -236,11 +238,22 @@ impl WorkerPool {
             shares: BTreeMap::new(),
             detector,
             timeout: Duration::from_millis(config.reply_timeout_ms),
+            metrics: env.node_metrics(node),
+        }
+    }
+
+    /// Sets the pool's gauges, after a job started or ended or a worker came or went.
+    fn show(&self) {
+        if let Some(metrics) = &self.metrics {
+            let load = self.load();
+            metrics.workers.set(i64::try_from(load.workers).unwrap_or(i64::MAX));
+            metrics.in_flight.set(i64::try_from(load.in_flight).unwrap_or(i64::MAX));
         }
     }
 
     fn start_workers(&mut self, ctx: &mut Context<Self>) {
         self.slots = (0..self.settings.initial).map(|slot| self.spawn(slot, ctx.address())).collect();
+        self.show();
     }
 
     /// Starts a worker for `slot` on a thread of its own; it stops (and ends its thread) when a
@@ -299,10 +312,12 @@ impl WorkerPool {
         };
         *in_flight += 1;
         let run = worker.send(Run(msg.job)).timeout(self.timeout);
+        self.show();
         Box::pin(fut::wrap_future(run).map(move |answer, pool: &mut Self, _| {
             if let Some(Slot::Running { in_flight, .. }) = pool.slots.get_mut(slot) {
                 *in_flight = in_flight.saturating_sub(1);
             }
+            pool.show();
             match answer {
                 Ok(result) => result.map_err(PoolError::JobFailed),
                 Err(e) => Err(PoolError::JobFailed(format!("worker-{slot} did not answer: {e}"))),
@@ -330,6 +345,7 @@ impl WorkerPool {
             let slot = self.spawn(self.slots.len(), ctx.address());
             self.slots.push(slot);
         }
+        self.show();
         Ok(msg.workers)
     }
 
@@ -385,6 +401,7 @@ impl Handler<WorkerStopped> for WorkerPool {
     fn handle(&mut self, msg: WorkerStopped, _: &mut Context<Self>) {
         let Some(slot) = self.slots.get_mut(msg.slot) else { return };
         *slot = Slot::Stopped;
+        self.show();
         let Some(detector) = &self.detector else {
             tracing::warn!(node = self.node, "{} (no failure detector to report it to)", msg.reason);
             return;

@@ -17,6 +17,7 @@ use energy::{Accounting, Watts};
 use security::audit::{AuditEntry, AuditSink, Detail, EnergyRecord, EntryKind, Outcome};
 
 use crate::config::AttributionConfig;
+use crate::metrics::Metrics;
 
 /// The actor name of the unattributed rest in the audit log.
 pub const UNATTRIBUTED: &str = "unattributed";
@@ -46,6 +47,7 @@ impl Attribution {
         accounting: Accounting,
         watts_per_core: Watts,
         audit: Arc<dyn AuditSink>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Result<Attribution, AttributionError> {
         let probe_config = ProbeConfig {
             powercap_root: config.powercap_root.clone(),
@@ -56,7 +58,7 @@ impl Attribution {
         let load = probe_config.load;
         let (probe, counter) = probe_and_open(&probe_config, || energy::counters::probe::spin(load));
         let counter = counter.ok_or_else(|| AttributionError::NoCounter(probe.verdict.clone()))?;
-        Attribution::sample(Box::new(counter), probe, config, accounting, audit)
+        Attribution::sample(Box::new(counter), probe, config, accounting, audit, metrics)
     }
 
     /// Starts sampling `counter`, which `probe` chose (or which the caller supplies, with a
@@ -67,6 +69,7 @@ impl Attribution {
         config: &AttributionConfig,
         accounting: Accounting,
         audit: Arc<dyn AuditSink>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Result<Attribution, AttributionError> {
         tracing::info!(counter = counter.name(), source = %counter.source(), %accounting, verdict = %probe.verdict, "sampling the energy counter");
         let accounts = Accounts::new(accounting);
@@ -74,7 +77,12 @@ impl Attribution {
             every: Duration::from_millis(config.sample_every_ms),
             report_every: Duration::from_millis(config.report_every_ms),
         };
-        let sampler = Sampler::start(counter, accounts.clone(), sampling, Box::new(move |report| write(&*audit, report)))?;
+        let sampler = Sampler::start(counter, accounts.clone(), sampling, Box::new(move |report| {
+            write(&*audit, report);
+            if let Some(metrics) = &metrics {
+                metrics.attributed(report);
+            }
+        }))?;
         Ok(Attribution { accounts, sampler: Mutex::new(Some(sampler)), probe })
     }
 

@@ -19,6 +19,7 @@ use cluster::{LogStore, NodeId, Replica, ReplicaConfig, ReplicaError, State};
 use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::NodeMetrics;
 use crate::node::Stop;
 use crate::transport::{Envelope, Peer, Transport, Undelivered};
 use crate::Environment;
@@ -138,6 +139,7 @@ pub struct Consensus {
     /// Proposals waiting for their commit, by sequence number, with the term they were made in.
     proposals: BTreeMap<u64, (u64, oneshot::Sender<Result<State, String>>)>,
     campaigns: Vec<PendingCampaign>,
+    metrics: Option<NodeMetrics>,
 }
 
 struct PendingCampaign {
@@ -151,7 +153,13 @@ struct PendingCampaign {
 impl Consensus {
     /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
     pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration, mailbox_capacity: usize) -> Self {
-        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new() }
+        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new(), metrics: None }
+    }
+
+    /// The same, setting `metrics`' Raft gauges as it goes.
+    pub fn with_metrics(mut self, metrics: Option<NodeMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Persists, sends and applies whatever the replica has ready, and answers whoever waited.
@@ -192,6 +200,13 @@ impl Consensus {
         }
         self.abandon_proposals_of_past_terms();
         self.settle_campaigns();
+        if let Some(m) = &self.metrics {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.term.set(gauge(self.replica.term()));
+            m.leader.set(gauge(self.replica.leader().unwrap_or(0)));
+            m.commit.set(gauge(self.replica.commit_index()));
+            m.applied.set(gauge(self.replica.applied_index()));
+        }
     }
 
     /// Answers proposals made in an earlier term at once, as etcd does: the leader they went to
@@ -270,7 +285,8 @@ impl Consensus {
     /// Starts the consensus actor of `replica`, sending through `transport`.
     pub fn run(env: &Environment, replica: Replica, transport: Arc<dyn Transport>) -> Addr<Consensus> {
         let settings = env.config().raft;
-        Consensus::new(replica, transport, settings.timing().tick, settings.mailbox_capacity).start()
+        let metrics = env.node_metrics(replica.id());
+        Consensus::new(replica, transport, settings.timing().tick, settings.mailbox_capacity).with_metrics(metrics).start()
     }
 }
 

@@ -10,6 +10,7 @@ use security::{GrantTable, Origin, Principal, Scope};
 use crate::config::Config;
 use crate::gate::{ActorConfig, Gate, GateClock, GateSetup, GatedActor};
 use crate::node::attribution::{Attribution, AttributionError};
+use crate::metrics::{Metrics, MetricsError, MetricsServer, NodeMetrics};
 use crate::node::gate_cost;
 
 type MeterFactory = Arc<dyn Fn() -> Box<dyn Meter> + Send + Sync>;
@@ -31,6 +32,7 @@ pub struct Environment {
     audit: Arc<dyn AuditSink>,
     meter: MeterFactory,
     gate_cost: Joules,
+    metrics: Option<Arc<Metrics>>,
     attribution: Option<Arc<Attribution>>,
     clock: GateClock,
 }
@@ -49,7 +51,7 @@ impl Environment {
         let mut env = Environment::without_attribution(config, grants, audit);
         if env.config.attribution.enabled {
             let energy = &env.config.energy;
-            match Attribution::start(&env.config.attribution, energy.accounting, energy.watts_per_core, env.audit.clone()) {
+            match Attribution::start(&env.config.attribution, energy.accounting, energy.watts_per_core, env.audit.clone(), env.metrics.clone()) {
                 Ok(attribution) => env.attribution = Some(Arc::new(attribution)),
                 Err(e) => tracing::warn!(error = %e, "energy attribution is off"),
             }
@@ -69,7 +71,7 @@ impl Environment {
         let mut env = Environment::without_attribution(config, grants, audit);
         let probe = energy::counters::Probe::given(&*counter);
         let accounting = env.config.energy.accounting;
-        let attribution = Attribution::sample(counter, probe, &env.config.attribution, accounting, env.audit.clone())?;
+        let attribution = Attribution::sample(counter, probe, &env.config.attribution, accounting, env.audit.clone(), env.metrics.clone())?;
         env.attribution = Some(Arc::new(attribution));
         Ok(env)
     }
@@ -91,15 +93,36 @@ impl Environment {
                 cost
             }
         };
+        let metrics = config.metrics.listen.map(|_| Metrics::new());
         Environment {
             config: Arc::new(config),
             grants,
             audit,
             meter,
             gate_cost,
+            metrics,
             attribution: None,
             clock: GateClock::system(),
         }
+    }
+
+    /// The process's metrics, when `[metrics] listen` is set.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Serves the metrics at `[metrics] listen` until the returned server is dropped (`None`
+    /// when no address is configured).
+    pub fn serve_metrics(&self) -> Result<Option<MetricsServer>, MetricsError> {
+        match (self.config.metrics.listen, &self.metrics) {
+            (Some(address), Some(metrics)) => MetricsServer::start(address, metrics.clone()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The gauges of node `node`, when metrics are kept.
+    pub fn node_metrics(&self, node: impl ToString) -> Option<NodeMetrics> {
+        self.metrics.as_ref().map(|m| m.node(node))
     }
 
     /// The fixed cost of passing the gate, measured at start-up under physical accounting (zero
@@ -162,6 +185,7 @@ impl Environment {
             gate_cost: self.gate_cost,
             account: self.attribution.as_ref().map(|a| a.account(actor)),
             clock: self.clock.clone(),
+            metrics: self.metrics.as_ref().map(|m| m.gate(actor, &A::OPERATIONS.iter().map(|op| op.name).collect::<Vec<_>>())),
             credential,
         })
     }

@@ -63,6 +63,7 @@ pub fn measure(meter: Box<dyn Meter>, watts_per_core: Watts) -> Joules {
             gate_cost: Joules::ZERO,
             account: None,
             clock: GateClock::system(),
+            metrics: None,
             credential,
         }),
     };
