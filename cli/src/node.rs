@@ -15,7 +15,8 @@ pub fn run(config: PathBuf) -> Result<ExitCode> {
     let system = actix::System::new();
     system.block_on(async move {
         let node = Node::start(config)?;
-        tracing::info!(node = node.id(), cluster = %node.cluster(), address = %node.address(), "node started");
+        let metrics = node.metrics_address().map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
+        tracing::info!(node = node.id(), cluster = %node.cluster(), address = %node.address(), %metrics, "node started");
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),

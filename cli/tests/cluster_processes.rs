@@ -87,6 +87,10 @@ fn a_node_refuses_to_start_with_a_message_that_names_the_problem() {
     let err = start(&n1);
     assert!(err.contains(&format!("cannot listen on {}", addresses[0])), "{err}");
     drop(taken);
+    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = start(&format!("{n1}\n[metrics]\nlisten = \"{}\"\n", metrics.local_addr().unwrap()));
+    assert!(err.contains(&format!("metrics: cannot listen on {}", metrics.local_addr().unwrap())), "{err}");
+    drop(metrics);
 
     // A data directory that belongs to node 2.
     std::fs::create_dir_all(dir.path().join("n1")).unwrap();

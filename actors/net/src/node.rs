@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use actors::metrics::MetricsServer;
 use actors::node::assembly::ClusterNode;
 use actors::node::consensus::Consensus;
 use actors::security::audit::{AuditLog, AuditSink};
@@ -142,6 +143,9 @@ pub enum NodeError {
     /// The network would not start (a port in use, most often).
     #[error("{0}")]
     Net(#[from] NetError),
+    /// `/metrics` could not be served.
+    #[error("{0}")]
+    Metrics(#[from] actors::metrics::MetricsError),
 }
 
 impl NodeConfig {
@@ -241,6 +245,7 @@ pub struct Node {
     audit: Arc<AuditLog>,
     callers: Vec<Credential>,
     cluster: ClusterName,
+    metrics: Option<MetricsServer>,
 }
 
 impl Node {
@@ -262,6 +267,7 @@ impl Node {
         let grants = Arc::new(GrantTable::new());
         let member_grants = ergon.load_distributor.grants;
         let env = Environment::new(ergon, grants.clone(), audit.clone() as Arc<dyn AuditSink>);
+        let metrics = env.serve_metrics()?;
         let voters: Vec<NodeId> = node.members.iter().map(|m| m.id).collect();
         let replica = Consensus::open(&env, node.id, &voters, &node.data_dir.join("raft"))?;
         let transport = Arc::new(TcpTransport::start(TcpConfig {
@@ -287,7 +293,7 @@ impl Node {
             })
             .collect::<Vec<_>>();
         transport.serve_callers(Arc::new(Service::new(actors.clone(), grants, callers.clone(), tokens)));
-        Ok(Node { id: node.id, env, actors, transport, audit, callers, cluster })
+        Ok(Node { id: node.id, env, actors, transport, audit, callers, cluster, metrics })
     }
 
     /// This node's id.
@@ -310,6 +316,11 @@ impl Node {
         &self.actors
     }
 
+    /// Where it serves `/metrics`, if it does.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::address)
+    }
+
     /// Its transport.
     pub fn transport(&self) -> &Arc<TcpTransport> {
         &self.transport
@@ -327,7 +338,8 @@ impl Node {
 
     /// Stops the node: its actors stop, its connections close, its audit log is flushed and
     /// synced. The Raft store closes when the consensus actor drops it.
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.metrics.take();
         self.transport.shutdown();
         self.actors.stop().await;
         self.audit.flush()?;
