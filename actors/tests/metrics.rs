@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actors::managers::communication::{Broadcast, CommunicationManager};
 use actors::managers::node_manager::{ListNodes, NodeManager};
 use actors::managers::state_replicator::Replicate;
 use actors::node::local_cluster::LocalCluster;
@@ -82,6 +83,8 @@ async fn a_local_cluster_serves_its_metrics_in_the_openmetrics_format() {
     )
     .unwrap();
     config.node_manager.refill_watts = Some(energy::Watts::new(3.0).unwrap());
+    // A small budget, spent until refused, raises a warning and a critical alert.
+    config.communication_manager.budget_joules = Joules::new(2e-3).unwrap();
     let grants = Arc::new(GrantTable::new());
     let operator = grants.grant(Principal::user("operator"), CapSet::all(), Scope::root(), Origin::Configured);
     let guest = grants.grant(Principal::user("guest"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
@@ -99,6 +102,13 @@ async fn a_local_cluster_serves_its_metrics_in_the_openmetrics_format() {
     }
     for _ in 0..3 {
         assert!(nm.send(ListNodes { ctx: stranger.clone() }).await.unwrap().is_err());
+    }
+    let comm = CommunicationManager::new(&env, "solo").start();
+    let talk = operator.context(Scope::new("communication_management").unwrap()).unwrap();
+    let mut broadcasts = 0;
+    while comm.send(Broadcast { ctx: talk.clone(), channel: "c".into(), content: "x".into() }).await.unwrap().is_ok() {
+        broadcasts += 1;
+        assert!(broadcasts < 1_000_000, "a 2 mJ budget runs out");
     }
     let replicate = Replicate { ctx: operator.context(Scope::new("replication_management").unwrap()).unwrap(), data: b"v=1".to_vec() };
     cluster.node(leader).unwrap().replicator.send(replicate).await.unwrap().unwrap();
@@ -150,6 +160,13 @@ async fn a_local_cluster_serves_its_metrics_in_the_openmetrics_format() {
     let replicated: Vec<(&str, &str)> = replicated.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(value(&metrics, "ergon_requests", &replicated), 1.0);
 
+    let comm_solo = [("actor", "communication-manager/solo")];
+    assert_eq!(value(&metrics, "ergon_alerts", &[comm_solo[0], ("level", "warning")]), 1.0);
+    assert_eq!(value(&metrics, "ergon_alerts", &[comm_solo[0], ("level", "critical")]), 1.0);
+    let broadcast = [comm_solo[0], ("operation", "broadcast"), ("outcome", "allowed")];
+    assert_eq!(value(&metrics, "ergon_requests", &broadcast), f64::from(broadcasts));
+    assert!(value(&metrics, "ergon_budget_remaining_joules", &comm_solo) < 2e-3 * 0.05 + 1e-3, "spent");
+
     // The counter, as the sampler reported it, to the joule.
     let counter = [("counter", "dial"), ("source", "rapl"), ("accounting", "physical")];
     assert!((value(&metrics, "ergon_energy_counter_joules", &counter) - report.measured.get()).abs() < 1e-9);
@@ -167,6 +184,23 @@ async fn a_local_cluster_serves_its_metrics_in_the_openmetrics_format() {
             assert!((0.0..8.0).contains(&phi), "node {n} suspects {peer} at {phi}");
         }
     }
+
+    // The Grafana dashboard shipped in examples/ asks only for what is served.
+    let dashboard = include_str!("../../examples/grafana/ergon-dashboard.json");
+    let samples: std::collections::BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| if kind == "counter" { format!("{name}_total") } else { name.to_owned() })
+        .collect();
+    let mut asked = 0;
+    for expr in dashboard.split("\"expr\": \"").skip(1).map(|rest| rest.split('"').next().unwrap()) {
+        for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("ergon_")) {
+            assert!(samples.contains(name), "the dashboard asks for {name}, which is not served: {samples:?}");
+            asked += 1;
+        }
+    }
+    assert!(asked >= 18, "{asked} metric references in the dashboard");
 
     // Anything but GET /metrics is refused; a connection that sends nothing blocks no one.
     let idle = TcpStream::connect(server.address()).unwrap();
