@@ -364,6 +364,7 @@ mod tests {
             assert_eq!(config.node.data_dir, PathBuf::from(format!("/etc/ergon/data/n{id}")));
             assert_eq!(config.ergon.audit.dir, PathBuf::from(format!("/etc/ergon/data/n{id}/audit")), "the audit log defaults into the data directory");
             assert_eq!(config.node.tls.unwrap().ca, PathBuf::from("/etc/ergon/certs/ca.pem"));
+            assert_eq!(config.ergon.metrics.listen, Some(format!("127.0.0.{id}:9464").parse().unwrap()));
         }
     }
 

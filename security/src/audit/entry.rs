@@ -82,7 +82,9 @@ pub enum EntryKind {
     LogRepair,
     /// An actor's share of what the machine's energy counter measured over a period (or the
     /// unattributed rest, or the meter's own polling). `measured_j` is the share, `estimate_j`
-    /// what the actor was charged at run time for the same period; nothing is debited again.
+    /// what the meter measured for the actor's runs in the period; `charged_j` is zero under
+    /// tutorial accounting and, under physical accounting, the correction charged to (or, when
+    /// negative, credited to) the actor's budget so that it pays its admitted runs' share.
     EnergyAttribution,
 }
 
