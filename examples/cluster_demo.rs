@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler};
 use actors::cluster::NodeId;
-use actors::managers::communication::{Broadcast, CommunicationError, Delivery, Subscribe};
+use actors::managers::communication::{Broadcast, CommunicationError, Subscribe};
 use actors::energy::{instrumentation, instrumented_modules, Instrumentation, Joules};
 use actors::managers::failure_detector::{Failure, FailureDetector, Failures, Peers};
 use actors::gate::{GateError, GateStatus};
@@ -34,6 +34,9 @@ use actors::managers::worker_pool::{Job, ReadLoad, Work};
 use actors::{Config, Environment, Status};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Parser;
+use support::Listener;
+
+mod support;
 
 /// Run five ergon nodes in one process through elections, replication, scaling, a leader crash
 /// and its recovery, and write their audit log.
@@ -47,22 +50,6 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-/// Counts what it receives, so the demo can show deliveries arrived.
-struct Listener {
-    received: Arc<AtomicU64>,
-}
-
-impl Actor for Listener {
-    type Context = Context<Self>;
-}
-
-impl Handler<Delivery> for Listener {
-    type Result = ();
-    fn handle(&mut self, _: Delivery, _: &mut Context<Self>) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What the demo's worker pools charge for a job: a heavy batch, so that spent energy shows in
 /// how load is spread.
 const JOB_JOULES: f64 = 250.0;
@@ -70,13 +57,7 @@ const JOB_JOULES: f64 = 250.0;
 #[actix::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ergon::audit=error".into()))
-        .with_target(false)
-        .without_time()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    support::init_logging("warn,ergon::audit=error");
 
     // The demo makes a job panic on purpose; its worker catches it. One log line says so, not
     // a backtrace.

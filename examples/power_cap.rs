@@ -9,16 +9,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Context, Handler};
+use actix::{Actor, Addr};
 use actors::energy::attribution::METER_ACCOUNT;
 use actors::energy::{Accounting, Source};
 use actors::gate::GateStatus;
-use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager, Delivery, Subscribe};
+use actors::managers::communication::{Broadcast, CommunicationError, CommunicationManager, Subscribe};
 use actors::security::audit::{verify, AuditLog};
 use actors::security::{CapSet, GrantTable, Origin, Principal, Scope, SecurityContext};
 use actors::{Config, Environment, Status};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
+use support::Listener;
+
+mod support;
 
 /// Flood a power-capped communication manager under physical accounting, and show it throttled
 /// and admitted again as its cap refills.
@@ -32,19 +35,6 @@ struct Args {
     flood_ms: u64,
 }
 
-struct Listener(Arc<AtomicU64>);
-
-impl Actor for Listener {
-    type Context = Context<Self>;
-}
-
-impl Handler<Delivery> for Listener {
-    type Result = ();
-    fn handle(&mut self, _: Delivery, _: &mut Context<Self>) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What the budget has paid: run-time charges plus the sampler's corrections.
 fn paid(status: &GateStatus) -> f64 {
     let c = &status.counters;
@@ -54,13 +44,7 @@ fn paid(status: &GateStatus) -> f64 {
 #[actix::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ergon::audit=error,actors::gate=error".into()))
-        .with_target(false)
-        .without_time()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    support::init_logging("warn,ergon::audit=error,actors::gate=error");
     let config = Config::load(&args.config)?;
     if config.energy.accounting != Accounting::Physical {
         bail!("{}: this demo shows physical accounting; set [energy] accounting = \"physical\"", args.config.display());
@@ -89,7 +73,7 @@ async fn main() -> Result<()> {
     let comm = CommunicationManager::new(&env, "n1").start();
     let received = Arc::new(AtomicU64::new(0));
     for i in 0..3 {
-        let endpoint = Listener(received.clone()).start().recipient();
+        let endpoint = Listener { received: received.clone() }.start().recipient();
         let subscribe = Subscribe { ctx: ctx.clone(), channel: "telemetry".into(), subscriber: format!("listener-{i}"), endpoint };
         comm.send(subscribe).await?.context("subscribe")?;
     }

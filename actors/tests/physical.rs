@@ -3,7 +3,7 @@
 //! measured share exceeds its power cap is refused until the cap refills.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
@@ -14,27 +14,8 @@ use actors::security::audit::{AuditEntry, MemorySink, Summary};
 use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope};
 use actors::{Config, Environment};
 use energy::attribution::METER_ACCOUNT;
-use energy::counters::{CounterError, EnergyCounter, Scope as CounterScope};
+use energy::counters::ScriptedCounter;
 use energy::{Accounting, Joules, Source, Watts};
-
-/// A machine counter the test winds forward.
-#[derive(Clone, Default)]
-struct Dial(Arc<Mutex<f64>>);
-
-impl EnergyCounter for Dial {
-    fn name(&self) -> &str {
-        "dial"
-    }
-    fn source(&self) -> Source {
-        Source::Rapl
-    }
-    fn scope(&self) -> CounterScope {
-        CounterScope::Machine
-    }
-    fn read(&mut self) -> Result<Joules, CounterError> {
-        Ok(Joules::new(*self.0.lock().unwrap()).unwrap())
-    }
-}
 
 fn physical_config() -> Config {
     let mut config = Config::from_toml(
@@ -69,7 +50,7 @@ async fn budgets_pay_what_the_counter_measured_and_a_power_cap_throttles_and_ref
         Origin::Configured,
     );
     let guest = grants.grant(Principal::user("guest"), CapSet::of(&[Capability::BroadcastManagement]), Scope::root(), Origin::Configured);
-    let dial = Dial::default();
+    let dial = ScriptedCounter::new(Source::Rapl);
     let env = Environment::with_counter(config, grants, audit.clone(), Box::new(dial.clone())).unwrap();
     assert!(env.gate_cost() > Joules::ZERO, "the gate's fixed cost was measured");
     let attribution = env.attribution().unwrap().clone();
@@ -91,7 +72,7 @@ async fn budgets_pay_what_the_counter_measured_and_a_power_cap_throttles_and_ref
         std::thread::spawn(move || {
             let mut wound = 0u32;
             while winding.load(Ordering::Relaxed) {
-                *dial.0.lock().unwrap() += 1.0;
+                dial.add(1.0);
                 wound += 1;
                 std::thread::sleep(Duration::from_millis(2));
             }

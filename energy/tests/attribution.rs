@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use energy::attribution::{share, Accounts, Report, Sampler, SamplerConfig, Window, METER_ACCOUNT};
-use energy::counters::{CounterError, EnergyCounter, Scope};
+use energy::counters::ScriptedCounter;
 use energy::{Accounting, Joules, Source};
 
 fn j(x: f64) -> Joules {
@@ -59,34 +59,9 @@ fn unmodelled_runs_share_by_running_time_and_nothing_exceeds_the_measurement() {
     assert!(close(share(&empty).unattributed, 0.5), "no capacity, nothing to share by");
 }
 
-/// A machine counter the test winds forward, which fails when told to.
-#[derive(Clone, Default)]
-struct Dial {
-    joules: Arc<Mutex<f64>>,
-    fail_next: Arc<Mutex<bool>>,
-}
-
-impl EnergyCounter for Dial {
-    fn name(&self) -> &str {
-        "dial"
-    }
-    fn source(&self) -> Source {
-        Source::Rapl
-    }
-    fn scope(&self) -> Scope {
-        Scope::Machine
-    }
-    fn read(&mut self) -> Result<Joules, CounterError> {
-        if std::mem::take(&mut *self.fail_next.lock().unwrap()) {
-            return Err(CounterError::Failed { name: "dial".into(), why: "told to fail".into() });
-        }
-        Ok(Joules::new(*self.joules.lock().unwrap()).unwrap())
-    }
-}
-
 #[test]
 fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
-    let dial = Dial::default();
+    let dial = ScriptedCounter::new(Source::Rapl);
     let accounts = Accounts::new(Accounting::Tutorial);
     let reports: Arc<Mutex<Vec<Report>>> = Arc::default();
     let sink = reports.clone();
@@ -100,9 +75,9 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     for round in 0..10 {
         node.record(j(1e-6), Duration::from_micros(300), Some(j(1e-6)));
         comm.record(j(3e-6), Duration::from_micros(900), Some(j(3e-6)));
-        *dial.joules.lock().unwrap() += 0.25;
+        dial.add(0.25);
         if round == 4 {
-            *dial.fail_next.lock().unwrap() = true;
+            dial.fail_next();
         }
         std::thread::sleep(ms(7));
     }
@@ -118,7 +93,7 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
     let meter = &totals.lines[METER_ACCOUNT];
     assert!(meter.busy > Duration::ZERO && meter.attributed > Joules::ZERO, "measuring is charged: {meter:?}");
     assert!(totals.unattributed > Joules::ZERO, "a mostly idle machine leaves most energy unattributed");
-    assert_eq!((totals.source, totals.counter.as_str()), (Source::Rapl, "dial"));
+    assert_eq!((totals.source, totals.counter.as_str()), (Source::Rapl, "scripted"));
 
     // The reports, summed, are the totals.
     let reports = reports.lock().unwrap();
@@ -129,7 +104,7 @@ fn the_sampler_reconciles_with_the_counter_and_charges_its_own_polling() {
 
 #[test]
 fn physical_accounting_corrects_each_budget_to_the_share_its_admitted_runs_earned() {
-    let dial = Dial::default();
+    let dial = ScriptedCounter::new(Source::Rapl);
     let accounts = Accounts::new(Accounting::Physical);
     let config = SamplerConfig { every: ms(5), report_every: ms(20) };
     let sampler = Sampler::start(Box::new(dial.clone()), accounts.clone(), config, Box::new(|_| {})).unwrap();
@@ -141,7 +116,7 @@ fn physical_accounting_corrects_each_budget_to_the_share_its_admitted_runs_earne
         // Half of the node manager's modelled cost is a refusal: its share is measured, not charged.
         guarded.record(j(1e-6), Duration::from_micros(200), Some(j(1e-6)));
         guarded.record(j(1e-6), Duration::from_micros(200), None);
-        *dial.joules.lock().unwrap() += 0.5;
+        dial.add(0.5);
         std::thread::sleep(ms(7));
         owed[0] += worker.take_correction();
         owed[1] += guarded.take_correction();
@@ -168,14 +143,14 @@ fn physical_accounting_corrects_each_budget_to_the_share_its_admitted_runs_earne
 
 #[test]
 fn tutorial_accounting_corrects_nothing() {
-    let dial = Dial::default();
+    let dial = ScriptedCounter::new(Source::Rapl);
     let accounts = Accounts::new(Accounting::Tutorial);
     let sampler =
         Sampler::start(Box::new(dial.clone()), accounts.clone(), SamplerConfig { every: ms(2), report_every: ms(10) }, Box::new(|_| {}))
             .unwrap();
     let actor = accounts.open("a");
     actor.record(j(1e-6), ms(1), Some(j(10.0)));
-    *dial.joules.lock().unwrap() += 1.0;
+    dial.add(1.0);
     std::thread::sleep(ms(10));
     let totals = sampler.stop();
     assert_eq!(actor.take_correction(), 0.0);

@@ -28,7 +28,8 @@ impl Tree {
         self.dir.path()
     }
 
-    /// Adds zone `id` named `name` with its counter at `uj`.
+    /// Adds zone `id` named `name` with its counter at `uj` (`id` may be a path inside another
+    /// zone, where the device tree keeps subzones).
     fn zone(&self, id: &str, name: &str, uj: u64) -> &Tree {
         let dir = self.root().join(id);
         fs::create_dir_all(&dir).unwrap();
@@ -375,11 +376,8 @@ fn every_zone_and_subzone_is_listed_by_name_with_its_status() {
         .zone("intel-rapl:2", "psys", 0)
         .zone("intel-rapl-mmio:0", "package-0", 5);
     // As the device tree keeps them: a subzone inside its package only, not beside it.
-    let nested = tree.root().join("intel-rapl:1/intel-rapl:1:1");
-    fs::create_dir(&nested).unwrap();
-    fs::write(nested.join("name"), "core\n").unwrap();
-    fs::write(nested.join("max_energy_range_uj"), format!("{MAX}\n")).unwrap();
-    fs::write(nested.join("energy_uj"), "7\n").unwrap();
+    let nested = "intel-rapl:1/intel-rapl:1:1";
+    tree.zone(nested, "core", 7);
     // A package whose counter is garbage, and a subzone whose counter is missing.
     tree.write("intel-rapl:1", "energy_uj", "0xdeadbeef\n");
     fs::remove_file(tree.root().join("intel-rapl:1:0/energy_uj")).unwrap();
@@ -390,7 +388,7 @@ fn every_zone_and_subzone_is_listed_by_name_with_its_status() {
         tree.set("intel-rapl:0", 2_001_000);
         tree.set("intel-rapl:0:0", 1_000_100);
         tree.set("intel-rapl-mmio:0", 3_000_005);
-        fs::write(nested.join("energy_uj"), "500007\n").unwrap();
+        tree.set(nested, 500_007);
     });
     let zones: Vec<(&str, Option<&str>, Option<&str>, &Status)> = probe
         .findings

@@ -2,7 +2,7 @@
 //! operation's base cost, in place of the tutorial's declared constants.
 //!
 //! A scratch gate (its own grant table and an in-memory audit sink, so nothing real sees it) runs
-//! a few thousand requests whose body does nothing. The thread's CPU time per request, priced at
+//! a few thousand requests whose body does nothing. Their running time per request, priced at
 //! `[energy] watts_per_core`, is what a request costs whatever its body does; the part the gate's
 //! meter already measures (admission runs inside the metered stretch) is taken off, so it is not
 //! charged twice. The median of several rounds is kept: a round that was preempted counts once.
@@ -40,7 +40,7 @@ impl Probe {
 const REQUESTS: u32 = 2000;
 const ROUNDS: usize = 5;
 
-/// The measured fixed cost of one request through a gate metered by `meter`, in joules of CPU
+/// The measured fixed cost of one request through a gate metered by `meter`, in joules of running
 /// time at `watts_per_core`.
 pub fn measure(meter: Box<dyn Meter>, watts_per_core: Watts) -> Joules {
     let grants = Arc::new(GrantTable::new());
@@ -69,17 +69,22 @@ pub fn measure(meter: Box<dyn Meter>, watts_per_core: Watts) -> Joules {
     };
     let mut round = || {
         let measured_before = probe.gate.status().counters.measured;
-        let cpu = cpu_time::ThreadTime::try_now().ok();
-        let wall = std::time::Instant::now();
+        let started = std::time::Instant::now();
         for _ in 0..REQUESTS {
             let reply = gate::run(&mut probe, Nothing { ctx: ctx.clone() }, |p, m| p.nothing(m));
             std::hint::black_box(reply);
         }
-        // Wall time where the thread's CPU time cannot be read: an upper bound, never zero.
-        let spent = cpu.and_then(|t| t.try_elapsed().ok()).unwrap_or_else(|| wall.elapsed());
+        // Wall time, as the time meter measures its stretches, so that taking off what it metered
+        // takes off the same kind of time.
+        let spent = watts_per_core * started.elapsed();
         let metered = probe.gate.status().counters.measured.saturating_sub(measured_before);
         sink.clear();
-        (watts_per_core * spent).saturating_sub(metered).scale(1.0 / f64::from(REQUESTS))
+        let fixed = match spent.saturating_sub(metered) {
+            // Never zero: a round whose stretches were all it measured still cost its time.
+            Joules::ZERO => spent,
+            fixed => fixed,
+        };
+        fixed.scale(1.0 / f64::from(REQUESTS))
     };
     round();
     let mut rounds: Vec<Joules> = (0..ROUNDS).map(|_| round()).collect();

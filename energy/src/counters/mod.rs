@@ -11,7 +11,8 @@
 //! - [`perf`]: RAPL through the perf `power` PMU, and hardware performance counters priced per
 //!   event (both through perf-event2);
 //! - with the `rapl-energy` feature (GPL-3.0), `rapl_energy`: RAPL through the rapl-energy crate;
-//! - [`cpu_time`]: the process's CPU time x watts per core, the last resort.
+//! - [`cpu_time`]: the process's CPU time x watts per core, the last resort;
+//! - and for tests, [`ScriptedCounter`], which reads what its owner says.
 //!
 //! [`probe()`] finds out which of them a machine has, whether they can be read and whether they
 //! advance, and picks the best; [`probe_and_open`] hands over the choice, ready to be sampled.
@@ -22,6 +23,7 @@ pub mod powercap;
 pub mod probe;
 #[cfg(feature = "rapl-energy")]
 pub mod rapl_energy;
+mod scripted;
 mod sysfs;
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ use std::path::PathBuf;
 use crate::{Joules, Source};
 
 pub use cpu_time::CpuTimeCounter;
+pub use scripted::ScriptedCounter;
 pub use perf::{PerfCounter, PowerEvent};
 pub use powercap::{PowercapCounter, Zone};
 pub use probe::{probe, probe_and_open, probe_with, Finding, Probe, ProbeConfig, RaplZone, Status, SumCounter};
