@@ -21,6 +21,7 @@
 
 pub mod detector;
 pub mod faults;
+pub mod kv;
 mod logging;
 pub mod phi;
 pub mod placement;
@@ -33,6 +34,7 @@ pub use raft::prelude::Message as RaftMessage;
 pub use raft::prelude::Entry as RaftEntry;
 pub use replica::{Ack, Applied, Output, Replica, ReplicaConfig, ReplicaError, Timing};
 pub use state::{DecodeError, State, Update, UpdateId};
+pub use kv::{Command, Expected, Map, Outcome, Versioned};
 pub use store::{LogStore, StoreError};
 
 /// A node's id within its cluster. Raft reserves 0.

@@ -13,7 +13,8 @@ use raft::prelude::{Entry, EntryType, Message, Snapshot};
 pub use raft::prelude::MessageType;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
-use crate::state::{DecodeError, State, Update, UpdateId};
+use crate::kv::{Command, Map, Outcome};
+use crate::state::{decode_snapshot, encode_snapshot, DecodeError, State, Update, UpdateId};
 use crate::store::{LogStore, Persist, StoreError};
 use crate::NodeId;
 
@@ -107,21 +108,25 @@ pub enum ReplicaError {
 /// One update applied to the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// The state's version after this update.
+    /// The map's revision after this update (the state's version).
     pub version: u64,
     /// Which proposal it was.
     pub update: UpdateId,
-    /// Its data.
+    /// The register's data after it (the state id's key).
     pub data: Vec<u8>,
+    /// What the command did.
+    pub outcome: Outcome,
 }
 
 /// This node's own proposal, committed by a quorum and applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
     /// The number [`Replica::propose`] returned.
     pub seq: u64,
     /// The state's version it produced.
     pub version: u64,
+    /// What its command did.
+    pub outcome: Outcome,
 }
 
 /// What one [`Replica::advance`] asks the caller to do, and what it did.
@@ -139,7 +144,9 @@ pub struct Output {
 pub struct Replica {
     node: RawNode<LogStore>,
     store: LogStore,
-    state: State,
+    /// The state's id: the register's key in the map.
+    state_id: String,
+    map: Map,
     applied_index: u64,
     snapshot_every: u64,
     incarnation: u64,
@@ -154,10 +161,10 @@ impl Replica {
     pub fn open(config: &ReplicaConfig, store: LogStore) -> Result<Self, ReplicaError> {
         let snapshot = store.snapshot_now();
         let applied_index = snapshot.get_metadata().index;
-        let state = if applied_index == 0 {
-            State { id: config.state_id.clone(), ..State::default() }
+        let (state_id, map) = if applied_index == 0 {
+            (config.state_id.clone(), Map::default())
         } else {
-            State::decode(&snapshot.data)?
+            decode_snapshot(&snapshot.data)?
         };
         let election = config.timing.election_ticks();
         let (min, max) = match config.election_jitter_ticks {
@@ -184,7 +191,8 @@ impl Replica {
             node,
             incarnation: store.incarnation(),
             store,
-            state,
+            state_id,
+            map,
             applied_index,
             snapshot_every: config.snapshot_every.max(1),
             next_seq: 0,
@@ -244,11 +252,17 @@ impl Replica {
         Ok(self.node.campaign()?)
     }
 
-    /// Proposes new data for the state. Followers forward to the leader. Returns the number that
-    /// an [`Ack`] will carry once a quorum has committed it and this node has applied it.
+    /// Proposes new data for the register (the state id's key).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ReplicaError> {
+        let key = self.state_id.as_bytes().to_vec();
+        self.propose_command(Command::Put { key, value: data })
+    }
+
+    /// Proposes a command. Followers forward to the leader. Returns the number that an [`Ack`]
+    /// will carry once a quorum has committed it and this node has applied it.
+    pub fn propose_command(&mut self, command: Command) -> Result<u64, ReplicaError> {
         let seq = self.next_seq;
-        let update = Update { id: UpdateId { origin: self.id(), incarnation: self.incarnation, seq }, data };
+        let update = Update { id: UpdateId { origin: self.id(), incarnation: self.incarnation, seq }, command };
         match self.node.propose(Vec::new(), update.encode()) {
             Ok(()) => {
                 self.next_seq += 1;
@@ -297,7 +311,7 @@ impl Replica {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
-        self.state = State::decode(&snapshot.data)?;
+        (self.state_id, self.map) = decode_snapshot(&snapshot.data)?;
         self.applied_index = snapshot.get_metadata().index;
         Ok(())
     }
@@ -310,14 +324,15 @@ impl Replica {
             if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
                 continue;
             }
-            let update = Update::decode(&entry.data)?;
-            self.state.version += 1;
-            self.state.data.clone_from(&update.data);
+            let update = Update::decode(&entry.data, &self.state_id)?;
+            let outcome = self.map.apply(&update.command);
+            let version = self.map.revision();
             let id = update.id;
             if id.origin == self.id() && id.incarnation == self.incarnation && self.pending.remove(&id.seq) {
-                out.acks.push(Ack { seq: id.seq, version: self.state.version });
+                out.acks.push(Ack { seq: id.seq, version, outcome: outcome.clone() });
             }
-            out.applied.push(Applied { version: self.state.version, update: id, data: update.data });
+            let data = self.map.get(self.state_id.as_bytes()).map(|v| v.value.clone()).unwrap_or_default();
+            out.applied.push(Applied { version, update: id, data, outcome });
         }
         Ok(())
     }
@@ -327,7 +342,7 @@ impl Replica {
         if self.applied_index < snapshot_index + self.snapshot_every {
             return Ok(());
         }
-        let mut snapshot = Snapshot { data: self.state.encode(), ..Snapshot::default() };
+        let mut snapshot = Snapshot { data: encode_snapshot(&self.state_id, &self.map), ..Snapshot::default() };
         let meta = snapshot.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.node.store().term(self.applied_index)?;
@@ -366,9 +381,14 @@ impl Replica {
         self.node.raft.term
     }
 
-    /// The replicated state as this node has applied it.
-    pub fn state(&self) -> &State {
-        &self.state
+    /// The register as this node has applied it: the state id's key, at the map's revision.
+    pub fn state(&self) -> State {
+        State::of(&self.state_id, &self.map)
+    }
+
+    /// The map as this node has applied it.
+    pub fn map(&self) -> &Map {
+        &self.map
     }
 
     /// The index of the last applied log entry.
@@ -432,5 +452,51 @@ mod tests {
         liar.entries = vec![Entry { index: 1, term: 7, ..Default::default() }];
         let err = replica.step(liar).unwrap_err();
         assert!(err.to_string().contains("contradicts entry 1 committed here"), "{err}");
+    }
+
+    /// A one-node cluster's replica, leading once it has campaigned.
+    fn alone(dir: &std::path::Path, snapshot_every: u64) -> Replica {
+        let store = LogStore::open(dir, &[1]).unwrap();
+        let config = ReplicaConfig { snapshot_every, ..ReplicaConfig::new(1) };
+        let mut replica = Replica::open(&config, store).unwrap();
+        replica.campaign().unwrap();
+        replica.advance().unwrap();
+        replica.advance().unwrap();
+        assert!(replica.is_leader());
+        replica
+    }
+
+    fn commit(replica: &mut Replica, command: Command) -> Ack {
+        let seq = replica.propose_command(command).unwrap();
+        let mut acks = Vec::new();
+        for _ in 0..4 {
+            acks.extend(replica.advance().unwrap().acks);
+        }
+        acks.into_iter().find(|a| a.seq == seq).expect("a one-node cluster commits at once")
+    }
+
+    #[test]
+    fn keys_commit_with_their_outcomes_and_survive_a_snapshot_and_a_restart() {
+        use crate::kv::Expected;
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = alone(dir.path(), 3);
+        let put = |k: &str, v: &str| Command::Put { key: k.into(), value: v.into() };
+        assert_eq!(commit(&mut replica, put("a", "1")).outcome, Outcome::Written { revision: 1 });
+        let stale = Command::CompareAndSet { key: b"a".to_vec(), expected: Expected::Revision(5), value: b"2".to_vec() };
+        assert!(matches!(commit(&mut replica, stale).outcome, Outcome::Mismatch { revision: 2, .. }));
+        let seq = replica.propose(b"register".to_vec()).unwrap();
+        let acks: Vec<Ack> = (0..4).flat_map(|_| replica.advance().unwrap().acks).collect();
+        assert_eq!(acks.iter().find(|a| a.seq == seq).unwrap().version, 3);
+        commit(&mut replica, Command::Delete { key: b"a".to_vec() });
+        commit(&mut replica, put("b", "2"));
+        assert_eq!(replica.state(), State { id: "cluster".into(), data: b"register".to_vec(), version: 5 });
+        let map = replica.map().clone();
+        assert!(replica.store.snapshot_now().get_metadata().index > 0, "compacted into a snapshot");
+        drop(replica);
+
+        let reopened = alone(dir.path(), 3);
+        assert_eq!(reopened.map(), &map, "the snapshot and the entries after it restore every key");
+        assert_eq!(reopened.map().get(b"b").unwrap().value, b"2");
+        assert!(reopened.map().get(b"a").is_none());
     }
 }

@@ -338,11 +338,14 @@ impl Sim {
                 None => return Err(format!("update {id:?} was acknowledged at version {version}, which no replica applied")),
             }
         }
-        let states: BTreeSet<(u64, &[u8])> = self
+        let states: BTreeSet<(u64, Vec<u8>)> = self
             .nodes
             .values()
             .filter_map(|n| n.replica.as_ref())
-            .map(|r| (r.state().version, r.state().data.as_slice()))
+            .map(|r| {
+                let state = r.state();
+                (state.version, state.data)
+            })
             .collect();
         if !self.settled() {
             return Err(format!("the cluster did not settle: {}", self.describe()));
@@ -352,7 +355,7 @@ impl Sim {
         }
         let (version, data) = states.into_iter().next().expect("one state");
         let latest = h.applied.last_key_value().map(|(v, (_, d))| (*v, d.as_slice()));
-        if version > 0 && latest != Some((version, data)) {
+        if version > 0 && latest != Some((version, data.as_slice())) {
             return Err(format!("replicas hold version {version}, the history's latest is {latest:?}"));
         }
         Ok(())

@@ -1,9 +1,14 @@
 //! The replicated state and the bytes it travels as.
 //!
 //! Raft replicates opaque entries; these are ergon's. The formats are small and hand-rolled
-//! because they are two fixed records, and every decode checks lengths: a corrupt entry or
+//! because they are a few fixed records, and every decode checks lengths: a corrupt entry or
 //! snapshot is an error that names what was wrong, never a panic.
+//!
+//! The state machine is a [`Map`](crate::kv::Map) of keys. The tutorial's single register
+//! ([`State`]) is one of its keys, the state's id; entries and snapshots written before there were
+//! keys (format 1) are read as writes to that key.
 
+use crate::kv::{Command, Map};
 use crate::NodeId;
 
 /// The replicated state, `{ id, data, version }`: the value every replica agrees on.
@@ -39,8 +44,8 @@ pub struct UpdateId {
 pub struct Update {
     /// Who proposed it.
     pub id: UpdateId,
-    /// The new data.
-    pub data: Vec<u8>,
+    /// What it changes.
+    pub command: Command,
 }
 
 /// A log entry or snapshot whose bytes are not what ergon wrote.
@@ -51,61 +56,102 @@ pub struct DecodeError {
     problem: String,
 }
 
-const UPDATE_TAG: u8 = 1;
-const STATE_TAG: u8 = 1;
+/// Format 1: a single register's data. Format 2: a command on the map.
+const REGISTER_UPDATE: u8 = 1;
+const COMMAND_UPDATE: u8 = 2;
+/// Format 1: a single register. Format 2: the map.
+const REGISTER_STATE: u8 = 1;
+const MAP_STATE: u8 = 2;
 
 impl Update {
-    /// The entry bytes: a tag, the three id numbers, then the data.
+    /// The entry bytes: the format, the three id numbers, then the command.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(25 + self.data.len());
-        out.push(UPDATE_TAG);
+        let mut out = Vec::with_capacity(64);
+        out.push(COMMAND_UPDATE);
         for n in [self.id.origin, self.id.incarnation, self.id.seq] {
             out.extend_from_slice(&n.to_le_bytes());
         }
-        out.extend_from_slice(&self.data);
+        self.command.encode_into(&mut out);
         out
     }
 
-    /// Reads entry bytes written by [`Update::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { bytes, what: "update entry" };
-        r.tag(UPDATE_TAG)?;
+    /// Reads entry bytes written by [`Update::encode`], or by a version that had one register
+    /// (whose data becomes a put of `register`).
+    pub fn decode(bytes: &[u8], register: &str) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes, "update entry");
+        let format = r.byte()?;
         let id = UpdateId { origin: r.u64()?, incarnation: r.u64()?, seq: r.u64()? };
-        Ok(Update { id, data: r.rest().to_vec() })
+        let command = match format {
+            REGISTER_UPDATE => Command::Put { key: register.as_bytes().to_vec(), value: r.rest().to_vec() },
+            COMMAND_UPDATE => Command::decode(r.rest())?,
+            other => return Err(r.error(format!("format tag {other}, expected {REGISTER_UPDATE} or {COMMAND_UPDATE}"))),
+        };
+        Ok(Update { id, command })
+    }
+}
+
+/// The snapshot bytes of the map of state `id`: the format, the id, then the map.
+pub fn encode_snapshot(id: &str, map: &Map) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.push(MAP_STATE);
+    out.extend_from_slice(&(id.len() as u64).to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    map.encode_into(&mut out);
+    out
+}
+
+/// Reads snapshot bytes written by [`encode_snapshot`], or by a version that had one register
+/// (which becomes the map of that one key): the state's id and its map.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<(String, Map), DecodeError> {
+    let mut r = Reader::new(bytes, "state snapshot");
+    match r.byte()? {
+        REGISTER_STATE => {
+            let version = r.u64()?;
+            let id = r.string()?;
+            let data = r.rest().to_vec();
+            Ok((id.clone(), Map::single(id.into_bytes(), data, version)))
+        }
+        MAP_STATE => {
+            let id = r.string()?;
+            Ok((id, Map::decode(r.rest())?))
+        }
+        other => Err(r.error(format!("format tag {other}, expected {REGISTER_STATE} or {MAP_STATE}"))),
     }
 }
 
 impl State {
-    /// The snapshot bytes: a tag, the version, the id's length and bytes, then the data.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The register of state `id` in `map`: its key's value, and the map's revision (the
+    /// updates applied since the cluster began).
+    pub fn of(id: &str, map: &Map) -> State {
+        let data = map.get(id.as_bytes()).map(|v| v.value.clone()).unwrap_or_default();
+        State { id: id.to_owned(), data, version: map.revision() }
+    }
+
+    /// The snapshot bytes of format 1, which versions with one register wrote (kept so that the
+    /// tests can write one).
+    pub fn encode_register(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(17 + self.id.len() + self.data.len());
-        out.push(STATE_TAG);
+        out.push(REGISTER_STATE);
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&(self.id.len() as u64).to_le_bytes());
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(&self.data);
         out
     }
-
-    /// Reads snapshot bytes written by [`State::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { bytes, what: "state snapshot" };
-        r.tag(STATE_TAG)?;
-        let version = r.u64()?;
-        let id_len = r.u64()?;
-        let id = r.take(id_len)?;
-        let id = String::from_utf8(id.to_vec()).map_err(|_| r.error("state id is not UTF-8".into()))?;
-        Ok(State { id, data: r.rest().to_vec(), version })
-    }
 }
 
-struct Reader<'a> {
+/// Reads length-checked fields off a byte slice.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn error(&self, problem: String) -> DecodeError {
+    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Reader { bytes, what }
+    }
+
+    pub(crate) fn error(&self, problem: String) -> DecodeError {
         DecodeError { what: self.what, problem }
     }
 
@@ -118,22 +164,36 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn tag(&mut self, expected: u8) -> Result<(), DecodeError> {
-        let tag = self.take(1)?[0];
-        if tag == expected {
-            Ok(())
-        } else {
-            Err(self.error(format!("format tag {tag}, expected {expected}")))
-        }
+    pub(crate) fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
     }
 
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         let bytes = self.take(8)?;
         Ok(u64::from_le_bytes(bytes.try_into().expect("take(8) returns 8 bytes")))
     }
 
+    /// A length-prefixed byte string.
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u64()?;
+        Ok(self.take(len)?.to_vec())
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes).map_err(|_| self.error("state id is not UTF-8".into()))
+    }
+
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.bytes)
+    }
+
+    /// Checks that nothing is left.
+    pub(crate) fn end(&self) -> Result<(), DecodeError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(self.error(format!("{n} trailing bytes"))),
+        }
     }
 }
 
@@ -142,23 +202,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn update_and_state_round_trip() {
-        let update = Update { id: UpdateId { origin: 3, incarnation: 2, seq: 99 }, data: b"x=1".to_vec() };
-        assert_eq!(Update::decode(&update.encode()).unwrap(), update);
-        let state = State { id: "cluster".into(), data: vec![0, 1, 2], version: 7 };
-        assert_eq!(State::decode(&state.encode()).unwrap(), state);
+    fn updates_and_snapshots_round_trip() {
+        let command = Command::Put { key: b"k".to_vec(), value: b"x=1".to_vec() };
+        let update = Update { id: UpdateId { origin: 3, incarnation: 2, seq: 99 }, command };
+        assert_eq!(Update::decode(&update.encode(), "cluster").unwrap(), update);
+        let mut map = Map::default();
+        map.apply(&Command::Put { key: b"cluster".to_vec(), value: vec![0, 1, 2] });
+        let (id, restored) = decode_snapshot(&encode_snapshot("cluster", &map)).unwrap();
+        assert_eq!((id.as_str(), &restored), ("cluster", &map));
+        assert_eq!(State::of("cluster", &restored), State { id: "cluster".into(), data: vec![0, 1, 2], version: 1 });
+    }
+
+    #[test]
+    fn a_single_registers_entries_and_snapshots_are_read_as_its_key() {
+        let mut legacy = vec![REGISTER_UPDATE];
+        for n in [1u64, 1, 7] {
+            legacy.extend_from_slice(&n.to_le_bytes());
+        }
+        legacy.extend_from_slice(b"old data");
+        let update = Update::decode(&legacy, "cluster").unwrap();
+        assert_eq!(update.command, Command::Put { key: b"cluster".to_vec(), value: b"old data".to_vec() });
+        let old = State { id: "cluster".into(), data: b"v".to_vec(), version: 5 };
+        let (id, map) = decode_snapshot(&old.encode_register()).unwrap();
+        assert_eq!((id.as_str(), State::of(&id, &map)), ("cluster", old));
     }
 
     #[test]
     fn truncated_or_foreign_bytes_are_named_errors() {
-        let update = Update { id: UpdateId { origin: 1, incarnation: 1, seq: 1 }, data: vec![] }.encode();
-        let err = Update::decode(&update[..10]).unwrap_err();
+        let update = Update { id: UpdateId { origin: 1, incarnation: 1, seq: 1 }, command: Command::Delete { key: vec![] } }.encode();
+        let err = Update::decode(&update[..10], "c").unwrap_err();
         assert!(err.to_string().contains("corrupt update entry: needs 8 more bytes"), "{err}");
-        let err = Update::decode(&[9]).unwrap_err();
+        let err = Update::decode(&[9; 30], "c").unwrap_err();
         assert!(err.to_string().contains("format tag 9"), "{err}");
-        let mut state = State { id: "abc".into(), data: vec![], version: 1 }.encode();
+        let mut state = State { id: "abc".into(), data: vec![], version: 1 }.encode_register();
         state[9] = 200; // id length beyond the end
-        assert!(State::decode(&state).unwrap_err().to_string().contains("corrupt state snapshot"));
-        assert!(State::decode(&[]).is_err());
+        assert!(decode_snapshot(&state).unwrap_err().to_string().contains("corrupt state snapshot"));
+        assert!(decode_snapshot(&[]).is_err());
     }
 }
