@@ -57,8 +57,11 @@ impl<S: Default> ActorConfig<S> {
 pub struct Limits {
     /// Longest identifier (node, channel, subscriber), in bytes.
     pub max_id_bytes: usize,
-    /// Largest message payload, in bytes.
+    /// Largest message payload (and value of the replicated map), in bytes.
     pub max_payload_bytes: usize,
+    /// Longest key of the replicated map, in bytes.
+    #[serde(default = "default_max_key_bytes")]
+    pub max_key_bytes: usize,
     /// Refusals of one principal an actor writes to the audit log per second; the rest are
     /// counted, and one entry says how many were left out.
     pub max_refusals_per_second: u32,
@@ -66,6 +69,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10, max_refusals_per_second: 100 }
+        Limits { max_id_bytes: 128, max_payload_bytes: 64 << 10, max_key_bytes: default_max_key_bytes(), max_refusals_per_second: 100 }
     }
+}
+
+fn default_max_key_bytes() -> usize {
+    1024
 }

@@ -122,6 +122,17 @@ impl Rules<'_> {
         Ok(())
     }
 
+    /// Checks a key of the replicated map: not empty, at most `limits.max_key_bytes`.
+    pub fn key(&self, key: &[u8]) -> Result<(), Invalid> {
+        if key.is_empty() {
+            return Err(Invalid("the key is empty".into()));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(Invalid(format!("the key is {} bytes; the limit is {} (limits.max_key_bytes)", key.len(), self.limits.max_key_bytes)));
+        }
+        Ok(())
+    }
+
     /// Checks that a number is finite and not negative.
     pub fn non_negative(&self, what: &str, value: f64) -> Result<(), Invalid> {
         if !(value.is_finite() && value >= 0.0) {

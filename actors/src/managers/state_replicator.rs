@@ -1,15 +1,21 @@
-//! The state replication manager: a gated facade over the node's [`Consensus`] actor. An update is answered only once a quorum has committed it; when no quorum
-//! can be had in time the answer is `ReplicaUpdateFailed`, and the update may still commit later
-//! (as with any consensus system, a timeout does not mean "not applied").
+//! The state replication manager: a gated facade over the node's [`Consensus`] actor and its
+//! replicated map of keys. A write is answered only once a quorum has committed it; when no
+//! quorum can be had in time the answer is `ReplicaUpdateFailed`, and the write may still commit
+//! later (as with any consensus system, a timeout does not mean "not applied").
+//!
+//! The tutorial's single register (`Replicate`, `ReadState`) is the map's key named after the
+//! state's id. `Put`, `Get`, `Delete` and `CompareAndSet` reach every other key. A `Get` is
+//! served from this node's applied map and says so ([`ReadLevel::Local`]): it may trail the
+//! leader by up to the entries between its applied and commit indexes.
 
 use std::time::Duration;
 
 use actix::prelude::*;
-use cluster::{NodeId, State};
+use cluster::{Command, Expected, NodeId, Outcome, State, Versioned};
 use security::SecurityContext;
 
 use crate::gate::{Gate, Pending};
-use crate::node::consensus::{Consensus, Inspect, Propose};
+use crate::node::consensus::{Change, Committed, Consensus, Inspect, Propose, ReadKey};
 use crate::{gate_error, gated, Environment};
 
 /// The scope state replication managers act in.
@@ -42,6 +48,72 @@ pub struct ReadState {
     pub ctx: SecurityContext,
 }
 
+/// Sets `key` to `value`. Requires `ReplicationManagement`; answers once a quorum committed it.
+#[derive(Debug, Clone)]
+pub struct Put {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The key (at most `limits.max_key_bytes`).
+    pub key: Vec<u8>,
+    /// The value (at most `limits.max_payload_bytes`).
+    pub value: Vec<u8>,
+}
+
+/// Removes `key`. Requires `ReplicationManagement`.
+#[derive(Debug, Clone)]
+pub struct Delete {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// Sets `key` to `value` if it holds what is `expected` (absent, a revision, a value).
+/// Requires `ReplicationManagement`; a mismatch is an answer ([`Outcome::Mismatch`], with what
+/// the key held), agreed on by the cluster like any write.
+#[derive(Debug, Clone)]
+pub struct CompareAndSet {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The key.
+    pub key: Vec<u8>,
+    /// What it must hold.
+    pub expected: Expected,
+    /// Its new value.
+    pub value: Vec<u8>,
+}
+
+/// Reads `key`. Requires `StateManagement`.
+#[derive(Debug, Clone)]
+pub struct Get {
+    /// Who asks.
+    pub ctx: SecurityContext,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// How fresh a read is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadLevel {
+    /// This node's applied map, answered at once: it may miss writes the cluster has committed
+    /// but this node has not yet applied.
+    Local,
+}
+
+/// A read's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// What the key holds, and the revision that wrote it.
+    pub value: Option<Versioned>,
+    /// The map's revision this was read at.
+    pub revision: u64,
+    /// How fresh it is.
+    pub level: ReadLevel,
+    /// Log entries this node knew committed but had not applied when it answered.
+    pub behind: u64,
+}
+
 /// The state replication manager of one node.
 pub struct StateReplicator {
     gate: Gate,
@@ -61,11 +133,16 @@ impl StateReplicator {
     }
 }
 
+/// A key as the audit log names it: itself where it is text.
+fn key_name(key: &[u8]) -> &str {
+    std::str::from_utf8(key).unwrap_or("(a key that is not UTF-8)")
+}
+
 fn gone(e: MailboxError) -> ReplicationError {
     ReplicationError::ReplicaUpdateFailed(format!("the consensus actor is gone: {e}"))
 }
 
-/// The state replication manager's operations: an update costs 25 J by default, a read nothing.
+/// The state replication manager's operations: a write costs 25 J by default, a read of a key 1 J, of the register nothing.
 #[gated(
     error = ReplicationError,
     scope = SCOPE,
@@ -81,15 +158,71 @@ impl StateReplicator {
         validate = Ok(rules.payload("data", msg.data.len())?)
     )]
     fn replicate(&mut self, msg: Replicate) -> Pending<Self, State, ReplicationError> {
-        let proposal = self.consensus.send(Propose { data: msg.data, timeout: self.timeout });
-        Box::pin(
-            fut::wrap_future(proposal).map(|answer, _, _| answer.map_err(gone)?.map_err(ReplicationError::ReplicaUpdateFailed)),
-        )
+        Box::pin(self.propose(Change::Register(msg.data)).map(|committed, _, _| committed.map(|c| c.state)))
     }
 
     /// The state as this node has applied it.
     #[operation(requires = [StateManagement], cost = 0.0, resource = "state")]
     fn read_state(&mut self, _msg: ReadState) -> Pending<Self, State, ReplicationError> {
         Box::pin(fut::wrap_future(self.consensus.send(Inspect)).map(|view, _, _| Ok(view.map_err(gone)?.state)))
+    }
+
+    /// Sets a key; answers its revision once a quorum has committed it.
+    #[operation(
+        requires = [ReplicationManagement],
+        cost = 25.0,
+        resource = key_name(&msg.key),
+        validate = {
+            rules.key(&msg.key)?;
+            Ok(rules.payload("value", msg.value.len())?)
+        }
+    )]
+    fn put(&mut self, msg: Put) -> Pending<Self, Outcome, ReplicationError> {
+        self.command(Command::Put { key: msg.key, value: msg.value })
+    }
+
+    /// Removes a key.
+    #[operation(requires = [ReplicationManagement], cost = 25.0, resource = key_name(&msg.key), validate = Ok(rules.key(&msg.key)?))]
+    fn delete(&mut self, msg: Delete) -> Pending<Self, Outcome, ReplicationError> {
+        self.command(Command::Delete { key: msg.key })
+    }
+
+    /// Sets a key if it holds what is expected.
+    #[operation(
+        requires = [ReplicationManagement],
+        cost = 25.0,
+        resource = key_name(&msg.key),
+        validate = {
+            rules.key(&msg.key)?;
+            if let Expected::Value(v) = &msg.expected {
+                rules.payload("expected value", v.len())?;
+            }
+            Ok(rules.payload("value", msg.value.len())?)
+        }
+    )]
+    fn compare_and_set(&mut self, msg: CompareAndSet) -> Pending<Self, Outcome, ReplicationError> {
+        self.command(Command::CompareAndSet { key: msg.key, expected: msg.expected, value: msg.value })
+    }
+
+    /// Reads a key from this node's applied map.
+    #[operation(requires = [StateManagement], cost = 1.0, resource = key_name(&msg.key), validate = Ok(rules.key(&msg.key)?))]
+    fn get(&mut self, msg: Get) -> Pending<Self, Read, ReplicationError> {
+        Box::pin(fut::wrap_future(self.consensus.send(ReadKey { key: msg.key })).map(|view, _, _| {
+            let view = view.map_err(gone)?;
+            let behind = view.commit_index.saturating_sub(view.applied_index);
+            Ok(Read { value: view.value, revision: view.revision, level: ReadLevel::Local, behind })
+        }))
+    }
+}
+
+impl StateReplicator {
+    /// Proposes `change` and waits for its commit.
+    fn propose(&self, change: Change) -> impl ActorFuture<Self, Output = Result<Committed, ReplicationError>> {
+        let proposal = self.consensus.send(Propose { change, timeout: self.timeout });
+        fut::wrap_future(proposal).map(|answer, _, _| answer.map_err(gone)?.map_err(ReplicationError::ReplicaUpdateFailed))
+    }
+
+    fn command(&self, command: Command) -> Pending<Self, Outcome, ReplicationError> {
+        Box::pin(self.propose(Change::Command(command)).map(|committed, _, _| committed.map(|c| c.outcome)))
     }
 }

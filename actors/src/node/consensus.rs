@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use cluster::replica::MessageType;
-use cluster::{LogStore, NodeId, Replica, ReplicaConfig, ReplicaError, State};
+use cluster::{Command, LogStore, NodeId, Outcome, Replica, ReplicaConfig, ReplicaError, State, Versioned};
 use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
 
@@ -97,15 +97,54 @@ pub struct Campaign {
     pub timeout: Duration,
 }
 
-/// Proposes new data for the replicated state and waits, at most `timeout`, until a quorum has
-/// committed it and this node has applied it. Answers the state that update produced.
+/// Proposes a change to the replicated map and waits, at most `timeout`, until a quorum has
+/// committed it and this node has applied it. Answers what it did, and the register after it.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<State, String>")]
+#[rtype(result = "Result<Committed, String>")]
 pub struct Propose {
-    /// The new data.
-    pub data: Vec<u8>,
+    /// The change.
+    pub change: Change,
     /// How long to wait for the commit.
     pub timeout: Duration,
+}
+
+/// What a [`Propose`] changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The register's data (the state id's key).
+    Register(Vec<u8>),
+    /// A command on the map.
+    Command(Command),
+}
+
+/// A committed proposal: what its command did, and the register after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The register (the state id's key) at the proposal's revision.
+    pub state: State,
+    /// What the command did.
+    pub outcome: Outcome,
+}
+
+/// Reads one key of the map as this node has applied it.
+#[derive(Debug, Message)]
+#[rtype(result = "KeyView")]
+pub struct ReadKey {
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// A key as this node has applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    /// What it holds, and the revision that wrote it.
+    pub value: Option<Versioned>,
+    /// The map's revision as this node has applied it.
+    pub revision: u64,
+    /// The last log index this node has applied.
+    pub applied_index: u64,
+    /// The highest index this node knows to be committed: how far it may trail.
+    pub commit_index: u64,
 }
 
 /// What this node knows of the cluster.
@@ -137,7 +176,7 @@ pub struct Consensus {
     tick: Duration,
     mailbox_capacity: usize,
     /// Proposals waiting for their commit, by sequence number, with the term they were made in.
-    proposals: BTreeMap<u64, (u64, oneshot::Sender<Result<State, String>>)>,
+    proposals: BTreeMap<u64, (u64, oneshot::Sender<Result<Committed, String>>)>,
     campaigns: Vec<PendingCampaign>,
     metrics: Option<NodeMetrics>,
 }
@@ -191,11 +230,12 @@ impl Consensus {
                 self.replica.report_delivery(to, kind, delivered.is_ok());
             }
         }
+        let id = self.replica.state().id;
         for ack in output.acks {
             let data = output.applied.iter().find(|a| a.version == ack.version).map(|a| a.data.clone());
             if let (Some((_, reply)), Some(data)) = (self.proposals.remove(&ack.seq), data) {
-                let id = self.replica.state().id.clone();
-                let _ = reply.send(Ok(State { id, data, version: ack.version }));
+                let state = State { id: id.clone(), data, version: ack.version };
+                let _ = reply.send(Ok(Committed { state, outcome: ack.outcome }));
             }
         }
         self.abandon_proposals_of_past_terms();
@@ -329,10 +369,14 @@ impl Handler<Undelivered> for Consensus {
 }
 
 impl Handler<Propose> for Consensus {
-    type Result = ResponseActFuture<Self, Result<State, String>>;
+    type Result = ResponseActFuture<Self, Result<Committed, String>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
-        let seq = match self.replica.propose(msg.data) {
+        let proposed = match msg.change {
+            Change::Register(data) => self.replica.propose(data),
+            Change::Command(command) => self.replica.propose_command(command),
+        };
+        let seq = match proposed {
             Ok(seq) => seq,
             Err(e) => return Box::pin(fut::ready(Err(e.to_string()))),
         };
@@ -388,6 +432,20 @@ impl Handler<Stop> for Consensus {
     }
 }
 
+impl Handler<ReadKey> for Consensus {
+    type Result = MessageResult<ReadKey>;
+
+    fn handle(&mut self, msg: ReadKey, _: &mut Context<Self>) -> Self::Result {
+        let r = &self.replica;
+        MessageResult(KeyView {
+            value: r.map().get(&msg.key).cloned(),
+            revision: r.map().revision(),
+            applied_index: r.applied_index(),
+            commit_index: r.commit_index(),
+        })
+    }
+}
+
 impl Handler<Inspect> for Consensus {
     type Result = MessageResult<Inspect>;
 
@@ -397,7 +455,7 @@ impl Handler<Inspect> for Consensus {
             id: r.id(),
             term: r.term(),
             leader: r.leader(),
-            state: r.state().clone(),
+            state: r.state(),
             commit_index: r.commit_index(),
         })
     }
