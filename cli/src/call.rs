@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use net::calls::{Answer, Call, Manager};
+use net::calls::{Answer, Call, Expect, Manager};
 use net::client::{Client, ClientError, Credentials};
 use net::tcp::Member;
 use security::identity::TlsFiles;
@@ -87,6 +87,46 @@ pub enum CallCommand {
         /// The manager, by its configuration section (`state_replicator`, `node_manager`, ...).
         manager: String,
     },
+    /// Set a key of the replicated map; answered with its revision once a quorum committed it.
+    Put {
+        /// The key (UTF-8).
+        key: String,
+        /// The value (UTF-8).
+        value: String,
+    },
+    /// Read a key from the node's applied map (a local read: it may trail the leader, and the
+    /// answer says by how many committed entries).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Set a key only if it holds what is expected: give exactly one of --absent, --revision or
+    /// --expect. A mismatch is an answer, with what the key holds.
+    ///
+    /// Examples:
+    ///   ergon call --config client.toml cas lock me --absent
+    ///   ergon call --config client.toml cas counter 2 --revision 17
+    #[command(verbatim_doc_comment)]
+    Cas {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: String,
+        /// The key must not exist.
+        #[arg(long, group = "expected")]
+        absent: bool,
+        /// The key must have been written at this revision.
+        #[arg(long, group = "expected")]
+        revision: Option<u64>,
+        /// The key must hold this value.
+        #[arg(long, group = "expected")]
+        expect: Option<String>,
+    },
 }
 
 fn load(path: &Path) -> Result<ClientConfig> {
@@ -128,6 +168,18 @@ pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool
             Call::Join { id, kind, energy_budget_j: energy, capabilities, scope }
         }
         CallCommand::Leave { id } => Call::Leave { id },
+        CallCommand::Put { key, value } => Call::Put { key: key.into_bytes(), value: value.into_bytes() },
+        CallCommand::Get { key } => Call::Get { key: key.into_bytes() },
+        CallCommand::Delete { key } => Call::Delete { key: key.into_bytes() },
+        CallCommand::Cas { key, value, absent, revision, expect } => {
+            let expected = match (absent, revision, expect) {
+                (true, None, None) => Expect::Absent,
+                (false, Some(r), None) => Expect::Revision(r),
+                (false, None, Some(v)) => Expect::Value(v.into_bytes()),
+                _ => bail!("cas needs exactly one of --absent, --revision N, --expect VALUE"),
+            };
+            Call::CompareAndSet { key: key.into_bytes(), expected, value: value.into_bytes() }
+        }
         CallCommand::ListNodes => Call::ListNodes,
         CallCommand::Status { manager } => {
             let manager: Manager = serde_json::from_value(serde_json::Value::String(manager.clone()))
@@ -185,6 +237,22 @@ fn print(node: u64, answer: &Answer, json: bool) {
         Answer::Nodes(nodes) => {
             for n in nodes {
                 println!("{} {} {} J {} in {} (joined by {})", n.id, n.kind, n.energy_budget_j, n.capabilities, n.scope, n.joined_by);
+            }
+        }
+        Answer::Written { revision } => println!("node {node}: written at revision {revision}"),
+        Answer::Deleted { revision, existed: true } => println!("node {node}: deleted at revision {revision}"),
+        Answer::Deleted { revision, existed: false } => println!("node {node}: no such key (revision {revision})"),
+        Answer::Mismatch { revision, current } => match current {
+            Some((value, at)) => {
+                println!("node {node}: not set (revision {revision}): it holds {} written at revision {at}", String::from_utf8_lossy(value))
+            }
+            None => println!("node {node}: not set (revision {revision}): the key does not exist"),
+        },
+        Answer::Read { value, revision, level, behind } => {
+            let how = format!("{level} read at revision {revision}, {behind} committed entries not yet applied");
+            match value {
+                Some((value, at)) => println!("node {node}: {} (written at revision {at}; {how})", String::from_utf8_lossy(value)),
+                None => println!("node {node}: no such key ({how})"),
             }
         }
         Answer::Status(s) => {

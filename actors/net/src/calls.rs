@@ -5,7 +5,8 @@
 use actors::gate::GateStatus;
 use actors::managers::node_manager::Node;
 use actors::security::CapSet;
-use cluster::State;
+use actors::managers::state_replicator::{Read, ReadLevel};
+use cluster::{Expected, Outcome, State};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::WireError;
@@ -78,6 +79,53 @@ pub enum Call {
     },
     /// The node manager's members.
     ListNodes,
+    /// Sets a key of the replicated map; answered once committed.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// Its value.
+        value: Vec<u8>,
+    },
+    /// Reads a key from the node's applied map.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Removes a key.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Sets a key if it holds what is expected.
+    CompareAndSet {
+        /// The key.
+        key: Vec<u8>,
+        /// What it must hold.
+        expected: Expect,
+        /// Its new value.
+        value: Vec<u8>,
+    },
+}
+
+/// What a compare-and-set expects (`cluster::Expected` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The key is absent.
+    Absent,
+    /// The key was last written at this revision.
+    Revision(u64),
+    /// The key holds this value.
+    Value(Vec<u8>),
+}
+
+impl From<Expect> for Expected {
+    fn from(e: Expect) -> Self {
+        match e {
+            Expect::Absent => Expected::Absent,
+            Expect::Revision(r) => Expected::Revision(r),
+            Expect::Value(v) => Expected::Value(v),
+        }
+    }
 }
 
 /// A member, as the node manager records it.
@@ -142,6 +190,56 @@ pub enum Answer {
     Node(NodeInfo),
     /// The members.
     Nodes(Vec<NodeInfo>),
+    /// A write to a key committed: its revision.
+    Written {
+        /// The revision of the write.
+        revision: u64,
+    },
+    /// A key removed (`existed`: whether it was there).
+    Deleted {
+        /// The revision of the delete.
+        revision: u64,
+        /// Whether the key existed.
+        existed: bool,
+    },
+    /// A compare-and-set that found something else: what the key holds (value, revision).
+    Mismatch {
+        /// The revision of the refused command.
+        revision: u64,
+        /// What the key held.
+        current: Option<(Vec<u8>, u64)>,
+    },
+    /// A key read: its value and the revision that wrote it, the map's revision, how fresh the
+    /// read is (`local`), and how many committed entries the node had not yet applied.
+    Read {
+        /// Value and revision.
+        value: Option<(Vec<u8>, u64)>,
+        /// The map's revision read at.
+        revision: u64,
+        /// How fresh.
+        level: String,
+        /// Committed entries not yet applied.
+        behind: u64,
+    },
+}
+
+impl From<Outcome> for Answer {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Written { revision } => Answer::Written { revision },
+            Outcome::Deleted { revision, existed } => Answer::Deleted { revision, existed },
+            Outcome::Mismatch { revision, current } => Answer::Mismatch { revision, current: current.map(|c| (c.value, c.revision)) },
+        }
+    }
+}
+
+impl From<Read> for Answer {
+    fn from(read: Read) -> Self {
+        let level = match read.level {
+            ReadLevel::Local => "local",
+        };
+        Answer::Read { value: read.value.map(|v| (v.value, v.revision)), revision: read.revision, level: level.into(), behind: read.behind }
+    }
 }
 
 /// A manager's gate, as a remote caller sees it.
@@ -269,6 +367,11 @@ mod tests {
             Call::Join { id: "w1".into(), kind: "worker".into(), energy_budget_j: 5.0, capabilities: node.capabilities, scope: "node_management".into() },
             Call::Leave { id: "w1".into() },
             Call::ListNodes,
+            Call::Put { key: b"k".to_vec(), value: b"v".to_vec() },
+            Call::Get { key: b"k".to_vec() },
+            Call::Delete { key: b"k".to_vec() },
+            Call::CompareAndSet { key: b"k".to_vec(), expected: Expect::Value(b"old".to_vec()), value: b"new".to_vec() },
+            Call::CompareAndSet { key: b"k".to_vec(), expected: Expect::Revision(4), value: vec![] },
         ];
         for (id, call) in calls.into_iter().enumerate() {
             let request = Request { id: id as u64, call };
@@ -281,6 +384,10 @@ mod tests {
             Ok(Answer::Joined { node: node.clone(), confirmed_by: vec!["node-manager/2".into()] }),
             Ok(Answer::Node(node.clone())),
             Ok(Answer::Nodes(vec![node])),
+            Ok(Answer::Written { revision: 4 }),
+            Ok(Answer::Deleted { revision: 5, existed: true }),
+            Ok(Answer::Mismatch { revision: 6, current: Some((b"v".to_vec(), 4)) }),
+            Ok(Answer::Read { value: None, revision: 6, level: "local".into(), behind: 0 }),
             Err(Failure::new("PermissionDenied", "no")),
         ];
         for (id, result) in answers.into_iter().enumerate() {

@@ -214,6 +214,23 @@ impl Client {
         }
     }
 
+    /// Sets `key` to `value`; answers the write's revision once a quorum has committed it.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
+        match self.call(Call::Put { key: key.to_vec(), value: value.to_vec() }).await? {
+            Answer::Written { revision } => Ok(revision),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Reads `key` from the node's applied map (a local read): its value and the revision that
+    /// wrote it, if it has one.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, ClientError> {
+        match self.call(Call::Get { key: key.to_vec() }).await? {
+            Answer::Read { value, .. } => Ok(value),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
     /// The leader and its term, as the node knows them.
     pub async fn leader(&self) -> Result<Option<(NodeId, u64)>, ClientError> {
         match self.call(Call::Leader).await? {

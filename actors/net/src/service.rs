@@ -16,7 +16,7 @@ use actors::managers::communication::Broadcast;
 use actors::energy::Joules;
 use actors::managers::leader_election::Leader;
 use actors::managers::node_manager::{Join, Leave, ListNodes};
-use actors::managers::state_replicator::{ReadState, Replicate};
+use actors::managers::state_replicator::{CompareAndSet, Delete, Get, Put, ReadState, Replicate};
 use actors::managers::{
     communication, failure_detector, leader_election, load_distributor, node_manager, recovery_manager, resource_scaler,
     state_replicator, worker_pool,
@@ -197,6 +197,15 @@ async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, cal
         Call::ListNodes => ask(&actors.nodes, ListNodes { ctx: context(node_manager::SCOPE) })
             .await
             .map(|nodes| Answer::Nodes(nodes.into_iter().map(Into::into).collect())),
+        Call::Put { key, value } => {
+            ask(&actors.replicator, Put { ctx: context(state_replicator::SCOPE), key, value }).await.map(Answer::from)
+        }
+        Call::Get { key } => ask(&actors.replicator, Get { ctx: context(state_replicator::SCOPE), key }).await.map(Answer::from),
+        Call::Delete { key } => ask(&actors.replicator, Delete { ctx: context(state_replicator::SCOPE), key }).await.map(Answer::from),
+        Call::CompareAndSet { key, expected, value } => {
+            let msg = CompareAndSet { ctx: context(state_replicator::SCOPE), key, expected: expected.into(), value };
+            ask(&actors.replicator, msg).await.map(Answer::from)
+        }
         Call::Status { manager } => {
             macro_rules! status {
                 ($addr:expr, $module:ident, $error:ident) => {
