@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use actors::cluster::{Expected, NodeId, Outcome};
-use actors::managers::state_replicator::{CompareAndSet, Delete, Get, Put, Read, ReadLevel, ReadState, Replicate, ReplicationError};
+use actors::managers::state_replicator::{CompareAndSet, Consistency, Delete, Get, Put, Read, ReadState, Replicate, ReplicationError};
 use common::{eventually, Cluster};
 
 impl Cluster {
@@ -24,8 +24,12 @@ impl Cluster {
     }
 
     async fn get(&self, via: NodeId, who: &str, key: &str) -> Result<Read, ReplicationError> {
+        self.read(via, who, key, Consistency::Linearizable).await
+    }
+
+    async fn read(&self, via: NodeId, who: &str, key: &str, consistency: Consistency) -> Result<Read, ReplicationError> {
         let ctx = self.world.ctx(who, "replication_management");
-        self.node(via).unwrap().replicator.send(Get { ctx, key: key.into() }).await.unwrap()
+        self.node(via).unwrap().replicator.send(Get { ctx, key: key.into(), consistency }).await.unwrap()
     }
 }
 
@@ -58,13 +62,46 @@ async fn keys_are_written_through_any_node_and_read_everywhere() {
     assert!(cluster.converged(6, Duration::from_secs(2)).await);
     for id in cluster.up() {
         let read = cluster.get(id, "reader", "colour").await.unwrap();
-        assert_eq!(read.level, ReadLevel::Local);
+        assert_eq!(read.level, Consistency::Linearizable);
         assert_eq!((read.value.unwrap().value.as_slice(), read.revision), (&b"blue"[..], 6), "node {id}");
         assert!(cluster.get(id, "reader", "shape").await.unwrap().value.is_none());
         let ctx = cluster.world.ctx("reader", "replication_management");
         let register = cluster.node(id).unwrap().replicator.send(ReadState { ctx }).await.unwrap().unwrap();
         assert_eq!(register.data, b"reg");
     }
+}
+
+#[actix_rt::test]
+async fn a_linearizable_read_on_another_node_sees_every_acknowledged_write_and_a_stale_one_says_it_may_not() {
+    let cluster = Cluster::start(3, actors::Config::default()).await;
+    let leader = cluster.leader(Duration::from_secs(2)).await.expect("a leader");
+    let followers: Vec<NodeId> = cluster.up().into_iter().filter(|&id| id != leader).collect();
+    // Messages take 1 to 15 ms, so that a follower often applies a write later than the follower
+    // that was answered: a read served from its applied map would miss it.
+    cluster.network().set_faults(0.0, (1, 15));
+    for i in 0..20 {
+        let (writer, reader) = (followers[i % 2], followers[(i + 1) % 2]);
+        let value = format!("v{i}");
+        let Outcome::Written { revision } = cluster.put(writer, "k", &value).await.unwrap() else { panic!() };
+        let read = cluster.get(reader, "reader", "k").await.unwrap();
+        let seen = read.value.expect("written");
+        assert_eq!((seen.value, seen.revision), (value.into_bytes(), revision), "read {i} on node {reader} after a write through {writer}");
+        assert!(read.revision >= revision && read.level == Consistency::Linearizable);
+    }
+
+    // Cut one follower off: the others commit a write it cannot know of.
+    cluster.network().set_faults(0.0, (0, 0));
+    let cut = followers[0];
+    cluster.network().partition(&[cut]);
+    let Outcome::Written { revision } = cluster.put(leader, "k", "after the cut").await.unwrap() else { panic!() };
+    let stale = cluster.read(cut, "reader", "k", Consistency::Stale).await.unwrap();
+    assert_eq!(stale.level, Consistency::Stale, "a stale read says so");
+    assert!(stale.revision < revision && stale.value.as_ref().unwrap().value == b"v19", "and may miss the write: {stale:?}");
+    let err = cluster.get(cut, "reader", "k").await.unwrap_err();
+    assert!(err.to_string().contains("no leader confirmed the read"), "a linearizable read there cannot be served: {err}");
+    cluster.network().heal();
+    let healed = eventually(Duration::from_secs(5), || async { cluster.get(cut, "reader", "k").await.ok() }).await.expect("served again");
+    assert_eq!(healed.value.unwrap().value, b"after the cut");
 }
 
 #[actix_rt::test]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use net::actors::managers::state_replicator::Consistency;
 use net::calls::{Answer, Call, Expect, Manager};
 use net::client::{Client, ClientError, Credentials};
 use net::tcp::Member;
@@ -94,11 +95,14 @@ pub enum CallCommand {
         /// The value (UTF-8).
         value: String,
     },
-    /// Read a key from the node's applied map (a local read: it may trail the leader, and the
-    /// answer says by how many committed entries).
+    /// Read a key. Linearizable by default: the leader confirms with a quorum that it still
+    /// leads, so the read sees every write acknowledged before it, through any node.
     Get {
         /// The key.
         key: String,
+        /// Answer at once from the node's applied map: it may miss recent writes, and says so.
+        #[arg(long)]
+        stale: bool,
     },
     /// Remove a key.
     Delete {
@@ -169,7 +173,10 @@ pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool
         }
         CallCommand::Leave { id } => Call::Leave { id },
         CallCommand::Put { key, value } => Call::Put { key: key.into_bytes(), value: value.into_bytes() },
-        CallCommand::Get { key } => Call::Get { key: key.into_bytes() },
+        CallCommand::Get { key, stale } => {
+            let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
+            Call::Get { key: key.into_bytes(), consistency }
+        }
         CallCommand::Delete { key } => Call::Delete { key: key.into_bytes() },
         CallCommand::Cas { key, value, absent, revision, expect } => {
             let expected = match (absent, revision, expect) {
@@ -249,6 +256,10 @@ fn print(node: u64, answer: &Answer, json: bool) {
             None => println!("node {node}: not set (revision {revision}): the key does not exist"),
         },
         Answer::Read { value, revision, level, behind } => {
+            let level = match level {
+                Consistency::Linearizable => "linearizable",
+                Consistency::Stale => "stale",
+            };
             let how = format!("{level} read at revision {revision}, {behind} committed entries not yet applied");
             match value {
                 Some((value, at)) => println!("node {node}: {} (written at revision {at}; {how})", String::from_utf8_lossy(value)),

@@ -32,11 +32,13 @@ async fn keys_are_set_read_swapped_and_deleted_through_the_cli() {
     let (ok, out) = call(d, &["put", "colour", "red"]);
     assert!(ok && out.contains("written at revision 1"), "{out}");
     let read = until(Duration::from_secs(5), || async {
-        let (ok, out) = call(d, &["--node", "3", "get", "colour"]);
-        (ok && out.contains("red (written at revision 1; local read")).then_some(out)
+        let (ok, out) = call(d, &["--node", "3", "get", "colour", "--stale"]);
+        (ok && out.contains("red (written at revision 1; stale read")).then_some(out)
     })
     .await;
     assert!(read.is_some(), "node 3 applies the write");
+    let (ok, out) = call(d, &["--node", "2", "get", "colour"]);
+    assert!(ok && out.contains("red (written at revision 1; linearizable read"), "{out}");
     let (ok, out) = call(d, &["cas", "colour", "blue", "--revision", "99"]);
     assert!(ok && out.contains("not set") && out.contains("it holds red written at revision 1"), "{out}");
     let (ok, out) = call(d, &["cas", "colour", "blue", "--expect", "red"]);

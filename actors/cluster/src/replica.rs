@@ -138,6 +138,9 @@ pub struct Output {
     pub applied: Vec<Applied>,
     /// This node's proposals that are now committed and applied.
     pub acks: Vec<Ack>,
+    /// Reads ([`Replica::read_index`]) whose index the leader confirmed and this node has now
+    /// applied: answered from the state now, they see every write acknowledged before they began.
+    pub reads: Vec<u64>,
 }
 
 /// One node's replica: Raft plus the state machine.
@@ -153,6 +156,9 @@ pub struct Replica {
     next_seq: u64,
     pending: BTreeSet<u64>,
     voters: Vec<NodeId>,
+    next_read: u64,
+    /// Reads whose index is known, waiting for this node to apply it: (number, index).
+    confirmed_reads: Vec<(u64, u64)>,
 }
 
 impl Replica {
@@ -198,6 +204,8 @@ impl Replica {
             next_seq: 0,
             pending: BTreeSet::new(),
             voters,
+            next_read: 0,
+            confirmed_reads: Vec::new(),
         })
     }
 
@@ -274,6 +282,28 @@ impl Replica {
         }
     }
 
+    /// Starts a linearizable read (Raft's ReadIndex): the leader confirms with a quorum that it
+    /// still leads and answers its commit index; once this node has applied that far, the read's
+    /// number appears in [`Output::reads`]. Returns that number. A read that no leader confirms
+    /// (none known, or leadership changed) never appears: the caller times it out.
+    pub fn read_index(&mut self) -> u64 {
+        let seq = self.next_read;
+        self.next_read += 1;
+        let mut ctx = Vec::with_capacity(16);
+        ctx.extend_from_slice(&self.incarnation.to_le_bytes());
+        ctx.extend_from_slice(&seq.to_le_bytes());
+        self.node.read_index(ctx);
+        seq
+    }
+
+    /// The read number in a read context of this run, if it is one.
+    fn own_read(&self, ctx: &[u8]) -> Option<u64> {
+        let (incarnation, seq) = ctx.split_at_checked(8)?;
+        let incarnation = u64::from_le_bytes(incarnation.try_into().ok()?);
+        let seq = u64::from_le_bytes(seq.try_into().ok()?);
+        (incarnation == self.incarnation).then_some(seq)
+    }
+
     /// Stops waiting for a proposal (the caller gave up on it). If it commits later it is still
     /// applied, but no [`Ack`] is produced.
     pub fn forget(&mut self, seq: u64) {
@@ -287,6 +317,11 @@ impl Replica {
             return Ok(out);
         }
         let mut ready = self.node.ready();
+        for read in ready.take_read_states() {
+            if let Some(seq) = self.own_read(&read.request_ctx) {
+                self.confirmed_reads.push((seq, read.index));
+            }
+        }
         // A leader may send appends before persisting its own copy (Raft thesis 10.2.1).
         out.messages.extend(ready.take_messages());
         let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
@@ -306,6 +341,14 @@ impl Replica {
         out.messages.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut out)?;
         self.node.advance_apply();
+        let applied = self.applied_index;
+        self.confirmed_reads.retain(|&(seq, index)| {
+            let servable = index <= applied;
+            if servable {
+                out.reads.push(seq);
+            }
+            !servable
+        });
         self.maybe_compact()?;
         Ok(out)
     }
@@ -498,5 +541,17 @@ mod tests {
         assert_eq!(reopened.map(), &map, "the snapshot and the entries after it restore every key");
         assert_eq!(reopened.map().get(b"b").unwrap().value, b"2");
         assert!(reopened.map().get(b"a").is_none());
+    }
+
+    #[test]
+    fn a_read_index_is_confirmed_and_served_once_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = alone(dir.path(), 1000);
+        commit(&mut replica, Command::Put { key: b"k".to_vec(), value: b"v".to_vec() });
+        let seq = replica.read_index();
+        let reads: Vec<u64> = (0..3).flat_map(|_| replica.advance().unwrap().reads).collect();
+        assert_eq!(reads, [seq], "served once, after its index was applied");
+        assert_eq!(replica.map().get(b"k").unwrap().value, b"v");
+        assert_eq!(replica.own_read(b"short"), None, "a context that is not ours is ignored");
     }
 }

@@ -5,7 +5,7 @@
 use actors::gate::GateStatus;
 use actors::managers::node_manager::Node;
 use actors::security::CapSet;
-use actors::managers::state_replicator::{Read, ReadLevel};
+use actors::managers::state_replicator::{Consistency, Read};
 use cluster::{Expected, Outcome, State};
 use serde::{Deserialize, Serialize};
 
@@ -86,10 +86,12 @@ pub enum Call {
         /// Its value.
         value: Vec<u8>,
     },
-    /// Reads a key from the node's applied map.
+    /// Reads a key, linearizably or from the node's applied map (stale).
     Get {
         /// The key.
         key: Vec<u8>,
+        /// How fresh the answer must be.
+        consistency: Consistency,
     },
     /// Removes a key.
     Delete {
@@ -209,15 +211,15 @@ pub enum Answer {
         /// What the key held.
         current: Option<(Vec<u8>, u64)>,
     },
-    /// A key read: its value and the revision that wrote it, the map's revision, how fresh the
-    /// read is (`local`), and how many committed entries the node had not yet applied.
+    /// A key read: its value and the revision that wrote it, the map's revision, the level it
+    /// was served at, and how many committed entries the node had not yet applied.
     Read {
         /// Value and revision.
         value: Option<(Vec<u8>, u64)>,
         /// The map's revision read at.
         revision: u64,
         /// How fresh.
-        level: String,
+        level: Consistency,
         /// Committed entries not yet applied.
         behind: u64,
     },
@@ -235,10 +237,7 @@ impl From<Outcome> for Answer {
 
 impl From<Read> for Answer {
     fn from(read: Read) -> Self {
-        let level = match read.level {
-            ReadLevel::Local => "local",
-        };
-        Answer::Read { value: read.value.map(|v| (v.value, v.revision)), revision: read.revision, level: level.into(), behind: read.behind }
+        Answer::Read { value: read.value.map(|v| (v.value, v.revision)), revision: read.revision, level: read.level, behind: read.behind }
     }
 }
 
@@ -368,7 +367,7 @@ mod tests {
             Call::Leave { id: "w1".into() },
             Call::ListNodes,
             Call::Put { key: b"k".to_vec(), value: b"v".to_vec() },
-            Call::Get { key: b"k".to_vec() },
+            Call::Get { key: b"k".to_vec(), consistency: Consistency::Stale },
             Call::Delete { key: b"k".to_vec() },
             Call::CompareAndSet { key: b"k".to_vec(), expected: Expect::Value(b"old".to_vec()), value: b"new".to_vec() },
             Call::CompareAndSet { key: b"k".to_vec(), expected: Expect::Revision(4), value: vec![] },
@@ -387,7 +386,7 @@ mod tests {
             Ok(Answer::Written { revision: 4 }),
             Ok(Answer::Deleted { revision: 5, existed: true }),
             Ok(Answer::Mismatch { revision: 6, current: Some((b"v".to_vec(), 4)) }),
-            Ok(Answer::Read { value: None, revision: 6, level: "local".into(), behind: 0 }),
+            Ok(Answer::Read { value: None, revision: 6, level: Consistency::Linearizable, behind: 0 }),
             Err(Failure::new("PermissionDenied", "no")),
         ];
         for (id, result) in answers.into_iter().enumerate() {

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+use actors::managers::state_replicator::Consistency;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -222,10 +223,9 @@ impl Client {
         }
     }
 
-    /// Reads `key` from the node's applied map (a local read): its value and the revision that
-    /// wrote it, if it has one.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, ClientError> {
-        match self.call(Call::Get { key: key.to_vec() }).await? {
+    /// Reads `key` at `consistency`: its value and the revision that wrote it, if it has one.
+    pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<Option<(Vec<u8>, u64)>, ClientError> {
+        match self.call(Call::Get { key: key.to_vec(), consistency }).await? {
             Answer::Read { value, .. } => Ok(value),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }

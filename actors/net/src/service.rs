@@ -200,7 +200,9 @@ async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, cal
         Call::Put { key, value } => {
             ask(&actors.replicator, Put { ctx: context(state_replicator::SCOPE), key, value }).await.map(Answer::from)
         }
-        Call::Get { key } => ask(&actors.replicator, Get { ctx: context(state_replicator::SCOPE), key }).await.map(Answer::from),
+        Call::Get { key, consistency } => {
+            ask(&actors.replicator, Get { ctx: context(state_replicator::SCOPE), key, consistency }).await.map(Answer::from)
+        }
         Call::Delete { key } => ask(&actors.replicator, Delete { ctx: context(state_replicator::SCOPE), key }).await.map(Answer::from),
         Call::CompareAndSet { key, expected, value } => {
             let msg = CompareAndSet { ctx: context(state_replicator::SCOPE), key, expected: expected.into(), value };

@@ -5,8 +5,7 @@
 //!
 //! The tutorial's single register (`Replicate`, `ReadState`) is the map's key named after the
 //! state's id. `Put`, `Get`, `Delete` and `CompareAndSet` reach every other key. A `Get` is
-//! served from this node's applied map and says so ([`ReadLevel::Local`]): it may trail the
-//! leader by up to the entries between its applied and commit indexes.
+//! linearizable unless it asks for [`Consistency::Stale`], and its answer says which it was.
 
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use cluster::{Command, Expected, NodeId, Outcome, State, Versioned};
 use security::SecurityContext;
 
 use crate::gate::{Gate, Pending};
+pub use crate::node::consensus::Consistency;
 use crate::node::consensus::{Change, Committed, Consensus, Inspect, Propose, ReadKey};
 use crate::{gate_error, gated, Environment};
 
@@ -83,22 +83,15 @@ pub struct CompareAndSet {
     pub value: Vec<u8>,
 }
 
-/// Reads `key`. Requires `StateManagement`.
+/// Reads `key`, linearizably unless asked otherwise. Requires `StateManagement`.
 #[derive(Debug, Clone)]
 pub struct Get {
     /// Who asks.
     pub ctx: SecurityContext,
     /// The key.
     pub key: Vec<u8>,
-}
-
-/// How fresh a read is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadLevel {
-    /// This node's applied map, answered at once: it may miss writes the cluster has committed
-    /// but this node has not yet applied.
-    Local,
+    /// How fresh the answer must be.
+    pub consistency: Consistency,
 }
 
 /// A read's answer.
@@ -108,8 +101,8 @@ pub struct Read {
     pub value: Option<Versioned>,
     /// The map's revision this was read at.
     pub revision: u64,
-    /// How fresh it is.
-    pub level: ReadLevel,
+    /// How fresh it is: the level it was served at.
+    pub level: Consistency,
     /// Log entries this node knew committed but had not applied when it answered.
     pub behind: u64,
 }
@@ -204,13 +197,15 @@ impl StateReplicator {
         self.command(Command::CompareAndSet { key: msg.key, expected: msg.expected, value: msg.value })
     }
 
-    /// Reads a key from this node's applied map.
+    /// Reads a key: linearizable (the leader confirms its commit index with a quorum first) or
+    /// stale (this node's applied map, at once).
     #[operation(requires = [StateManagement], cost = 1.0, resource = key_name(&msg.key), validate = Ok(rules.key(&msg.key)?))]
     fn get(&mut self, msg: Get) -> Pending<Self, Read, ReplicationError> {
-        Box::pin(fut::wrap_future(self.consensus.send(ReadKey { key: msg.key })).map(|view, _, _| {
-            let view = view.map_err(gone)?;
+        let read = ReadKey { key: msg.key, consistency: msg.consistency, timeout: self.timeout };
+        Box::pin(fut::wrap_future(self.consensus.send(read)).map(|view, _, _| {
+            let view = view.map_err(gone)?.map_err(ReplicationError::ReplicaUpdateFailed)?;
             let behind = view.commit_index.saturating_sub(view.applied_index);
-            Ok(Read { value: view.value, revision: view.revision, level: ReadLevel::Local, behind })
+            Ok(Read { value: view.value, revision: view.revision, level: view.consistency, behind })
         }))
     }
 }

@@ -126,17 +126,37 @@ pub struct Committed {
     pub outcome: Outcome,
 }
 
-/// Reads one key of the map as this node has applied it.
+/// Reads one key of the map.
 #[derive(Debug, Message)]
-#[rtype(result = "KeyView")]
+#[rtype(result = "Result<KeyView, String>")]
 pub struct ReadKey {
     /// The key.
     pub key: Vec<u8>,
+    /// How fresh the answer must be.
+    pub consistency: Consistency,
+    /// How long a linearizable read may wait for the leader's confirmation.
+    pub timeout: Duration,
+}
+
+/// How fresh a read is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Raft's ReadIndex: the leader confirms with a quorum that it still leads, and this node
+    /// answers once it has applied the leader's commit index, so the read sees every write
+    /// acknowledged before it began, wherever it was written.
+    #[default]
+    Linearizable,
+    /// This node's applied map, answered at once: it may miss writes the cluster has committed
+    /// and this node has not yet applied.
+    Stale,
 }
 
 /// A key as this node has applied it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyView {
+    /// How fresh it is.
+    pub consistency: Consistency,
     /// What it holds, and the revision that wrote it.
     pub value: Option<Versioned>,
     /// The map's revision as this node has applied it.
@@ -178,8 +198,13 @@ pub struct Consensus {
     /// Proposals waiting for their commit, by sequence number, with the term they were made in.
     proposals: BTreeMap<u64, (u64, oneshot::Sender<Result<Committed, String>>)>,
     campaigns: Vec<PendingCampaign>,
+    /// Linearizable reads waiting for their index, by read number: the key and whom to answer.
+    reads: BTreeMap<u64, WaitingRead>,
     metrics: Option<NodeMetrics>,
 }
+
+/// A linearizable read waiting for its index: the key, and whom to answer.
+type WaitingRead = (Vec<u8>, oneshot::Sender<Result<KeyView, String>>);
 
 struct PendingCampaign {
     /// The term the campaign started in; a leader of a later term ends it.
@@ -192,7 +217,7 @@ struct PendingCampaign {
 impl Consensus {
     /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
     pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration, mailbox_capacity: usize) -> Self {
-        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new(), metrics: None }
+        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new(), reads: BTreeMap::new(), metrics: None }
     }
 
     /// The same, setting `metrics`' Raft gauges as it goes.
@@ -236,6 +261,11 @@ impl Consensus {
             if let (Some((_, reply)), Some(data)) = (self.proposals.remove(&ack.seq), data) {
                 let state = State { id: id.clone(), data, version: ack.version };
                 let _ = reply.send(Ok(Committed { state, outcome: ack.outcome }));
+            }
+        }
+        for seq in output.reads {
+            if let Some((key, reply)) = self.reads.remove(&seq) {
+                let _ = reply.send(Ok(self.key_view(&key, Consistency::Linearizable)));
             }
         }
         self.abandon_proposals_of_past_terms();
@@ -432,17 +462,45 @@ impl Handler<Stop> for Consensus {
     }
 }
 
-impl Handler<ReadKey> for Consensus {
-    type Result = MessageResult<ReadKey>;
-
-    fn handle(&mut self, msg: ReadKey, _: &mut Context<Self>) -> Self::Result {
+impl Consensus {
+    fn key_view(&self, key: &[u8], consistency: Consistency) -> KeyView {
         let r = &self.replica;
-        MessageResult(KeyView {
-            value: r.map().get(&msg.key).cloned(),
+        KeyView {
+            consistency,
+            value: r.map().get(key).cloned(),
             revision: r.map().revision(),
             applied_index: r.applied_index(),
             commit_index: r.commit_index(),
-        })
+        }
+    }
+}
+
+impl Handler<ReadKey> for Consensus {
+    type Result = ResponseActFuture<Self, Result<KeyView, String>>;
+
+    fn handle(&mut self, msg: ReadKey, ctx: &mut Context<Self>) -> Self::Result {
+        if msg.consistency == Consistency::Stale {
+            return Box::pin(fut::ready(Ok(self.key_view(&msg.key, Consistency::Stale))));
+        }
+        // Bounded like the mailbox: a caller cannot park more reads here than it could queue.
+        if self.reads.len() >= self.mailbox_capacity {
+            let busy = format!("{} linearizable reads are already waiting (raft.mailbox_capacity)", self.reads.len());
+            return Box::pin(fut::ready(Err(busy)));
+        }
+        let seq = self.replica.read_index();
+        let (reply, answer) = oneshot::channel();
+        self.reads.insert(seq, (msg.key, reply));
+        self.drive(ctx);
+        let timeout = msg.timeout;
+        Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| match result {
+            Ok(Ok(view)) => view,
+            Ok(Err(_)) => Err("the consensus actor stopped".to_owned()),
+            Err(_) => {
+                actor.reads.remove(&seq);
+                let leader = actor.replica.leader().map_or("none known".to_owned(), |l| format!("node {l}"));
+                Err(format!("no leader confirmed the read within {timeout:?} (leader: {leader})"))
+            }
+        }))
     }
 }
 
