@@ -149,19 +149,62 @@ fn load(path: &Path) -> Result<ClientConfig> {
     Ok(config)
 }
 
+/// What the client configuration proves the caller to be.
+fn credentials(config: &ClientConfig, token: Option<String>) -> Result<Credentials> {
+    let token = token.or(config.token.clone());
+    Ok(match (&config.principal, &config.tls, token, &config.ca, config.insecure) {
+        (Some(principal), Some(tls), None, _, false) => Credentials::certificate(&config.cluster, principal, tls.clone())?,
+        (_, tls, Some(token), ca, false) => {
+            let ca = ca.clone().or(tls.as_ref().map(|t| t.ca.clone())).context("a client with a token needs ca = \"<the cluster's CA>\"")?;
+            Credentials::token(&config.cluster, &ca, &token)?
+        }
+        (Some(principal), None, None, _, true) => Credentials::insecure(&config.cluster, principal)?,
+        _ => bail!("the client configuration needs principal and tls = {{ ca, cert, key }}, or a token and ca, or principal and insecure = true"),
+    })
+}
+
+/// Asks every node of the configuration (or only `only`) for its view of Raft, and prints one
+/// line per node: the ones it cannot reach say why.
+pub fn cluster_status(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool) -> Result<ExitCode> {
+    let config = load(&config)?;
+    let credentials = credentials(&config, token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut reached = 0;
+        if !json {
+            println!("{:>5}  {:<22} {:>6} {:>7} {:>8} {:>8}  voters", "node", "address", "term", "leader", "commit", "applied");
+        }
+        for member in config.nodes.iter().filter(|m| only.is_none_or(|id| id == m.id)) {
+            let answer = match Client::connect_from(config.source, member.address, member.id, &credentials).await {
+                Ok(client) => client.call(Call::RaftStatus).await,
+                Err(e) => Err(e),
+            };
+            match (answer, json) {
+                (Ok(answer), true) => {
+                    reached += 1;
+                    println!("{}", serde_json::to_string(&answer)?);
+                }
+                (Ok(Answer::Raft { term, leader, commit_index, applied_index, voters, .. }), false) => {
+                    reached += 1;
+                    let leader = leader.map_or("-".to_owned(), |l| l.to_string());
+                    let voters: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
+                    println!("{:>5}  {:<22} {term:>6} {leader:>7} {commit_index:>8} {applied_index:>8}  {}", member.id, member.address.to_string(), voters.join(","));
+                }
+                (Ok(other), false) => println!("{:>5}  {:<22} unexpected answer: {other:?}", member.id, member.address.to_string()),
+                (Err(e), _) => eprintln!("{:>5}  {:<22} unreachable: {e}", member.id, member.address.to_string()),
+            }
+        }
+        Ok(if reached > 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNREACHED) })
+    })
+}
+
+/// No node answered.
+const EXIT_UNREACHED: u8 = 3;
+
 /// Calls the node `only`, or each node of the configuration in turn until one answers.
 pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool, command: CallCommand) -> Result<ExitCode> {
     let config = load(&config)?;
-    let token = token.or(config.token);
-    let credentials = match (config.principal, config.tls, token, config.ca, config.insecure) {
-        (Some(principal), Some(tls), None, _, false) => Credentials::certificate(&config.cluster, &principal, tls)?,
-        (_, tls, Some(token), ca, false) => {
-            let ca = ca.or(tls.map(|t| t.ca)).context("a client with a token needs ca = \"<the cluster's CA>\"")?;
-            Credentials::token(&config.cluster, &ca, &token)?
-        }
-        (Some(principal), None, None, _, true) => Credentials::insecure(&config.cluster, &principal)?,
-        _ => bail!("the client configuration needs principal and tls = {{ ca, cert, key }}, or a token and ca, or principal and insecure = true"),
-    };
+    let credentials = credentials(&config, token)?;
     let call = match command {
         CallCommand::Replicate { data } => Call::Replicate { data: data.into_bytes() },
         CallCommand::ReadState => Call::ReadState,
@@ -245,6 +288,9 @@ fn print(node: u64, answer: &Answer, json: bool) {
             for n in nodes {
                 println!("{} {} {} J {} in {} (joined by {})", n.id, n.kind, n.energy_budget_j, n.capabilities, n.scope, n.joined_by);
             }
+        }
+        Answer::Raft { term, leader, commit_index, applied_index, voters, .. } => {
+            println!("node {node}: term {term}, leader {leader:?}, commit {commit_index}, applied {applied_index}, voters {voters:?}")
         }
         Answer::Written { revision } => println!("node {node}: written at revision {revision}"),
         Answer::Deleted { revision, existed: true } => println!("node {node}: deleted at revision {revision}"),

@@ -75,6 +75,9 @@ enum Command {
         #[command(subcommand)]
         call: call::CallCommand,
     },
+    /// See a cluster: each node's view of Raft.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Create a cluster CA and node and user certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -83,13 +86,37 @@ enum Command {
     Token(token::TokenCommand),
 }
 
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Ask every node of the client configuration for its term, the leader it knows, its commit
+    /// and applied index, and the voters; one line per node, and why for the nodes it cannot
+    /// reach. Exits 3 if none answers. Needs ElectionManagement.
+    ///
+    /// Example:
+    ///   ergon cluster status --config examples/cluster/client.toml
+    Status {
+        /// The client's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Ask only this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Act with this capability token instead of the configuration's certificate.
+        #[arg(long, env = "ERGON_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// One JSON object per node.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Rust ignores SIGPIPE, so a closed pipe (`ergon audit show ... | head`) would end in an
     // error message. The commands that print end as other Unix tools do instead: quietly, killed
     // by SIGPIPE. The node and the client keep ignoring it: they write to sockets, where a closed
     // connection must be an error to handle, not the end of the process.
-    if !matches!(cli.command, Command::Node { .. } | Command::Call { .. }) {
+    if !matches!(cli.command, Command::Node { .. } | Command::Call { .. } | Command::Cluster(_)) {
         sigpipe::reset();
     }
     let result = match cli.command {
@@ -97,6 +124,7 @@ fn main() -> ExitCode {
         Command::Energy(command) => energy::run(command),
         Command::Node { config } => node::run(config),
         Command::Call { config, node, token, json, call } => call::run(config, node, token, json, call),
+        Command::Cluster(ClusterCommand::Status { config, node, token, json }) => call::cluster_status(config, node, token, json),
         Command::Certs(command) => certs::run(command),
         Command::Token(command) => token::run(command),
     };

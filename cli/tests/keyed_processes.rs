@@ -52,7 +52,26 @@ async fn keys_are_set_read_swapped_and_deleted_through_the_cli() {
     let (ok, out) = call(d, &["put", "", "x"]);
     assert!(!ok && out.contains("InvalidRequest") && out.contains("the key is empty"), "{out}");
 
-    for node in &mut nodes {
+    // ergon cluster status: every node's view, one line each; a stopped node is named unreachable.
+    let status = |d: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ergon")).args(["cluster", "status", "--config"]).arg(d.join("client.toml")).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let settled = until(Duration::from_secs(5), || async {
+        let (code, out, _) = status(d);
+        let rows: Vec<Vec<String>> = out.lines().skip(1).map(|l| l.split_whitespace().map(str::to_owned).collect()).collect();
+        let agreed = rows.len() == 3 && rows.iter().all(|r| r[3] == rows[0][3] && r[3] != "-" && r[4] == r[5] && r[6] == "1,2,3");
+        (code == Some(0) && agreed).then_some(out)
+    })
+    .await;
+    assert!(settled.is_some(), "three nodes agree on the leader and have applied what they committed: {:?}", status(d));
+    assert!(nodes[2].terminate().expect("exits").success());
+    let (code, out, err) = status(d);
+    assert_eq!(code, Some(0), "two nodes answer");
+    assert_eq!(out.lines().count(), 3, "a header and two nodes: {out}");
+    assert!(err.contains("    3  ") && err.contains("unreachable"), "{err}");
+
+    for node in &mut nodes[..2] {
         assert!(node.terminate().expect("exits").success(), "{}", node.log());
     }
 }

@@ -79,6 +79,8 @@ pub enum Call {
     },
     /// The node manager's members.
     ListNodes,
+    /// The node's view of Raft: term, leader, commit and applied index, voters.
+    RaftStatus,
     /// Sets a key of the replicated map; answered once committed.
     Put {
         /// The key.
@@ -192,6 +194,21 @@ pub enum Answer {
     Node(NodeInfo),
     /// The members.
     Nodes(Vec<NodeInfo>),
+    /// A node's view of Raft.
+    Raft {
+        /// The node.
+        id: u64,
+        /// Its term.
+        term: u64,
+        /// The leader it knows.
+        leader: Option<u64>,
+        /// Its commit index.
+        commit_index: u64,
+        /// Its applied index.
+        applied_index: u64,
+        /// The voters its configuration lists.
+        voters: Vec<u64>,
+    },
     /// A write to a key committed: its revision.
     Written {
         /// The revision of the write.
@@ -366,6 +383,7 @@ mod tests {
             Call::Join { id: "w1".into(), kind: "worker".into(), energy_budget_j: 5.0, capabilities: node.capabilities, scope: "node_management".into() },
             Call::Leave { id: "w1".into() },
             Call::ListNodes,
+            Call::RaftStatus,
             Call::Put { key: b"k".to_vec(), value: b"v".to_vec() },
             Call::Get { key: b"k".to_vec(), consistency: Consistency::Stale },
             Call::Delete { key: b"k".to_vec() },
@@ -383,6 +401,7 @@ mod tests {
             Ok(Answer::Joined { node: node.clone(), confirmed_by: vec!["node-manager/2".into()] }),
             Ok(Answer::Node(node.clone())),
             Ok(Answer::Nodes(vec![node])),
+            Ok(Answer::Raft { id: 1, term: 3, leader: Some(2), commit_index: 9, applied_index: 8, voters: vec![1, 2, 3] }),
             Ok(Answer::Written { revision: 4 }),
             Ok(Answer::Deleted { revision: 5, existed: true }),
             Ok(Answer::Mismatch { revision: 6, current: Some((b"v".to_vec(), 4)) }),

@@ -14,7 +14,7 @@ use actix::{Actor, Addr, Handler, Message};
 use actors::gate::{GateError, Status};
 use actors::managers::communication::Broadcast;
 use actors::energy::Joules;
-use actors::managers::leader_election::Leader;
+use actors::managers::leader_election::{Leader, RaftStatus};
 use actors::managers::node_manager::{Join, Leave, ListNodes};
 use actors::managers::state_replicator::{CompareAndSet, Delete, Get, Put, ReadState, Replicate};
 use actors::managers::{
@@ -197,6 +197,14 @@ async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, cal
         Call::ListNodes => ask(&actors.nodes, ListNodes { ctx: context(node_manager::SCOPE) })
             .await
             .map(|nodes| Answer::Nodes(nodes.into_iter().map(Into::into).collect())),
+        Call::RaftStatus => ask(&actors.election, RaftStatus { ctx: context(leader_election::SCOPE) }).await.map(|v| Answer::Raft {
+            id: v.id,
+            term: v.term,
+            leader: v.leader,
+            commit_index: v.commit_index,
+            applied_index: v.applied_index,
+            voters: v.voters,
+        }),
         Call::Put { key, value } => {
             ask(&actors.replicator, Put { ctx: context(state_replicator::SCOPE), key, value }).await.map(Answer::from)
         }

@@ -9,7 +9,7 @@ use cluster::NodeId;
 use security::SecurityContext;
 
 use crate::gate::{Gate, Pending};
-use crate::node::consensus::{Campaign, CampaignFailure, Consensus, Inspect, Leadership};
+use crate::node::consensus::{Campaign, CampaignFailure, Consensus, Inspect, Leadership, NodeView};
 use crate::{gate_error, gated, Environment};
 
 /// The scope leader election managers act in.
@@ -40,6 +40,14 @@ pub struct Election {
 /// Who leads, as this node knows it. Requires `ElectionManagement`.
 #[derive(Debug, Clone)]
 pub struct Leader {
+    /// Who asks.
+    pub ctx: SecurityContext,
+}
+
+/// This node's view of Raft: its term, the leader it knows, its commit and applied index, and the
+/// voters. Requires `ElectionManagement`.
+#[derive(Debug, Clone)]
+pub struct RaftStatus {
     /// Who asks.
     pub ctx: SecurityContext,
 }
@@ -93,6 +101,14 @@ impl LeaderElection {
             Ok(Err(CampaignFailure::Unsent(reason))) => Err(ElectionError::BroadcastFailed(reason)),
             Ok(Err(CampaignFailure::Lost(reason))) => Err(ElectionError::ElectionFailed(reason)),
             Err(e) => Err(ElectionError::ElectionFailed(format!("the consensus actor is gone: {e}"))),
+        }))
+    }
+
+    /// Term, leader, commit and applied index, and voters, as this node knows them.
+    #[operation(requires = [ElectionManagement], cost = 0.0, resource = "raft")]
+    fn raft_status(&mut self, _msg: RaftStatus) -> Pending<Self, NodeView, ElectionError> {
+        Box::pin(fut::wrap_future(self.consensus.send(Inspect)).map(|view, _, _| {
+            view.map_err(|e| ElectionError::ElectionFailed(format!("the consensus actor is gone: {e}")))
         }))
     }
 

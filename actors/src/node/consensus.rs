@@ -181,6 +181,10 @@ pub struct NodeView {
     pub state: State,
     /// The highest index it knows to be committed.
     pub commit_index: u64,
+    /// The last index it has applied.
+    pub applied_index: u64,
+    /// The cluster's voting members, as its configuration says.
+    pub voters: Vec<NodeId>,
 }
 
 
@@ -515,6 +519,8 @@ impl Handler<Inspect> for Consensus {
             leader: r.leader(),
             state: r.state(),
             commit_index: r.commit_index(),
+            applied_index: r.applied_index(),
+            voters: r.voters().to_vec(),
         })
     }
 }
