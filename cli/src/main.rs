@@ -44,6 +44,7 @@ enum Command {
     ///
     /// Example:
     ///   ergon node --config examples/cluster/n1.toml
+    #[command(verbatim_doc_comment)]
     Node {
         /// The node's configuration file.
         #[arg(long)]
@@ -59,19 +60,10 @@ enum Command {
     ///   ergon call --config examples/cluster/client.toml --node 2 read-state
     ///   ergon call --config examples/cluster/client.toml status state_replicator
     ///   ERGON_TOKEN="$(cat ci.token)" ergon call --config examples/cluster/client.toml read-state
+    #[command(verbatim_doc_comment)]
     Call {
-        /// The client's configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Call only this node.
-        #[arg(long)]
-        node: Option<u64>,
-        /// Act with this capability token instead of the configuration's certificate.
-        #[arg(long, env = "ERGON_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Print the answer as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         call: call::CallCommand,
     },
@@ -94,20 +86,28 @@ enum ClusterCommand {
     ///
     /// Example:
     ///   ergon cluster status --config examples/cluster/client.toml
+    #[command(verbatim_doc_comment)]
     Status {
-        /// The client's configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Ask only this node.
-        #[arg(long)]
-        node: Option<u64>,
-        /// Act with this capability token instead of the configuration's certificate.
-        #[arg(long, env = "ERGON_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// One JSON object per node.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+}
+
+/// How a client finds and proves itself to the nodes.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The client's configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Ask only this node.
+    #[arg(long)]
+    node: Option<u64>,
+    /// Act with this capability token instead of the configuration's certificate.
+    #[arg(long, env = "ERGON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print each answer as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -123,8 +123,10 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit::run(command),
         Command::Energy(command) => energy::run(command),
         Command::Node { config } => node::run(config),
-        Command::Call { config, node, token, json, call } => call::run(config, node, token, json, call),
-        Command::Cluster(ClusterCommand::Status { config, node, token, json }) => call::cluster_status(config, node, token, json),
+        Command::Call { client: ClientArgs { config, node, token, json }, call } => call::run(config, node, token, json, call),
+        Command::Cluster(ClusterCommand::Status { client: ClientArgs { config, node, token, json } }) => {
+            call::cluster_status(config, node, token, json)
+        }
         Command::Certs(command) => certs::run(command),
         Command::Token(command) => token::run(command),
     };
