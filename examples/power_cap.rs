@@ -127,7 +127,17 @@ async fn main() -> Result<()> {
     let report = attribution.stop().context("the sampler was running")?;
     let s = status(&comm).await??;
     let elapsed = started.elapsed().as_secs_f64();
-    println!("\nover {elapsed:.2} s the communication manager paid {:.3} mJ: {:.3} W on average, under its cap of {watts}", paid(&s) * 1e3, paid(&s) / elapsed);
+    // What a cap of `watts` with a burst of `budget_joules` lets through in `elapsed`.
+    let allowed = watts.get() * elapsed + cap.budget_joules.get();
+    let settled = paid(&s) - s.debt.get();
+    println!(
+        "\nover {elapsed:.2} s the communication manager was charged {:.3} mJ, {:.3} mJ of it still owed to the next refills: {:.3} W on average",
+        paid(&s) * 1e3,
+        s.debt.get() * 1e3,
+        paid(&s) / elapsed
+    );
+    let verdict = if settled <= allowed * 1.000_001 { "within" } else { "over" };
+    println!("  paid so far {:.3} mJ: {verdict} what its cap allows in that time, {watts} x {elapsed:.2} s + the {:.0} mJ burst = {:.3} mJ", settled * 1e3, cap.budget_joules.get() * 1e3, allowed * 1e3);
     println!("the energy counter ({}, {}) measured {:.3} J:", report.counter, report.source, report.measured.get());
     println!("  {:<26} {:>7} {:>8} {:>14} {:>14} {:>14}", "actor", "runs", "refused", "run time mJ", "corrected mJ", "paid mJ");
     let mut budgets = 0.0;

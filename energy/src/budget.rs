@@ -9,7 +9,10 @@ use crate::{Joules, Watts};
 /// Work is admitted in two steps so that concurrent work cannot overdraw it: [`reserve`] holds
 /// the estimated cost, and [`settle`] releases the hold and charges the measured cost.
 /// With a refill rate the budget is a token bucket: it regains `rate × elapsed` joules, up to its
-/// total, which caps the average power of the work it admits.
+/// total, which caps the average power of the work it admits. A cost found only after the fact
+/// (a measured run that cost more than was left, a correction to the machine's counter) that the
+/// budget cannot pay becomes a debt, which refills, credits and top-ups pay before anything is
+/// available again: so late charges cannot lift the average above the cap.
 ///
 /// The budget never reads a clock; callers pass `now` to [`refill`], so its behaviour is exact
 /// under test.
@@ -23,6 +26,8 @@ pub struct EnergyBudget {
     remaining: Joules,
     reserved: Joules,
     consumed: Joules,
+    /// Charged but not paid: the first claim on whatever the budget regains.
+    debt: Joules,
     refill: Option<(Watts, Instant)>,
 }
 
@@ -58,6 +63,7 @@ impl EnergyBudget {
             remaining: total,
             reserved: Joules::ZERO,
             consumed: Joules::ZERO,
+            debt: Joules::ZERO,
             refill: None,
         }
     }
@@ -87,6 +93,27 @@ impl EnergyBudget {
         self.consumed
     }
 
+    /// What was charged and could not be paid yet.
+    pub fn debt(&self) -> Joules {
+        self.debt
+    }
+
+    /// Gains `amount`: the debt first, then what remains, up to the total.
+    fn gain(&mut self, amount: Joules) {
+        let paid = amount.min(self.debt);
+        self.debt = self.debt.saturating_sub(paid);
+        self.remaining = (self.remaining + amount.saturating_sub(paid)).min(self.total);
+    }
+
+    /// Spends `amount`: what remains, and the rest as debt. Returns the part that became debt.
+    fn spend(&mut self, amount: Joules) -> Joules {
+        let overdraft = amount.saturating_sub(self.remaining);
+        self.remaining = self.remaining.saturating_sub(amount);
+        self.debt += overdraft;
+        self.consumed += amount;
+        overdraft
+    }
+
     /// Energy that a new reservation may take.
     pub fn available(&self) -> Joules {
         self.remaining.saturating_sub(self.reserved)
@@ -110,7 +137,7 @@ impl EnergyBudget {
     pub fn refill(&mut self, now: Instant) {
         if let Some((rate, last)) = self.refill {
             let gained = rate * now.saturating_duration_since(last);
-            self.remaining = (self.remaining + gained).min(self.total);
+            self.gain(gained);
             self.refill = Some((rate, now.max(last)));
         }
     }
@@ -127,29 +154,23 @@ impl EnergyBudget {
 
     /// Releases a hold and charges the measured cost, which may differ from the estimate.
     ///
-    /// A cost above what remains empties the budget; the returned amount is the part that could
-    /// not be paid (zero in the usual case), so that callers can report the overdraft.
+    /// A cost above what remains empties the budget and leaves the rest as debt; the returned
+    /// amount is that part (zero in the usual case), so that callers can report the overdraft.
     pub fn settle(&mut self, hold: Reservation, actual: Joules) -> Joules {
         self.reserved = self.reserved.saturating_sub(hold.amount);
-        let overdraft = actual.saturating_sub(self.remaining);
-        self.remaining = self.remaining.saturating_sub(actual);
-        self.consumed += actual;
-        overdraft
+        self.spend(actual)
     }
 
     /// Corrects what was charged by `delta` joules, up (a positive delta, charged as a settled
-    /// cost is, and returning the part that could not be paid) or down (a credit, returned to
-    /// the budget up to its total). Physical accounting corrects each actor's charges to its
-    /// share of the machine's counter this way.
+    /// cost is, and returning the part that became debt) or down (a credit, paying the debt and
+    /// then returned to the budget up to its total). Physical accounting corrects each actor's
+    /// charges to its share of the machine's counter this way.
     pub fn correct(&mut self, delta: f64) -> Joules {
         let amount = Joules::new(delta.abs()).unwrap_or(Joules::ZERO);
         if delta >= 0.0 {
-            let overdraft = amount.saturating_sub(self.remaining);
-            self.remaining = self.remaining.saturating_sub(amount);
-            self.consumed += amount;
-            overdraft
+            self.spend(amount)
         } else {
-            self.remaining = (self.remaining + amount).min(self.total);
+            self.gain(amount);
             self.consumed = self.consumed.saturating_sub(amount);
             Joules::ZERO
         }
@@ -160,10 +181,11 @@ impl EnergyBudget {
         self.reserved = self.reserved.saturating_sub(hold.amount);
     }
 
-    /// Grants more energy: both the total and the remaining amount grow by `amount`.
+    /// Grants more energy: the total grows by `amount`, and the remaining amount by what is left
+    /// of it once the debt is paid.
     pub fn top_up(&mut self, amount: Joules) {
         self.total += amount;
-        self.remaining += amount;
+        self.gain(amount);
     }
 }
 
@@ -222,6 +244,22 @@ mod tests {
     }
 
     #[test]
+    fn late_charges_become_a_debt_that_the_refill_pays_first_so_the_cap_holds() {
+        let t0 = Instant::now();
+        let mut b = EnergyBudget::with_refill(j(1.0), Watts::new(1.0).unwrap(), t0);
+        let hold = b.reserve(j(1.0)).unwrap();
+        b.settle(hold, j(1.0));
+        // A correction arrives: the work cost 3 J more than was charged.
+        assert_eq!(b.correct(3.0), j(3.0));
+        b.refill(t0 + Duration::from_secs(2));
+        assert_eq!((b.remaining(), b.debt(), b.available()), (Joules::ZERO, j(1.0), Joules::ZERO), "2 J regained, all to the debt");
+        b.refill(t0 + Duration::from_millis(3500));
+        assert_eq!((b.remaining(), b.debt()), (j(0.5), Joules::ZERO));
+        // Over 3.5 s at 1 W with a 1 J burst, 4.5 J may be spent; 4 J were, and 0.5 J is available.
+        assert_eq!(b.consumed(), j(4.0));
+    }
+
+    #[test]
     fn a_budget_without_refill_does_not_grow_with_time() {
         let mut b = EnergyBudget::new(j(10.0));
         let hold = b.reserve(j(4.0)).unwrap();
@@ -240,7 +278,9 @@ mod tests {
         assert_eq!(b.correct(-1.5), Joules::ZERO);
         assert_eq!((b.remaining(), b.consumed()), (j(5.5), j(4.5)));
         assert_eq!(b.correct(7.0), j(1.5), "what could not be paid is the overdraft");
-        assert_eq!(b.remaining(), Joules::ZERO);
+        assert_eq!((b.remaining(), b.debt()), (Joules::ZERO, j(1.5)), "and a debt");
+        b.correct(-2.0);
+        assert_eq!((b.remaining(), b.debt()), (j(0.5), Joules::ZERO), "a credit pays the debt first");
         b.correct(-100.0);
         assert_eq!(b.remaining(), j(10.0), "a credit never lifts the budget past its total");
         assert_eq!(b.consumed(), Joules::ZERO);

@@ -181,6 +181,8 @@ pub struct GateStatus {
     pub used: Joules,
     /// Budget remaining.
     pub remaining: Joules,
+    /// Charged after the budget ran out, owed to the next refills and top-ups.
+    pub debt: Joules,
     /// Refill rate, if any.
     pub refill: Option<Watts>,
     /// What the meter measures with.
@@ -365,6 +367,7 @@ impl Gate {
             total: self.budget.total(),
             used: self.budget.used(),
             remaining: self.budget.remaining(),
+            debt: self.budget.debt(),
             refill: self.budget.refill_rate(),
             source: self.meter.source(),
             accounting: self.accounting,
