@@ -67,15 +67,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// The key it changes.
-    pub fn key(&self) -> &[u8] {
-        match self {
-            Command::Put { key, .. } | Command::Delete { key } | Command::CompareAndSet { key, .. } => key,
-        }
-    }
-}
-
 /// What a command did. Every command advances the map's revision, whatever its outcome, so that
 /// the revision counts the commands applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,15 +90,6 @@ pub enum Outcome {
         /// What the key held.
         current: Option<Versioned>,
     },
-}
-
-impl Outcome {
-    /// The revision of the command.
-    pub fn revision(&self) -> u64 {
-        match self {
-            Outcome::Written { revision } | Outcome::Deleted { revision, .. } | Outcome::Mismatch { revision, .. } => *revision,
-        }
-    }
 }
 
 /// The map, and how many commands it has applied.

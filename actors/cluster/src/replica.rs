@@ -114,8 +114,6 @@ pub struct Applied {
     pub update: UpdateId,
     /// The register's data after it (the state id's key).
     pub data: Vec<u8>,
-    /// What the command did.
-    pub outcome: Outcome,
 }
 
 /// This node's own proposal, committed by a quorum and applied.
@@ -372,10 +370,10 @@ impl Replica {
             let version = self.map.revision();
             let id = update.id;
             if id.origin == self.id() && id.incarnation == self.incarnation && self.pending.remove(&id.seq) {
-                out.acks.push(Ack { seq: id.seq, version, outcome: outcome.clone() });
+                out.acks.push(Ack { seq: id.seq, version, outcome });
             }
             let data = self.map.get(self.state_id.as_bytes()).map(|v| v.value.clone()).unwrap_or_default();
-            out.applied.push(Applied { version, update: id, data, outcome });
+            out.applied.push(Applied { version, update: id, data });
         }
         Ok(())
     }

@@ -126,18 +126,6 @@ impl State {
         let data = map.get(id.as_bytes()).map(|v| v.value.clone()).unwrap_or_default();
         State { id: id.to_owned(), data, version: map.revision() }
     }
-
-    /// The snapshot bytes of format 1, which versions with one register wrote (kept so that the
-    /// tests can write one).
-    pub fn encode_register(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(17 + self.id.len() + self.data.len());
-        out.push(REGISTER_STATE);
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&(self.id.len() as u64).to_le_bytes());
-        out.extend_from_slice(self.id.as_bytes());
-        out.extend_from_slice(&self.data);
-        out
-    }
 }
 
 /// Reads length-checked fields off a byte slice.
@@ -201,6 +189,17 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// The snapshot bytes of format 1, which versions with one register wrote.
+    fn encode_register(state: &State) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + state.id.len() + state.data.len());
+        out.push(REGISTER_STATE);
+        out.extend_from_slice(&state.version.to_le_bytes());
+        out.extend_from_slice(&(state.id.len() as u64).to_le_bytes());
+        out.extend_from_slice(state.id.as_bytes());
+        out.extend_from_slice(&state.data);
+        out
+    }
+
     #[test]
     fn updates_and_snapshots_round_trip() {
         let command = Command::Put { key: b"k".to_vec(), value: b"x=1".to_vec() };
@@ -223,7 +222,7 @@ mod tests {
         let update = Update::decode(&legacy, "cluster").unwrap();
         assert_eq!(update.command, Command::Put { key: b"cluster".to_vec(), value: b"old data".to_vec() });
         let old = State { id: "cluster".into(), data: b"v".to_vec(), version: 5 };
-        let (id, map) = decode_snapshot(&old.encode_register()).unwrap();
+        let (id, map) = decode_snapshot(&encode_register(&old)).unwrap();
         assert_eq!((id.as_str(), State::of(&id, &map)), ("cluster", old));
     }
 
@@ -234,7 +233,7 @@ mod tests {
         assert!(err.to_string().contains("corrupt update entry: needs 8 more bytes"), "{err}");
         let err = Update::decode(&[9; 30], "c").unwrap_err();
         assert!(err.to_string().contains("format tag 9"), "{err}");
-        let mut state = State { id: "abc".into(), data: vec![], version: 1 }.encode_register();
+        let mut state = encode_register(&State { id: "abc".into(), data: vec![], version: 1 });
         state[9] = 200; // id length beyond the end
         assert!(decode_snapshot(&state).unwrap_err().to_string().contains("corrupt state snapshot"));
         assert!(decode_snapshot(&[]).is_err());

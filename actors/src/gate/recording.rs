@@ -13,7 +13,7 @@ use super::refusals::{Left, Verdict};
 use super::running::DurableReply;
 use super::clock::Ticks;
 use super::running::Measured;
-use super::{Declared, Gate, GateError, Operation};
+use super::{Gate, GateError, Operation};
 
 impl Gate {
     /// Turns a run's reading into joules and counts them.
@@ -56,7 +56,7 @@ impl Gate {
         if overdraft > Joules::ZERO {
             tracing::info!(actor = %self.actor, %overdraft, "the measured share exceeded the remaining budget");
         }
-        self.watch_budget(Declared::STATUS.name, None);
+        self.watch_budget("attribution", None);
     }
 
     /// Audits a refusal (measured, not charged) and returns its error. Its resource is unchecked

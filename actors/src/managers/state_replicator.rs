@@ -13,7 +13,7 @@ use actix::prelude::*;
 use cluster::{Command, Expected, NodeId, Outcome, State, Versioned};
 use security::SecurityContext;
 
-use crate::gate::{Gate, Pending};
+use crate::gate::{Gate, Invalid, Pending, Rules};
 pub use crate::node::consensus::Consistency;
 use crate::node::consensus::{Change, Committed, Consensus, Inspect, Propose, ReadKey};
 use crate::{gate_error, gated, Environment};
@@ -126,6 +126,13 @@ impl StateReplicator {
     }
 }
 
+/// A key and a value that may be written: the key within `limits.max_key_bytes`, the value within
+/// `limits.max_payload_bytes`.
+fn writable(rules: &Rules<'_>, key: &[u8], value: &[u8]) -> Result<(), Invalid> {
+    rules.key(key)?;
+    rules.payload("value", value.len())
+}
+
 /// A key as the audit log names it: itself where it is text.
 fn key_name(key: &[u8]) -> &str {
     std::str::from_utf8(key).unwrap_or("(a key that is not UTF-8)")
@@ -165,10 +172,7 @@ impl StateReplicator {
         requires = [ReplicationManagement],
         cost = 25.0,
         resource = key_name(&msg.key),
-        validate = {
-            rules.key(&msg.key)?;
-            Ok(rules.payload("value", msg.value.len())?)
-        }
+        validate = Ok(writable(rules, &msg.key, &msg.value)?)
     )]
     fn put(&mut self, msg: Put) -> Pending<Self, Outcome, ReplicationError> {
         self.command(Command::Put { key: msg.key, value: msg.value })
@@ -186,11 +190,10 @@ impl StateReplicator {
         cost = 25.0,
         resource = key_name(&msg.key),
         validate = {
-            rules.key(&msg.key)?;
             if let Expected::Value(v) = &msg.expected {
                 rules.payload("expected value", v.len())?;
             }
-            Ok(rules.payload("value", msg.value.len())?)
+            Ok(writable(rules, &msg.key, &msg.value)?)
         }
     )]
     fn compare_and_set(&mut self, msg: CompareAndSet) -> Pending<Self, Outcome, ReplicationError> {

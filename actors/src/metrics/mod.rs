@@ -217,7 +217,7 @@ impl Metrics {
 
     /// Adds one attribution report: each actor's share, the counter's total, the unattributed
     /// rest and the sampler's own cost.
-    pub fn attributed(&self, report: &Report) {
+    pub fn report(&self, report: &Report) {
         let counter = EnergyCounter {
             counter: report.counter.clone(),
             source: report.source.to_string(),
@@ -315,10 +315,5 @@ impl NodeMetrics {
         // Phi is infinite for a peer silent past all history, and the text format has no "inf".
         let phi = if phi.is_nan() { 0.0 } else { phi.min(f64::MAX) };
         self.phi.get_or_create(&Peer { node: self.node.clone(), peer: peer.to_string() }).set(phi);
-    }
-
-    /// Forgets `peer` (it left, or was removed).
-    pub fn forget(&self, peer: impl ToString) {
-        self.phi.remove(&Peer { node: self.node.clone(), peer: peer.to_string() });
     }
 }

@@ -80,7 +80,7 @@ impl Attribution {
         let sampler = Sampler::start(counter, accounts.clone(), sampling, Box::new(move |report| {
             write(&*audit, report);
             if let Some(metrics) = &metrics {
-                metrics.attributed(report);
+                metrics.report(report);
             }
         }))?;
         Ok(Attribution { accounts, sampler: Mutex::new(Some(sampler)), probe })

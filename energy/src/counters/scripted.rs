@@ -62,11 +62,6 @@ impl ScriptedCounter {
     pub fn fail_next(&self) {
         self.lock().fail_next = true;
     }
-
-    /// Everything it has counted so far.
-    pub fn total(&self) -> f64 {
-        self.lock().joules
-    }
 }
 
 impl EnergyCounter for ScriptedCounter {
