@@ -8,6 +8,10 @@
 //!   [`detector`]: the failure detector's decisions over it (when a peer is failed, when it is
 //!   back, when to check, when to back off).
 //! - [`placement`]: energy-aware load shares (capacity x remaining joules).
+//! - [`membership`]: who is in the cluster and the rules for changing it (learners promoted
+//!   once caught up, joint consensus when two voters change, refusals that name their reason).
+//! - [`linearizable`]: histories of client operations on the keyed store and the check, key by
+//!   key, that some sequential order explains them (todc-utils' Wing-Gong-Lowe checker).
 //! - [`LogStore`]: the Raft log, hard state and snapshots, durable in a node's data directory.
 //! - [`sim`]: N replicas on a simulated network with simulated time, dropping, delaying and
 //!   partitioning messages and crashing and restarting nodes, all from one seed, with a checker
@@ -22,6 +26,8 @@
 pub mod detector;
 pub mod faults;
 pub mod kv;
+pub mod linearizable;
+pub mod membership;
 mod logging;
 pub mod phi;
 pub mod placement;
@@ -35,6 +41,7 @@ pub use raft::prelude::Entry as RaftEntry;
 pub use replica::{Ack, Applied, Output, Replica, ReplicaConfig, ReplicaError, Timing};
 pub use state::{DecodeError, State, Update, UpdateId};
 pub use kv::{Command, Expected, Map, Outcome, Versioned};
+pub use membership::{Change, Member, Membership, MembershipError};
 pub use store::{LogStore, StoreError};
 
 /// A node's id within its cluster. Raft reserves 0.

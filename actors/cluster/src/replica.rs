@@ -6,14 +6,16 @@
 //! persisted and hands back the messages to send and the updates it applied. It reads no clock and
 //! opens no socket, so the simulation and the actors drive the same code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use raft::prelude::{Entry, EntryType, Message, Snapshot};
+use prost::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 pub use raft::prelude::MessageType;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::kv::{Command, Map, Outcome};
+use crate::membership::{self, Change, Follower, Member, Membership, MembershipError, View};
 use crate::state::{decode_snapshot, encode_snapshot, DecodeError, State, Update, UpdateId};
 use crate::store::{LogStore, Persist, StoreError};
 use crate::NodeId;
@@ -70,6 +72,9 @@ pub struct ReplicaConfig {
     /// `None`: raft-rs draws each election timeout at random from one to two timeouts. `Some(k)`:
     /// the timeout is always the base plus `k` ticks, so that a seeded simulation replays exactly.
     pub election_jitter_ticks: Option<usize>,
+    /// The members a new cluster starts with and where they are reached (until a snapshot that
+    /// records membership says otherwise).
+    pub members: BTreeMap<NodeId, Member>,
 }
 
 impl ReplicaConfig {
@@ -81,6 +86,7 @@ impl ReplicaConfig {
             timing: Timing::default(),
             snapshot_every: 1024,
             election_jitter_ticks: None,
+            members: BTreeMap::new(),
         }
     }
 }
@@ -103,6 +109,9 @@ pub enum ReplicaError {
     /// A peer's message does not fit this node's log; it was not stepped.
     #[error("inconsistent message: {0}")]
     Inconsistent(String),
+    /// A membership change was refused.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
 /// One update applied to the state machine.
@@ -139,6 +148,11 @@ pub struct Output {
     /// Reads ([`Replica::read_index`]) whose index the leader confirmed and this node has now
     /// applied: answered from the state now, they see every write acknowledged before they began.
     pub reads: Vec<u64>,
+    /// The configuration, when this advance applied a change to it.
+    pub membership: Option<Membership>,
+    /// This node's membership changes ([`Replica::propose_change`]) that are now complete: the
+    /// joining node is a voter, the leaving one is gone.
+    pub changes: Vec<u64>,
 }
 
 /// One node's replica: Raft plus the state machine.
@@ -153,7 +167,14 @@ pub struct Replica {
     incarnation: u64,
     next_seq: u64,
     pending: BTreeSet<u64>,
-    voters: Vec<NodeId>,
+    /// What is known of each member beyond its id (addresses).
+    members: BTreeMap<NodeId, Member>,
+    /// This node's membership changes that are not yet complete, by number.
+    changing: BTreeMap<u64, Change>,
+    /// Snapshot at the next chance, whatever `snapshot_every` says: a learner was added, and a new
+    /// node must start from a snapshot that names it rather than from entry 1 of a log whose first
+    /// configuration was never an entry.
+    compact_now: bool,
     next_read: u64,
     /// Reads whose index is known, waiting for this node to apply it: (number, index).
     confirmed_reads: Vec<(u64, u64)>,
@@ -165,11 +186,13 @@ impl Replica {
     pub fn open(config: &ReplicaConfig, store: LogStore) -> Result<Self, ReplicaError> {
         let snapshot = store.snapshot_now();
         let applied_index = snapshot.get_metadata().index;
-        let (state_id, map) = if applied_index == 0 {
-            (config.state_id.clone(), Map::default())
+        let (state_id, map, members) = if applied_index == 0 {
+            (config.state_id.clone(), Map::default(), None)
         } else {
-            decode_snapshot(&snapshot.data)?
+            let s = decode_snapshot(&snapshot.data)?;
+            (s.state_id, s.map, s.members)
         };
+        let members = members.unwrap_or_else(|| config.members.clone());
         let election = config.timing.election_ticks();
         let (min, max) = match config.election_jitter_ticks {
             Some(k) => (election + k, election + k + 1),
@@ -189,7 +212,6 @@ impl Replica {
             ..Default::default()
         };
         raft_config.validate()?;
-        let voters = store.initial_state()?.conf_state.voters;
         let node = RawNode::new(&raft_config, store.clone(), &crate::logging::logger(config.id))?;
         Ok(Replica {
             node,
@@ -201,7 +223,9 @@ impl Replica {
             snapshot_every: config.snapshot_every.max(1),
             next_seq: 0,
             pending: BTreeSet::new(),
-            voters,
+            members,
+            changing: BTreeMap::new(),
+            compact_now: false,
             next_read: 0,
             confirmed_reads: Vec::new(),
         })
@@ -308,9 +332,61 @@ impl Replica {
         self.pending.remove(&seq);
     }
 
+    /// Asks for a membership change. Only the leader checks and proposes one (its followers'
+    /// progress decides whether a removal leaves a quorum); others answer
+    /// [`MembershipError::NotLeader`]. Returns the number that [`Output::changes`] will carry once
+    /// the change is complete on this node: for a join, once the node is a voter, which the leader
+    /// (whichever node leads by then) makes it when it has caught up.
+    pub fn propose_change(&mut self, change: Change) -> Result<u64, ReplicaError> {
+        if !self.is_leader() {
+            return Err(MembershipError::NotLeader { leader: self.leader() }.into());
+        }
+        let membership = self.membership();
+        let cc = membership::plan(&change, &self.view(&membership, &|id| self.follower(id)))?;
+        self.node.propose_conf_change(Vec::new(), cc)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.changing.insert(seq, change);
+        Ok(seq)
+    }
+
+    fn view<'a>(&self, membership: &'a Membership, followers: &'a dyn Fn(NodeId) -> Follower) -> View<'a> {
+        View {
+            leader: self.id(),
+            membership,
+            pending: self.node.raft.has_pending_conf(),
+            committed: self.commit_index(),
+            followers,
+        }
+    }
+
+    fn follower(&self, id: NodeId) -> Follower {
+        self.node.raft.prs().get(id).map_or(Follower::default(), |p| Follower { matched: p.matched, active: p.recent_active })
+    }
+
+    /// The leader's housekeeping: promote a learner that has caught up, and leave a joint
+    /// configuration that the leader which entered it did not live to leave.
+    fn tend_membership(&mut self) -> Result<(), ReplicaError> {
+        if !self.is_leader() || self.node.raft.has_pending_conf() {
+            return Ok(());
+        }
+        let membership = self.membership();
+        let change = if membership.is_joint() {
+            Some(membership::leave_joint())
+        } else {
+            membership::promotion(&self.view(&membership, &|id| self.follower(id)))
+        };
+        if let Some(cc) = change {
+            tracing::info!(node = self.id(), changes = ?cc.changes, "membership: proposing");
+            self.node.propose_conf_change(Vec::new(), cc)?;
+        }
+        Ok(())
+    }
+
     /// Persists, applies and collects whatever Raft has ready.
     pub fn advance(&mut self) -> Result<Output, ReplicaError> {
         let mut out = Output::default();
+        self.tend_membership()?;
         if !self.node.has_ready() {
             return Ok(out);
         }
@@ -352,7 +428,11 @@ impl Replica {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
-        (self.state_id, self.map) = decode_snapshot(&snapshot.data)?;
+        let s = decode_snapshot(&snapshot.data)?;
+        (self.state_id, self.map) = (s.state_id, s.map);
+        if let Some(members) = s.members {
+            self.members = members;
+        }
         self.applied_index = snapshot.get_metadata().index;
         Ok(())
     }
@@ -360,9 +440,12 @@ impl Replica {
     fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) -> Result<(), ReplicaError> {
         for entry in entries {
             self.applied_index = entry.index;
-            // Empty entries are new leaders' no-ops; membership is fixed, so there are no
-            // configuration changes to apply.
-            if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                self.apply_conf_change(&entry, out)?;
+                continue;
+            }
+            // Empty entries are new leaders' no-ops.
+            if entry.data.is_empty() {
                 continue;
             }
             let update = Update::decode(&entry.data, &self.state_id)?;
@@ -378,12 +461,61 @@ impl Replica {
         Ok(())
     }
 
+    fn apply_conf_change(&mut self, entry: &Entry, out: &mut Output) -> Result<(), ReplicaError> {
+        let corrupt = |e: prost::DecodeError| DecodeError::new("configuration change", e.to_string());
+        let cc = match entry.get_entry_type() {
+            EntryType::EntryConfChange => {
+                let v1 = ConfChange::decode(entry.data.as_slice()).map_err(corrupt)?;
+                membership::conf_change(&[(v1.node_id, v1.get_change_type())], v1.context)
+            }
+            _ => ConfChangeV2::decode(entry.data.as_slice()).map_err(corrupt)?,
+        };
+        let was_leader = self.is_leader();
+        // A change raft-rs finds invalid is one every node refuses alike: applying nothing is
+        // how a state machine rejects a configuration change.
+        let conf = match self.node.apply_conf_change(&cc) {
+            Ok(conf) => conf,
+            Err(e) => {
+                tracing::warn!(node = self.id(), index = entry.index, "membership change not applied: {e}");
+                return Ok(());
+            }
+        };
+        membership::record(&mut self.members, &cc, &conf)?;
+        let membership = Membership::of(&conf, &self.members);
+        tracing::info!(node = self.id(), index = entry.index, voters = ?membership.voters, outgoing = ?membership.outgoing, learners = ?membership.learners, "membership changed");
+        if cc.changes.iter().any(|c| c.get_change_type() == raft::prelude::ConfChangeType::AddLearnerNode) {
+            self.compact_now = true;
+        }
+        self.changing.retain(|&seq, change| {
+            let done = match change {
+                Change::Join { id, .. } => membership.voters.contains(id) && !membership.is_joint(),
+                Change::Leave { id } => !membership.contains(*id),
+            };
+            if done {
+                out.changes.push(seq);
+            }
+            !done
+        });
+        if was_leader && !membership.voters.contains(&self.id()) && !membership.is_joint() {
+            // A leader that removed itself hands over to the most caught-up voter rather than
+            // leaving the cluster to wait out an election timeout.
+            let successor = membership.voters.iter().max_by_key(|&&v| self.follower(v).matched).copied();
+            if let Some(successor) = successor {
+                self.node.transfer_leader(successor);
+            }
+        }
+        out.membership = Some(membership);
+        Ok(())
+    }
+
     fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
         let snapshot_index = self.store.snapshot_now().get_metadata().index;
-        if self.applied_index < snapshot_index + self.snapshot_every {
+        let due = self.applied_index >= snapshot_index + self.snapshot_every;
+        if !(due || self.compact_now && self.applied_index > snapshot_index) {
             return Ok(());
         }
-        let mut snapshot = Snapshot { data: encode_snapshot(&self.state_id, &self.map), ..Snapshot::default() };
+        self.compact_now = false;
+        let mut snapshot = Snapshot { data: encode_snapshot(&self.state_id, &self.map, &self.members), ..Snapshot::default() };
         let meta = snapshot.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.node.store().term(self.applied_index)?;
@@ -412,9 +544,14 @@ impl Replica {
         self.incarnation
     }
 
-    /// The cluster's voting members.
-    pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+    /// The cluster's voting members (of both configurations, while joint).
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.node.raft.prs().conf().voters().ids().iter().collect()
+    }
+
+    /// The configuration as this node has applied it.
+    pub fn membership(&self) -> Membership {
+        Membership::of(&self.node.raft.prs().conf().to_conf_state(), &self.members)
     }
 
     /// The current term.

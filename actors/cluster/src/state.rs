@@ -8,7 +8,10 @@
 //! ([`State`]) is one of its keys, the state's id; entries and snapshots written before there were
 //! keys (format 1) are read as writes to that key.
 
+use std::collections::BTreeMap;
+
 use crate::kv::{Command, Map};
+use crate::membership::{decode_members, encode_members, Member};
 use crate::NodeId;
 
 /// The replicated state, `{ id, data, version }`: the value every replica agrees on.
@@ -56,12 +59,31 @@ pub struct DecodeError {
     problem: String,
 }
 
+impl DecodeError {
+    pub(crate) fn new(what: &'static str, problem: String) -> Self {
+        DecodeError { what, problem }
+    }
+}
+
 /// Format 1: a single register's data. Format 2: a command on the map.
 const REGISTER_UPDATE: u8 = 1;
 const COMMAND_UPDATE: u8 = 2;
-/// Format 1: a single register. Format 2: the map.
+/// Format 1: a single register. Format 2: the map. Format 3: the members, then the map.
 const REGISTER_STATE: u8 = 1;
 const MAP_STATE: u8 = 2;
+const MEMBERS_AND_MAP_STATE: u8 = 3;
+
+/// What a snapshot holds besides Raft's own metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshotted {
+    /// The state's id (the register's key).
+    pub state_id: String,
+    /// The map.
+    pub map: Map,
+    /// What is known of each member; `None` in snapshots written before membership changed at
+    /// run time (formats 1 and 2), whose members are the configured ones.
+    pub members: Option<BTreeMap<NodeId, Member>>,
+}
 
 impl Update {
     /// The entry bytes: the format, the three id numbers, then the command.
@@ -90,32 +112,38 @@ impl Update {
     }
 }
 
-/// The snapshot bytes of the map of state `id`: the format, the id, then the map.
-pub fn encode_snapshot(id: &str, map: &Map) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32);
-    out.push(MAP_STATE);
+/// The snapshot bytes of the state `id`: the format, the id, the members, then the map.
+pub fn encode_snapshot(id: &str, map: &Map, members: &BTreeMap<NodeId, Member>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(MEMBERS_AND_MAP_STATE);
     out.extend_from_slice(&(id.len() as u64).to_le_bytes());
     out.extend_from_slice(id.as_bytes());
+    encode_members(members, &mut out);
     map.encode_into(&mut out);
     out
 }
 
-/// Reads snapshot bytes written by [`encode_snapshot`], or by a version that had one register
-/// (which becomes the map of that one key): the state's id and its map.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<(String, Map), DecodeError> {
+/// Reads snapshot bytes written by [`encode_snapshot`], by a version without members (format 2),
+/// or by one that had one register (which becomes the map of that one key).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshotted, DecodeError> {
     let mut r = Reader::new(bytes, "state snapshot");
     match r.byte()? {
         REGISTER_STATE => {
             let version = r.u64()?;
             let id = r.string()?;
             let data = r.rest().to_vec();
-            Ok((id.clone(), Map::single(id.into_bytes(), data, version)))
+            Ok(Snapshotted { map: Map::single(id.clone().into_bytes(), data, version), state_id: id, members: None })
         }
         MAP_STATE => {
-            let id = r.string()?;
-            Ok((id, Map::decode(r.rest())?))
+            let state_id = r.string()?;
+            Ok(Snapshotted { state_id, map: Map::decode(r.rest())?, members: None })
         }
-        other => Err(r.error(format!("format tag {other}, expected {REGISTER_STATE} or {MAP_STATE}"))),
+        MEMBERS_AND_MAP_STATE => {
+            let state_id = r.string()?;
+            let members = Some(decode_members(&mut r)?);
+            Ok(Snapshotted { state_id, members, map: Map::decode(r.rest())? })
+        }
+        other => Err(r.error(format!("format tag {other}, expected {REGISTER_STATE}, {MAP_STATE} or {MEMBERS_AND_MAP_STATE}"))),
     }
 }
 
@@ -207,9 +235,10 @@ mod tests {
         assert_eq!(Update::decode(&update.encode(), "cluster").unwrap(), update);
         let mut map = Map::default();
         map.apply(&Command::Put { key: b"cluster".to_vec(), value: vec![0, 1, 2] });
-        let (id, restored) = decode_snapshot(&encode_snapshot("cluster", &map)).unwrap();
-        assert_eq!((id.as_str(), &restored), ("cluster", &map));
-        assert_eq!(State::of("cluster", &restored), State { id: "cluster".into(), data: vec![0, 1, 2], version: 1 });
+        let members: BTreeMap<_, _> = [(4, Member { address: "127.0.0.4:7000".into(), replaces: Some(2) })].into();
+        let restored = decode_snapshot(&encode_snapshot("cluster", &map, &members)).unwrap();
+        assert_eq!(restored, Snapshotted { state_id: "cluster".into(), map: map.clone(), members: Some(members) });
+        assert_eq!(State::of("cluster", &restored.map), State { id: "cluster".into(), data: vec![0, 1, 2], version: 1 });
     }
 
     #[test]
@@ -222,8 +251,9 @@ mod tests {
         let update = Update::decode(&legacy, "cluster").unwrap();
         assert_eq!(update.command, Command::Put { key: b"cluster".to_vec(), value: b"old data".to_vec() });
         let old = State { id: "cluster".into(), data: b"v".to_vec(), version: 5 };
-        let (id, map) = decode_snapshot(&encode_register(&old)).unwrap();
-        assert_eq!((id.as_str(), State::of(&id, &map)), ("cluster", old));
+        let restored = decode_snapshot(&encode_register(&old)).unwrap();
+        assert_eq!((restored.state_id.as_str(), State::of(&restored.state_id, &restored.map)), ("cluster", old));
+        assert_eq!(restored.members, None, "the configured members stand");
     }
 
     #[test]

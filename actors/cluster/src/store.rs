@@ -238,6 +238,9 @@ impl Core {
             return;
         }
         self.entries.retain(|e| e.index > index);
+        // Raft restores the configuration of the snapshot's index and replays the entries after
+        // it, so the configuration stored is the snapshot's, never a later one.
+        self.conf_state = snapshot.get_metadata().get_conf_state().clone();
         self.snapshot = snapshot;
     }
 }
