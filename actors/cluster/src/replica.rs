@@ -175,6 +175,12 @@ pub struct Replica {
     /// node must start from a snapshot that names it rather than from entry 1 of a log whose first
     /// configuration was never an entry.
     compact_now: bool,
+    /// Ticks since this run began, and the tick at which each peer was last heard from: whether
+    /// a removal leaves a reachable quorum is judged on these, not on raft-rs's `recent_active`,
+    /// which it clears at every quorum check.
+    ticks: u64,
+    heard: BTreeMap<NodeId, u64>,
+    election_ticks: u64,
     next_read: u64,
     /// Reads whose index is known, waiting for this node to apply it: (number, index).
     confirmed_reads: Vec<(u64, u64)>,
@@ -226,6 +232,9 @@ impl Replica {
             members,
             changing: BTreeMap::new(),
             compact_now: false,
+            ticks: 0,
+            heard: BTreeMap::new(),
+            election_ticks: election as u64,
             next_read: 0,
             confirmed_reads: Vec::new(),
         })
@@ -233,6 +242,7 @@ impl Replica {
 
     /// Advances Raft's clock by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.node.tick();
     }
 
@@ -261,6 +271,7 @@ impl Replica {
                 )));
             }
         }
+        self.heard.insert(message.from, self.ticks);
         Ok(self.node.step(message)?)
     }
 
@@ -361,7 +372,8 @@ impl Replica {
     }
 
     fn follower(&self, id: NodeId) -> Follower {
-        self.node.raft.prs().get(id).map_or(Follower::default(), |p| Follower { matched: p.matched, active: p.recent_active })
+        let active = self.heard.get(&id).is_some_and(|&at| self.ticks - at <= self.election_ticks);
+        self.node.raft.prs().get(id).map_or(Follower::default(), |p| Follower { matched: p.matched, active })
     }
 
     /// The leader's housekeeping: promote a learner that has caught up, and leave a joint

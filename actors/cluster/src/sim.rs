@@ -6,10 +6,13 @@
 //! This is the FoundationDB / TigerBeetle approach, scaled down: the replicas are the real code,
 //! only the network, the clock and the disk are simulated.
 //!
-//! The [`History`] records every update any replica applies and every acknowledgement a client
-//! received, and [`Sim::check`] asserts what Raft promises: no two replicas apply different updates
-//! at the same version, every acknowledged update is in the log at the version it was
-//! acknowledged with, and once the faults stop every replica converges to the same state.
+//! The [`History`] records every update any replica applies, every acknowledgement a client
+//! received, and every keyed operation's invocation and answer, and [`Sim::check`] asserts what
+//! Raft promises: no two replicas apply different updates at the same version, every acknowledged
+//! update is in the log at the version it was acknowledged with, the keyed operations are
+//! linearizable ([`crate::linearizable`]), and once the faults stop every member converges to the
+//! same state. Membership changes ([`Sim::add_node`], [`Sim::change`]) run through the same
+//! replicas' Raft logs.
 //!
 //! ```
 //! use cluster::sim::{Sim, SimConfig};
@@ -31,7 +34,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::faults::{Faults, Route};
-use crate::replica::{MessageType, Output, Replica, ReplicaConfig, Timing};
+use crate::kv::{Command, Expected, Outcome};
+use crate::linearizable::{self, KvOp, KvResult, Recorder};
+use crate::membership::Change;
+use crate::replica::{MessageType, Output, Replica, ReplicaConfig, ReplicaError, Timing};
 use crate::state::UpdateId;
 use crate::store::LogStore;
 use crate::{NodeId, RaftMessage};
@@ -85,6 +91,39 @@ struct Node {
     waiting: BTreeMap<u64, (Vec<u8>, u64)>,
     /// Extra election-timeout ticks of the current run.
     jitter: usize,
+    /// Whether it was one of the cluster's first members (else it joined, starting empty).
+    founder: bool,
+    /// Keyed commands waiting for their ack: seq -> (the history's operation, deadline).
+    commands: BTreeMap<u64, (usize, u64)>,
+    /// Linearizable reads waiting: read seq -> (the history's operation, key, deadline).
+    reads: BTreeMap<u64, (usize, Vec<u8>, u64)>,
+    /// Membership changes waiting to complete: seq -> deadline.
+    changes: BTreeMap<u64, u64>,
+}
+
+impl Node {
+    fn new(founder: bool) -> Self {
+        Node {
+            replica: None,
+            store: None,
+            waiting: BTreeMap::new(),
+            jitter: 0,
+            founder,
+            commands: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// Forgets every client request: a crash loses them, and their clients never hear back.
+    fn drop_requests(&mut self) -> usize {
+        let lost = self.waiting.len();
+        self.waiting.clear();
+        self.commands.clear();
+        self.reads.clear();
+        self.changes.clear();
+        lost
+    }
 }
 
 /// What every replica applied and every client was told.
@@ -98,6 +137,10 @@ pub struct History {
     pub timed_out: usize,
     /// Proposals refused at once (no leader known).
     pub refused: usize,
+    /// Every keyed operation, invoked and (perhaps) answered, in simulated milliseconds.
+    pub kv: Recorder,
+    /// Membership changes completed on the node that asked, and refused at once.
+    pub changes: (usize, usize),
     /// What went wrong while running, found as it happened.
     pub violations: Vec<String>,
 }
@@ -129,7 +172,7 @@ impl Sim {
             config,
         };
         for id in 1..=sim.config.nodes {
-            sim.nodes.insert(id, Node { replica: None, store: None, waiting: BTreeMap::new(), jitter: 0 });
+            sim.nodes.insert(id, Node::new(true));
             sim.start(id);
         }
         sim
@@ -141,7 +184,8 @@ impl Sim {
 
     /// Starts node `id` from whatever its disk holds.
     fn start(&mut self, id: NodeId) {
-        let voters = self.voters();
+        // A node that joins later starts with no configuration and learns it from a snapshot.
+        let voters = if self.nodes[&id].founder { self.voters() } else { Vec::new() };
         let store = match &self.config.storage {
             SimStorage::Memory => {
                 self.nodes[&id].store.clone().unwrap_or_else(|| LogStore::in_memory(&voters))
@@ -211,8 +255,9 @@ impl Sim {
             .iter()
             .filter_map(|(&id, n)| n.replica.as_ref().filter(|r| r.is_leader()).map(|r| (id, r)))
             .max_by_key(|(_, r)| r.term())?;
-        let reachable = self.up().into_iter().filter(|&peer| self.config.faults.connected(id, peer)).count() as u64;
-        (reachable > self.config.nodes / 2 && replica.is_leader()).then_some(id)
+        let voters = replica.membership().voters;
+        let reachable = voters.iter().filter(|&&peer| self.replica(peer).is_some() && self.config.faults.connected(id, peer)).count();
+        (reachable > voters.len() / 2).then_some(id)
     }
 
     /// Crashes node `id`: its Raft node, state machine and client proposals are gone, its disk
@@ -220,8 +265,7 @@ impl Sim {
     pub fn crash(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.get_mut(&id) {
             node.replica = None;
-            self.history.timed_out += node.waiting.len();
-            node.waiting.clear();
+            self.history.timed_out += node.drop_requests();
         }
     }
 
@@ -264,6 +308,80 @@ impl Sim {
                 false
             }
         }
+    }
+
+    /// A client asks node `id` to do `op` on `key`, recorded in the history from now until its
+    /// answer. Returns false when it was refused at once (node down, no leader known).
+    pub fn client(&mut self, id: NodeId, key: &[u8], op: KvOp) -> bool {
+        let deadline = self.now + self.config.client_timeout_ms;
+        let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) else { return false };
+        let command = match &op {
+            KvOp::Put(value) => Some(Command::Put { key: key.to_vec(), value: value.clone() }),
+            KvOp::Delete => Some(Command::Delete { key: key.to_vec() }),
+            KvOp::Cas { expected, value } => {
+                let expected = expected.clone().map_or(Expected::Absent, Expected::Value);
+                Some(Command::CompareAndSet { key: key.to_vec(), expected, value: value.clone() })
+            }
+            KvOp::Get => None,
+        };
+        let started = match command {
+            Some(command) => replica.propose_command(command).map(|seq| (seq, false)),
+            None => Ok((replica.read_index(), true)),
+        };
+        let Ok((seq, read)) = started else {
+            self.history.refused += 1;
+            return false;
+        };
+        let n = self.history.kv.invoke(key, op, self.now);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if read {
+            node.reads.insert(seq, (n, key.to_vec(), deadline));
+        } else {
+            node.commands.insert(seq, (n, deadline));
+        }
+        self.advance(id);
+        true
+    }
+
+    /// Adds a node that is not a member yet (the next free id), up, with an empty disk; it
+    /// becomes a member through [`Sim::change`].
+    pub fn add_node(&mut self) -> NodeId {
+        let id = self.nodes.keys().max().map_or(1, |m| m + 1);
+        self.nodes.insert(id, Node::new(false));
+        self.start(id);
+        id
+    }
+
+    /// Asks node `via` for a membership change; it completes (in [`History::changes`]) when the
+    /// node that asked has applied it.
+    pub fn change(&mut self, via: NodeId, change: Change) -> Result<u64, ReplicaError> {
+        let deadline = self.now + 10 * self.config.client_timeout_ms;
+        let Some(node) = self.nodes.get_mut(&via) else { return Err(ReplicaError::NoLeader) };
+        let Some(replica) = node.replica.as_mut() else { return Err(ReplicaError::NoLeader) };
+        match replica.propose_change(change) {
+            Ok(seq) => {
+                node.changes.insert(seq, deadline);
+                self.advance(via);
+                Ok(seq)
+            }
+            Err(e) => {
+                self.history.changes.1 += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// The members (voters and learners) the current leader has applied, or the founders.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        match self.leader().and_then(|l| self.replica(l)) {
+            Some(leader) => leader.membership().ids(),
+            None => self.voters().into_iter().collect(),
+        }
+    }
+
+    /// Every node id, member or not.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
     }
 
     /// Runs the simulation for `ms` simulated milliseconds.
@@ -316,11 +434,16 @@ impl Sim {
         }
     }
 
+    /// Whether every member has applied all the leader committed, no learner is still joining
+    /// and no client waits.
     fn settled(&self) -> bool {
         let Some(leader) = self.leader().and_then(|id| self.replica(id)) else { return false };
         let target = leader.commit_index();
-        self.nodes.values().all(|n| n.replica.as_ref().is_some_and(|r| r.applied_index() >= target))
-            && self.nodes.values().all(|n| n.waiting.is_empty())
+        let membership = leader.membership();
+        membership.learners.is_empty()
+            && !membership.is_joint()
+            && membership.ids().iter().all(|id| self.replica(*id).is_some_and(|r| r.applied_index() >= target))
+            && self.nodes.values().all(|n| n.waiting.is_empty() && n.commands.is_empty() && n.reads.is_empty())
     }
 
     /// Checks the history and, on a settled cluster, that every replica holds the same state.
@@ -338,10 +461,13 @@ impl Sim {
                 None => return Err(format!("update {id:?} was acknowledged at version {version}, which no replica applied")),
             }
         }
+        linearizable::check(h.kv.operations()).map_err(|e| e.to_string())?;
+        let members = self.members();
         let states: BTreeSet<(u64, Vec<u8>)> = self
             .nodes
-            .values()
-            .filter_map(|n| n.replica.as_ref())
+            .iter()
+            .filter(|(id, _)| members.contains(id))
+            .filter_map(|(_, n)| n.replica.as_ref())
             .map(|r| {
                 let state = r.state();
                 (state.version, state.data)
@@ -394,6 +520,17 @@ impl Sim {
                 replica.forget(seq);
                 self.history.timed_out += 1;
             }
+            // A client that gives up leaves its operation unanswered in the history: it may or
+            // may not have taken effect.
+            node.commands.retain(|&seq, (_, d)| {
+                let keep = *d > now;
+                if !keep {
+                    replica.forget(seq);
+                }
+                keep
+            });
+            node.reads.retain(|_, (_, _, d)| *d > now);
+            node.changes.retain(|_, d| *d > now);
             self.advance(id);
         }
     }
@@ -451,12 +588,33 @@ impl Sim {
                 }
             }
         }
+        let now = self.now;
         let node = self.nodes.get_mut(&id).expect("known node");
         let incarnation = node.replica.as_ref().map_or(0, |r| r.incarnation());
         for ack in output.acks {
             if let Some((data, _)) = node.waiting.remove(&ack.seq) {
                 let update = UpdateId { origin: id, incarnation, seq: ack.seq };
                 self.history.acked.push((update, ack.version, data));
+            }
+            if let Some((n, _)) = node.commands.remove(&ack.seq) {
+                let is_cas = matches!(self.history.kv.operations()[n].op, KvOp::Cas { .. });
+                let result = match ack.outcome {
+                    Outcome::Written { .. } if is_cas => KvResult::Cas(true),
+                    Outcome::Mismatch { .. } => KvResult::Cas(false),
+                    Outcome::Written { .. } | Outcome::Deleted { .. } => KvResult::Done,
+                };
+                self.history.kv.complete(n, result, now);
+            }
+        }
+        for read in output.reads {
+            if let Some((n, key, _)) = node.reads.remove(&read) {
+                let map = node.replica.as_ref().expect("a replica that advanced").map();
+                self.history.kv.complete(n, KvResult::Value(map.get(&key).map(|v| v.value.clone())), now);
+            }
+        }
+        for change in output.changes {
+            if node.changes.remove(&change).is_some() {
+                self.history.changes.0 += 1;
             }
         }
         for message in output.messages {
@@ -507,6 +665,64 @@ mod tests {
         let other = sim.history.acked[1].0;
         sim.history.acked.push((other, version, data));
         assert!(sim.check().unwrap_err().contains("which holds"));
+    }
+
+    #[test]
+    fn the_checker_catches_a_read_of_an_overwritten_value() {
+        let mut sim = Sim::new(3, SimConfig::nodes(3));
+        let leader = sim.run_until_leader(2_000).unwrap();
+        let follower = sim.up().into_iter().find(|&id| id != leader).unwrap();
+        for (i, via) in [leader, follower, leader].into_iter().enumerate() {
+            sim.client(via, b"k", KvOp::Put(format!("v{i}").into_bytes()));
+            sim.run_for(100);
+            sim.client(follower, b"k", KvOp::Get);
+            sim.run_for(100);
+        }
+        sim.heal_and_settle(5_000);
+        sim.check().unwrap();
+        assert_eq!(sim.history.kv.answered(), 6);
+        // A read after everything that answers the first value: no order explains it.
+        let now = sim.now();
+        let n = sim.history.kv.invoke(b"k", KvOp::Get, now);
+        sim.history.kv.complete(n, KvResult::Value(Some(b"v0".to_vec())), now + 1);
+        let err = sim.check().unwrap_err();
+        assert!(err.contains("key \"k\" is not linearizable"), "{err}");
+    }
+
+    #[test]
+    fn a_node_joins_a_running_cluster_and_another_leaves() {
+        let mut sim = Sim::new(5, SimConfig::nodes(3));
+        let leader = sim.run_until_leader(2_000).unwrap();
+        for i in 0..40 {
+            sim.client(leader, b"k", KvOp::Put(format!("v{i}").into_bytes()));
+        }
+        sim.run_for(500);
+        let new = sim.add_node();
+        assert_eq!(new, 4);
+        sim.change(leader, Change::Join { id: new, address: "n4".into(), replaces: None }).unwrap();
+        sim.run_for(1_000);
+        assert_eq!(sim.history.changes.0, 1, "the join completed once node 4 was a voter");
+        let membership = sim.replica(leader).unwrap().membership();
+        assert_eq!(membership.voters, [1, 2, 3, 4].into());
+        assert_eq!(membership.address(4), Some("n4"));
+        assert_eq!(sim.replica(new).unwrap().map().get(b"k").unwrap().value, b"v39", "it caught up from a snapshot");
+
+        let err = sim.change(leader, Change::Join { id: new, address: String::new(), replaces: None }).unwrap_err();
+        assert!(err.to_string().contains("node 4 is already a member"), "{err}");
+        let other = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+        let err = sim.change(other, Change::Leave { id: leader }).unwrap_err();
+        assert!(err.to_string().contains("not the leader"), "{err}");
+
+        // The leader removes itself and hands over.
+        sim.change(leader, Change::Leave { id: leader }).unwrap();
+        sim.run_for(1_000);
+        let next = sim.run_until_leader(2_000).unwrap();
+        assert_ne!(next, leader);
+        assert_eq!(sim.replica(next).unwrap().membership().voters.len(), 3);
+        assert!(!sim.members().contains(&leader));
+        sim.client(next, b"k", KvOp::Put(b"after".to_vec()));
+        sim.heal_and_settle(5_000);
+        sim.check().unwrap();
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! `ERGON_SIM_SEED=<seed> cargo test -p ergon-cluster --test simulation random_faults`.
 
 use cluster::faults::Faults;
+use cluster::linearizable::KvOp;
+use cluster::membership::Change;
 use cluster::sim::{Sim, SimConfig, SimStorage};
 use rand::Rng;
 
@@ -94,9 +96,10 @@ fn a_minority_cannot_commit_the_majority_can_and_the_minority_catches_up() {
     }
 }
 
-/// One round: a five-node cluster with 2% message loss, under random crashes, restarts and
-/// partitions, while clients propose at random nodes.
-fn random_round(seed: u64, config: SimConfig) -> Result<(usize, usize), String> {
+/// One round: a five-node cluster with 2% message loss, under random crashes, restarts,
+/// partitions and membership changes (joins, removals, replacements of a down voter), while
+/// clients propose register updates and do keyed puts, gets and compare-and-sets at random nodes.
+fn random_round(seed: u64, config: SimConfig) -> Result<Round, String> {
     // A panic inside the round is a failure of this seed too, and must print it.
     std::panic::catch_unwind(|| random_round_inner(seed, config)).unwrap_or_else(|panic| {
         let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -104,32 +107,44 @@ fn random_round(seed: u64, config: SimConfig) -> Result<(usize, usize), String> 
     })
 }
 
-fn random_round_inner(seed: u64, config: SimConfig) -> Result<(usize, usize), String> {
+/// What one round did, so that the rounds together can be shown to exercise something.
+#[derive(Default)]
+struct Round {
+    acked: usize,
+    applied: usize,
+    answered: usize,
+    changes: usize,
+}
+
+const KEYS: [&[u8]; 3] = [b"k0", b"k1", b"k2"];
+
+fn random_round_inner(seed: u64, config: SimConfig) -> Result<Round, String> {
     let faults = Faults::new(0.02, (1, 20));
     let mut sim = Sim::new(seed, SimConfig { faults, ..config });
     let mut update = 0u64;
+    let mut written: Vec<Vec<Vec<u8>>> = vec![Vec::new(); KEYS.len()];
+    let pick = |sim: &mut Sim, from: &[u64]| (!from.is_empty()).then(|| from[sim.rng().gen_range(0..from.len())]);
     for _ in 0..80 {
         let dice = sim.rng().gen_range(0..100);
         match dice {
             0..=5 => {
                 let up = sim.up();
-                if !up.is_empty() {
-                    let victim = up[sim.rng().gen_range(0..up.len())];
+                if let Some(victim) = pick(&mut sim, &up) {
                     sim.crash(victim);
                 }
             }
             6..=13 => {
                 let down = sim.down();
-                if !down.is_empty() {
-                    let id = down[sim.rng().gen_range(0..down.len())];
+                if let Some(id) = pick(&mut sim, &down) {
                     sim.restart(id);
                 }
             }
             14..=17 => {
+                let ids = sim.ids();
                 let size = sim.rng().gen_range(1..=2);
                 let mut minority = Vec::new();
                 while minority.len() < size {
-                    let id = sim.rng().gen_range(1..=5);
+                    let id = pick(&mut sim, &ids).expect("nodes");
                     if !minority.contains(&id) {
                         minority.push(id);
                     }
@@ -137,15 +152,51 @@ fn random_round_inner(seed: u64, config: SimConfig) -> Result<(usize, usize), St
                 sim.partition(&minority);
             }
             18..=22 => sim.heal(),
-            _ => {
+            23..=26 => {
+                // Through the leader if there is one; otherwise a node that will say it is not.
+                let up = sim.up();
+                let Some(via) = sim.leader().or_else(|| pick(&mut sim, &up)) else { continue };
+                let voters = sim.replica(via).map(|r| r.membership().voters).unwrap_or_default();
+                let change = if voters.len() > 3 && sim.rng().gen_bool(0.4) {
+                    let voters: Vec<u64> = voters.into_iter().collect();
+                    Change::Leave { id: pick(&mut sim, &voters).expect("voters") }
+                } else {
+                    let down: Vec<u64> = sim.down().into_iter().filter(|d| voters.contains(d)).collect();
+                    let replaces = if sim.rng().gen_bool(0.5) { pick(&mut sim, &down) } else { None };
+                    Change::Join { id: sim.add_node(), address: String::new(), replaces }
+                };
+                let _ = sim.change(via, change);
+            }
+            27..=40 => {
                 for _ in 0..sim.rng().gen_range(1..=3) {
                     let up = sim.up();
-                    if up.is_empty() {
-                        break;
-                    }
-                    let id = up[sim.rng().gen_range(0..up.len())];
+                    let Some(id) = pick(&mut sim, &up) else { break };
                     update += 1;
                     sim.propose(id, format!("update {update} via {id}").into_bytes());
+                }
+            }
+            _ => {
+                for _ in 0..sim.rng().gen_range(1..=4) {
+                    let up = sim.up();
+                    let Some(id) = pick(&mut sim, &up) else { break };
+                    let k = sim.rng().gen_range(0..KEYS.len());
+                    update += 1;
+                    let value = format!("v{update}").into_bytes();
+                    let op = match sim.rng().gen_range(0..100) {
+                        0..=34 => {
+                            written[k].push(value.clone());
+                            KvOp::Put(value)
+                        }
+                        35..=74 => KvOp::Get,
+                        _ => {
+                            let recent = &written[k][written[k].len().saturating_sub(3)..];
+                            let expected = (!recent.is_empty() && sim.rng().gen_bool(0.8))
+                                .then(|| recent[sim.rng().gen_range(0..recent.len())].clone());
+                            written[k].push(value.clone());
+                            KvOp::Cas { expected, value }
+                        }
+                    };
+                    sim.client(id, KEYS[k], op);
                 }
             }
         }
@@ -153,7 +204,8 @@ fn random_round_inner(seed: u64, config: SimConfig) -> Result<(usize, usize), St
     }
     sim.heal_and_settle(10_000);
     sim.check()?;
-    Ok((sim.history().acked.len(), sim.history().applied.len()))
+    let h = sim.history();
+    Ok(Round { acked: h.acked.len(), applied: h.applied.len(), answered: h.kv.answered(), changes: h.changes.0 })
 }
 
 fn seeds() -> Vec<u64> {
@@ -167,13 +219,15 @@ fn seeds() -> Vec<u64> {
 }
 
 #[test]
-fn random_faults_lose_no_acknowledged_update_and_replicas_converge() {
-    let (mut acked, mut applied) = (0, 0);
+fn random_faults_lose_no_acknowledged_update_and_keyed_histories_are_linearizable() {
+    let mut total = Round::default();
     for seed in seeds() {
         match random_round(seed, SimConfig::nodes(5)) {
-            Ok((a, v)) => {
-                acked += a;
-                applied += v;
+            Ok(round) => {
+                total.acked += round.acked;
+                total.applied += round.applied;
+                total.answered += round.answered;
+                total.changes += round.changes;
             }
             Err(e) => panic!(
                 "simulation seed {seed} failed: {e}\n\
@@ -182,8 +236,15 @@ fn random_faults_lose_no_acknowledged_update_and_replicas_converge() {
         }
     }
     // The rounds must exercise something: a run where nothing commits would pass vacuously.
-    assert!(acked > 0 && applied >= acked, "acked {acked}, applied {applied}");
-    eprintln!("random faults: {} rounds, {acked} updates acknowledged, {applied} versions applied", seeds().len());
+    let Round { acked, applied, answered, changes } = total;
+    assert!(acked > 0 && applied >= acked && answered > 0, "acked {acked}, applied {applied}, answered {answered}");
+    if seeds().len() >= 50 {
+        assert!(changes > 0, "no membership change completed in {} rounds", seeds().len());
+    }
+    eprintln!(
+        "random faults: {} rounds, {acked} updates acknowledged, {applied} versions applied, {answered} keyed operations answered and checked, {changes} membership changes completed",
+        seeds().len()
+    );
 }
 
 #[test]
