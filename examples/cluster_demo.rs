@@ -187,6 +187,7 @@ async fn section_one(
         capabilities: CapSet::of(&[BroadcastManagement]),
         // Each worker may act in its own scope below node_management.
         scope: Scope::new(&format!("node_management.{id}")).unwrap_or_else(|_| scope("node_management")),
+        raft: None,
     };
     let n1 = node(1);
     for id in ["worker-1", "worker-2", "worker-3"] {

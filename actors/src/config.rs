@@ -26,7 +26,7 @@ use crate::managers::communication::CommunicationManager;
 use crate::managers::failure_detector::{DetectionSettings, FailureDetector};
 use crate::managers::leader_election::LeaderElection;
 use crate::managers::load_distributor::{DistributorSettings, LoadDistributor};
-use crate::managers::node_manager::NodeManager;
+use crate::managers::node_manager::{MembershipSettings, NodeManager};
 use crate::managers::recovery_manager::{RecoveryManager, RecoverySettings};
 use crate::managers::resource_scaler::ResourceScaler;
 use crate::managers::state_replicator::StateReplicator;
@@ -52,7 +52,7 @@ pub struct Config {
     /// Raft's timing and log compaction, for every node's consensus actor.
     pub raft: RaftSettings,
     /// The node manager.
-    pub node_manager: ActorConfig,
+    pub node_manager: ActorConfig<MembershipSettings>,
     /// The communication manager.
     pub communication_manager: ActorConfig,
     /// The leader election manager.

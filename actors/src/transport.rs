@@ -83,6 +83,11 @@ impl Envelope {
 pub trait Transport: Send + Sync + 'static {
     /// Sends `message` from node `from` to node `to`.
     fn send(&self, from: NodeId, to: NodeId, message: Envelope) -> Result<(), Undeliverable>;
+
+    /// Node `me`'s configuration is now `membership`: a transport that keeps connections reaches
+    /// the members it did not know and lets go of those removed. One that routes by id alone (the
+    /// in-process network) has nothing to do.
+    fn follow(&self, _me: NodeId, _membership: &cluster::Membership) {}
 }
 
 /// Where a node's incoming messages go, by kind. A node without a failure detector or worker

@@ -227,6 +227,7 @@ async fn an_asynchronous_operation_holds_its_estimate_until_it_completes() {
         energy_budget: j(100.0),
         capabilities: CapSet::EMPTY,
         scope: Scope::new("node_management").unwrap(),
+        raft: None,
     };
     let first = n1.send(join("w1"));
     let second = n1.send(join("w2"));

@@ -60,6 +60,7 @@ impl Cluster {
             energy_budget: j(500.0),
             capabilities: CapSet::of(&[Capability::BroadcastManagement]),
             scope: Scope::new(&format!("node_management.{id}")).unwrap(),
+            raft: None,
         }
     }
 

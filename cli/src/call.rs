@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use net::actors::managers::state_replicator::Consistency;
-use net::calls::{Answer, Call, Expect, Manager};
+use net::calls::{Answer, Call, Expect, Manager, RaftJoin, RaftView};
 use net::client::{Client, ClientError, Credentials};
 use net::tcp::Member;
 use security::identity::TlsFiles;
@@ -75,6 +75,14 @@ pub enum CallCommand {
         /// The scope it asks for, within node_management.
         #[arg(long, default_value = "node_management")]
         scope: String,
+        /// Make it a member of the replicated state too, reached at this HOST:PORT (the id is
+        /// then its node number): answered once it is a voter. The node itself is started
+        /// with `ergon node --join`, which does this for it.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        /// With --address: the voter it replaces, removed when it becomes a voter.
+        #[arg(long, value_name = "ID", requires = "address")]
+        replaces: Option<u64>,
     },
     /// Ask the node manager to remove a node.
     Leave {
@@ -172,7 +180,7 @@ pub fn cluster_status(config: PathBuf, only: Option<u64>, token: Option<String>,
     runtime.block_on(async {
         let mut reached = 0;
         if !json {
-            println!("{:>5}  {:<22} {:>6} {:>7} {:>8} {:>8}  voters", "node", "address", "term", "leader", "commit", "applied");
+            println!("{:>5}  {:<22} {:>6} {:>7} {:>8} {:>8}  members", "node", "address", "term", "leader", "commit", "applied");
         }
         for member in config.nodes.iter().filter(|m| only.is_none_or(|id| id == m.id)) {
             let answer = match Client::connect_from(config.source, member.address, member.id, &credentials).await {
@@ -184,11 +192,11 @@ pub fn cluster_status(config: PathBuf, only: Option<u64>, token: Option<String>,
                     reached += 1;
                     println!("{}", serde_json::to_string(&answer)?);
                 }
-                (Ok(Answer::Raft { term, leader, commit_index, applied_index, voters, .. }), false) => {
+                (Ok(Answer::Raft(view)), false) => {
                     reached += 1;
-                    let leader = leader.map_or("-".to_owned(), |l| l.to_string());
-                    let voters: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
-                    println!("{:>5}  {:<22} {term:>6} {leader:>7} {commit_index:>8} {applied_index:>8}  {}", member.id, member.address.to_string(), voters.join(","));
+                    let leader = view.leader.map_or("-".to_owned(), |l| l.to_string());
+                    let RaftView { term, commit_index, applied_index, .. } = view;
+                    println!("{:>5}  {:<22} {term:>6} {leader:>7} {commit_index:>8} {applied_index:>8}  {}", member.id, member.address.to_string(), members(&view));
                 }
                 (Ok(other), false) => println!("{:>5}  {:<22} unexpected answer: {other:?}", member.id, member.address.to_string()),
                 (Err(e), _) => eprintln!("{:>5}  {:<22} unreachable: {e}", member.id, member.address.to_string()),
@@ -196,6 +204,19 @@ pub fn cluster_status(config: PathBuf, only: Option<u64>, token: Option<String>,
         }
         Ok(if reached > 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNREACHED) })
     })
+}
+
+/// "voters 1,2,3", with the outgoing voters of a joint change and the learners when there are any.
+fn members(view: &RaftView) -> String {
+    let list = |ids: &[u64]| ids.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let mut out = format!("voters {}", list(&view.voters));
+    if !view.outgoing.is_empty() {
+        out.push_str(&format!(" (joint; outgoing {})", list(&view.outgoing)));
+    }
+    if !view.learners.is_empty() {
+        out.push_str(&format!(", learners {}", list(&view.learners)));
+    }
+    out
 }
 
 /// No node answered.
@@ -210,9 +231,10 @@ pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool
         CallCommand::ReadState => Call::ReadState,
         CallCommand::Leader => Call::Leader,
         CallCommand::Broadcast { channel, content } => Call::Broadcast { channel, content },
-        CallCommand::Join { id, kind, energy, capabilities, scope } => {
+        CallCommand::Join { id, kind, energy, capabilities, scope, address, replaces } => {
             let capabilities = capabilities.iter().map(|c| c.trim().parse().with_context(|| format!("capability {c:?}"))).collect::<Result<_>>()?;
-            Call::Join { id, kind, energy_budget_j: energy, capabilities, scope }
+            let raft = address.map(|address| RaftJoin { address, replaces });
+            Call::Join { id, kind, energy_budget_j: energy, capabilities, scope, raft }
         }
         CallCommand::Leave { id } => Call::Leave { id },
         CallCommand::Put { key, value } => Call::Put { key: key.into_bytes(), value: value.into_bytes() },
@@ -289,9 +311,14 @@ fn print(node: u64, answer: &Answer, json: bool) {
                 println!("{} {} {} J {} in {} (joined by {})", n.id, n.kind, n.energy_budget_j, n.capabilities, n.scope, n.joined_by);
             }
         }
-        Answer::Raft { term, leader, commit_index, applied_index, voters, .. } => {
-            println!("node {node}: term {term}, leader {leader:?}, commit {commit_index}, applied {applied_index}, voters {voters:?}")
-        }
+        Answer::Raft(view) => println!(
+            "node {node}: term {}, leader {:?}, commit {}, applied {}, {}",
+            view.term,
+            view.leader,
+            view.commit_index,
+            view.applied_index,
+            members(view)
+        ),
         Answer::Written { revision } => println!("node {node}: written at revision {revision}"),
         Answer::Deleted { revision, existed: true } => println!("node {node}: deleted at revision {revision}"),
         Answer::Deleted { revision, existed: false } => println!("node {node}: no such key (revision {revision})"),

@@ -42,13 +42,28 @@ enum Command {
     /// loopback development) and which principals may call it with what; any of ergon's own
     /// sections ([raft], [audit], the managers) may follow. Logs go to stderr (RUST_LOG filters).
     ///
-    /// Example:
+    /// Examples:
     ///   ergon node --config examples/cluster/n1.toml
+    ///   ergon node --config n4.toml --join 1@127.0.0.1:7001
+    ///   ergon node --config n5.toml --join 1@127.0.0.1:7001 --replaces 2
     #[command(verbatim_doc_comment)]
     Node {
         /// The node's configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Join a running cluster through this member (ID@HOST:PORT): the node starts with no
+        /// configuration of its own, becomes a learner, and a voter once it has caught up. Its
+        /// configuration lists only itself in members. Needs NodeManagement and
+        /// ElectionManagement on the members, granted to node:<id> or carried by --token.
+        #[arg(long, value_name = "ID@HOST:PORT", value_parser = node::parse_seed)]
+        join: Option<net::tcp::Member>,
+        /// With --join: the voter this node replaces, removed when this node becomes a voter
+        /// (joint consensus: the cluster stays available throughout).
+        #[arg(long, value_name = "ID")]
+        replaces: Option<u64>,
+        /// With --join: a capability token to join with instead of the node's certificate.
+        #[arg(long, env = "ERGON_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Call a node's managers as an authenticated client.
     ///
@@ -122,7 +137,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Audit(command) => audit::run(command),
         Command::Energy(command) => energy::run(command),
-        Command::Node { config } => node::run(config),
+        Command::Node { config, join, replaces, token } => node::run(config, join, replaces, token),
         Command::Call { client: ClientArgs { config, node, token, json }, call } => call::run(config, node, token, json, call),
         Command::Cluster(ClusterCommand::Status { client: ClientArgs { config, node, token, json } }) => {
             call::cluster_status(config, node, token, json)

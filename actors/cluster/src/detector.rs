@@ -151,6 +151,20 @@ impl Detector {
         Detector { me, config, peers, last_led: BTreeMap::new() }
     }
 
+    /// Watches exactly the nodes of `nodes` other than this one from now on: a node added is
+    /// watched as if heard at `now`, a node removed is forgotten.
+    pub fn set_peers(&mut self, nodes: &[NodeId], now: Duration) {
+        self.peers.retain(|id, _| nodes.contains(id));
+        self.last_led.retain(|id, _| nodes.contains(id));
+        for &n in nodes.iter().filter(|&&n| n != self.me) {
+            self.peers.entry(n).or_insert_with(|| {
+                let mut phi = PhiAccrual::new(self.config.phi);
+                phi.heartbeat(now);
+                Watch { phi, failed_since: None, check_pending: false, quiet_until: Duration::ZERO }
+            });
+        }
+    }
+
     /// The settings.
     pub fn config(&self) -> &DetectorConfig {
         &self.config
@@ -327,6 +341,17 @@ mod tests {
         assert_eq!(detector.due(late), [2], "answered without deciding: asked again");
         assert_eq!(detector.check(9, late), Err(NotAPeer { node: 9, me: 1 }));
         assert!(!detector.heartbeat(9, late, false));
+    }
+
+    #[test]
+    fn peers_follow_the_membership() {
+        let mut detector = Detector::new(1, &[1, 2, 3], DetectorConfig::default(), Duration::ZERO);
+        let now = Duration::from_secs(5);
+        detector.set_peers(&[1, 3, 4], now);
+        assert_eq!(detector.peers().collect::<Vec<_>>(), [3, 4]);
+        assert!(!detector.heartbeat(2, now, false), "a removed node is not watched");
+        assert!(detector.due(now + SWEEP).iter().all(|&n| n != 4), "a new node counts as heard when added");
+        assert_eq!(detector.due(now + Duration::from_secs(10)), [3, 4]);
     }
 
     #[test]

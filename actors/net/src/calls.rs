@@ -71,8 +71,12 @@ pub enum Call {
         capabilities: CapSet,
         /// The scope it asks for, within `node_management`.
         scope: String,
+        /// Set when the node joins the replicated state too (its id is then its node number):
+        /// answered once it is a voter.
+        raft: Option<RaftJoin>,
     },
-    /// Asks the node manager to remove a node (by the principal that joined it, or the node).
+    /// Asks the node manager to remove a node (by the principal that joined it, or the node);
+    /// a member of the replicated state leaves Raft's configuration, answered once it has.
     Leave {
         /// The node's id.
         id: String,
@@ -109,6 +113,45 @@ pub enum Call {
         /// Its new value.
         value: Vec<u8>,
     },
+}
+
+/// How a joining node takes part in the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftJoin {
+    /// Where its peers reach it (`host:port`).
+    pub address: String,
+    /// A voter it replaces, removed when it is promoted.
+    pub replaces: Option<u64>,
+}
+
+/// A node's view of Raft and of the membership it has applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftView {
+    /// The node.
+    pub id: u64,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows.
+    pub leader: Option<u64>,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Its applied index.
+    pub applied_index: u64,
+    /// The voters its configuration lists (the incoming ones, during a joint change).
+    pub voters: Vec<u64>,
+    /// The outgoing voters during a joint change; else empty.
+    pub outgoing: Vec<u64>,
+    /// Members receiving the log without a vote: nodes joining.
+    pub learners: Vec<u64>,
+    /// Where members are reached, where known.
+    pub addresses: Vec<(u64, String)>,
+}
+
+impl RaftView {
+    /// Where member `id` is reached, if known.
+    pub fn address(&self, id: u64) -> Option<&str> {
+        self.addresses.iter().find(|(m, _)| *m == id).map(|(_, a)| a.as_str())
+    }
 }
 
 /// What a compare-and-set expects (`cluster::Expected` on the wire).
@@ -195,20 +238,7 @@ pub enum Answer {
     /// The members.
     Nodes(Vec<NodeInfo>),
     /// A node's view of Raft.
-    Raft {
-        /// The node.
-        id: u64,
-        /// Its term.
-        term: u64,
-        /// The leader it knows.
-        leader: Option<u64>,
-        /// Its commit index.
-        commit_index: u64,
-        /// Its applied index.
-        applied_index: u64,
-        /// The voters its configuration lists.
-        voters: Vec<u64>,
-    },
+    Raft(RaftView),
     /// A write to a key committed: its revision.
     Written {
         /// The revision of the write.
@@ -380,7 +410,15 @@ mod tests {
             Call::Leader,
             Call::Broadcast { channel: "c".into(), content: "hi".into() },
             Call::Status { manager: Manager::WorkerPool },
-            Call::Join { id: "w1".into(), kind: "worker".into(), energy_budget_j: 5.0, capabilities: node.capabilities, scope: "node_management".into() },
+            Call::Join { id: "w1".into(), kind: "worker".into(), energy_budget_j: 5.0, capabilities: node.capabilities, scope: "node_management".into(), raft: None },
+            Call::Join {
+                id: "4".into(),
+                kind: "voter".into(),
+                energy_budget_j: 5.0,
+                capabilities: node.capabilities,
+                scope: "node_management".into(),
+                raft: Some(RaftJoin { address: "127.0.0.4:7001".into(), replaces: Some(2) }),
+            },
             Call::Leave { id: "w1".into() },
             Call::ListNodes,
             Call::RaftStatus,
@@ -401,7 +439,17 @@ mod tests {
             Ok(Answer::Joined { node: node.clone(), confirmed_by: vec!["node-manager/2".into()] }),
             Ok(Answer::Node(node.clone())),
             Ok(Answer::Nodes(vec![node])),
-            Ok(Answer::Raft { id: 1, term: 3, leader: Some(2), commit_index: 9, applied_index: 8, voters: vec![1, 2, 3] }),
+            Ok(Answer::Raft(RaftView {
+                id: 1,
+                term: 3,
+                leader: Some(2),
+                commit_index: 9,
+                applied_index: 8,
+                voters: vec![1, 2, 4],
+                outgoing: vec![1, 2, 3],
+                learners: vec![],
+                addresses: vec![(4, "127.0.0.4:7001".into())],
+            })),
             Ok(Answer::Written { revision: 4 }),
             Ok(Answer::Deleted { revision: 5, existed: true }),
             Ok(Answer::Mismatch { revision: 6, current: Some((b"v".to_vec(), 4)) }),

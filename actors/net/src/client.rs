@@ -29,7 +29,7 @@ use cluster::NodeId;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::calls::{Answer, Call, Failure, Manager, NodeInfo, Request, Response, StatusReport};
+use crate::calls::{Answer, Call, Failure, Manager, NodeInfo, RaftJoin, RaftView, Request, Response, StatusReport};
 use crate::tcp::connection::write_batches;
 use crate::tcp::handshake::{greet, open};
 use crate::wire::{Hello, Role, DEFAULT_MAX_FRAME_BYTES};
@@ -240,9 +240,18 @@ impl Client {
     }
 
     /// Asks the node manager to admit node `id` of `kind`, bringing `energy_budget_j` joules,
-    /// with `capabilities` in `scope`; answers the node as recorded and who confirmed it.
-    pub async fn join(&self, id: &str, kind: &str, energy_budget_j: f64, capabilities: CapSet, scope: &str) -> Result<(NodeInfo, Vec<String>), ClientError> {
-        let call = Call::Join { id: id.into(), kind: kind.into(), energy_budget_j, capabilities, scope: scope.into() };
+    /// with `capabilities` in `scope`, and with `raft` as a member of the replicated state too;
+    /// answers the node as recorded and who confirmed it.
+    pub async fn join(
+        &self,
+        id: &str,
+        kind: &str,
+        energy_budget_j: f64,
+        capabilities: CapSet,
+        scope: &str,
+        raft: Option<RaftJoin>,
+    ) -> Result<(NodeInfo, Vec<String>), ClientError> {
+        let call = Call::Join { id: id.into(), kind: kind.into(), energy_budget_j, capabilities, scope: scope.into(), raft };
         match self.call(call).await? {
             Answer::Joined { node, confirmed_by } => Ok((node, confirmed_by)),
             other => Err(ClientError::Unexpected(Box::new(other))),
@@ -253,6 +262,14 @@ impl Client {
     pub async fn leave(&self, id: &str) -> Result<NodeInfo, ClientError> {
         match self.call(Call::Leave { id: id.into() }).await? {
             Answer::Node(node) => Ok(node),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The node's view of Raft and of the membership it has applied.
+    pub async fn raft_status(&self) -> Result<RaftView, ClientError> {
+        match self.call(Call::RaftStatus).await? {
+            Answer::Raft(view) => Ok(view),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
     }

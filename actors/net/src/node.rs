@@ -23,21 +23,29 @@
 //!     { principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement"] },
 //! ]
 //! ```
+//!
+//! A node that joins a running cluster lists only itself in `members` and is started with a
+//! [`Joining`]: it starts with no configuration of its own, asks the seed for the cluster's
+//! members, and asks the leader's node manager to admit it ([`Node::join`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actors::metrics::MetricsServer;
 use actors::node::assembly::ClusterNode;
-use actors::node::consensus::Consensus;
+use actors::node::consensus::{Consensus, Inspect};
+use actors::transport::Transport;
 use actors::security::audit::{AuditLog, AuditSink};
 use actors::security::identity::{node_name, ClusterName, Identity, IdentityError, TlsFiles};
 use actors::security::{CapSet, Credential, GrantTable, Origin, Principal, Scope};
 use actors::{Config, Environment};
-use cluster::NodeId;
+use cluster::{Member as RaftMember, Membership, NodeId};
 use serde::{Deserialize, Serialize};
 
+use crate::calls::{RaftJoin, RaftView};
+use crate::client::{Client, ClientError, Credentials};
 use crate::service::{Service, Tokens};
 use actors::security::token::TokenKey;
 use crate::tcp::{Member, NetError, NetSettings, Security, TcpConfig, TcpTransport};
@@ -146,6 +154,21 @@ pub enum NodeError {
     /// `/metrics` could not be served.
     #[error("{0}")]
     Metrics(#[from] actors::metrics::MetricsError),
+    /// The node could not join the cluster.
+    #[error("joining the cluster: {0}")]
+    Join(String),
+}
+
+/// How a new node joins a running cluster.
+#[derive(Clone)]
+pub struct Joining {
+    /// A member to ask first (any member: it names the leader).
+    pub seed: Member,
+    /// A voter this node replaces (removed when this node becomes a voter).
+    pub replaces: Option<NodeId>,
+    /// What this node proves itself with when it calls the members: its own certificate, or a
+    /// token allowing `NodeManagement` and `ElectionManagement`.
+    pub credentials: Credentials,
 }
 
 impl NodeConfig {
@@ -249,8 +272,20 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the node described by `config`. Must run inside an actix system.
+    /// Starts the node described by `config`, one of the cluster's founders: a new data directory
+    /// starts a cluster of its `members`. Must run inside an actix system.
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::launch(config, false)
+    }
+
+    /// Starts the node described by `config` as one that will join a running cluster
+    /// ([`Node::join`]): a new data directory has no configuration until the leader sends it one.
+    /// Must run inside an actix system.
+    pub fn start_to_join(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::launch(config, true)
+    }
+
+    fn launch(config: NodeConfig, joining: bool) -> Result<Node, NodeError> {
         let NodeConfig { node, network, ergon } = config;
         let cluster = ClusterName::new(&node.cluster)?;
         let security = match &node.tls {
@@ -268,8 +303,12 @@ impl Node {
         let member_grants = ergon.load_distributor.grants;
         let env = Environment::new(ergon, grants.clone(), audit.clone() as Arc<dyn AuditSink>);
         let metrics = env.serve_metrics()?;
-        let voters: Vec<NodeId> = node.members.iter().map(|m| m.id).collect();
-        let replica = Consensus::open(&env, node.id, &voters, &node.data_dir.join("raft"))?;
+        let founders: BTreeMap<NodeId, RaftMember> = match joining {
+            true => BTreeMap::new(),
+            false => node.members.iter().map(|m| (m.id, RaftMember { address: m.address.to_string(), replaces: None })).collect(),
+        };
+        let voters: Vec<NodeId> = founders.keys().copied().collect();
+        let replica = Consensus::open(&env, node.id, &founders, &node.data_dir.join("raft"))?;
         let transport = Arc::new(TcpTransport::start(TcpConfig {
             cluster: cluster.clone(),
             me: node.id,
@@ -294,6 +333,71 @@ impl Node {
             .collect::<Vec<_>>();
         transport.serve_callers(Arc::new(Service::new(actors.clone(), grants, callers.clone(), tokens)));
         Ok(Node { id: node.id, env, actors, transport, audit, callers, cluster, metrics })
+    }
+
+    /// Joins the cluster: asks `joining.seed` who the members and the leader are, reaches them,
+    /// and asks the leader's node manager to admit this node; answers the voters once this node
+    /// is one of them. A node that is already a member answers at once. A seed that is not the
+    /// leader names it, and the leader is asked instead; the whole is bounded by the node
+    /// manager's `membership_timeout_ms`.
+    pub async fn join(&self, joining: &Joining) -> Result<Vec<NodeId>, NodeError> {
+        let me = self.id;
+        if let Ok(view) = self.actors.consensus.send(Inspect).await {
+            if view.voters.contains(&me) {
+                return Ok(view.voters);
+            }
+        }
+        let config = self.env.config();
+        let limit = std::time::Duration::from_millis(config.node_manager.settings.membership_timeout_ms);
+        let deadline = tokio::time::Instant::now() + limit;
+        let energy = config.worker_pool.budget_joules.get();
+        let mut target = joining.seed;
+        let mut last = String::from("no attempt finished");
+        while tokio::time::Instant::now() < deadline {
+            match self.ask_to_join(&target, joining, energy).await {
+                Ok(Step::Joined(voters)) => return Ok(voters),
+                Ok(Step::AskLeader(leader)) => {
+                    tracing::info!(node = me, leader = leader.id, address = %leader.address, "joining: asking the leader");
+                    target = leader;
+                    continue;
+                }
+                Ok(Step::Wait(why)) => last = why,
+                // Refusals of the request itself (permissions, a duplicate id, a change under
+                // way) will not change by asking again.
+                Err(ClientError::Failed(f)) if !matches!(f.code.as_str(), "NotLeader" | "Unavailable" | "MembershipChangeFailed") => {
+                    return Err(NodeError::Join(format!("node {} refused: {f}", target.id)));
+                }
+                Err(e) => last = format!("node {}: {e}", target.id),
+            }
+            tracing::info!(node = me, "joining: {last}; asking again");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            target = joining.seed;
+        }
+        Err(NodeError::Join(format!("not a voter within {limit:?}: {last}")))
+    }
+
+    async fn ask_to_join(&self, target: &Member, joining: &Joining, energy: f64) -> Result<Step, ClientError> {
+        let client = Client::connect(target.address, target.id, &joining.credentials).await?;
+        let view = client.raft_status().await?;
+        // Reach every member now: the leader must be able to send this node its snapshot.
+        self.transport.follow(self.id, &membership_of(&view));
+        if view.voters.contains(&self.id) && view.outgoing.is_empty() {
+            return Ok(Step::Joined(view.voters));
+        }
+        match view.leader {
+            None => return Ok(Step::Wait(format!("node {} knows no leader", target.id))),
+            Some(leader) if leader != target.id => {
+                return match view.address(leader).and_then(|a| a.parse().ok()) {
+                    Some(address) => Ok(Step::AskLeader(Member { id: leader, address })),
+                    None => Ok(Step::Wait(format!("node {} does not know where leader {leader} is", target.id))),
+                };
+            }
+            Some(_) => {}
+        }
+        let raft = RaftJoin { address: self.address().to_string(), replaces: joining.replaces };
+        let (_, voters) = client.join(&self.id.to_string(), "voter", energy, CapSet::EMPTY, actors::managers::node_manager::SCOPE, Some(raft)).await?;
+        tracing::info!(node = self.id, ?voters, "joined the cluster");
+        Ok(Step::Joined(self.actors.consensus.send(Inspect).await.map(|v| v.voters).unwrap_or_default()))
     }
 
     /// This node's id.
@@ -344,6 +448,23 @@ impl Node {
         self.actors.stop().await;
         self.audit.flush()?;
         Ok(())
+    }
+}
+
+/// What one request to join came to.
+enum Step {
+    Joined(Vec<NodeId>),
+    AskLeader(Member),
+    Wait(String),
+}
+
+/// The membership a node's Raft view describes.
+fn membership_of(view: &RaftView) -> Membership {
+    Membership {
+        voters: view.voters.iter().copied().collect(),
+        outgoing: view.outgoing.iter().copied().collect(),
+        learners: view.learners.iter().copied().collect(),
+        members: view.addresses.iter().map(|(id, a)| (*id, RaftMember { address: a.clone(), replaces: None })).collect(),
     }
 }
 

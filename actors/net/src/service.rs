@@ -15,7 +15,7 @@ use actors::gate::{GateError, Status};
 use actors::managers::communication::Broadcast;
 use actors::energy::Joules;
 use actors::managers::leader_election::{Leader, RaftStatus};
-use actors::managers::node_manager::{Join, Leave, ListNodes};
+use actors::managers::node_manager::{Join, Leave, ListNodes, RaftMember};
 use actors::managers::state_replicator::{CompareAndSet, Delete, Get, Put, ReadState, Replicate};
 use actors::managers::{
     communication, failure_detector, leader_election, load_distributor, node_manager, recovery_manager, resource_scaler,
@@ -29,7 +29,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::calls::{Answer, Call, Failure, Manager, Request, Response};
+use crate::calls::{Answer, Call, Failure, Manager, RaftView, Request, Response};
 use crate::tcp::connection::write_batches;
 use crate::tcp::{Authority, Caller, Callers, ClientProof};
 
@@ -185,11 +185,12 @@ async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, cal
             let msg = Broadcast { ctx: context(communication::SCOPE), channel, content };
             ask(&actors.communication, msg).await.map(|r| Answer::Receipt { seq: r.seq, delivered: r.delivered })
         }
-        Call::Join { id, kind, energy_budget_j, capabilities, scope } => {
+        Call::Join { id, kind, energy_budget_j, capabilities, scope, raft } => {
             let invalid = |e: String| Failure::new("InvalidRequest", e);
             let energy_budget = Joules::new(energy_budget_j).map_err(|e| invalid(format!("energy_budget_j: {e}")))?;
             let scope = Scope::new(&scope).map_err(|e| invalid(format!("scope: {e}")))?;
-            let msg = Join { ctx: context(node_manager::SCOPE), id, kind, energy_budget, capabilities, scope };
+            let raft = raft.map(|r| RaftMember { address: r.address, replaces: r.replaces });
+            let msg = Join { ctx: context(node_manager::SCOPE), id, kind, energy_budget, capabilities, scope, raft };
             let joined = ask(&actors.nodes, msg).await?;
             Ok(Answer::Joined { node: joined.node.into(), confirmed_by: joined.confirmed_by })
         }
@@ -197,13 +198,18 @@ async fn dispatch(actors: &ClusterNode, authority: &Authority, remote: &str, cal
         Call::ListNodes => ask(&actors.nodes, ListNodes { ctx: context(node_manager::SCOPE) })
             .await
             .map(|nodes| Answer::Nodes(nodes.into_iter().map(Into::into).collect())),
-        Call::RaftStatus => ask(&actors.election, RaftStatus { ctx: context(leader_election::SCOPE) }).await.map(|v| Answer::Raft {
-            id: v.id,
-            term: v.term,
-            leader: v.leader,
-            commit_index: v.commit_index,
-            applied_index: v.applied_index,
-            voters: v.voters,
+        Call::RaftStatus => ask(&actors.election, RaftStatus { ctx: context(leader_election::SCOPE) }).await.map(|v| {
+            Answer::Raft(RaftView {
+                id: v.id,
+                term: v.term,
+                leader: v.leader,
+                commit_index: v.commit_index,
+                applied_index: v.applied_index,
+                voters: v.voters,
+                outgoing: v.outgoing,
+                learners: v.learners,
+                addresses: v.addresses.into_iter().collect(),
+            })
         }),
         Call::Put { key, value } => {
             ask(&actors.replicator, Put { ctx: context(state_replicator::SCOPE), key, value }).await.map(Answer::from)

@@ -179,11 +179,11 @@ async fn a_client_proven_by_its_certificate_calls_any_node_and_acts_only_with_it
     // Membership through the node manager's gate: a node is granted only what both the operator
     // and the node manager hold.
     use actors::security::{CapSet, Capability::*};
-    let (joined, _) = client.join("w1", "worker", 50.0, CapSet::of(&[EnergyManagement]), "node_management.w1").await.unwrap();
+    let (joined, _) = client.join("w1", "worker", 50.0, CapSet::of(&[EnergyManagement]), "node_management.w1", None).await.unwrap();
     assert_eq!((joined.id.as_str(), joined.joined_by.as_str()), ("w1", "user:operator"));
-    let beyond = client.join("w2", "worker", 50.0, CapSet::of(&[ElectionManagement]), "node_management.w2").await;
+    let beyond = client.join("w2", "worker", 50.0, CapSet::of(&[ElectionManagement]), "node_management.w2", None).await;
     assert!(matches!(&beyond, Err(ClientError::Failed(f)) if f.code == "InvalidCapabilities"), "{beyond:?}");
-    let impossible = client.join("w3", "worker", f64::NAN, CapSet::EMPTY, "node_management").await;
+    let impossible = client.join("w3", "worker", f64::NAN, CapSet::EMPTY, "node_management", None).await;
     assert!(matches!(&impossible, Err(ClientError::Failed(f)) if f.code == "InvalidRequest"), "{impossible:?}");
     assert_eq!(client.list_nodes().await.unwrap().len(), 1);
     assert_eq!(client.leave("w1").await.unwrap().id, "w1");

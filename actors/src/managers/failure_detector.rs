@@ -291,6 +291,14 @@ impl FailureDetector {
                 tracing::error!(node = detector.node, "the consensus actor is gone; no more heartbeats");
                 return;
             };
+            // The peers are the members the cluster agreed on: a node added is watched (and so
+            // given work by the distributor, which places over this view), a node removed is not.
+            let members = view.members();
+            if !members.is_empty() && !members.iter().filter(|&&m| m != detector.node).eq(detector.decisions.peers().collect::<Vec<_>>().iter()) {
+                tracing::info!(node = detector.node, ?members, "failure detector: watching the new membership");
+                detector.decisions.set_peers(&members, detector.now());
+                detector.vitals.retain(|id, _| members.contains(id));
+            }
             detector.local.version = view.state.version;
             detector.local.leader = view.leader;
             if let Some(leader) = view.leader {

@@ -6,17 +6,26 @@
 //! presents or this manager holds, never outside either's scope. The grant records the join, and
 //! the answer carries the node's credential. A leave, by the requester of the join or the node
 //! itself, revokes exactly that grant.
+//!
+//! A join that names where the node is reached ([`Join::raft`]) also makes it a member of the
+//! replicated state: the node manager asks the consensus actor for the membership change (a
+//! learner, then a voter once it has caught up) and answers only when it is complete; a leave of
+//! such a node removes it from Raft's configuration first. The Raft log is then what the nodes
+//! agree on, so peers are told afterwards without waiting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use actix::fut::{self, ActorFutureExt, WrapFuture};
-use actix::{MailboxError, Recipient};
+use actix::{Addr, MailboxError, Recipient};
+use cluster::membership::{self, MembershipError};
+use cluster::NodeId;
 use energy::Joules;
 use security::{CapSet, Credential, Origin, Principal, Scope, SecurityContext};
 use serde::Serialize;
 
 use crate::gate::{Gate, Pending, Rules};
+use crate::node::consensus::{ChangeFailure, ChangeMembership, Consensus};
 use crate::{gate_error, gated, Environment};
 
 /// The scope node managers act in.
@@ -34,6 +43,62 @@ pub enum JoinError {
     /// A peer's mailbox is closed: the peer has stopped.
     #[error("channel closed: {0}")]
     ChannelClosed(String),
+    /// Membership changes are decided by the Raft leader, and this node is not it; the message
+    /// names the leader and where it is reached, when known.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    /// The node is already a member of the replicated state.
+    #[error("already a member: {0}")]
+    AlreadyMember(String),
+    /// Another membership change is under way; one at a time.
+    #[error("change in progress: {0}")]
+    ChangeInProgress(String),
+    /// The removal would leave a configuration without a reachable majority.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The change was proposed and did not complete in time (it may still complete).
+    #[error("membership change failed: {0}")]
+    MembershipChangeFailed(String),
+}
+
+impl From<ChangeFailure> for JoinError {
+    fn from(failure: ChangeFailure) -> Self {
+        match failure {
+            ChangeFailure::Refused(e) => {
+                let text = e.to_string();
+                match e {
+                    MembershipError::NotLeader { .. } => JoinError::NotLeader(text),
+                    MembershipError::AlreadyMember(_) => JoinError::AlreadyMember(text),
+                    MembershipError::InProgress { .. } => JoinError::ChangeInProgress(text),
+                    MembershipError::NoQuorum { .. } => JoinError::NoQuorum(text),
+                    MembershipError::NotMember(_) | MembershipError::ReservedId | MembershipError::AddressTooLong { .. } => {
+                        JoinError::InvalidRequest(text)
+                    }
+                }
+            }
+            ChangeFailure::NotLeader { leader, address } => JoinError::NotLeader(match (leader, address) {
+                (Some(l), Some(a)) => format!("the leader is node {l} at {a}"),
+                (Some(l), None) => format!("the leader is node {l}"),
+                (None, _) => "no leader is known".to_string(),
+            }),
+            ChangeFailure::Failed(e) => JoinError::MembershipChangeFailed(e),
+        }
+    }
+}
+
+/// How a node manager runs membership changes of the replicated state.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipSettings {
+    /// How long a join may take to make the node a voter (it must receive a snapshot and catch
+    /// up), and a leave to remove it.
+    pub membership_timeout_ms: u64,
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        MembershipSettings { membership_timeout_ms: 30_000 }
+    }
 }
 
 /// A member of the cluster.
@@ -68,9 +133,22 @@ pub struct Join {
     pub capabilities: CapSet,
     /// Scope it asks for, within `node_management`.
     pub scope: Scope,
+    /// Set when the node joins the replicated state as well: where its peers reach it, and the
+    /// voter it replaces, if any. Its id must then be its node number.
+    pub raft: Option<RaftMember>,
 }
 
-/// An admitted node, and who confirmed it.
+/// How a joining node takes part in the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftMember {
+    /// Where its peers reach it (`host:port`).
+    pub address: String,
+    /// A voter to remove when it is promoted (replacing a dead node).
+    pub replaces: Option<NodeId>,
+}
+
+/// An admitted node, and who confirmed it (the peer node managers, or for a member of the
+/// replicated state the voters of the configuration it joined).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JoinResponse {
     /// The node as recorded.
@@ -148,6 +226,9 @@ pub struct NodeManager {
     granted: BTreeMap<String, Credential>,
     peers: BTreeMap<String, Recipient<Announce>>,
     reply_timeout: Duration,
+    /// The node's consensus actor, when it runs the replicated state.
+    consensus: Option<Addr<Consensus>>,
+    membership_timeout: Duration,
 }
 
 impl NodeManager {
@@ -166,7 +247,41 @@ impl NodeManager {
             granted: BTreeMap::new(),
             peers: BTreeMap::new(),
             reply_timeout: Duration::from_millis(config.reply_timeout_ms),
+            consensus: None,
+            membership_timeout: Duration::from_millis(config.settings.membership_timeout_ms),
         }
+    }
+
+    /// The same, running membership changes of the replicated state through `consensus`.
+    pub fn with_consensus(mut self, consensus: Addr<Consensus>) -> Self {
+        self.consensus = Some(consensus);
+        self
+    }
+
+    /// Asks the consensus actor for `change` and waits for it to complete.
+    fn change_membership(&self, change: membership::Change) -> Result<Pending<Self, membership::Membership, JoinError>, JoinError> {
+        let Some(consensus) = self.consensus.clone() else {
+            return Err(JoinError::InvalidRequest(format!("{} runs no replicated state; its members cannot change", self.name)));
+        };
+        let request = consensus.send(ChangeMembership { change, timeout: self.membership_timeout });
+        Ok(Box::pin(fut::wrap_future(request).map(|answer, _, _| match answer {
+            Ok(result) => result.map_err(JoinError::from),
+            Err(e) => Err(JoinError::MembershipChangeFailed(format!("the consensus actor is not running: {e}"))),
+        })))
+    }
+
+    /// Tells every peer of a change the Raft log already settled, without waiting.
+    fn announce_settled(&self, change: MembershipChange) {
+        for endpoint in self.peers.values() {
+            endpoint.do_send(Announce { ctx: self.identity.clone(), change: change.clone() });
+        }
+    }
+
+    /// The node number of `id`, for a member of the replicated state.
+    fn raft_id(id: &str) -> Result<NodeId, JoinError> {
+        id.parse::<NodeId>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            JoinError::InvalidRequest(format!("a member of the replicated state is named by its node number (1 or more), not {id:?}"))
+        })
     }
 
     /// Removes a member, and revokes its grant if this manager made it.
@@ -237,7 +352,8 @@ impl NodeManager {
     error = JoinError,
     scope = SCOPE,
     budget = 1000.0,
-    grants = [NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement]
+    grants = [NodeManagement, ConnectionManagement, BroadcastManagement, EnergyManagement],
+    settings = MembershipSettings
 )]
 impl NodeManager {
     /// Admits a node: validated, announced to every peer, and granted what it asked for once all
@@ -262,15 +378,35 @@ impl NodeManager {
             scope: msg.scope,
             joined_by: joined_by.clone(),
         };
-        self.joining.insert(node.id.clone());
-        Box::pin(self.tell_peers(MembershipChange::Joined(node.clone())).map(move |confirmed, actor, _| {
-            actor.joining.remove(&node.id);
-            let confirmed_by = confirmed?;
+        let admit = move |actor: &mut Self, node: Node, confirmed_by: Vec<String>| {
             let origin = Origin::Delegated { by: joined_by, via: actor.gate.principal().clone(), operation: format!("join {}", node.id) };
             let credential = actor.gate.grant_table().grant(Principal::node(&node.id), node.capabilities, node.scope.clone(), origin);
             actor.granted.insert(node.id.clone(), credential.clone());
             actor.nodes.insert(node.id.clone(), node.clone());
-            Ok(JoinResponse { granted_capabilities: node.capabilities, scope: node.scope.clone(), node, confirmed_by, credential })
+            JoinResponse { granted_capabilities: node.capabilities, scope: node.scope.clone(), node, confirmed_by, credential }
+        };
+        if let Some(member) = msg.raft {
+            let change = match Self::raft_id(&node.id) {
+                Ok(id) => membership::Change::Join { id, address: member.address, replaces: member.replaces },
+                Err(e) => return Box::pin(fut::ready(Err(e))),
+            };
+            let changed = match self.change_membership(change) {
+                Ok(changed) => changed,
+                Err(e) => return Box::pin(fut::ready(Err(e))),
+            };
+            self.joining.insert(node.id.clone());
+            return Box::pin(changed.map(move |membership, actor, _| {
+                actor.joining.remove(&node.id);
+                let voters = membership?.voters.iter().map(|v| format!("node {v}")).collect();
+                actor.announce_settled(MembershipChange::Joined(node.clone()));
+                Ok(admit(actor, node, voters))
+            }));
+        }
+        self.joining.insert(node.id.clone());
+        Box::pin(self.tell_peers(MembershipChange::Joined(node.clone())).map(move |confirmed, actor, _| {
+            actor.joining.remove(&node.id);
+            let confirmed_by = confirmed?;
+            Ok(admit(actor, node, confirmed_by))
         }))
     }
 
@@ -278,6 +414,44 @@ impl NodeManager {
     /// principal on whose authority it joined, or the node itself, may remove it.
     #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = Ok(rules.id("node id", &msg.id)?))]
     fn leave(&mut self, msg: Leave) -> Pending<Self, Node, JoinError> {
+        // A member of the replicated state (joined here, or one of the founders, whom no node
+        // manager admitted) leaves Raft's configuration first.
+        if let (Some(_), Ok(raft_id)) = (&self.consensus, Self::raft_id(&msg.id)) {
+            let who = msg.ctx.principal();
+            let node = match self.nodes.get(&msg.id) {
+                Some(node) if *who != node.joined_by && *who != Principal::node(&node.id) => {
+                    let reason = format!("node {} joined on the authority of {}; {who} may not remove it", node.id, node.joined_by);
+                    return Box::pin(fut::ready(Err(JoinError::PermissionDenied(reason))));
+                }
+                Some(node) => node.clone(),
+                None => Node {
+                    id: msg.id.clone(),
+                    kind: "founder".into(),
+                    energy_budget: Joules::ZERO,
+                    capabilities: CapSet::EMPTY,
+                    scope: Scope::new(SCOPE).expect("the node manager's scope is a constant"),
+                    joined_by: Principal::node(&msg.id),
+                },
+            };
+            if !self.leaving.insert(msg.id.clone()) {
+                let reason = format!("node {} is already leaving {}", msg.id, self.name);
+                return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
+            }
+            let changed = match self.change_membership(membership::Change::Leave { id: raft_id }) {
+                Ok(changed) => changed,
+                Err(e) => {
+                    self.leaving.remove(&msg.id);
+                    return Box::pin(fut::ready(Err(e)));
+                }
+            };
+            return Box::pin(changed.map(move |changed, actor, _| {
+                actor.leaving.remove(&msg.id);
+                changed?;
+                actor.forget(&msg.id);
+                actor.announce_settled(MembershipChange::Left(msg.id.clone()));
+                Ok(node)
+            }));
+        }
         let Some(node) = self.nodes.get(&msg.id) else {
             let reason = format!("node {} is not a member of {}", msg.id, self.name);
             return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));

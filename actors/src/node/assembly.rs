@@ -77,7 +77,7 @@ impl ClusterNode {
         );
         detector_cx.run(watcher);
         ClusterNode {
-            nodes: NodeManager::new(env, &id.to_string()).start(),
+            nodes: NodeManager::new(env, &id.to_string()).with_consensus(consensus.clone()).start(),
             communication: CommunicationManager::new(env, &id.to_string()).start(),
             replicator: StateReplicator::new(env, id, consensus.clone()).start(),
             scaler: ResourceScaler::new(env, id, [("workers".to_owned(), pool.clone())]).start(),

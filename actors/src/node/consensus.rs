@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use cluster::membership::{self, Member, Membership, MembershipError};
 use cluster::replica::MessageType;
 use cluster::{Command, LogStore, NodeId, Outcome, Replica, ReplicaConfig, ReplicaError, State, Versioned};
 use futures::channel::oneshot;
@@ -183,8 +184,51 @@ pub struct NodeView {
     pub commit_index: u64,
     /// The last index it has applied.
     pub applied_index: u64,
-    /// The cluster's voting members, as its configuration says.
+    /// The cluster's voting members, as its configuration says (the incoming ones, while a
+    /// joint change is under way).
     pub voters: Vec<NodeId>,
+    /// The voters of the outgoing configuration during a joint change; else empty.
+    pub outgoing: Vec<NodeId>,
+    /// Members that receive the log without voting: nodes joining.
+    pub learners: Vec<NodeId>,
+    /// Where each member is reached, where known.
+    pub addresses: BTreeMap<NodeId, String>,
+}
+
+impl NodeView {
+    /// Every member: voters of both configurations and learners.
+    pub fn members(&self) -> Vec<NodeId> {
+        let all: BTreeSet<NodeId> = self.voters.iter().chain(&self.outgoing).chain(&self.learners).copied().collect();
+        all.into_iter().collect()
+    }
+}
+
+/// Asks for a membership change and waits, at most `timeout`, until it is complete on this
+/// node: a joining node is a voter, a leaving one is gone. Only the leader accepts one; the
+/// answer is the configuration after it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Membership, ChangeFailure>")]
+pub struct ChangeMembership {
+    /// The change.
+    pub change: membership::Change,
+    /// How long to wait for it to complete.
+    pub timeout: Duration,
+}
+
+/// Why a membership change did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeFailure {
+    /// This node is not the leader, which decides membership changes; nothing was proposed.
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+        /// Where it is reached, if known.
+        address: Option<String>,
+    },
+    /// The leader refused it; nothing was proposed.
+    Refused(MembershipError),
+    /// It was proposed and did not complete in time, or the node stopped; it may still complete.
+    Failed(String),
 }
 
 
@@ -204,6 +248,8 @@ pub struct Consensus {
     campaigns: Vec<PendingCampaign>,
     /// Linearizable reads waiting for their index, by read number: the key and whom to answer.
     reads: BTreeMap<u64, WaitingRead>,
+    /// Membership changes waiting to complete, by number.
+    changes: BTreeMap<u64, oneshot::Sender<Membership>>,
     metrics: Option<NodeMetrics>,
 }
 
@@ -221,7 +267,7 @@ struct PendingCampaign {
 impl Consensus {
     /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
     pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration, mailbox_capacity: usize) -> Self {
-        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new(), reads: BTreeMap::new(), metrics: None }
+        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new(), reads: BTreeMap::new(), changes: BTreeMap::new(), metrics: None }
     }
 
     /// The same, setting `metrics`' Raft gauges as it goes.
@@ -270,6 +316,14 @@ impl Consensus {
         for seq in output.reads {
             if let Some((key, reply)) = self.reads.remove(&seq) {
                 let _ = reply.send(Ok(self.key_view(&key, Consistency::Linearizable)));
+            }
+        }
+        if let Some(membership) = &output.membership {
+            self.transport.follow(me, membership);
+        }
+        for seq in output.changes {
+            if let Some(reply) = self.changes.remove(&seq) {
+                let _ = reply.send(self.replica.membership());
             }
         }
         self.abandon_proposals_of_past_terms();
@@ -333,26 +387,35 @@ impl Consensus {
 }
 
 impl Consensus {
-    /// Opens node `id`'s Raft store in `dir` (creating it for a cluster of `voters`) and starts
-    /// its consensus actor with the timing of `env`'s configuration. Connect the returned address
-    /// to the transport (`LocalNetwork::connect`) so that peers reach it.
+    /// Opens node `id`'s Raft store in `dir` (creating it for a cluster of `founders`, or with no
+    /// configuration for a node that will join) and starts its consensus actor with the timing of
+    /// `env`'s configuration. Connect the returned address to the transport
+    /// (`LocalNetwork::connect`) so that peers reach it.
     pub fn start(
         env: &Environment,
         id: NodeId,
-        voters: &[NodeId],
+        founders: &BTreeMap<NodeId, Member>,
         dir: &Path,
         transport: Arc<dyn Transport>,
     ) -> Result<Addr<Consensus>, ReplicaError> {
-        let replica = Consensus::open(env, id, voters, dir)?;
+        let replica = Consensus::open(env, id, founders, dir)?;
         Ok(Consensus::run(env, replica, transport))
     }
 
     /// Opens node `id`'s replica from its Raft store in `dir`, with the timing of `env`'s
-    /// configuration. Its incarnation is known from here on, before anything is sent.
-    pub fn open(env: &Environment, id: NodeId, voters: &[NodeId], dir: &Path) -> Result<Replica, ReplicaError> {
+    /// configuration. A new store starts as a cluster of `founders` (where they are reached);
+    /// with none, the node has no configuration until a leader adds it and sends a snapshot. Its
+    /// incarnation is known from here on, before anything is sent.
+    pub fn open(env: &Environment, id: NodeId, founders: &BTreeMap<NodeId, Member>, dir: &Path) -> Result<Replica, ReplicaError> {
         let settings = env.config().raft;
-        let store = LogStore::open(dir, voters)?;
-        let config = ReplicaConfig { timing: settings.timing(), snapshot_every: settings.snapshot_every, ..ReplicaConfig::new(id) };
+        let voters: Vec<NodeId> = founders.keys().copied().collect();
+        let store = LogStore::open(dir, &voters)?;
+        let config = ReplicaConfig {
+            timing: settings.timing(),
+            snapshot_every: settings.snapshot_every,
+            members: founders.clone(),
+            ..ReplicaConfig::new(id)
+        };
         Replica::open(&config, store)
     }
 
@@ -369,6 +432,7 @@ impl Actor for Consensus {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
+        self.transport.follow(self.replica.id(), &self.replica.membership());
         ctx.run_interval(self.tick, |actor, ctx| {
             actor.replica.tick();
             actor.drive(ctx);
@@ -428,6 +492,38 @@ impl Handler<Propose> for Consensus {
                     let leader = actor.replica.leader().map_or("none known".to_owned(), |l| format!("node {l}"));
                     Err(format!("no quorum committed the update within {timeout:?} (leader: {leader})"))
                 }
+            }
+        }))
+    }
+}
+
+impl Handler<ChangeMembership> for Consensus {
+    type Result = ResponseActFuture<Self, Result<Membership, ChangeFailure>>;
+
+    fn handle(&mut self, msg: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
+        let seq = match self.replica.propose_change(msg.change) {
+            Ok(seq) => seq,
+            Err(ReplicaError::Membership(MembershipError::NotLeader { leader })) => {
+                let address = leader.and_then(|l| self.replica.membership().address(l).map(str::to_owned));
+                return Box::pin(fut::ready(Err(ChangeFailure::NotLeader { leader, address })));
+            }
+            Err(ReplicaError::Membership(refusal)) => return Box::pin(fut::ready(Err(ChangeFailure::Refused(refusal)))),
+            Err(e) => return Box::pin(fut::ready(Err(ChangeFailure::Failed(e.to_string())))),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.changes.insert(seq, reply);
+        self.drive(ctx);
+        let timeout = msg.timeout;
+        Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| match result {
+            Ok(Ok(membership)) => Ok(membership),
+            Ok(Err(_)) => Err(ChangeFailure::Failed("the consensus actor stopped".to_owned())),
+            Err(_) => {
+                actor.changes.remove(&seq);
+                let m = actor.replica.membership();
+                Err(ChangeFailure::Failed(format!(
+                    "the change did not complete within {timeout:?} (voters {:?}, learners {:?}); it may still complete",
+                    m.voters, m.learners
+                )))
             }
         }))
     }
@@ -513,6 +609,7 @@ impl Handler<Inspect> for Consensus {
 
     fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
         let r = &self.replica;
+        let m = r.membership();
         MessageResult(NodeView {
             id: r.id(),
             term: r.term(),
@@ -520,7 +617,10 @@ impl Handler<Inspect> for Consensus {
             state: r.state(),
             commit_index: r.commit_index(),
             applied_index: r.applied_index(),
-            voters: r.voters().to_vec(),
+            voters: m.voters.iter().copied().collect(),
+            outgoing: m.outgoing.iter().copied().collect(),
+            learners: m.learners.iter().copied().collect(),
+            addresses: m.members.iter().filter(|(_, x)| !x.address.is_empty()).map(|(&id, x)| (id, x.address.clone())).collect(),
         })
     }
 }

@@ -3,12 +3,12 @@
 //! benchmark and the demo build on it; crash and restart are what they look like on a real
 //! machine (the actors stop, the files stay).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::{NodeId, ReplicaError};
+use cluster::{Member, NodeId, ReplicaError};
 
 use crate::managers::failure_detector::Peers;
 pub use crate::node::assembly::ClusterNode;
@@ -23,6 +23,8 @@ pub struct LocalCluster {
     network: LocalNetwork,
     dir: PathBuf,
     voters: Vec<NodeId>,
+    /// Nodes started after the founders, with no configuration of their own until they join.
+    joiners: BTreeSet<NodeId>,
     nodes: BTreeMap<NodeId, ClusterNode>,
 }
 
@@ -35,6 +37,7 @@ impl LocalCluster {
             network: LocalNetwork::new(seed),
             dir: dir.to_owned(),
             voters: (1..=n).collect(),
+            joiners: BTreeSet::new(),
             nodes: BTreeMap::new(),
         };
         for id in 1..=n {
@@ -43,13 +46,24 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts a node that is not a member yet, with an empty data directory: it takes part once a
+    /// leader adds it (`ChangeMembership` with a join).
+    pub async fn add(&mut self, id: NodeId) -> Result<(), ReplicaError> {
+        self.joiners.insert(id);
+        self.boot(id).await
+    }
+
     /// Starts node `id` from its data directory. A node that was just crashed may still hold its
     /// store for a moment while its actor winds down; the open is retried for up to 2 s.
     pub async fn boot(&mut self, id: NodeId) -> Result<(), ReplicaError> {
         let dir = self.dir.join(format!("node-{id}"));
         let deadline = Instant::now() + Duration::from_secs(2);
+        let founders: BTreeMap<NodeId, Member> = match self.joiners.contains(&id) {
+            true => BTreeMap::new(),
+            false => self.voters.iter().map(|&v| (v, Member::default())).collect(),
+        };
         let consensus = loop {
-            match Consensus::start(&self.env, id, &self.voters, &dir, Arc::new(self.network.clone())) {
+            match Consensus::start(&self.env, id, &founders, &dir, Arc::new(self.network.clone())) {
                 Ok(addr) => break addr,
                 Err(_) if Instant::now() < deadline => actix::clock::sleep(Duration::from_millis(20)).await,
                 Err(e) => return Err(e),
@@ -74,7 +88,7 @@ impl LocalCluster {
         &self.network
     }
 
-    /// Every node of the cluster, up or down.
+    /// The nodes the cluster was founded with, up or down.
     pub fn voters(&self) -> &[NodeId] {
         &self.voters
     }
@@ -110,8 +124,9 @@ impl LocalCluster {
             for leader in views.iter().filter(|v| v.term == max_term).filter_map(|v| v.leader) {
                 *votes.entry(leader).or_default() += 1;
             }
-            let quorum = self.voters.len() / 2 + 1;
-            votes.into_iter().find(|(l, n)| *n >= quorum && self.nodes.contains_key(l)).map(|(l, _)| l)
+            // A majority of the voters the leader itself has applied.
+            let quorum = |leader: NodeId| views.iter().find(|v| v.id == leader).map_or(usize::MAX, |v| v.voters.len() / 2 + 1);
+            votes.into_iter().find(|&(l, n)| n >= quorum(l) && self.nodes.contains_key(&l)).map(|(l, _)| l)
         };
         eventually(within, Duration::from_millis(2), recognised).await
     }

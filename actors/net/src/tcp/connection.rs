@@ -52,9 +52,10 @@ pub(super) fn retire(state: &LaneState, replaced: Option<u64>) {
 pub(super) fn offer(shared: &Arc<Shared>, peer: NodeId, lane: Lane, dialer: NodeId, incarnation: u64) -> Result<Installed, String> {
     let state = shared.lane(peer, lane).ok_or_else(|| format!("node {peer} is not a member"))?;
     let offer = Offer { id: shared.next_connection.fetch_add(1, Ordering::Relaxed), dialer, incarnation };
-    match state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer) {
+    let decision = state.link.lock().unwrap_or_else(|e| e.into_inner()).offer(offer);
+    match decision {
         Decision::Install { replaces } => {
-            retire(state, replaces);
+            retire(&state, replaces);
             Ok(Installed { shared: shared.clone(), peer, lane, offer })
         }
         Decision::Refuse(why) => Err(why),
@@ -76,7 +77,7 @@ impl Drop for Installed {
         let Some(state) = self.shared.lane(self.peer, self.lane) else { return };
         let mut rng = rand::rngs::StdRng::from_entropy();
         let current = state.link.lock().unwrap_or_else(|e| e.into_inner()).closed(self.offer.id, &mut rng).is_some();
-        retire(state, Some(self.offer.id));
+        retire(&state, Some(self.offer.id));
         if current {
             state.changed.notify_one();
         }
@@ -97,7 +98,7 @@ pub(super) async fn run(installed: Installed, frames: Frames) {
     let Some(state) = shared.lane(peer, lane) else { return };
     let (tx, mut rx) = mpsc::channel(shared.settings.queue_messages);
     let bytes = Arc::new(AtomicUsize::new(0));
-    let token = shared.shutdown.child_token();
+    let token = state.peer.gone.child_token();
     {
         let link = state.link.lock().unwrap_or_else(|e| e.into_inner());
         if link.current().map(|c| c.id) != Some(offer.id) {
@@ -203,7 +204,8 @@ async fn read(shared: &Shared, peer: NodeId, mut stream: SplitStream<Frames>) ->
             PeerFrame::Raft(m) => Envelope::Raft(m),
             PeerFrame::Heartbeat(h) => Envelope::Heartbeat(h),
             PeerFrame::Adjust { distribution, share } => {
-                let ctx = shared.peers[&peer].authority.clone();
+                let Some(state) = shared.peer(peer) else { return End::Closed("the peer was removed".into()) };
+                let ctx = state.authority.clone();
                 Envelope::Adjust(Adjust { ctx, distribution, share })
             }
         };

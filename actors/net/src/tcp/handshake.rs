@@ -317,7 +317,7 @@ pub(super) async fn dialer(shared: Arc<Shared>, peer: cluster::NodeId, address: 
             None
         };
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = state.peer.gone.cancelled() => return,
             _ = async {
                 match wait {
                     Some(delay) => tokio::time::sleep(delay).await,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actors::managers::worker_pool::Adjust;
 use actors::security::identity::{ClusterName, Identity};
-use actors::security::{CapSet, GrantTable, Origin, Principal, Scope, SecurityContext};
+use actors::security::{CapSet, Credential, GrantTable, Origin, Principal, Scope, SecurityContext};
 use actors::transport::{Envelope, Inbox, Transport, Undeliverable};
 use bytes::Bytes;
 use cluster::NodeId;
@@ -215,6 +215,25 @@ struct PeerState {
     lanes: [LaneState; 2],
     /// What this peer acts with here: `node:<id>`, granted `member_grants`.
     authority: SecurityContext,
+    /// The grant behind `authority`, revoked when the peer is removed.
+    credential: Credential,
+    /// Cancelled when the peer leaves the membership (or the transport shuts down): its dialers
+    /// and connections end.
+    gone: CancellationToken,
+}
+
+/// One lane of one peer, holding the peer's state alive while in use.
+struct LaneRef {
+    peer: Arc<PeerState>,
+    lane: Lane,
+}
+
+impl std::ops::Deref for LaneRef {
+    type Target = LaneState;
+
+    fn deref(&self) -> &LaneState {
+        &self.peer.lanes[self.lane.index()]
+    }
 }
 
 struct Shared {
@@ -224,7 +243,10 @@ struct Shared {
     incarnation: u64,
     settings: NetSettings,
     security: Security,
-    peers: BTreeMap<NodeId, PeerState>,
+    /// The members this node talks to; it changes as the cluster's membership does.
+    peers: RwLock<BTreeMap<NodeId, Arc<PeerState>>>,
+    grants: Arc<GrantTable>,
+    member_grants: CapSet,
     inbox: RwLock<Option<Arc<Inbox>>>,
     callers: RwLock<Option<Arc<dyn Callers>>>,
     handshakes: Arc<Semaphore>,
@@ -237,8 +259,25 @@ struct Shared {
 }
 
 impl Shared {
-    fn lane(&self, peer: NodeId, lane: Lane) -> Option<&LaneState> {
-        self.peers.get(&peer).map(|p| &p.lanes[lane.index()])
+    fn peer(&self, peer: NodeId) -> Option<Arc<PeerState>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned()
+    }
+
+    fn lane(&self, peer: NodeId, lane: Lane) -> Option<LaneRef> {
+        self.peer(peer).map(|peer| LaneRef { peer, lane })
+    }
+
+    /// The state of a new peer `m`, granted what members may do here.
+    fn new_peer(&self, m: &Member) -> PeerState {
+        let member_scope = Scope::root();
+        let credential = self.grants.grant(Principal::node(&m.id.to_string()), self.member_grants, member_scope.clone(), Origin::Configured);
+        let authority = credential.context(member_scope).expect("granted in this scope");
+        let lane = || LaneState {
+            link: Mutex::new(Link::new(self.me, m.id, self.settings.backoff())),
+            queue: Mutex::new(None),
+            changed: Notify::new(),
+        };
+        PeerState { address: m.address, lanes: [lane(), lane()], authority, credential, gone: self.shutdown.child_token() }
     }
 
     fn inbox(&self) -> Option<Arc<Inbox>> {
@@ -269,23 +308,6 @@ impl TcpTransport {
             .enable_all()
             .build()
             .map_err(NetError::Runtime)?;
-        let member_scope = Scope::root();
-        let peers = config
-            .peers
-            .iter()
-            .filter(|m| m.id != config.me)
-            .map(|m| {
-                let credential =
-                    config.grants.grant(Principal::node(&m.id.to_string()), config.member_grants, member_scope.clone(), Origin::Configured);
-                let authority = credential.context(member_scope.clone()).expect("granted in this scope");
-                let lane = || LaneState {
-                    link: Mutex::new(Link::new(config.me, m.id, config.settings.backoff())),
-                    queue: Mutex::new(None),
-                    changed: Notify::new(),
-                };
-                (m.id, PeerState { address: m.address, lanes: [lane(), lane()], authority })
-            })
-            .collect();
         let shared = Arc::new(Shared {
             me: config.me,
             listen_ip: local_addr.ip(),
@@ -293,7 +315,9 @@ impl TcpTransport {
             incarnation: config.incarnation,
             settings: config.settings,
             security: config.security,
-            peers,
+            peers: RwLock::new(BTreeMap::new()),
+            grants: config.grants,
+            member_grants: config.member_grants,
             inbox: RwLock::new(None),
             callers: RwLock::new(None),
             handshakes: Arc::new(Semaphore::new(config.settings.max_handshakes)),
@@ -310,14 +334,40 @@ impl TcpTransport {
             let _entered = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| NetError::Listen { address: local_addr, source })?;
             runtime.spawn(handshake::accept_loop(shared.clone(), listener));
-            for (&peer, state) in &shared.peers {
-                for lane in Lane::ALL {
-                    runtime.spawn(handshake::dialer(shared.clone(), peer, state.address, lane));
-                }
+        }
+        tracing::info!(node = shared.me, cluster = %shared.cluster, %local_addr, peers = config.peers.len().saturating_sub(1), "listening");
+        let transport = TcpTransport { shared, local_addr, runtime: Some(runtime) };
+        transport.set_peers(&config.peers);
+        Ok(transport)
+    }
+
+    /// Talks to exactly the members in `members` (this node excepted) from now on: a new one is
+    /// dialed, one whose address changed is redialed there, one no longer listed has its
+    /// connections closed and its grant revoked.
+    pub fn set_peers(&self, members: &[Member]) {
+        let Some(runtime) = &self.runtime else { return };
+        let shared = &self.shared;
+        let wanted: BTreeMap<NodeId, SocketAddr> = members.iter().filter(|m| m.id != shared.me).map(|m| (m.id, m.address)).collect();
+        let mut peers = shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|id, peer| {
+            let keep = wanted.get(id) == Some(&peer.address);
+            if !keep {
+                tracing::info!(node = shared.me, peer = id, address = %peer.address, "no longer a peer");
+                peer.gone.cancel();
+                shared.grants.revoke(&peer.credential);
+            }
+            keep
+        });
+        for (&id, &address) in &wanted {
+            if peers.contains_key(&id) {
+                continue;
+            }
+            tracing::info!(node = shared.me, peer = id, %address, "new peer");
+            peers.insert(id, Arc::new(shared.new_peer(&Member { id, address })));
+            for lane in Lane::ALL {
+                runtime.spawn(handshake::dialer(shared.clone(), id, address, lane));
             }
         }
-        tracing::info!(node = shared.me, cluster = %shared.cluster, %local_addr, peers = shared.peers.len(), "listening");
-        Ok(TcpTransport { shared, local_addr, runtime: Some(runtime) })
     }
 
     /// Incoming messages go to `inbox` from now on.
@@ -343,7 +393,8 @@ impl TcpTransport {
     /// The peers with a connection up on both lanes.
     pub fn connected(&self) -> Vec<NodeId> {
         let up = |lane: &LaneState| lane.link.lock().unwrap_or_else(|e| e.into_inner()).current().is_some();
-        self.shared.peers.iter().filter(|(_, p)| p.lanes.iter().all(up)).map(|(&id, _)| id).collect()
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.iter().filter(|(_, p)| p.lanes.iter().all(up)).map(|(&id, _)| id).collect()
     }
 
     /// Closes every connection and stops accepting and dialing.
@@ -363,6 +414,20 @@ impl Drop for TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn follow(&self, _me: NodeId, membership: &cluster::Membership) {
+        // Members without a usable address (none recorded yet) keep the connection they have.
+        let known = self.shared.peers.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(&id, p)| (id, p.address)).collect::<BTreeMap<_, _>>();
+        let members: Vec<Member> = membership
+            .ids()
+            .into_iter()
+            .filter_map(|id| {
+                let address = membership.address(id).and_then(|a| a.parse().ok()).or_else(|| known.get(&id).copied())?;
+                Some(Member { id, address })
+            })
+            .collect();
+        self.set_peers(&members);
+    }
+
     fn send(&self, _from: NodeId, to: NodeId, message: Envelope) -> Result<(), Undeliverable> {
         let frame = match message {
             Envelope::Raft(m) => PeerFrame::Raft(m),
