@@ -276,6 +276,11 @@ pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool
                     print(member.id, &answer, json);
                     return Ok(ExitCode::SUCCESS);
                 }
+                // Membership changes are the leader's: another node may be it.
+                Err(ClientError::Failed(failure)) if failure.code == "NotLeader" && only.is_none() => {
+                    eprintln!("ergon: node {}: {failure}; trying the next node", member.id);
+                    last = Some(ClientError::Failed(failure));
+                }
                 // The node answered: its answer stands, whoever else might answer otherwise.
                 Err(ClientError::Failed(failure)) => {
                     eprintln!("ergon: node {}: {failure}", member.id);

@@ -60,7 +60,7 @@ async fn keys_are_set_read_swapped_and_deleted_through_the_cli() {
     let settled = until(Duration::from_secs(5), || async {
         let (code, out, _) = status(d);
         let rows: Vec<Vec<String>> = out.lines().skip(1).map(|l| l.split_whitespace().map(str::to_owned).collect()).collect();
-        let agreed = rows.len() == 3 && rows.iter().all(|r| r[3] == rows[0][3] && r[3] != "-" && r[4] == r[5] && r[6] == "1,2,3");
+        let agreed = rows.len() == 3 && rows.iter().all(|r| r[3] == rows[0][3] && r[3] != "-" && r[4] == r[5] && r[6..] == ["voters", "1,2,3"]);
         (code == Some(0) && agreed).then_some(out)
     })
     .await;

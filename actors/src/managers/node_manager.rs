@@ -361,7 +361,8 @@ impl NodeManager {
     /// either's scope); the answer carries the node's credential.
     #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = validate_join(msg, rules))]
     fn join(&mut self, msg: Join) -> Pending<Self, JoinResponse, JoinError> {
-        if self.nodes.contains_key(&msg.id) || self.joining.contains(&msg.id) {
+        // For a member of the replicated state, Raft's configuration says who is a member.
+        if msg.raft.is_none() && (self.nodes.contains_key(&msg.id) || self.joining.contains(&msg.id)) {
             let reason = format!("node {} is already a member of {}", msg.id, self.name);
             return Box::pin(fut::ready(Err(JoinError::InvalidRequest(reason))));
         }
@@ -411,18 +412,18 @@ impl NodeManager {
     }
 
     /// Removes a member, once every peer confirms, and revokes what its join granted. Only the
-    /// principal on whose authority it joined, or the node itself, may remove it.
+    /// principal on whose authority it joined, or the node itself, may remove it; a member of the
+    /// replicated state leaves Raft's configuration instead, on the authority of any holder of
+    /// `NodeManagement`.
     #[operation(requires = [NodeManagement], cost = 10.0, resource = &msg.id, validate = Ok(rules.id("node id", &msg.id)?))]
     fn leave(&mut self, msg: Leave) -> Pending<Self, Node, JoinError> {
-        // A member of the replicated state (joined here, or one of the founders, whom no node
-        // manager admitted) leaves Raft's configuration first.
+        // A member of the replicated state (joined through any node's manager, or one of the
+        // founders, whom no manager admitted) leaves Raft's configuration. Who joined it is
+        // recorded only by the manager that admitted it, so the rule cannot be that one's: any
+        // holder of NodeManagement (which the gate checked) may remove a member, as it must to
+        // remove a dead one.
         if let (Some(_), Ok(raft_id)) = (&self.consensus, Self::raft_id(&msg.id)) {
-            let who = msg.ctx.principal();
             let node = match self.nodes.get(&msg.id) {
-                Some(node) if *who != node.joined_by && *who != Principal::node(&node.id) => {
-                    let reason = format!("node {} joined on the authority of {}; {who} may not remove it", node.id, node.joined_by);
-                    return Box::pin(fut::ready(Err(JoinError::PermissionDenied(reason))));
-                }
                 Some(node) => node.clone(),
                 None => Node {
                     id: msg.id.clone(),

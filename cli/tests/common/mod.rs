@@ -37,15 +37,28 @@ pub fn cluster_files(dir: &Path, n: u64) -> Vec<SocketAddr> {
 
 /// Like [`cluster_files`], with `extra` appended to every node's configuration.
 pub fn cluster_files_with(dir: &Path, n: u64, extra: &str) -> Vec<SocketAddr> {
+    cluster_files_joining(dir, n, 0, extra)
+}
+
+/// Files for a cluster founded by nodes `1..=founders`, and for `joiners` more nodes after them
+/// that list only themselves as members (they are started with `--join`); the founders grant
+/// each joiner `node:<id>` what joining needs. Answers every node's address.
+pub fn cluster_files_joining(dir: &Path, founders: u64, joiners: u64, extra: &str) -> Vec<SocketAddr> {
+    let n = founders + joiners;
     let certs = dir.join("certs");
     let out = ergon(&["certs", "init", "--cluster", CLUSTER, "--nodes", &n.to_string(), "--user", "operator", "--out", certs.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = ergon(&["token", "keygen", "--out", certs.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let addresses: Vec<SocketAddr> = (1..=n).map(|id| free_port(&node_ip(id))).collect();
-    let members: Vec<String> = addresses.iter().enumerate().map(|(i, a)| format!("{{ id = {}, address = \"{a}\" }}", i + 1)).collect();
-    let members = members.join(", ");
+    let member = |id: u64| format!("{{ id = {id}, address = \"{}\" }}", addresses[id as usize - 1]);
+    let everyone = (1..=n).map(member).collect::<Vec<_>>().join(", ");
+    let founding = (1..=founders).map(member).collect::<Vec<_>>().join(", ");
+    let joining: String = (founders + 1..=n)
+        .map(|j| format!(", {{ principal = \"node:{j}\", capabilities = [\"NodeManagement\", \"ElectionManagement\"] }}"))
+        .collect();
     for id in 1..=n {
+        let members = if id <= founders { founding.clone() } else { member(id) };
         let config = format!(
             r#"[node]
 id = {id}
@@ -54,7 +67,7 @@ listen = "{listen}"
 data_dir = "n{id}"
 members = [{members}]
 tls = {{ ca = "certs/ca.pem", cert = "certs/n{id}.pem", key = "certs/n{id}.key" }}
-callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement", "ElectionManagement", "EnergyManagement"] }}]
+callers = [{{ principal = "user:operator", capabilities = ["StateManagement", "ReplicationManagement", "ElectionManagement", "EnergyManagement", "NodeManagement"] }}{joining}]
 tokens = {{ key = "certs/token.pub" }}
 
 [audit]
@@ -69,7 +82,7 @@ durability = "before_reply"
         r#"cluster = "{CLUSTER}"
 principal = "user:operator"
 tls = {{ ca = "certs/ca.pem", cert = "certs/operator.pem", key = "certs/operator.key" }}
-nodes = [{members}]
+nodes = [{everyone}]
 # Apart from every node's address, so that cutting nodes off one another leaves the client's way.
 source = "127.0.0.100"
 "#
@@ -141,6 +154,11 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts node `id` of `dir`'s cluster, inside `netns` if given.
     pub fn spawn(dir: &Path, id: u64, netns: Option<&Netns>) -> NodeProcess {
+        Self::spawn_with(dir, id, netns, &[])
+    }
+
+    /// Starts node `id` with `args` after its configuration (`--join ...`).
+    pub fn spawn_with(dir: &Path, id: u64, netns: Option<&Netns>, args: &[&str]) -> NodeProcess {
         let log = dir.join(format!("n{id}.log"));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let ergon = env!("CARGO_BIN_EXE_ergon");
@@ -152,6 +170,7 @@ impl NodeProcess {
         let child = command
             .args(["node", "--config"])
             .arg(dir.join(format!("n{id}.toml")))
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
