@@ -6,113 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use net::actors::cluster::linearizable::{check, KvOp, KvResult, Recorder};
+use common::workload::{over_clients, Workload};
 use common::{agreed_leader, cluster_files_joining, operator, until, NodeProcess};
-use net::calls::{Answer, Call, Expect, RaftView};
+use net::actors::cluster::linearizable::check;
+use net::calls::RaftView;
 use net::client::{Client, Credentials};
-
-/// Clients doing puts, linearizable gets and compare-and-sets on a few keys through the nodes
-/// in `targets`, recording every operation; they run until `stop`.
-struct Workload {
-    history: Arc<Mutex<Recorder>>,
-    acked: Arc<AtomicUsize>,
-    targets: Arc<Mutex<Vec<u64>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Workload {
-    fn start(addresses: Vec<SocketAddr>, credentials: Credentials, targets: Vec<u64>) -> Workload {
-        let history = Arc::new(Mutex::new(Recorder::default()));
-        let acked = Arc::new(AtomicUsize::new(0));
-        let targets = Arc::new(Mutex::new(targets));
-        let stop = Arc::new(AtomicBool::new(false));
-        let epoch = Instant::now();
-        let tasks = (0..3u64)
-            .map(|client| {
-                let (history, acked, targets, stop) = (history.clone(), acked.clone(), targets.clone(), stop.clone());
-                let (addresses, credentials) = (addresses.clone(), credentials.clone());
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    let mut last_written: Option<Vec<u8>> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let node = {
-                            let t = targets.lock().unwrap();
-                            t[(n as usize + client as usize) % t.len()]
-                        };
-                        let key = format!("k{}", n % 3).into_bytes();
-                        let value = format!("c{client}-{n}").into_bytes();
-                        let op = match n % 4 {
-                            0 | 1 => KvOp::Put(value.clone()),
-                            2 => KvOp::Get,
-                            _ => KvOp::Cas { expected: last_written.clone(), value: value.clone() },
-                        };
-                        let now = || epoch.elapsed().as_nanos() as u64;
-                        let i = history.lock().unwrap().invoke(&key, op.clone(), now());
-                        let result = tokio::time::timeout(Duration::from_secs(5), async {
-                            let client = Client::connect(addresses[node as usize - 1], node, &credentials).await.ok()?;
-                            match &op {
-                                KvOp::Put(v) => client.put(&key, v).await.ok().map(|_| KvResult::Done),
-                                KvOp::Get => {
-                                    let read = client.get(&key, net::actors::managers::state_replicator::Consistency::Linearizable).await.ok()?;
-                                    Some(KvResult::Value(read.map(|(v, _)| v)))
-                                }
-                                KvOp::Cas { expected, value } => {
-                                    let expected = expected.clone().map_or(Expect::Absent, Expect::Value);
-                                    let call = Call::CompareAndSet { key: key.clone(), expected, value: value.clone() };
-                                    match client.call(call).await.ok()? {
-                                        Answer::Written { .. } => Some(KvResult::Cas(true)),
-                                        Answer::Mismatch { .. } => Some(KvResult::Cas(false)),
-                                        _ => None,
-                                    }
-                                }
-                                KvOp::Delete => None,
-                            }
-                        })
-                        .await
-                        .ok()
-                        .flatten();
-                        // An operation that failed or timed out may still take effect: it stays
-                        // unanswered in the history.
-                        if let Some(result) = result {
-                            if matches!(result, KvResult::Done | KvResult::Cas(true)) {
-                                acked.fetch_add(1, Ordering::Relaxed);
-                                last_written = Some(value);
-                            }
-                            history.lock().unwrap().complete(i, result, now());
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                })
-            })
-            .collect();
-        Workload { history, acked, targets, stop, tasks }
-    }
-
-    fn target(&self, nodes: &[u64]) {
-        *self.targets.lock().unwrap() = nodes.to_vec();
-    }
-
-    /// Waits until `more` writes beyond those acknowledged so far are acknowledged.
-    async fn acknowledges(&self, more: usize, what: &str) {
-        let goal = self.acked.load(Ordering::Relaxed) + more;
-        let reached = until(Duration::from_secs(20), || async { (self.acked.load(Ordering::Relaxed) >= goal).then_some(()) }).await;
-        assert!(reached.is_some(), "{what}: only {} of {goal} writes acknowledged", self.acked.load(Ordering::Relaxed));
-    }
-
-    async fn finish(self) -> Recorder {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        Arc::try_unwrap(self.history).unwrap().into_inner().unwrap()
-    }
-}
 
 async fn raft(addresses: &[SocketAddr], id: u64, credentials: &Credentials) -> Option<RaftView> {
     let client = Client::connect(addresses[id as usize - 1], id, credentials).await.ok()?;
@@ -143,7 +43,7 @@ async fn nodes_join_leave_and_are_replaced_while_clients_write() {
     let mut nodes: Vec<NodeProcess> = (1..=3).map(|id| NodeProcess::spawn(d, id, None)).collect();
     let credentials = operator(d);
     until(Duration::from_secs(20), || agreed_leader(&addresses, &[1, 2, 3], &credentials)).await.expect("a leader");
-    let workload = Workload::start(addresses.clone(), credentials.clone(), vec![1, 2, 3]);
+    let workload = Workload::start(over_clients(addresses.clone(), credentials.clone()), vec![1, 2, 3], 3, Duration::from_secs(5));
     workload.acknowledges(10, "three founders").await;
 
     // Node 4 joins through node 1 (whichever node leads): a learner, then a voter.
