@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-tcp bench-pass bench-energy audit-help protoc netfaults
+.PHONY: demo calibrate instrumented pass test bench bench-cluster bench-tcp bench-reads bench-pass bench-energy audit-help protoc netfaults
 
 # raft-proto (tikv's raft-rs) generates its message types with protoc at build time. Debian and
 # Ubuntu ship it as protobuf-compiler; elsewhere install protoc and put it on PATH (or set PROTOC).
@@ -43,12 +43,13 @@ pass:
 
 # The partition tests (cli/tests/partitions.rs) need root, which CI has, and what netfaults installs.
 # The second line builds the optional, GPL-3.0 rapl-energy backend too, so it cannot rot unseen;
-# the third runs the TCP benchmark briefly in a debug build, so that it keeps working (its figures
-# come from make bench-tcp).
+# the third and fourth run the TCP benchmarks briefly in a debug build, so that they keep working
+# (their figures come from make bench-tcp and make bench-reads).
 test: protoc netfaults
 	$(CARGO) test --workspace --locked
 	$(CARGO) test --locked -p ergon-energy --features rapl-energy --lib
 	ERGON_BENCH_OPS=50 ERGON_BENCH_SECS=3 $(CARGO) test --locked -p ergon-cli --bench tcp
+	ERGON_BENCH_OPS=50 $(CARGO) test --locked -p ergon-cli --bench consistency
 
 bench: protoc
 	$(CARGO) bench --locked -p ergon-actors --bench gate
@@ -59,6 +60,10 @@ bench-cluster: protoc
 # Five `ergon node` processes with mutual TLS and durable logs, driven by the Rust client.
 bench-tcp: protoc
 	$(CARGO) bench --locked -p ergon-cli --bench tcp
+
+# Reads at each consistency level and a join (learner to voter) on five node processes.
+bench-reads: protoc
+	$(CARGO) bench --locked -p ergon-cli --bench consistency
 
 # What measuring costs, side by side: operation counters, each energy counter this machine has, and
 # the gate's metering of one message (prints RESULT lines).

@@ -55,8 +55,12 @@ enum Command {
         /// configuration of its own, becomes a learner, and a voter once it has caught up. Its
         /// configuration lists only itself in members. Needs NodeManagement and
         /// ElectionManagement on the members, granted to node:<id> or carried by --token.
-        #[arg(long, value_name = "ID@HOST:PORT", value_parser = node::parse_seed)]
+        #[arg(long, value_name = "ID@HOST:PORT", value_parser = node::parse_seed, conflicts_with = "join_later")]
         join: Option<net::tcp::Member>,
+        /// Start as a node that is not a member yet (no configuration of its own) and wait for
+        /// an operator to admit it: ergon call join ID --address HOST:PORT.
+        #[arg(long)]
+        join_later: bool,
         /// With --join: the voter this node replaces, removed when this node becomes a voter
         /// (joint consensus: the cluster stays available throughout).
         #[arg(long, value_name = "ID")]
@@ -137,7 +141,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Audit(command) => audit::run(command),
         Command::Energy(command) => energy::run(command),
-        Command::Node { config, join, replaces, token } => node::run(config, join, replaces, token),
+        Command::Node { config, join, join_later, replaces, token } => node::run(config, join, join_later, replaces, token),
         Command::Call { client: ClientArgs { config, node, token, json }, call } => call::run(config, node, token, json, call),
         Command::Cluster(ClusterCommand::Status { client: ClientArgs { config, node, token, json } }) => {
             call::cluster_status(config, node, token, json)

@@ -18,8 +18,9 @@ pub fn parse_seed(text: &str) -> Result<Member, String> {
 
 /// Runs the node of `config` until SIGTERM or Ctrl-C, then stops it cleanly. With `join`, the
 /// node starts with no configuration of its own and asks `join` to admit it (replacing voter
-/// `replaces`, if given), proving itself with its certificate or with `token`.
-pub fn run(config: PathBuf, join: Option<Member>, replaces: Option<u64>, token: Option<String>) -> Result<ExitCode> {
+/// `replaces`, if given), proving itself with its certificate or with `token`; with `join_later`,
+/// it starts with no configuration and waits for an operator to admit it.
+pub fn run(config: PathBuf, join: Option<Member>, join_later: bool, replaces: Option<u64>, token: Option<String>) -> Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
@@ -33,7 +34,7 @@ pub fn run(config: PathBuf, join: Option<Member>, replaces: Option<u64>, token: 
     };
     let system = actix::System::new();
     system.block_on(async move {
-        let node = if joining.is_some() { Node::start_to_join(config)? } else { Node::start(config)? };
+        let node = if joining.is_some() || join_later { Node::start_to_join(config)? } else { Node::start(config)? };
         let metrics = node.metrics_address().map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
         tracing::info!(node = node.id(), cluster = %node.cluster(), address = %node.address(), %metrics, "node started");
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
