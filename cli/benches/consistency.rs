@@ -19,7 +19,7 @@ use common::{agreed_leader, cluster_files_joining, operator, until, NodeProcess}
 use net::actors::managers::state_replicator::Consistency;
 use net::calls::RaftJoin;
 use net::client::Client;
-use net::security::CapSet;
+use net::actors::security::CapSet;
 
 const NODES: u64 = 5;
 
@@ -63,8 +63,14 @@ async fn main() {
         result!("read_{name}_p99_ms_5n {:.3} ms", percentile(&samples, 0.99));
     }
 
-    // A sixth node joins: learner, snapshot, catch-up, voter.
+    // A sixth node joins: learner, snapshot, catch-up, voter. Started with --join-later, it lists
+    // the members that will contact it, as well as itself.
     let new = NODES + 1;
+    let config = dir.path().join(format!("n{new}.toml"));
+    let everyone = addresses.iter().enumerate().map(|(i, a)| format!("{{ id = {}, address = \"{a}\" }}", i + 1)).collect::<Vec<_>>().join(", ");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.lines().map(|l| if l.starts_with("members = ") { format!("members = [{everyone}]") } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    std::fs::write(&config, text).unwrap();
     nodes.push(NodeProcess::spawn_with(dir.path(), new, None, &["--join-later"]));
     let leader = until(Duration::from_secs(10), || agreed_leader(&addresses, &all, &credentials)).await.expect("a leader");
     let to_leader = &clients[leader as usize - 1];

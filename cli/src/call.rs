@@ -109,8 +109,13 @@ pub enum CallCommand {
         /// The key.
         key: String,
         /// Answer at once from the node's applied map: it may miss recent writes, and says so.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "max_lag_ms")]
         stale: bool,
+        /// Bounded staleness: answer from the node's applied map if it heard from the leader
+        /// within this many milliseconds (and has applied all it knows committed); otherwise
+        /// the read is served linearizably. The answer says which.
+        #[arg(long, value_name = "MS")]
+        max_lag_ms: Option<u64>,
     },
     /// Remove a key.
     Delete {
@@ -238,8 +243,12 @@ pub fn run(config: PathBuf, only: Option<u64>, token: Option<String>, json: bool
         }
         CallCommand::Leave { id } => Call::Leave { id },
         CallCommand::Put { key, value } => Call::Put { key: key.into_bytes(), value: value.into_bytes() },
-        CallCommand::Get { key, stale } => {
-            let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
+        CallCommand::Get { key, stale, max_lag_ms } => {
+            let consistency = match (stale, max_lag_ms) {
+                (true, _) => Consistency::Stale,
+                (false, Some(max_lag_ms)) => Consistency::Bounded { max_lag_ms },
+                (false, None) => Consistency::Linearizable,
+            };
             Call::Get { key: key.into_bytes(), consistency }
         }
         CallCommand::Delete { key } => Call::Delete { key: key.into_bytes() },
@@ -335,8 +344,9 @@ fn print(node: u64, answer: &Answer, json: bool) {
         },
         Answer::Read { value, revision, level, behind } => {
             let level = match level {
-                Consistency::Linearizable => "linearizable",
-                Consistency::Stale => "stale",
+                Consistency::Linearizable => "linearizable".to_string(),
+                Consistency::Stale => "stale".to_string(),
+                Consistency::Bounded { max_lag_ms } => format!("bounded (the leader heard from within {max_lag_ms} ms)"),
             };
             let how = format!("{level} read at revision {revision}, {behind} committed entries not yet applied");
             match value {

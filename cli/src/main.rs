@@ -58,7 +58,8 @@ enum Command {
         #[arg(long, value_name = "ID@HOST:PORT", value_parser = node::parse_seed, conflicts_with = "join_later")]
         join: Option<net::tcp::Member>,
         /// Start as a node that is not a member yet (no configuration of its own) and wait for
-        /// an operator to admit it: ergon call join ID --address HOST:PORT.
+        /// an operator to admit it: ergon call join ID --address HOST:PORT. Its configuration's
+        /// members lists the current members (which will contact it) as well as itself.
         #[arg(long)]
         join_later: bool,
         /// With --join: the voter this node replaces, removed when this node becomes a voter

@@ -546,6 +546,16 @@ impl Replica {
         Some(self.node.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
     }
 
+    /// How many ticks ago this node last heard from the leader it knows: 0 if it leads, `None`
+    /// if it knows none or has not heard from it in this run.
+    pub fn leader_contact(&self) -> Option<u64> {
+        if self.is_leader() {
+            return Some(0);
+        }
+        let leader = self.leader()?;
+        self.heard.get(&leader).map(|&at| self.ticks - at)
+    }
+
     /// Whether this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader

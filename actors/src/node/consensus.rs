@@ -151,6 +151,13 @@ pub enum Consistency {
     /// This node's applied map, answered at once: it may miss writes the cluster has committed
     /// and this node has not yet applied.
     Stale,
+    /// This node's applied map if it is the leader, or heard from the leader within
+    /// `max_lag_ms` and has applied all it knows committed: it may miss only writes of about
+    /// that window. Otherwise the read is served linearizably (and says so).
+    Bounded {
+        /// How long ago, at most, this node may have heard from the leader.
+        max_lag_ms: u64,
+    },
 }
 
 /// A key as this node has applied it.
@@ -579,8 +586,16 @@ impl Handler<ReadKey> for Consensus {
     type Result = ResponseActFuture<Self, Result<KeyView, String>>;
 
     fn handle(&mut self, msg: ReadKey, ctx: &mut Context<Self>) -> Self::Result {
-        if msg.consistency == Consistency::Stale {
-            return Box::pin(fut::ready(Ok(self.key_view(&msg.key, Consistency::Stale))));
+        match msg.consistency {
+            Consistency::Stale => return Box::pin(fut::ready(Ok(self.key_view(&msg.key, Consistency::Stale)))),
+            Consistency::Bounded { max_lag_ms } => {
+                let r = &self.replica;
+                let lag_ms = r.leader_contact().map(|ticks| ticks.saturating_mul(self.tick.as_millis() as u64));
+                if lag_ms.is_some_and(|lag| lag <= max_lag_ms) && r.applied_index() >= r.commit_index() {
+                    return Box::pin(fut::ready(Ok(self.key_view(&msg.key, msg.consistency))));
+                }
+            }
+            Consistency::Linearizable => {}
         }
         // Bounded like the mailbox: a caller cannot park more reads here than it could queue.
         if self.reads.len() >= self.mailbox_capacity {

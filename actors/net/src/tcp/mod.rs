@@ -415,6 +415,11 @@ impl Drop for TcpTransport {
 
 impl Transport for TcpTransport {
     fn follow(&self, _me: NodeId, membership: &cluster::Membership) {
+        // A node that has no configuration yet (it is waiting to join) keeps the peers it was
+        // configured with: they are the members that will contact it.
+        if membership.ids().is_empty() {
+            return;
+        }
         // Members without a usable address (none recorded yet) keep the connection they have.
         let known = self.shared.peers.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(&id, p)| (id, p.address)).collect::<BTreeMap<_, _>>();
         let members: Vec<Member> = membership
