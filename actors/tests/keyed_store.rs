@@ -97,6 +97,17 @@ async fn a_linearizable_read_on_another_node_sees_every_acknowledged_write_and_a
     let stale = cluster.read(cut, "reader", "k", Consistency::Stale).await.unwrap();
     assert_eq!(stale.level, Consistency::Stale, "a stale read says so");
     assert!(stale.revision < revision && stale.value.as_ref().unwrap().value == b"v19", "and may miss the write: {stale:?}");
+    // Bounded staleness: within the bound the cut node answers from its map, and says so...
+    let bounded = Consistency::Bounded { max_lag_ms: 10_000 };
+    let read = cluster.read(cut, "reader", "k", bounded).await.unwrap();
+    assert_eq!(read.level, bounded);
+    assert_eq!(read.value.unwrap().value, b"v19", "it heard from the leader well within 10 s, so it may miss the write");
+    let healthy = followers[1];
+    assert_eq!(cluster.read(healthy, "reader", "k", bounded).await.unwrap().level, bounded);
+    // ...past it, the read must be linearizable, which the cut node cannot serve.
+    actix::clock::sleep(Duration::from_millis(400)).await;
+    let err = cluster.read(cut, "reader", "k", Consistency::Bounded { max_lag_ms: 300 }).await.unwrap_err();
+    assert!(err.to_string().contains("no leader confirmed the read"), "{err}");
     let err = cluster.get(cut, "reader", "k").await.unwrap_err();
     assert!(err.to_string().contains("no leader confirmed the read"), "a linearizable read there cannot be served: {err}");
     cluster.network().heal();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actors::cluster::NodeId;
 use actors::energy::Joules;
 use actors::managers::failure_detector::Peers;
+use actors::managers::load_distributor::Distribute;
 use actors::managers::node_manager::{Join, JoinError, JoinResponse, Leave, Node, RaftMember};
 use actors::managers::state_replicator::{Consistency, Get, Put};
 use actors::node::consensus::Inspect;
@@ -50,6 +51,15 @@ impl Cluster {
         self.node(id).unwrap().consensus.send(Inspect).await.unwrap().voters
     }
 
+    /// The nodes a distribution of load through node `via` gives a share.
+    async fn given_work(&self, via: NodeId) -> Vec<NodeId> {
+        let distribute = Distribute { ctx: self.world.ctx("admin", "distribution_management"), id: "work".into(), load: 10.0 };
+        match self.node(via).unwrap().distributor.send(distribute).await.unwrap() {
+            Ok(d) => d.shares.into_iter().filter(|(_, share)| *share > 0.0).map(|(n, _)| n).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     async fn watched(&self, id: NodeId) -> Vec<NodeId> {
         self.node(id).unwrap().detector.send(Peers).await.unwrap().iter().map(|p| p.node).collect()
     }
@@ -77,6 +87,8 @@ async fn a_node_joins_as_a_learner_becomes_a_voter_and_members_leave() {
     assert_eq!(cluster.value(4, "k49").await.as_deref(), Some(&b"v49"[..]), "it caught up from a snapshot");
     let watched = eventually(Duration::from_secs(3), || async { cluster.watched(leader).await.contains(&4).then_some(()) }).await;
     assert!(watched.is_some(), "the leader's failure detector watches the new member");
+    let worked = eventually(Duration::from_secs(3), || async { cluster.given_work(leader).await.contains(&4).then_some(()) }).await;
+    assert!(worked.is_some(), "and the load distributor gives it work");
 
     // Refusals, each the node manager's own error.
     let again = cluster.join(leader, 4, None).await.unwrap_err();
@@ -92,6 +104,7 @@ async fn a_node_joins_as_a_learner_becomes_a_voter_and_members_leave() {
     cluster.write(leader, "after-leave", "yes").await;
     let forgotten = eventually(Duration::from_secs(3), || async { (!cluster.watched(leader).await.contains(&follower)).then_some(()) }).await;
     assert!(forgotten.is_some(), "a removed node is no longer watched");
+    assert!(!cluster.given_work(leader).await.contains(&follower), "nor given work");
 
     // The leader removes itself and hands over.
     cluster.remove(leader, leader).await.unwrap();

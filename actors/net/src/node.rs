@@ -478,10 +478,11 @@ mod tests {
             (1, include_str!("../../../examples/cluster/n1.toml")),
             (2, include_str!("../../../examples/cluster/n2.toml")),
             (3, include_str!("../../../examples/cluster/n3.toml")),
+            (4, include_str!("../../../examples/cluster/n4.toml")),
         ] {
             let config = NodeConfig::from_toml(text, Path::new("/etc/ergon")).unwrap();
             assert_eq!(config.node.id, id);
-            assert_eq!(config.node.members.len(), 3);
+            assert_eq!(config.node.members.len(), if id == 4 { 1 } else { 3 }, "node 4 joins: it lists only itself");
             assert_eq!(config.node.data_dir, PathBuf::from(format!("/etc/ergon/data/n{id}")));
             assert_eq!(config.ergon.audit.dir, PathBuf::from(format!("/etc/ergon/data/n{id}/audit")), "the audit log defaults into the data directory");
             assert_eq!(config.node.tls.unwrap().ca, PathBuf::from("/etc/ergon/certs/ca.pem"));
