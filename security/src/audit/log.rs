@@ -287,7 +287,16 @@ impl AuditLog {
         let (reply, answer) = mpsc::sync_channel(1);
         let queue = self.queue.as_ref().ok_or(AuditError::WriterGone)?;
         queue.send(Command::Flush(reply)).map_err(|_| AuditError::WriterGone)?;
+        self.wake_writer();
         answer.recv().map_err(|_| AuditError::WriterGone)?
+    }
+
+    /// Someone waits for the writer: it should not finish an idle nap first. A wake-up costs a
+    /// system call only if the writer is napping, and a waiter waits for a sync anyway.
+    fn wake_writer(&self) {
+        if let Some(writer) = &self.writer {
+            writer.thread().unpark();
+        }
     }
 
     /// Flushes and stops the writer.
@@ -314,10 +323,14 @@ impl Drop for AuditLog {
 impl AuditLog {
     fn send(&self, entry: AuditEntry, done: Option<Durable>) {
         self.health.queued.fetch_add(queued_size(&entry), Ordering::Relaxed);
+        let waited_for = done.is_some();
         let unsent = match &self.queue {
             Some(queue) => queue.send(Command::Entry(entry, done)).err().map(|e| e.0),
             None => Some(Command::Entry(entry, done)),
         };
+        if waited_for {
+            self.wake_writer();
+        }
         if let Some(Command::Entry(_, done)) = unsent {
             tracing::error!(dir = %self.dir.display(), "audit writer has stopped; entry not recorded");
             if let Some(done) = done {
@@ -483,7 +496,8 @@ impl Writer {
 
     /// Polls the queue rather than blocking on it: a writer parked in `recv` would have every
     /// `record` pay a futex wake-up, a system call per gated message. Polling backs off while
-    /// idle and never sleeps past the next checkpoint.
+    /// idle and never sleeps past the next checkpoint; an entry someone waits on (durability
+    /// `before_reply`) or a flush wakes it from its nap.
     fn run(mut self, commands: Receiver<Command>) {
         let interval = match self.durability {
             Durability::EveryEntry => Duration::ZERO,
@@ -573,7 +587,7 @@ impl Writer {
             if self.unsynced {
                 nap = nap.min(interval.saturating_sub(self.last_checkpoint.elapsed()));
             }
-            std::thread::sleep(nap);
+            std::thread::park_timeout(nap);
         }
         // The queue is closed: write what is left, once more if the first try fails.
         for _ in 0..2 {
