@@ -127,7 +127,7 @@ fn a_token_issued_and_attenuated_with_the_cli_acts_on_a_node_process_with_no_mor
     };
     assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
     let read = call(&reader, &["read-state"]);
-    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "node 1: version 1: by token");
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "node 1: version 1: by token", "{}", String::from_utf8_lossy(&read.stderr));
     let refused = call(&reader, &["replicate", "more"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"), "{}", String::from_utf8_lossy(&refused.stderr));

@@ -42,6 +42,12 @@ pub enum TokenError {
     Revoked(String),
 }
 
+/// Limits on one check of a token: biscuit's own, with time to spare. Its default of 1 ms is
+/// exceeded by a busy machine, and a check that times out must not read as a refusal.
+fn limits() -> biscuit_auth::datalog::RunLimits {
+    biscuit_auth::datalog::RunLimits { max_time: Duration::from_millis(200), ..Default::default() }
+}
+
 fn refused(e: impl std::fmt::Display) -> TokenError {
     TokenError::Refused(e.to_string())
 }
@@ -166,14 +172,19 @@ impl TokenKey {
         // Queries read the authority block and the authorizer only: a later block cannot name
         // another principal.
         let mut authorizer = token.authorizer().map_err(refused)?;
-        let principals: Vec<(String,)> = authorizer.query("data($p) <- principal($p)").map_err(refused)?;
+        let principals: Vec<(String,)> = authorizer.query_with_limits("data($p) <- principal($p)", limits()).map_err(refused)?;
         let [(principal,)] = principals.as_slice() else {
             return Err(refused(format!("a token names exactly one principal; this one names {}", principals.len())));
         };
         let principal: Principal = principal.parse().map_err(refused)?;
         let mut grants = Vec::new();
         for scope in scopes {
-            let allowed: CapSet = Capability::ALL.iter().copied().filter(|&c| self.allows(&token, c, scope)).collect();
+            let mut allowed = CapSet::EMPTY;
+            for &capability in Capability::ALL.iter() {
+                if self.allows(&token, capability, scope)? {
+                    allowed = allowed.union(CapSet::of(&[capability]));
+                }
+            }
             if !allowed.is_empty() {
                 grants.push((scope.clone(), allowed));
             }
@@ -181,10 +192,17 @@ impl TokenKey {
         Ok(Verified { principal, grants, id: ids.last().cloned().unwrap_or_default() })
     }
 
-    fn allows(&self, token: &Biscuit, capability: Capability, scope: &Scope) -> bool {
+    /// Whether `token` allows `capability` in `scope`. A check that could not finish (it ran past
+    /// its limits) is an error, never a quiet "no": under load that would drop a capability the
+    /// token grants.
+    fn allows(&self, token: &Biscuit, capability: Capability, scope: &Scope) -> Result<bool, TokenError> {
         let request = format!("capability_request({:?});\nscope_request({:?});\n{POLICY}", capability.name(), scope.as_str());
-        let built = biscuit_auth::AuthorizerBuilder::new().time().code(&request).and_then(|b| b.build(token));
-        built.and_then(|mut authorizer| authorizer.authorize()).is_ok()
+        let built = biscuit_auth::AuthorizerBuilder::new().time().code(&request).and_then(|b| b.set_limits(limits()).build(token));
+        match built.and_then(|mut authorizer| authorizer.authorize()) {
+            Ok(_) => Ok(true),
+            Err(biscuit_auth::error::Token::RunLimit(limit)) => Err(refused(format!("checking the token ran past its limits: {limit}"))),
+            Err(_) => Ok(false),
+        }
     }
 }
 

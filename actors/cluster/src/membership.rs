@@ -144,6 +144,9 @@ pub enum MembershipError {
         /// Its length.
         len: usize,
     },
+    /// A member's address is `host:port` with a numeric host (or empty, in one process).
+    #[error("address {0:?} is not an IP address and port (HOST:PORT)")]
+    BadAddress(String),
 }
 
 /// What the leader knows of one follower.
@@ -192,6 +195,9 @@ pub fn plan(change: &Change, view: &View<'_>) -> Result<ConfChangeV2, Membership
             }
             if address.len() > MAX_ADDRESS_BYTES {
                 return Err(MembershipError::AddressTooLong { len: address.len() });
+            }
+            if !address.is_empty() && address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(MembershipError::BadAddress(address.clone()));
             }
             if m.contains(*id) {
                 return Err(MembershipError::AlreadyMember(*id));
@@ -378,6 +384,8 @@ mod tests {
         let m = three();
         assert_eq!(plan(&join(2), &view(&m, &all_up)), Err(MembershipError::AlreadyMember(2)));
         assert_eq!(plan(&join(0), &view(&m, &all_up)), Err(MembershipError::ReservedId));
+        let nowhere = Change::Join { id: 4, address: "localhost:7000".into(), replaces: None };
+        assert!(plan(&nowhere, &view(&m, &all_up)).unwrap_err().to_string().contains("is not an IP address and port"));
         assert_eq!(plan(&Change::Leave { id: 9 }, &view(&m, &all_up)), Err(MembershipError::NotMember(9)));
         let replace = Change::Join { id: 4, address: String::new(), replaces: Some(9) };
         assert_eq!(plan(&replace, &view(&m, &all_up)), Err(MembershipError::NotMember(9)));

@@ -382,6 +382,12 @@ impl Replica {
         if !self.is_leader() || self.node.raft.has_pending_conf() {
             return Ok(());
         }
+        // The common case, checked without building anything: nothing to promote, and no joint
+        // configuration to leave (ergon enters joint ones only with automatic leaving).
+        let conf = self.node.raft.prs().conf();
+        if conf.learners().is_empty() && conf.learners_next().is_empty() && !*conf.auto_leave() {
+            return Ok(());
+        }
         let membership = self.membership();
         let change = if membership.is_joint() {
             Some(membership::leave_joint())
@@ -393,6 +399,11 @@ impl Replica {
             self.node.propose_conf_change(Vec::new(), cc)?;
         }
         Ok(())
+    }
+
+    /// Stops waiting for a membership change (the caller gave up on it); it may still complete.
+    pub fn forget_change(&mut self, seq: u64) {
+        self.changing.remove(&seq);
     }
 
     /// Persists, applies and collects whatever Raft has ready.

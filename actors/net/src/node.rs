@@ -384,6 +384,11 @@ impl Node {
         if view.voters.contains(&self.id) && view.outgoing.is_empty() {
             return Ok(Step::Joined(view.voters));
         }
+        // An earlier request made this node a learner (its answer was lost, or came too late):
+        // the leader promotes it once it has caught up.
+        if view.learners.contains(&self.id) || view.outgoing.contains(&self.id) || view.voters.contains(&self.id) {
+            return Ok(Step::Wait("this node is joining; waiting to be promoted".into()));
+        }
         match view.leader {
             None => return Ok(Step::Wait(format!("node {} knows no leader", target.id))),
             Some(leader) if leader != target.id => {

@@ -71,7 +71,10 @@ impl From<ChangeFailure> for JoinError {
                     MembershipError::AlreadyMember(_) => JoinError::AlreadyMember(text),
                     MembershipError::InProgress { .. } => JoinError::ChangeInProgress(text),
                     MembershipError::NoQuorum { .. } => JoinError::NoQuorum(text),
-                    MembershipError::NotMember(_) | MembershipError::ReservedId | MembershipError::AddressTooLong { .. } => {
+                    MembershipError::NotMember(_)
+                    | MembershipError::ReservedId
+                    | MembershipError::AddressTooLong { .. }
+                    | MembershipError::BadAddress(_) => {
                         JoinError::InvalidRequest(text)
                     }
                 }

@@ -526,6 +526,7 @@ impl Handler<ChangeMembership> for Consensus {
             Ok(Err(_)) => Err(ChangeFailure::Failed("the consensus actor stopped".to_owned())),
             Err(_) => {
                 actor.changes.remove(&seq);
+                actor.replica.forget_change(seq);
                 let m = actor.replica.membership();
                 Err(ChangeFailure::Failed(format!(
                     "the change did not complete within {timeout:?} (voters {:?}, learners {:?}); it may still complete",
