@@ -699,12 +699,12 @@ mod tests {
         sim.run_for(500);
         let new = sim.add_node();
         assert_eq!(new, 4);
-        sim.change(leader, Change::Join { id: new, address: "n4".into(), replaces: None }).unwrap();
+        sim.change(leader, Change::Join { id: new, address: "127.0.0.4:7000".into(), replaces: None }).unwrap();
         sim.run_for(1_000);
         assert_eq!(sim.history.changes.0, 1, "the join completed once node 4 was a voter");
         let membership = sim.replica(leader).unwrap().membership();
         assert_eq!(membership.voters, [1, 2, 3, 4].into());
-        assert_eq!(membership.address(4), Some("n4"));
+        assert_eq!(membership.address(4), Some("127.0.0.4:7000"));
         assert_eq!(sim.replica(new).unwrap().map().get(b"k").unwrap().value, b"v39", "it caught up from a snapshot");
 
         let err = sim.change(leader, Change::Join { id: new, address: String::new(), replaces: None }).unwrap_err();
