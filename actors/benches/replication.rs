@@ -1,8 +1,9 @@
 //! Replication latency, throughput and failover on live actors with the durable (fsync'd) log.
 //!
-//! Each node runs its consensus actor and gated managers on one arbiter of one process; the
-//! in-process network adds no delay, so the figures are the cost of ergon and raft-rs plus each
-//! node's fsync, not of a wire. Run with `make bench-cluster`; `ERGON_BENCH_OPS` sets the number of
+//! Each node runs its consensus actor on an arbiter (thread) of its own, its gated managers on the
+//! process's; the in-process network adds no delay, so the figures are the cost of ergon and
+//! raft-rs plus each node's fsync, not of a wire. The throughput run keeps 64 updates in flight
+//! and prints the batch sizes the group commit reached. Run with `make bench-cluster`; `ERGON_BENCH_OPS` sets the number of
 //! updates per cluster size (default 2000).
 
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use actors::node::local_cluster::LocalCluster;
 use actors::security::audit::MemorySink;
 use actors::security::{CapSet, Capability, GrantTable, Origin, Principal, Scope, SecurityContext};
 use actors::managers::state_replicator::Replicate;
+use actors::node::consensus::Batches;
 use actors::{Config, Environment};
 use futures::future::join_all;
 
@@ -29,6 +31,8 @@ fn env() -> (Environment, SecurityContext) {
     let ctx = bench_credential.context(Scope::new("replication_management").unwrap()).unwrap();
     (env, ctx)
 }
+
+const IN_FLIGHT: usize = 64;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -51,23 +55,45 @@ async fn latency(n: u64, ops: usize) -> (f64, f64) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
-async fn throughput(n: u64, ops: usize, in_flight: usize) -> f64 {
+/// Updates per second with `in_flight` clients each sending one update after another, their p99
+/// latency, and the batches each node persisted: (readies, entries, largest) per node.
+async fn throughput(n: u64, ops: usize, in_flight: usize) -> (f64, f64, Vec<(u64, Batches)>) {
     let (env, ctx) = env();
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(env, n, dir.path(), 1).await.unwrap();
     let leader = cluster.leader(Duration::from_secs(5)).await.expect("a leader");
     let replicator = cluster.node(leader).unwrap().replicator.clone();
+    let before: Vec<Batches> = cluster.views().await.iter().map(|v| v.batches).collect();
+    let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
     let started = Instant::now();
-    for batch in 0..ops.div_ceil(in_flight) {
-        let sends = (0..in_flight).map(|i| {
-            let update = Replicate { ctx: ctx.clone(), data: format!("update {batch}/{i}").into_bytes() };
-            replicator.send(update)
-        });
-        for result in join_all(sends).await {
-            result.unwrap().expect("replicated");
+    let clients = (0..in_flight).map(|_| {
+        let (replicator, ctx, next) = (replicator.clone(), ctx.clone(), next.clone());
+        async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.get();
+                if i >= ops {
+                    return latencies;
+                }
+                next.set(i + 1);
+                let sent = Instant::now();
+                let update = Replicate { ctx: ctx.clone(), data: format!("update {i}").into_bytes() };
+                replicator.send(update).await.unwrap().expect("replicated");
+                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
         }
-    }
-    (ops.div_ceil(in_flight) * in_flight) as f64 / started.elapsed().as_secs_f64()
+    });
+    let mut latencies: Vec<f64> = join_all(clients).await.into_iter().flatten().collect();
+    let rate = ops as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let batches = cluster
+        .views()
+        .await
+        .iter()
+        .zip(before)
+        .map(|(v, b)| (v.id, Batches { readies: v.batches.readies - b.readies, entries: v.batches.entries - b.entries, largest: v.batches.largest }))
+        .collect();
+    (rate, percentile(&latencies, 0.99), batches)
 }
 
 /// Leader crash to the first write a new leader acknowledges, median of `rounds`.
@@ -102,16 +128,21 @@ fn main() {
     let figures = system.block_on(async move {
         let (p50_3, p99_3) = latency(3, ops).await;
         let (p50_5, p99_5) = latency(5, ops).await;
-        let ops_5 = throughput(5, ops, 32).await;
+        let (ops_5, loaded_p99_5, batches) = throughput(5, ops.max(IN_FLIGHT * 10), IN_FLIGHT).await;
         let failover_5 = failover(5, 5).await;
-        (p50_3, p99_3, p50_5, p99_5, ops_5, failover_5)
+        (p50_3, p99_3, p50_5, p99_5, ops_5, loaded_p99_5, batches, failover_5)
     });
-    let (p50_3, p99_3, p50_5, p99_5, ops_5, failover_5) = figures;
+    let (p50_3, p99_3, p50_5, p99_5, ops_5, loaded_p99_5, batches, failover_5) = figures;
     println!("replication benchmark: {ops} sequential updates per size through the leader's gated StateReplicator, fsync'd redb log, one process");
     println!("RESULT replicate_p50_ms_3n {p50_3:.2} ms");
     println!("RESULT replicate_p99_ms_3n {p99_3:.2} ms");
     println!("RESULT replicate_p50_ms_5n {p50_5:.2} ms");
     println!("RESULT replicate_p99_ms_5n {p99_5:.2} ms");
-    println!("RESULT replicate_ops_per_s_5n {ops_5:.0} ops/s");
+    println!("RESULT replicate_ops_per_s_5n {ops_5:.0} ops/s ({IN_FLIGHT} in flight)");
+    println!("RESULT replicate_p99_ms_5n_loaded {loaded_p99_5:.2} ms ({IN_FLIGHT} in flight)");
+    for (node, b) in batches {
+        let mean = if b.readies == 0 { 0.0 } else { b.entries as f64 / b.readies as f64 };
+        println!("batches node {node}: {} readies persisted {} entries, {mean:.1} per batch on average, {} at most", b.readies, b.entries, b.largest);
+    }
     println!("RESULT failover_ms_5n {failover_5:.0} ms");
 }

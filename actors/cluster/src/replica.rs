@@ -153,6 +153,8 @@ pub struct Output {
     /// This node's membership changes ([`Replica::propose_change`]) that are now complete: the
     /// joining node is a voter, the leaving one is gone.
     pub changes: Vec<u64>,
+    /// How many log entries this advance persisted (in one store transaction).
+    pub persisted: usize,
 }
 
 /// One node's replica: Raft plus the state machine.
@@ -376,10 +378,26 @@ impl Replica {
         self.node.raft.prs().get(id).map_or(Follower::default(), |p| Follower { matched: p.matched, active })
     }
 
-    /// The leader's housekeeping: promote a learner that has caught up, and leave a joint
-    /// configuration that the leader which entered it did not live to leave.
+    /// The leader's housekeeping: hand over if it is no longer a voter, promote a learner that
+    /// has caught up, and leave a joint configuration that the leader which entered it did not
+    /// live to leave.
     fn tend_membership(&mut self) -> Result<(), ReplicaError> {
-        if !self.is_leader() || self.node.raft.has_pending_conf() {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        if !self.node.raft.promotable() {
+            // A leader that removed itself hands over to its most caught-up voter rather than
+            // leaving the cluster to wait out an election timeout. It asks again whenever a
+            // transfer lapses: a voter refuses to campaign until it has applied the removal too.
+            if self.node.raft.lead_transferee.is_none() {
+                let voters = self.voters();
+                if let Some(successor) = voters.into_iter().filter(|&v| v != self.id()).max_by_key(|&v| self.follower(v).matched) {
+                    self.node.transfer_leader(successor);
+                }
+            }
+            return Ok(());
+        }
+        if self.node.raft.has_pending_conf() {
             return Ok(());
         }
         // The common case, checked without building anything: nothing to promote, and no joint
@@ -426,6 +444,7 @@ impl Replica {
             self.restore(snapshot)?;
         }
         self.apply(ready.take_committed_entries(), &mut out)?;
+        out.persisted = ready.entries().len();
         self.store.persist(Persist {
             snapshot: snapshot.as_ref(),
             entries: ready.entries(),
@@ -493,7 +512,6 @@ impl Replica {
             }
             _ => ConfChangeV2::decode(entry.data.as_slice()).map_err(corrupt)?,
         };
-        let was_leader = self.is_leader();
         // A change raft-rs finds invalid is one every node refuses alike: applying nothing is
         // how a state machine rejects a configuration change.
         let conf = match self.node.apply_conf_change(&cc) {
@@ -519,14 +537,6 @@ impl Replica {
             }
             !done
         });
-        if was_leader && !membership.voters.contains(&self.id()) && !membership.is_joint() {
-            // A leader that removed itself hands over to the most caught-up voter rather than
-            // leaving the cluster to wait out an election timeout.
-            let successor = membership.voters.iter().max_by_key(|&&v| self.follower(v).matched).copied();
-            if let Some(successor) = successor {
-                self.node.transfer_leader(successor);
-            }
-        }
         out.membership = Some(membership);
         Ok(())
     }

@@ -1,8 +1,19 @@
 //! The consensus actor of one node: runs its [`Replica`] on actix's clock and a [`Transport`].
 //!
 //! It is the "doing" half of raft-rs's split: a `run_interval` ticks the replica, the [`Peer`]
-//! handler steps it, and after each the `Ready` loop persists (inside [`Replica::advance`]), sends
-//! and applies. It is not a gated manager: Raft's own traffic (heartbeats, appends, votes) is not
+//! handler steps it, and then the `Ready` loop persists (inside [`Replica::advance`]), sends and
+//! applies.
+//!
+//! **Group commit.** Proposals, reads and peers' messages are handed to Raft as they arrive, and
+//! Raft is driven once the mailbox is empty (a `Drive` the actor sends itself, which actix runs
+//! after the messages already queued), or after [`MAX_BATCH`] messages or [`MAX_BATCH_BYTES`] of
+//! proposals if the mailbox never empties. Everything that arrived while the actor was busy thus
+//! becomes one `Ready`: one store transaction and one fsync on this node, one append to each
+//! follower, and one on each follower too. Raft's rules hold: entries are persisted before the
+//! messages that depend on them are sent (a leader's appends may go out first, as before).
+//!
+//! Each consensus actor runs on an arbiter (a thread) of its own, so that the nodes of one
+//! process (a `LocalCluster`) sync their stores at the same time, as separate machines would. It is not a gated manager: Raft's own traffic (heartbeats, appends, votes) is not
 //! a request anyone makes, and charging it would drain budgets while the cluster idles. The gated
 //! facades in front of it, [`LeaderElection`](crate::managers::leader_election::LeaderElection) and
 //! [`StateReplicator`](crate::managers::state_replicator::StateReplicator), charge the campaigns and updates
@@ -24,6 +35,22 @@ use crate::metrics::NodeMetrics;
 use crate::node::Stop;
 use crate::transport::{Envelope, Peer, Transport, Undelivered};
 use crate::Environment;
+
+/// Messages handled before Raft is driven even if more are waiting.
+pub const MAX_BATCH: usize = 256;
+/// Bytes of proposals handled before Raft is driven even if more are waiting.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// How large the batches were: the entries each `Ready` persisted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Batches {
+    /// `Ready`s that persisted entries.
+    pub readies: u64,
+    /// Entries they persisted.
+    pub entries: u64,
+    /// The most entries one persisted.
+    pub largest: u64,
+}
 
 /// Raft's timing and log compaction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,6 +145,17 @@ pub enum Change {
     Command(Command),
 }
 
+impl Change {
+    /// About how many bytes it adds to the log.
+    fn bytes(&self) -> usize {
+        match self {
+            Change::Register(data) => data.len(),
+            Change::Command(Command::Put { key, value } | Command::CompareAndSet { key, value, .. }) => key.len() + value.len(),
+            Change::Command(Command::Delete { key }) => key.len(),
+        }
+    }
+}
+
 /// A committed proposal: what its command did, and the register after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -200,6 +238,8 @@ pub struct NodeView {
     pub learners: Vec<NodeId>,
     /// Where each member is reached, where known.
     pub addresses: BTreeMap<NodeId, String>,
+    /// How large the batches this node persisted were.
+    pub batches: Batches,
 }
 
 impl NodeView {
@@ -257,6 +297,13 @@ pub struct Consensus {
     reads: BTreeMap<u64, WaitingRead>,
     /// Membership changes waiting to complete, by number.
     changes: BTreeMap<u64, oneshot::Sender<Membership>>,
+    /// Messages and proposal bytes handed to Raft since it was last driven.
+    undriven: (usize, usize),
+    /// A `Drive` is queued.
+    drive_queued: bool,
+    batches: Batches,
+    /// Whether the actor runs on an arbiter of its own, which it stops when it stops.
+    own_arbiter: bool,
     metrics: Option<NodeMetrics>,
 }
 
@@ -274,7 +321,16 @@ struct PendingCampaign {
 impl Consensus {
     /// A consensus actor over `replica`, ticking every `tick`, sending through `transport`.
     pub fn new(replica: Replica, transport: Arc<dyn Transport>, tick: Duration, mailbox_capacity: usize) -> Self {
-        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(), campaigns: Vec::new(), reads: BTreeMap::new(), changes: BTreeMap::new(), metrics: None }
+        Consensus { replica, transport, tick, mailbox_capacity, proposals: BTreeMap::new(),
+            campaigns: Vec::new(),
+            reads: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            undriven: (0, 0),
+            drive_queued: false,
+            batches: Batches::default(),
+            own_arbiter: false,
+            metrics: None,
+        }
     }
 
     /// The same, setting `metrics`' Raft gauges as it goes.
@@ -283,8 +339,21 @@ impl Consensus {
         self
     }
 
+    /// Raft has been handed a message (and `bytes` of proposals): drive it once the mailbox is
+    /// empty, or now if the batch is full.
+    fn drive_soon(&mut self, ctx: &mut Context<Self>, bytes: usize) {
+        self.undriven = (self.undriven.0 + 1, self.undriven.1 + bytes);
+        if self.undriven.0 >= MAX_BATCH || self.undriven.1 >= MAX_BATCH_BYTES {
+            self.drive(ctx);
+        } else if !self.drive_queued {
+            self.drive_queued = true;
+            ctx.notify(Drive);
+        }
+    }
+
     /// Persists, sends and applies whatever the replica has ready, and answers whoever waited.
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        self.undriven = (0, 0);
         let output = match self.replica.advance() {
             Ok(output) => output,
             Err(e) => {
@@ -296,6 +365,10 @@ impl Consensus {
             }
         };
         let me = self.replica.id();
+        if output.persisted > 0 {
+            let b = &mut self.batches;
+            (b.readies, b.entries, b.largest) = (b.readies + 1, b.entries + output.persisted as u64, b.largest.max(output.persisted as u64));
+        }
         for message in output.messages {
             let (to, kind) = (message.to, message.get_msg_type());
             let delivered = self.transport.send(me, to, Envelope::Raft(message));
@@ -426,11 +499,15 @@ impl Consensus {
         Replica::open(&config, store)
     }
 
-    /// Starts the consensus actor of `replica`, sending through `transport`.
+    /// Starts the consensus actor of `replica` on an arbiter of its own, sending through
+    /// `transport`.
     pub fn run(env: &Environment, replica: Replica, transport: Arc<dyn Transport>) -> Addr<Consensus> {
         let settings = env.config().raft;
         let metrics = env.node_metrics(replica.id());
-        Consensus::new(replica, transport, settings.timing().tick, settings.mailbox_capacity).with_metrics(metrics).start()
+        let mut consensus = Consensus::new(replica, transport, settings.timing().tick, settings.mailbox_capacity).with_metrics(metrics);
+        consensus.own_arbiter = true;
+        let arbiter = actix::Arbiter::new();
+        Consensus::start_in_arbiter(&arbiter.handle(), move |_| consensus)
     }
 }
 
@@ -445,6 +522,28 @@ impl Actor for Consensus {
             actor.drive(ctx);
         });
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if self.own_arbiter {
+            actix::Arbiter::current().stop();
+        }
+    }
+}
+
+/// Drives Raft: what the actor sends itself to run after the messages already queued.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drive;
+
+impl Handler<Drive> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, _: Drive, ctx: &mut Context<Self>) {
+        self.drive_queued = false;
+        if self.undriven.0 > 0 {
+            self.drive(ctx);
+        }
+    }
 }
 
 impl Handler<Peer> for Consensus {
@@ -458,7 +557,7 @@ impl Handler<Peer> for Consensus {
             // Stale terms, unknown peers: Raft refuses them and nothing else needs to happen.
             Err(e) => tracing::debug!(node = self.replica.id(), "peer message refused: {e}"),
         }
-        self.drive(ctx);
+        self.drive_soon(ctx, 0);
     }
 }
 
@@ -477,6 +576,7 @@ impl Handler<Propose> for Consensus {
     type Result = ResponseActFuture<Self, Result<Committed, String>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+        let bytes = msg.change.bytes();
         let proposed = match msg.change {
             Change::Register(data) => self.replica.propose(data),
             Change::Command(command) => self.replica.propose_command(command),
@@ -487,7 +587,7 @@ impl Handler<Propose> for Consensus {
         };
         let (reply, answer) = oneshot::channel();
         self.proposals.insert(seq, (self.replica.term(), reply));
-        self.drive(ctx);
+        self.drive_soon(ctx, bytes);
         let timeout = msg.timeout;
         Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| {
             match result {
@@ -606,7 +706,7 @@ impl Handler<ReadKey> for Consensus {
         let seq = self.replica.read_index();
         let (reply, answer) = oneshot::channel();
         self.reads.insert(seq, (msg.key, reply));
-        self.drive(ctx);
+        self.drive_soon(ctx, 0);
         let timeout = msg.timeout;
         Box::pin(fut::wrap_future(actix::clock::timeout(timeout, answer)).map(move |result, actor: &mut Self, _| match result {
             Ok(Ok(view)) => view,
@@ -637,6 +737,7 @@ impl Handler<Inspect> for Consensus {
             outgoing: m.outgoing.iter().copied().collect(),
             learners: m.learners.iter().copied().collect(),
             addresses: m.members.iter().filter(|(_, x)| !x.address.is_empty()).map(|(&id, x)| (id, x.address.clone())).collect(),
+            batches: self.batches,
         })
     }
 }
