@@ -92,6 +92,67 @@ fn a_rustc_module_becomes_an_object_and_a_report() {
     assert!(stderr(&twice).contains("already instrumented"), "{}", stderr(&twice));
 }
 
+/// The blocks of the function whose name contains `name` that branch back to themselves (the
+/// bodies of single-block loops), in the textual IR `ll`.
+fn self_loops<'a>(ll: &'a str, name: &str) -> Vec<&'a str> {
+    let start = ll.lines().position(|l| l.starts_with("define") && l.contains(name)).unwrap_or_else(|| panic!("no function {name}"));
+    let body: Vec<&str> = ll.lines().skip(start + 1).take_while(|l| *l != "}").collect();
+    let mut blocks = Vec::new();
+    let mut begin = 0;
+    for (i, line) in body.iter().enumerate() {
+        let label = line.split(':').next().unwrap_or_default();
+        if !line.starts_with(' ') && line.contains(':') && !label.is_empty() {
+            begin = i;
+        }
+        if line.trim_start().starts_with("br ") && line.contains(&format!("%{}", body[begin].split(':').next().unwrap())) {
+            let text = &ll[ll.find(body[begin]).unwrap()..];
+            let end = text.find(line.trim_start()).unwrap() + line.trim_start().len();
+            blocks.push(&text[..end]);
+        }
+    }
+    blocks
+}
+
+/// Counter values carried around a loop: LICM's promoted counters, one phi each.
+fn carried_counters(block: &str) -> usize {
+    block.lines().filter(|l| l.contains("= phi i64") && l.contains(".promoted")).count()
+}
+
+#[test]
+fn counter_increments_leave_loops_whose_trip_count_is_known_early_exit_included() {
+    // The exactness fixtures' own functions (`cargo test --test exactness` runs them
+    // instrumented with the same default pipeline and checks their counts): a counted loop, and
+    // one that returns early at a known iteration.
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/src/lib.rs");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let bc = dir.path().join("fixtures.bc");
+    let status = Command::new(rustc).args(["-O", "--emit=llvm-bc", "--crate-type=lib", "--crate-name=fixtures", "-o"]).arg(&bc).arg(&src).status().unwrap();
+    assert!(status.success());
+    let ll = |after: Option<&str>| {
+        let out_path = dir.path().join("out.ll");
+        let mut args: Vec<&std::ffi::OsStr> = vec![bc.as_os_str(), "-o".as_ref(), out_path.as_os_str(), "--emit".as_ref(), "ll".as_ref()];
+        if let Some(after) = after {
+            args.push("--after".as_ref());
+            args.push(std::ffi::OsStr::new(after));
+        }
+        let out = instrument(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::read_to_string(&out_path).unwrap()
+    };
+    let without_hoisting = ll(Some("function(loop-mssa(licm),instcombine<no-verify-fixpoint>,simplifycfg)"));
+    let hoisted = ll(None);
+    for function in ["fp_adds", "early_return"] {
+        let before: usize = self_loops(&without_hoisting, function).iter().map(|b| carried_counters(b)).sum();
+        assert!(before > 0, "{function}: registers only, every iteration adds to the counters");
+        let loops = self_loops(&hoisted, function);
+        assert!(!loops.is_empty(), "{function} still loops");
+        for body in loops {
+            assert_eq!(carried_counters(body), 0, "{function}: a counter is still carried around its loop:\n{body}");
+        }
+    }
+}
+
 fn refused(input: &Path, output: &Path) -> String {
     let out = instrument(&[input.as_os_str(), "-o".as_ref(), output.as_os_str()]);
     assert!(!out.status.success());

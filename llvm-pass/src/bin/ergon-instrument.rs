@@ -35,6 +35,10 @@ struct Cli {
     /// it is.
     #[arg(long, default_value = "default<O3>")]
     before: String,
+    /// The LLVM pipeline to run after the counters are added (it may move increments, never
+    /// change them); "" leaves them where the pass put them.
+    #[arg(long, default_value = llvm_pass::AFTER_PIPELINE)]
+    after: String,
     /// The CPU to generate code for.
     #[arg(long, default_value = "x86-64")]
     cpu: String,
@@ -42,7 +46,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let options = Options { before: cli.before, cpu: cli.cpu, ..Options::default() };
+    let options = Options { before: cli.before, after: cli.after, cpu: cli.cpu };
     let report = match instrument_file(&cli.input, &cli.output, cli.emit, &options) {
         Ok(report) => report,
         Err(e) => {
