@@ -13,7 +13,9 @@
 //! messages that depend on them are sent (a leader's appends may go out first, as before).
 //!
 //! Each consensus actor runs on an arbiter (a thread) of its own, so that the nodes of one
-//! process (a `LocalCluster`) sync their stores at the same time, as separate machines would. It is not a gated manager: Raft's own traffic (heartbeats, appends, votes) is not
+//! process (a `LocalCluster`) sync their stores at the same time, as separate machines would.
+//!
+//! It is not a gated manager: Raft's own traffic (heartbeats, appends, votes) is not
 //! a request anyone makes, and charging it would drain budgets while the cluster idles. The gated
 //! facades in front of it, [`LeaderElection`](crate::managers::leader_election::LeaderElection) and
 //! [`StateReplicator`](crate::managers::state_replicator::StateReplicator), charge the campaigns and updates
