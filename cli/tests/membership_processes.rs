@@ -56,6 +56,15 @@ async fn nodes_join_leave_and_are_replaced_while_clients_write() {
     workload.target(&[1, 2, 3, 4]);
     workload.acknowledges(10, "after node 4 joined").await;
 
+    // Node 4 was granted NodeManagement to join; it may not admit anyone else with it.
+    let certs = d.join("certs");
+    let files = security::identity::TlsFiles { ca: certs.join("ca.pem"), cert: certs.join("n4.pem"), key: certs.join("n4.key") };
+    let as_node_4 = Credentials::certificate(common::CLUSTER, "node:4", files).unwrap();
+    let client = Client::connect(addresses[0], 1, &as_node_4).await.unwrap();
+    let raft = net::calls::RaftJoin { address: "127.0.0.7:7".into(), replaces: None };
+    let err = client.join("7", "voter", 10.0, net::actors::security::CapSet::EMPTY, "node_management", Some(raft)).await.unwrap_err();
+    assert!(err.to_string().contains("PermissionDenied") && err.to_string().contains("may ask to join only itself"), "{err}");
+
     // A join of a member, over the wire: the node manager's own error.
     let (ok, out) = call(d, &["join", "4", "--kind", "voter", "--address", &addresses[3].to_string()]);
     assert!(!ok && out.contains("AlreadyMember") && out.contains("node 4 is already a member"), "{out}");

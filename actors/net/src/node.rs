@@ -400,9 +400,10 @@ impl Node {
             Some(_) => {}
         }
         let raft = RaftJoin { address: self.address().to_string(), replaces: joining.replaces };
-        let (_, voters) = client.join(&self.id.to_string(), "voter", energy, CapSet::EMPTY, actors::managers::node_manager::SCOPE, Some(raft)).await?;
-        tracing::info!(node = self.id, ?voters, "joined the cluster");
-        Ok(Step::Joined(self.actors.consensus.send(Inspect).await.map(|v| v.voters).unwrap_or_default()))
+        let (_, confirmed_by) = client.join(&self.id.to_string(), "voter", energy, CapSet::EMPTY, actors::managers::node_manager::SCOPE, Some(raft)).await?;
+        // The leader answers with the voters of the configuration this node joined ("node 1", ...).
+        let voters = confirmed_by.iter().filter_map(|v| v.strip_prefix("node ")?.parse().ok()).collect();
+        Ok(Step::Joined(voters))
     }
 
     /// This node's id.

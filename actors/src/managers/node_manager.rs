@@ -21,7 +21,7 @@ use actix::{Addr, MailboxError, Recipient};
 use cluster::membership::{self, MembershipError};
 use cluster::NodeId;
 use energy::Joules;
-use security::{CapSet, Credential, Origin, Principal, Scope, SecurityContext};
+use security::{CapSet, Credential, Namespace, Origin, Principal, Scope, SecurityContext};
 use serde::Serialize;
 
 use crate::gate::{Gate, Pending, Rules};
@@ -510,6 +510,11 @@ impl NodeManager {
 fn validate_join(msg: &Join, rules: &Rules<'_>) -> Result<(), JoinError> {
     rules.id("node id", &msg.id)?;
     rules.id("node kind", &msg.kind)?;
+    // A node granted NodeManagement so that it can join (`ergon node --join`) joins itself only.
+    let requester = msg.ctx.principal();
+    if requester.namespace() == Namespace::Node && requester.name() != msg.id {
+        return Err(JoinError::PermissionDenied(format!("{requester} may ask to join only itself, not node {}", msg.id)));
+    }
     if msg.energy_budget == Joules::ZERO {
         return Err(JoinError::InvalidRequest(format!("node {} brings no energy budget", msg.id)));
     }
