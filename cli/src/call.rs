@@ -318,6 +318,7 @@ fn print(node: u64, answer: &Answer, json: bool) {
         Answer::Joined { node: n, confirmed_by } => {
             println!("node {node}: {} joined ({}, {} J, {} in {}), confirmed by [{}]", n.id, n.kind, n.energy_budget_j, n.capabilities, n.scope, confirmed_by.join(", "))
         }
+        Answer::Node(n) if n.kind == "founder" => println!("node {node}: {} (a founding member)", n.id),
         Answer::Node(n) => println!("node {node}: {} ({}, joined by {})", n.id, n.kind, n.joined_by),
         Answer::Nodes(nodes) if nodes.is_empty() => println!("node {node}: no members"),
         Answer::Nodes(nodes) => {
