@@ -69,7 +69,15 @@ fn quick_changes() -> actors::Config {
     let mut config = actors::Config::default();
     config.node_manager.settings.membership_timeout_ms = 2_000;
     config.failure_detector.settings.heartbeat_ms = 100;
+    // Metrics are kept (never served here): phi per peer follows the membership too.
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     config
+}
+
+/// Whether node `node`'s phi of `peer` is in the metrics.
+fn phi_served(cluster: &Cluster, node: NodeId, peer: NodeId) -> bool {
+    let text = cluster.world.env.metrics().expect("metrics are kept").encode();
+    text.lines().any(|l| l.starts_with("ergon_phi") && l.contains(&format!("node=\"{node}\"")) && l.contains(&format!("peer=\"{peer}\"")))
 }
 
 #[actix_rt::test]
@@ -99,11 +107,14 @@ async fn a_node_joins_as_a_learner_becomes_a_voter_and_members_leave() {
     assert!(matches!(&not_leader, JoinError::NotLeader(m) if m.contains(&format!("node {leader}"))), "{not_leader}");
 
     // A member leaves; writes go on.
+    assert!(phi_served(&cluster, leader, follower), "a member's phi is served");
     cluster.remove(leader, follower).await.unwrap();
     assert!(!cluster.voters(leader).await.contains(&follower));
     cluster.write(leader, "after-leave", "yes").await;
     let forgotten = eventually(Duration::from_secs(3), || async { (!cluster.watched(leader).await.contains(&follower)).then_some(()) }).await;
     assert!(forgotten.is_some(), "a removed node is no longer watched");
+    assert!(!phi_served(&cluster, leader, follower), "and its phi is no longer served");
+    assert!(phi_served(&cluster, leader, 4), "while a member's is");
     assert!(!cluster.given_work(leader).await.contains(&follower), "nor given work");
 
     // The leader removes itself and hands over.

@@ -296,8 +296,12 @@ impl FailureDetector {
             let members = view.members();
             if !members.is_empty() && !members.iter().filter(|&&m| m != detector.node).eq(detector.decisions.peers().collect::<Vec<_>>().iter()) {
                 tracing::info!(node = detector.node, ?members, "failure detector: watching the new membership");
+                let gone: Vec<NodeId> = detector.decisions.peers().filter(|p| !members.contains(p)).collect();
                 detector.decisions.set_peers(&members, detector.now());
                 detector.vitals.retain(|id, _| members.contains(id));
+                if let Some(metrics) = &detector.metrics {
+                    gone.iter().for_each(|&peer| metrics.forget_peer(peer));
+                }
             }
             detector.local.version = view.state.version;
             detector.local.leader = view.leader;

@@ -316,4 +316,9 @@ impl NodeMetrics {
         let phi = if phi.is_nan() { 0.0 } else { phi.min(f64::MAX) };
         self.phi.get_or_create(&Peer { node: self.node.clone(), peer: peer.to_string() }).set(phi);
     }
+
+    /// `peer` is no longer watched (it left the cluster): its suspicion is no longer served.
+    pub fn forget_peer(&self, peer: impl ToString) {
+        self.phi.remove(&Peer { node: self.node.clone(), peer: peer.to_string() });
+    }
 }
