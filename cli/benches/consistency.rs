@@ -15,9 +15,11 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
+use support::{percentile, result};
 use common::{agreed_leader, cluster_files_joining, operator, until, NodeProcess};
 use net::actors::managers::state_replicator::Consistency;
 use net::calls::RaftJoin;
@@ -25,16 +27,6 @@ use net::client::Client;
 use net::actors::security::CapSet;
 
 const NODES: u64 = 5;
-
-macro_rules! result {
-    ($($arg:tt)*) => {
-        println!("{} {}", if cfg!(debug_assertions) { "SMOKE (debug build, not a measurement)" } else { "RESULT" }, format!($($arg)*))
-    };
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

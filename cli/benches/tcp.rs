@@ -6,12 +6,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::{percentile, result};
 use common::{agreed_leader, cluster_files_with, operator, until, NodeProcess};
 use net::client::{Client, Credentials};
 
@@ -20,18 +22,6 @@ const IN_FLIGHT: usize = 64;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Prints a figure: `RESULT` from an optimised build; from a debug build (`make test` runs one to
-/// keep the benchmark working) it is a smoke run, and says so.
-macro_rules! result {
-    ($($arg:tt)*) => {
-        println!("{} {}", if cfg!(debug_assertions) { "SMOKE (debug build, not a measurement)" } else { "RESULT" }, format!($($arg)*))
-    };
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// A client of every node, reconnecting to whichever it needs.

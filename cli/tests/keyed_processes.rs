@@ -7,18 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{agreed_leader, cluster_files, operator, until, NodeProcess};
-
-fn call(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ergon"))
-        .args(["call", "--config"])
-        .arg(dir.join("client.toml"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
+use common::{agreed_leader, call, cluster_files, operator, until, NodeProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_set_read_swapped_and_deleted_through_the_cli() {

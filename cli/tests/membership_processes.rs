@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::workload::{over_clients, Workload};
-use common::{agreed_leader, cluster_files_joining, operator, until, NodeProcess};
+use common::{agreed_leader, call, cluster_files_joining, operator, until, NodeProcess};
 use net::actors::cluster::linearizable::check;
 use net::calls::RaftView;
 use net::client::{Client, Credentials};
@@ -27,11 +27,6 @@ async fn voters_become(addresses: &[SocketAddr], id: u64, credentials: &Credenti
     })
     .await
     .is_some()
-}
-
-fn call(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ergon")).args(["call", "--config"]).arg(dir.join("client.toml")).args(args).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,7 +205,7 @@ fn random_round_inner(seed: u64, config: SimConfig) -> Result<Round, String> {
     sim.heal_and_settle(10_000);
     sim.check()?;
     let h = sim.history();
-    Ok(Round { acked: h.acked.len(), applied: h.applied.len(), answered: h.kv.answered(), changes: h.changes.0 })
+    Ok(Round { acked: h.acked.len(), applied: h.applied.len(), answered: h.kv.answered(), changes: h.changes })
 }
 
 fn seeds() -> Vec<u64> {

@@ -21,6 +21,13 @@ pub fn ergon(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ergon")).args(args).output().expect("the ergon binary runs")
 }
 
+/// `ergon call --config dir/client.toml args`: whether it succeeded, and what it printed (stdout,
+/// then stderr).
+pub fn call(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ergon")).args(["call", "--config"]).arg(dir.join("client.toml")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 /// A port nobody listens on at `ip` right now.
 pub fn free_port(ip: &str) -> SocketAddr {
     TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap()
