@@ -2,7 +2,9 @@
 //! side in alternating order; each figure is the median over rounds of instrumented / plain.
 //!
 //! `cargo bench -p ergon-llvm-pass --bench overhead` (or `make bench-pass`); `ERGON_BENCH_ROUNDS`
-//! overrides the 9 rounds.
+//! overrides the 9 rounds, `ERGON_BENCH_CPU` the CPU every run is pinned to (the first this
+//! process may use): on these shared machines one core can run the same binary half again as
+//! fast as the other, which compared unpinned drowns what is measured.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,9 +62,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Pins this process, and so every workload it starts, to one CPU; returns it.
+fn pin() -> usize {
+    // SAFETY: cpu_set_t is plain data; the calls read and write only the set given.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of_val(&allowed), &mut allowed), 0, "sched_getaffinity");
+        let first = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &allowed)).expect("some CPU is allowed");
+        let cpu = std::env::var("ERGON_BENCH_CPU").ok().map_or(first, |c| c.parse().expect("ERGON_BENCH_CPU is a CPU number"));
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one), 0, "cannot pin to CPU {cpu}");
+        cpu
+    }
+}
+
 fn main() {
     let rounds: usize = std::env::var("ERGON_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
     let (plain, instrumented) = build();
+    let cpu = pin();
     let mut ratios = Vec::new();
     let mut lines = Vec::new();
     for &(workload, reps) in WORKLOADS {
@@ -87,7 +105,7 @@ fn main() {
         lines.push(format!("RESULT instrumentation_overhead_{workload} {ratio:.3} x"));
         ratios.push(ratio);
     }
-    println!("instrumentation overhead: {} workloads, {rounds} alternating rounds each, median of instrumented/plain", WORKLOADS.len());
+    println!("instrumentation overhead: {} workloads, {rounds} alternating rounds each on CPU {cpu}, median of instrumented/plain", WORKLOADS.len());
     for line in lines {
         println!("{line}");
     }

@@ -1,4 +1,4 @@
-//! Adds per-block increments of the per-thread operation counters.
+//! Adds per-block counts of operations to the per-thread operation counters.
 //!
 //! Every instrumented module refers to two symbols, both weak definitions that the linker merges
 //! with the ones in ergon's run time (`energy/runtime/op_counters.c`), so an instrumented object
@@ -9,10 +9,19 @@
 //!   increments at start-up (from `.init_array`), which is how the run time knows the counts are real.
 //!
 //! At the first insertion point of each block (after its PHI nodes and its EH pad, if any) the
-//! pass adds the block's static counts to the counters. A block that begins with a
-//! `catchswitch` cannot hold other instructions; it is left uncounted (it holds nothing but the
-//! `catchswitch`). The counter address is computed once per function, in the entry block, which
-//! dominates every other block.
+//! pass adds the block's static counts to four local accumulators of the function. A block that
+//! begins with a `catchswitch` cannot hold other instructions; it is left uncounted (it holds
+//! nothing but the `catchswitch`).
+//!
+//! The accumulators are added to the thread's counters, and cleared, wherever the counts could
+//! be read: before a block's first call of anything but an intrinsic, and before the function
+//! returns or resumes unwinding. The counters are read only by a call (the run time's
+//! `ergon_read_op_counters`, or whatever calls it), so at every call and after every return they
+//! hold exactly what per-block increments of the counters themselves would. The accumulators
+//! are allocas that SROA turns into registers, so a loop without calls keeps its counts in
+//! registers, and indvars can move them out of the loop altogether (see `AFTER_PIPELINE`). The
+//! counter address is computed once per function, in the entry block, which dominates every
+//! other block.
 
 use std::ffi::CString;
 
@@ -21,6 +30,7 @@ use llvm_sys::prelude::*;
 use llvm_sys::{LLVMAtomicOrdering, LLVMAtomicRMWBinOp, LLVMLinkage, LLVMThreadLocalMode};
 
 use crate::classify::{classify, intrinsic_name, is_memory_intrinsic, ClassCounts};
+use crate::placement::{self, Counting};
 use crate::report::{FunctionReport, Report};
 use crate::PassError;
 
@@ -181,54 +191,200 @@ impl Instrumenter {
             total += *c;
         }
         if total.total() > 0 {
+            // Planned before anything is inserted, so that the pass's own instructions are not
+            // taken for the program's.
+            let plan = Plan::new(&blocks, &counts);
             for &block in &blocks {
                 for inst in instructions(block).filter(|&i| is_program_memory_access(i)) {
                     self.scopes.mark_program_access(self.ctx, inst);
                 }
             }
-            let entry = blocks[0];
-            LLVMPositionBuilderBefore(self.builder, after_allocas(entry));
-            let (ty, f) = self.tls_address;
-            let mut args = [self.counters];
-            let base = LLVMBuildCall2(self.builder, ty, f, args.as_mut_ptr(), 1, c"ergon.ops".as_ptr());
-            for (&block, c) in blocks.iter().zip(&counts) {
-                if c.total() == 0 {
-                    continue;
-                }
-                if block == entry {
-                    // After the counter address, which is computed here.
-                    LLVMPositionBuilderBefore(self.builder, LLVMGetNextInstruction(base));
-                } else {
-                    let Some(at) = insertion_point(block) else { continue };
-                    LLVMPositionBuilderBefore(self.builder, at);
-                }
-                self.bump(base, ALU, c.alu);
-                self.bump(base, MEM, c.mem);
-                self.bump(base, FP, c.fp);
-                self.bump(base, TOTAL, c.total());
-            }
+            self.apply(&blocks, &counts, &plan);
         }
         FunctionReport::new(value_name(function), blocks.len(), total)
     }
 
-    /// `counters[index] += n` at the builder's position.
-    unsafe fn bump(&self, base: LLVMValueRef, index: u64, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let slot = if index == 0 {
-            base
-        } else {
-            let mut idx = [LLVMConstInt(self.i64, index, 0)];
-            LLVMBuildInBoundsGEP2(self.builder, self.i64, base, idx.as_mut_ptr(), 1, c"".as_ptr())
+    /// Inserts the accumulators, the executions counters, their increments and the flushes.
+    unsafe fn apply(&self, blocks: &[LLVMBasicBlockRef], counts: &[ClassCounts], plan: &Plan) {
+        let entry = blocks[0];
+        LLVMPositionBuilderBefore(self.builder, LLVMGetFirstInstruction(entry));
+        let alloca = |name: &std::ffi::CStr, ty: LLVMTypeRef| {
+            let slot = LLVMBuildAlloca(self.builder, ty, name.as_ptr());
+            LLVMSetAlignment(slot, 8);
+            slot
         };
-        let old = LLVMBuildLoad2(self.builder, self.i64, slot, c"".as_ptr());
-        LLVMSetAlignment(old, 8);
-        self.scopes.mark_counter_access(old);
-        let new = LLVMBuildAdd(self.builder, old, LLVMConstInt(self.i64, n, 0), c"".as_ptr());
-        let store = LLVMBuildStore(self.builder, new, slot);
+        let local = [c"ergon.alu", c"ergon.mem", c"ergon.fp", c"ergon.total"].map(|name| alloca(name, self.i64));
+        // Per block counting executions or steps: where it keeps the count (and the start).
+        let slots: Vec<Option<(LLVMValueRef, LLVMValueRef)>> = plan
+            .placement
+            .counting
+            .iter()
+            .zip(&plan.steppers)
+            .map(|(counting, stepper)| match (counting, stepper) {
+                (Counting::Executions, _) => Some((alloca(c"ergon.executions", self.i64), std::ptr::null_mut())),
+                (Counting::Steps, Some(s)) => {
+                    let ty = LLVMTypeOf(s.phi);
+                    Some((alloca(c"ergon.stepped", ty), alloca(c"ergon.start", ty)))
+                }
+                _ => None,
+            })
+            .collect();
+        LLVMPositionBuilderBefore(self.builder, after_allocas(entry));
+        let (ty, f) = self.tls_address;
+        let mut args = [self.counters];
+        let base = LLVMBuildCall2(self.builder, ty, f, args.as_mut_ptr(), 1, c"ergon.ops".as_ptr());
+        let counters = [ALU, MEM, FP, TOTAL].map(|index| self.counter(base, index));
+        // The entry block (never in a loop: nothing branches to it) starts the accumulators.
+        for (slot, n) in local.iter().zip(class_values(&counts[0])) {
+            self.store(self.int(n), *slot);
+        }
+        for &(count, start) in slots.iter().flatten() {
+            self.clear(count);
+            if !start.is_null() {
+                self.clear(start);
+            }
+        }
+        for (i, &block) in blocks.iter().enumerate() {
+            let Some(at) = insertion_point(block) else { continue };
+            LLVMPositionBuilderBefore(self.builder, at);
+            match (plan.placement.counting[i], slots[i]) {
+                _ if i == 0 => {}
+                (Counting::Executions, Some((count, _))) => self.add(count, self.int(1)),
+                (Counting::Steps, Some((stepped, _))) => {
+                    let next = plan.steppers[i].as_ref().expect("a stepping block has a stepper").next;
+                    LLVMPositionBuilderBefore(self.builder, LLVMGetNextInstruction(next));
+                    self.store(next, stepped);
+                }
+                _ => {
+                    for (slot, n) in local.iter().zip(class_values(&counts[i])) {
+                        if n > 0 {
+                            self.add(*slot, self.int(n));
+                        }
+                    }
+                }
+            }
+            LLVMPositionBuilderBefore(self.builder, at);
+            // A loop exit: what the loop's blocks ran joins the accumulators.
+            for &b in &plan.placement.folds[i] {
+                let times = match (slots[b], &plan.steppers[b]) {
+                    (Some((count, start)), Some(stepper)) if !start.is_null() => self.steps_taken(count, start, stepper.step),
+                    (Some((count, _)), _) => self.opaque(self.load_as(count, self.i64)),
+                    (None, _) => unreachable!("folded blocks keep a count"),
+                };
+                for (acc, n) in local.iter().zip(class_values(&counts[b])) {
+                    if n > 0 {
+                        self.add(*acc, LLVMBuildMul(self.builder, times, self.int(n), c"".as_ptr()));
+                    }
+                }
+                let (count, start) = slots[b].expect("folded blocks keep a count");
+                self.clear(count);
+                if !start.is_null() {
+                    self.clear(start);
+                }
+            }
+            // A loop entry: where each stepping block's induction variable starts.
+            for &b in &plan.placement.entries[i] {
+                let (stepped, start) = slots[b].expect("stepping blocks keep a count");
+                let phi = plan.steppers[b].as_ref().expect("a stepping block has a stepper").phi;
+                let value = (0..LLVMCountIncoming(phi))
+                    .find(|&k| LLVMGetIncomingBlock(phi, k) == block)
+                    .map(|k| LLVMGetIncomingValue(phi, k))
+                    .expect("an entering block is the phi's predecessor");
+                LLVMPositionBuilderBefore(self.builder, LLVMGetBasicBlockTerminator(block));
+                self.store(value, stepped);
+                self.store(value, start);
+            }
+        }
+        for &at in plan.flushes.iter().flatten() {
+            LLVMPositionBuilderBefore(self.builder, at);
+            for (&slot, &counter) in local.iter().zip(&counters) {
+                let old = self.load(counter);
+                self.scopes.mark_counter_access(old);
+                let new = LLVMBuildAdd(self.builder, old, self.load(slot), c"".as_ptr());
+                self.scopes.mark_counter_access(self.store(new, counter));
+                self.store(self.int(0), slot);
+            }
+        }
+    }
+
+    /// How many times a block stepped its induction variable by `step`, from where the
+    /// variable started to where it got (both `i64` or both pointers): the distance divided by
+    /// `step`, exact modulo 2^64 / step (multiplying by the inverse of the step's odd part, then
+    /// shifting out its powers of two).
+    unsafe fn steps_taken(&self, stepped: LLVMValueRef, start: LLVMValueRef, step: i64) -> LLVMValueRef {
+        let distance = LLVMBuildSub(self.builder, self.opaque(self.load_as(stepped, self.i64)), self.load_as(start, self.i64), c"".as_ptr());
+        let step = step as u64;
+        let shift = step.trailing_zeros();
+        let mut times = distance;
+        let odd = step >> shift;
+        if odd != 1 {
+            times = LLVMBuildMul(self.builder, times, self.int(inverse(odd)), c"".as_ptr());
+        }
+        if shift > 0 {
+            times = LLVMBuildLShr(self.builder, times, self.int(shift.into()), c"".as_ptr());
+        }
+        times
+    }
+
+    /// `value`, through an empty inline-assembly statement that emits no code. Loop strength
+    /// reduction sees a count used after its loop as a formula of the induction variable and
+    /// would keep each multiple of it the folds use as an induction variable of its own (an add
+    /// per iteration for each); behind this, the loop's own variable is all it sees used.
+    unsafe fn opaque(&self, value: LLVMValueRef) -> LLVMValueRef {
+        let mut params = [self.i64];
+        let ty = LLVMFunctionType(self.i64, params.as_mut_ptr(), 1, 0);
+        let constraints = "=r,0";
+        let asm = LLVMGetInlineAsm(ty, c"".as_ptr(), 0, constraints.as_ptr().cast(), constraints.len(), 0, 0, llvm_sys::LLVMInlineAsmDialect::LLVMInlineAsmDialectATT, 0);
+        let mut args = [value];
+        LLVMBuildCall2(self.builder, ty, asm, args.as_mut_ptr(), 1, c"".as_ptr())
+    }
+
+    /// The value in `slot` (an `i64` or a pointer) as an `i64`.
+    unsafe fn load_as(&self, slot: LLVMValueRef, ty: LLVMTypeRef) -> LLVMValueRef {
+        let value = LLVMBuildLoad2(self.builder, LLVMGetAllocatedType(slot), slot, c"".as_ptr());
+        LLVMSetAlignment(value, 8);
+        if LLVMTypeOf(value) == ty {
+            value
+        } else {
+            LLVMBuildPtrToInt(self.builder, value, ty, c"".as_ptr())
+        }
+    }
+
+    /// Zero (or null) into `slot`.
+    unsafe fn clear(&self, slot: LLVMValueRef) {
+        self.store(LLVMConstNull(LLVMGetAllocatedType(slot)), slot);
+    }
+
+    fn int(&self, n: u64) -> LLVMValueRef {
+        // SAFETY: a constant of the module's context.
+        unsafe { LLVMConstInt(self.i64, n, 0) }
+    }
+
+    /// `*slot += n` at the builder's position.
+    unsafe fn add(&self, slot: LLVMValueRef, n: LLVMValueRef) {
+        let old = self.load(slot);
+        self.store(LLVMBuildAdd(self.builder, old, n, c"".as_ptr()), slot);
+    }
+
+    /// The address of `counters[index]`.
+    unsafe fn counter(&self, base: LLVMValueRef, index: u64) -> LLVMValueRef {
+        if index == 0 {
+            return base;
+        }
+        let mut idx = [LLVMConstInt(self.i64, index, 0)];
+        LLVMBuildInBoundsGEP2(self.builder, self.i64, base, idx.as_mut_ptr(), 1, c"".as_ptr())
+    }
+
+    unsafe fn load(&self, slot: LLVMValueRef) -> LLVMValueRef {
+        let value = LLVMBuildLoad2(self.builder, self.i64, slot, c"".as_ptr());
+        LLVMSetAlignment(value, 8);
+        value
+    }
+
+    unsafe fn store(&self, value: LLVMValueRef, slot: LLVMValueRef) -> LLVMValueRef {
+        let store = LLVMBuildStore(self.builder, value, slot);
         LLVMSetAlignment(store, 8);
-        self.scopes.mark_counter_access(store);
+        store
     }
 
     /// Adds a constructor that counts this module among the instrumented ones at start-up.
@@ -323,6 +479,153 @@ pub(crate) unsafe fn block_counts(block: LLVMBasicBlockRef) -> ClassCounts {
         }
     }
     counts
+}
+
+/// Where one function's counts are kept and where they reach the thread's counters.
+struct Plan {
+    /// Per block: the instruction its flush goes before, if it has one.
+    flushes: Vec<Option<LLVMValueRef>>,
+    /// Per block: the induction variable it steps, if any.
+    steppers: Vec<Option<Stepper>>,
+    placement: placement::Placement,
+}
+
+/// An induction variable that a block steps: `next = phi + step`, an `add` of an `i64` or a
+/// `getelementptr i8` of a pointer, where `phi` is in the header of the block's innermost loop
+/// and takes `next` from every block of that loop.
+struct Stepper {
+    phi: LLVMValueRef,
+    next: LLVMValueRef,
+    step: i64,
+}
+
+impl Plan {
+    unsafe fn new(blocks: &[LLVMBasicBlockRef], counts: &[ClassCounts]) -> Plan {
+        let index: std::collections::HashMap<LLVMBasicBlockRef, usize> = blocks.iter().enumerate().map(|(i, &b)| (b, i)).collect();
+        let flushes: Vec<Option<LLVMValueRef>> = blocks.iter().map(|&b| flush_point(b)).collect();
+        let successors: Vec<Vec<usize>> = blocks
+            .iter()
+            .map(|&b| {
+                let term = LLVMGetBasicBlockTerminator(b);
+                (0..LLVMGetNumSuccessors(term)).map(|s| index[&LLVMGetSuccessor(term, s)]).collect()
+            })
+            .collect();
+        let loops = placement::Loops::find(&successors);
+        let mut steppers: Vec<Option<Stepper>> = blocks.iter().map(|_| None).collect();
+        for (i, l) in loops.loops.iter().enumerate() {
+            let in_loop = |b: LLVMBasicBlockRef| index.get(&b).is_some_and(|b| l.body.binary_search(b).is_ok());
+            for phi in instructions(blocks[l.header]).take_while(|&i| !LLVMIsAPHINode(i).is_null()) {
+                let Some(stepper) = stepper(phi, &in_loop) else { continue };
+                let block = index[&LLVMGetInstructionParent(stepper.next)];
+                if loops.innermost[block] == Some(i) && steppers[block].is_none() {
+                    steppers[block] = Some(stepper);
+                }
+            }
+        }
+        let graph: Vec<placement::Block> = (0..blocks.len())
+            .map(|b| placement::Block {
+                successors: successors[b].clone(),
+                flushes: flushes[b].is_some(),
+                classes: if insertion_point(blocks[b]).is_some() { class_values(&counts[b]).iter().filter(|&&n| n > 0).count() } else { 0 },
+                steps: steppers[b].is_some(),
+            })
+            .collect();
+        let placement = placement::place(&graph, &loops);
+        Plan { flushes, steppers, placement }
+    }
+}
+
+/// The stepper of the header phi `phi`, if it is an induction variable stepped by a constant
+/// once per iteration, and what enters it from outside the loop can be recorded before the
+/// entering block's terminator (the terminator itself is not what enters).
+unsafe fn stepper(phi: LLVMValueRef, in_loop: &dyn Fn(LLVMBasicBlockRef) -> bool) -> Option<Stepper> {
+    let ty = LLVMTypeOf(phi);
+    let pointer = match LLVMGetTypeKind(ty) {
+        llvm_sys::LLVMTypeKind::LLVMPointerTypeKind => true,
+        llvm_sys::LLVMTypeKind::LLVMIntegerTypeKind if LLVMGetIntTypeWidth(ty) == 64 => false,
+        _ => return None,
+    };
+    let mut next = None;
+    for k in 0..LLVMCountIncoming(phi) {
+        let (value, from) = (LLVMGetIncomingValue(phi, k), LLVMGetIncomingBlock(phi, k));
+        if in_loop(from) {
+            if next.is_some_and(|n| n != value) || LLVMIsAInstruction(value).is_null() {
+                return None;
+            }
+            next = Some(value);
+        } else if value == LLVMGetBasicBlockTerminator(from) {
+            return None;
+        }
+    }
+    let next = next?;
+    let (base, offset) = match (LLVMGetInstructionOpcode(next), pointer) {
+        (llvm_sys::LLVMOpcode::LLVMAdd, false) => {
+            let (a, b) = (LLVMGetOperand(next, 0), LLVMGetOperand(next, 1));
+            if a == phi { (a, b) } else { (b, a) }
+        }
+        (llvm_sys::LLVMOpcode::LLVMGetElementPtr, true)
+            if LLVMGetNumOperands(next) == 2 && LLVMGetGEPSourceElementType(next) == LLVMInt8TypeInContext(LLVMGetTypeContext(ty)) =>
+        {
+            (LLVMGetOperand(next, 0), LLVMGetOperand(next, 1))
+        }
+        _ => return None,
+    };
+    if base != phi || LLVMIsAConstantInt(offset).is_null() {
+        return None;
+    }
+    let step = LLVMConstIntGetSExtValue(offset);
+    // Execution counts are recovered modulo 2^64 / step: a step below 2^16 leaves 2^48
+    // iterations, more than a loop can run.
+    (step != 0 && step.unsigned_abs() < 1 << 16).then_some(Stepper { phi, next, step })
+}
+
+/// The inverse of the odd number `odd` modulo 2^64 (Newton's iteration doubles the correct
+/// bits each step; `odd` is its own inverse modulo 8).
+fn inverse(odd: u64) -> u64 {
+    let mut x = odd;
+    for _ in 0..5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(x)));
+    }
+    x
+}
+
+/// A block's counts in counter order: ALU, memory, floating point, total.
+fn class_values(c: &ClassCounts) -> [u64; 4] {
+    [c.alu, c.mem, c.fp, c.total()]
+}
+
+/// Where a block's accumulated counts must be in the thread's counters: before its first
+/// instruction that could lead to a read of them (a call of anything but an intrinsic, a return,
+/// resuming or continuing to unwind). One flush per block is enough: nothing is added to the
+/// accumulators between a block's flush and its end.
+unsafe fn flush_point(block: LLVMBasicBlockRef) -> Option<LLVMValueRef> {
+    use llvm_sys::LLVMOpcode::*;
+    instructions(block).find(|&inst| match LLVMGetInstructionOpcode(inst) {
+        LLVMRet | LLVMResume | LLVMCleanupRet => true,
+        LLVMCall | LLVMInvoke | LLVMCallBr => may_call_code(inst),
+        _ => false,
+    })
+}
+
+/// Whether a call may run code that reads the counters: anything but an intrinsic (which LLVM
+/// expands in place or turns into a call of the C library) and an empty inline-assembly
+/// statement (what `std::hint::black_box` becomes).
+unsafe fn may_call_code(call: LLVMValueRef) -> bool {
+    let callee = LLVMGetCalledValue(call);
+    if callee.is_null() {
+        return true;
+    }
+    if !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) != 0 {
+        // A statepoint or patchpoint calls its target.
+        let name = value_name(callee);
+        return name.starts_with("llvm.experimental.gc.statepoint") || name.starts_with("llvm.experimental.patchpoint");
+    }
+    if !LLVMIsAInlineAsm(callee).is_null() {
+        let mut len = 0;
+        let text = LLVMGetInlineAsmAsmString(callee, &mut len);
+        return len > 0 && !std::slice::from_raw_parts(text as *const u8, len).iter().all(u8::is_ascii_whitespace);
+    }
+    true
 }
 
 unsafe fn first_non_phi(block: LLVMBasicBlockRef) -> LLVMValueRef {

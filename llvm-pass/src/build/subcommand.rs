@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde::Deserialize;
 
-use super::{ENV_CACHE, ENV_CRATES};
+use super::{ENV_AFTER, ENV_BEFORE, ENV_CACHE, ENV_CRATES};
 
 /// What to build and which crates to instrument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,14 +151,19 @@ pub fn run(request: &Request) -> Result<i32, SubcommandError> {
     Ok(status.code().unwrap_or(1))
 }
 
-/// This build of the pass: its version and when its executable was built.
+/// This build of the pass: its version, when its executable was built and the pipelines it was
+/// told to run (`ERGON_PASS_BEFORE`, `ERGON_PASS_AFTER`), so that changing any of them relinks.
 fn pass_identity(exe: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
     let built = std::fs::metadata(exe)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    format!("{}-{built}", env!("CARGO_PKG_VERSION"))
+    let pipelines = [ENV_BEFORE, ENV_AFTER, "ERGON_EXP_OPTS", "ERGON_EXP_SKIP"].map(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
+    let digest = Sha256::digest(format!("{pipelines:?}"));
+    let pipelines: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{built}-{pipelines}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The user's rustflags plus `--cfg ergon_instrument="…"` and `--cfg ergon_pass="…"`, which make
