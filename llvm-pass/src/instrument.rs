@@ -27,7 +27,7 @@ use std::ffi::CString;
 
 use llvm_sys::core::*;
 use llvm_sys::prelude::*;
-use llvm_sys::{LLVMAtomicOrdering, LLVMAtomicRMWBinOp, LLVMLinkage, LLVMThreadLocalMode};
+use llvm_sys::{LLVMAtomicOrdering, LLVMAtomicRMWBinOp, LLVMAttributeFunctionIndex, LLVMLinkage, LLVMThreadLocalMode};
 
 use crate::classify::{classify, intrinsic_name, is_memory_intrinsic, ClassCounts};
 use crate::placement::{self, Counting};
@@ -249,6 +249,7 @@ impl Instrumenter {
             LLVMPositionBuilderBefore(self.builder, at);
             match (plan.placement.counting[i], slots[i]) {
                 _ if i == 0 => {}
+                (Counting::Follows, _) => {}
                 (Counting::Executions, Some((count, _))) => self.add(count, self.int(1)),
                 (Counting::Steps, Some((stepped, _))) => {
                     let next = plan.steppers[i].as_ref().expect("a stepping block has a stepper").next;
@@ -263,23 +264,37 @@ impl Instrumenter {
                     }
                 }
             }
-            LLVMPositionBuilderBefore(self.builder, at);
-            // A loop exit: what the loop's blocks ran joins the accumulators.
-            for &b in &plan.placement.folds[i] {
-                let times = match (slots[b], &plan.steppers[b]) {
-                    (Some((count, start)), Some(stepper)) if !start.is_null() => self.steps_taken(count, start, stepper.step),
-                    (Some((count, _)), _) => self.opaque(self.load_as(count, self.i64)),
-                    (None, _) => unreachable!("folded blocks keep a count"),
+            // Leaving a loop, or flushing inside it: what the loop's blocks ran joins the
+            // accumulators (before the flush, after this block's own count).
+            let corrections: Vec<[Option<LLVMValueRef>; 4]> =
+                plan.placement.folds[i].iter().map(|f| self.corrections(blocks, &plan.successors, i, &f.corrections)).collect();
+            LLVMPositionBuilderBefore(self.builder, plan.flushes[i].unwrap_or(at));
+            for (fold, corrections) in plan.placement.folds[i].iter().zip(corrections) {
+                let b = fold.block;
+                let (count, start) = slots[b].expect("folded blocks keep a count");
+                let times = match &plan.steppers[b] {
+                    Some(stepper) if !start.is_null() => self.steps_taken(count, start, stepper.step),
+                    _ => self.opaque(self.load_as(count, self.i64)),
                 };
-                for (acc, n) in local.iter().zip(class_values(&counts[b])) {
+                for (class, (acc, n)) in local.iter().zip(fold.per_execution).enumerate() {
                     if n > 0 {
                         self.add(*acc, LLVMBuildMul(self.builder, times, self.int(n), c"".as_ptr()));
                     }
+                    if let Some(correction) = corrections[class] {
+                        self.add(*acc, correction);
+                    }
                 }
-                let (count, start) = slots[b].expect("folded blocks keep a count");
-                self.clear(count);
-                if !start.is_null() {
-                    self.clear(start);
+                let within = fold.within;
+                if start.is_null() || !within {
+                    // Outside its loop a block's count is zero until an entry records a start.
+                    self.clear(count);
+                    if !start.is_null() {
+                        self.clear(start);
+                    }
+                } else {
+                    // The loop goes on: steps count from here.
+                    let now = LLVMBuildLoad2(self.builder, LLVMGetAllocatedType(count), count, c"".as_ptr());
+                    self.store(now, start);
                 }
             }
             // A loop entry: where each stepping block's induction variable starts.
@@ -305,6 +320,26 @@ impl Instrumenter {
                 self.store(self.int(0), slot);
             }
         }
+    }
+
+    /// For each class, the fold's correction at `block`: a phi of constants over the edges into
+    /// it, at its top (`None` where every edge adds nothing).
+    unsafe fn corrections(&self, blocks: &[LLVMBasicBlockRef], successors: &[Vec<usize>], block: usize, by_edge: &[(usize, [u64; 4])]) -> [Option<LLVMValueRef>; 4] {
+        std::array::from_fn(|class| {
+            if by_edge.iter().all(|(_, c)| c[class] == 0) {
+                return None;
+            }
+            LLVMPositionBuilderBefore(self.builder, first_non_phi(blocks[block]));
+            let phi = LLVMBuildPhi(self.builder, self.i64, c"ergon.correction".as_ptr());
+            for (from, succs) in successors.iter().enumerate() {
+                for _ in succs.iter().filter(|&&s| s == block) {
+                    let value = by_edge.iter().find(|(x, _)| *x == from).map_or(0, |(_, c)| c[class]);
+                    let (mut value, mut from) = ([self.int(value)], [blocks[from]]);
+                    LLVMAddIncoming(phi, value.as_mut_ptr(), from.as_mut_ptr(), 1);
+                }
+            }
+            Some(phi)
+        })
     }
 
     /// How many times a block stepped its induction variable by `step`, from where the
@@ -487,6 +522,8 @@ struct Plan {
     flushes: Vec<Option<LLVMValueRef>>,
     /// Per block: the induction variable it steps, if any.
     steppers: Vec<Option<Stepper>>,
+    /// Per block: where it branches (an edge per successor, duplicates included).
+    successors: Vec<Vec<usize>>,
     placement: placement::Placement,
 }
 
@@ -497,6 +534,27 @@ struct Stepper {
     phi: LLVMValueRef,
     next: LLVMValueRef,
     step: i64,
+}
+
+impl Stepper {
+    /// Which of a block's induction variables to count by: the one the loop compares to decide
+    /// whether to go on (code generation keeps it in a register to the end, so reading it at the
+    /// exit costs nothing), and an integer before a pointer.
+    unsafe fn preference(&self) -> (bool, bool) {
+        (self.compared(), LLVMGetTypeKind(LLVMTypeOf(self.phi)) == llvm_sys::LLVMTypeKind::LLVMIntegerTypeKind)
+    }
+
+    /// Whether the loop compares the stepped value (to its bound, mostly): a counted loop.
+    unsafe fn compared(&self) -> bool {
+        let mut user = LLVMGetFirstUse(self.next);
+        while !user.is_null() {
+            if !LLVMIsAICmpInst(LLVMGetUser(user)).is_null() {
+                return true;
+            }
+            user = LLVMGetNextUse(user);
+        }
+        false
+    }
 }
 
 impl Plan {
@@ -517,7 +575,7 @@ impl Plan {
             for phi in instructions(blocks[l.header]).take_while(|&i| !LLVMIsAPHINode(i).is_null()) {
                 let Some(stepper) = stepper(phi, &in_loop) else { continue };
                 let block = index[&LLVMGetInstructionParent(stepper.next)];
-                if loops.innermost[block] == Some(i) && steppers[block].is_none() {
+                if loops.innermost[block] == Some(i) && steppers[block].as_ref().is_none_or(|s| s.preference() < stepper.preference()) {
                     steppers[block] = Some(stepper);
                 }
             }
@@ -526,12 +584,13 @@ impl Plan {
             .map(|b| placement::Block {
                 successors: successors[b].clone(),
                 flushes: flushes[b].is_some(),
-                classes: if insertion_point(blocks[b]).is_some() { class_values(&counts[b]).iter().filter(|&&n| n > 0).count() } else { 0 },
-                steps: steppers[b].is_some(),
+                cold: flushes[b].is_some_and(|at| is_cold(at)),
+                counts: insertion_point(blocks[b]).is_some().then(|| class_values(&counts[b])),
+                steps: steppers[b].as_ref().is_some_and(|s| s.compared()),
             })
             .collect();
         let placement = placement::place(&graph, &loops);
-        Plan { flushes, steppers, placement }
+        Plan { flushes, steppers, placement, successors }
     }
 }
 
@@ -605,6 +664,22 @@ unsafe fn flush_point(block: LLVMBasicBlockRef) -> Option<LLVMValueRef> {
         LLVMCall | LLVMInvoke | LLVMCallBr => may_call_code(inst),
         _ => false,
     })
+}
+
+/// Whether the flush before `at` is on a cold path: `at` calls a function marked `cold` (Rust's
+/// `#[cold]`: panics, allocation failures, a hash table's growth) or its block ends in
+/// `unreachable` (it calls something that never returns).
+unsafe fn is_cold(at: LLVMValueRef) -> bool {
+    if !LLVMIsAUnreachableInst(LLVMGetBasicBlockTerminator(LLVMGetInstructionParent(at))).is_null() {
+        return true;
+    }
+    if LLVMIsACallInst(at).is_null() && LLVMIsAInvokeInst(at).is_null() {
+        return false;
+    }
+    let cold = LLVMGetEnumAttributeKindForName(c"cold".as_ptr(), 4);
+    let callee = LLVMGetCalledValue(at);
+    !LLVMGetCallSiteEnumAttribute(at, LLVMAttributeFunctionIndex, cold).is_null()
+        || (!LLVMIsAFunction(callee).is_null() && !LLVMGetEnumAttributeAtIndex(callee, LLVMAttributeFunctionIndex, cold).is_null())
 }
 
 /// Whether a call may run code that reads the counters: anything but an intrinsic (which LLVM

@@ -100,12 +100,7 @@ impl Default for Options {
 /// count scalar evolution can compute (indvars rewrites each counter's value at the loop's exit
 /// as its start plus trip count times the body's count, and the in-loop adds die), and folds the
 /// increments of merged blocks. Exact by construction: every rewrite is one LLVM proves.
-pub const AFTER_PIPELINE: &str = "function(sroa,instcombine<no-verify-fixpoint>,simplifycfg)";
-
-/// LLVM options in force while [`AFTER_PIPELINE`] runs: indvars rewrites a loop's exit values
-/// even when the expression costs a few instructions (its default, `cheap`, keeps a counter's
-/// add in every iteration to save a multiply at the exit).
-const AFTER_OPTIONS: &[(&str, &str, &str)] = &[("replexitval", "always", "cheap")];
+pub const AFTER_PIPELINE: &str = "function(sroa,instcombine<no-verify-fixpoint>,simplifycfg,loop(indvars),instcombine<no-verify-fixpoint>,simplifycfg)";
 
 /// Optimises (per `options.before`), instruments, verifies and re-optimises `module` in place.
 pub fn instrument_module(module: &Module<'_>, options: &Options) -> Result<Report, PassError> {
@@ -120,9 +115,7 @@ fn instrument_with(module: &Module<'_>, machine: &TargetMachine, options: &Optio
     let report = instrument::instrument(module)?;
     module_io::verify(module)?;
     if !options.after.is_empty() {
-        let experiment: Vec<(String, String, String)> = std::env::var("ERGON_EXP_OPTS").ok().map(|v| v.split(',').filter(|s| !s.is_empty()).map(|kv| { let mut it = kv.split(':'); (it.next().unwrap().to_string(), it.next().unwrap().to_string(), it.next().unwrap().to_string()) }).collect()).unwrap_or_else(|| AFTER_OPTIONS.iter().map(|(a,b,c)| (a.to_string(), b.to_string(), c.to_string())).collect());
-        let experiment: Vec<(&str, &str, &str)> = experiment.iter().map(|(a,b,c)| (a.as_str(), b.as_str(), c.as_str())).collect();
-        module_io::run_pipeline_with(module, machine, &options.after, &experiment)?;
+        module_io::run_pipeline(module, machine, &options.after)?;
     }
     Ok(report)
 }

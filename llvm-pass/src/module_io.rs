@@ -95,43 +95,11 @@ fn triple_text(triple: &TargetTriple) -> String {
     triple.as_str().to_string_lossy().into_owned()
 }
 
-/// LLVM's command-line options are global to the process: a pipeline that sets some runs alone.
-static LLVM_OPTIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Runs an LLVM pass pipeline (`opt -passes=` syntax) over the module.
 pub fn run_pipeline(module: &Module<'_>, machine: &TargetMachine, pipeline: &str) -> Result<(), PassError> {
-    run_pipeline_with(module, machine, pipeline, &[])
-}
-
-/// Runs `pipeline` with LLVM's command-line `options` (`("replexitval", "always", "cheap")`:
-/// name, value while it runs, value after) in force while it runs, and only then.
-pub fn run_pipeline_with(
-    module: &Module<'_>,
-    machine: &TargetMachine,
-    pipeline: &str,
-    options: &[(&str, &str, &str)],
-) -> Result<(), PassError> {
-    let _alone = LLVM_OPTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    set_llvm_options(options.iter().map(|(name, during, _)| format!("-{name}={during}")));
-    let result = module
+    module
         .run_passes(pipeline, machine, PassBuilderOptions::create())
-        .map_err(|e| PassError::Pipeline { pipeline: pipeline.into(), detail: e.to_string() });
-    set_llvm_options(options.iter().map(|(name, _, after)| format!("-{name}={after}")));
-    result
-}
-
-fn set_llvm_options(options: impl Iterator<Item = String>) {
-    let args: Vec<std::ffi::CString> = std::iter::once("ergon".to_owned())
-        .chain(options)
-        .map(|a| std::ffi::CString::new(a).expect("option names have no NUL"))
-        .collect();
-    if args.len() == 1 {
-        return;
-    }
-    let argv: Vec<*const std::os::raw::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    // SAFETY: argv points at NUL-terminated strings that outlive the call; the options are
-    // LLVM's own (cl::opt), and parsing runs alone under LLVM_OPTIONS.
-    unsafe { llvm_sys::support::LLVMParseCommandLineOptions(argv.len() as i32, argv.as_ptr(), std::ptr::null()) };
+        .map_err(|e| PassError::Pipeline { pipeline: pipeline.into(), detail: e.to_string() })
 }
 
 /// Checks the module; a failure here is a bug in the pass, so nothing is written.

@@ -12,12 +12,17 @@
 pub struct Block {
     /// Where the block branches.
     pub successors: Vec<usize>,
-    /// Whether it flushes the accumulators (it calls, returns or resumes unwinding), which makes
-    /// a loop through it an ordinary one.
+    /// Whether it flushes the accumulators (it calls, returns or resumes unwinding): the counts
+    /// of a loop through it are folded there too, and it cannot count by [`Counting::Steps`]
+    /// (the flush might come before its step).
     pub flushes: bool,
-    /// How many classes of operation it counts; 0 if nothing can be inserted into it (a
-    /// `catchswitch` block), so that it can neither count, nor take a loop's exit, nor enter one.
-    pub classes: usize,
+    /// Whether its flush is on a cold path (it calls a `cold` function, or ends in
+    /// `unreachable`): a loop counts by executions or steps only if every flush inside it is.
+    pub cold: bool,
+    /// Its counts, per class (ALU, memory, floating point, total); `None` if nothing can be
+    /// inserted into it (a `catchswitch` block), so that it can neither count, nor take a loop's
+    /// exit, nor enter one.
+    pub counts: Option<[u64; 4]>,
     /// Whether it steps an induction variable of the header of its innermost loop: the loop's
     /// own arithmetic then says how often it ran.
     pub steps: bool,
@@ -31,10 +36,31 @@ pub enum Counting {
     /// One add to its own execution count each time it runs: a block of an innermost loop
     /// without calls. Loop strength reduction often merges it into the loop's induction variable.
     Executions,
+    /// Nothing while the loop runs: the block runs once in every iteration of its loop, as the
+    /// loop's [`Counting::Steps`] block does, and its counts join that block's. Where the loop
+    /// leaves in the middle of an iteration, the exit's fold corrects for the blocks of the last
+    /// iteration that ran, or did not, with a constant for the edge it left by.
+    Follows,
     /// Nothing while the loop runs: the block steps an induction variable by a constant, so its
     /// execution count is how far the variable moved, divided by the step. The blocks entering
-    /// the loop record where the variable starts.
+    /// the loop record where the variable starts, and each fold moves the start up to where the
+    /// variable got.
     Steps,
+}
+
+/// One block's counts joining the accumulators.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fold {
+    /// The block whose execution count is folded.
+    pub block: usize,
+    /// Whether the fold is inside the block's loop (which goes on from there), not at an exit.
+    pub within: bool,
+    /// What each of its executions adds, per class: its own counts and its followers'.
+    pub per_execution: [u64; 4],
+    /// Per predecessor of the folding block, what to add besides, per class (wrapping: it may
+    /// take away): the followers that ran in the last iteration although the counted block did
+    /// not, or the other way round. Predecessors not listed add nothing; mostly none is listed.
+    pub corrections: Vec<(usize, [u64; 4])>,
 }
 
 /// How one function's counts are kept.
@@ -42,21 +68,25 @@ pub enum Counting {
 pub struct Placement {
     /// Per block: how its counts reach the accumulators.
     pub counting: Vec<Counting>,
-    /// Per block: the blocks whose counts it folds into the accumulators, because it is an exit
-    /// of their loop (they count [`Counting::Executions`] or [`Counting::Steps`]).
-    pub folds: Vec<Vec<usize>>,
+    /// Per block: the blocks whose counts it folds into the accumulators (they count
+    /// [`Counting::Executions`] or [`Counting::Steps`]), because it is an exit of their loop or
+    /// flushes inside it. A block that flushes folds right before its flush, any other at its
+    /// start.
+    pub folds: Vec<Vec<Fold>>,
     /// Per block: the [`Counting::Steps`] blocks whose induction variable's start it records,
     /// because it branches into their loop from outside.
     pub entries: Vec<Vec<usize>>,
 }
 
-/// Decides a function's placement. Execution counts go to innermost loops only, so that each
-/// holds a register in one loop; a block of one class of operation is cheapest counted directly.
-/// `loops` are the loops of `blocks` (from [`Loops::find`], which the caller needed already to
-/// tell which blocks step an induction variable).
+/// Decides a function's placement. `loops` are the loops of `blocks` (from [`Loops::find`],
+/// which the caller needed already to tell which blocks step an induction variable). Execution
+/// counts go to innermost loops only, so that each holds a register in one loop; a block of one
+/// class of operation is cheapest counted directly.
 pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
     let successors: Vec<Vec<usize>> = blocks.iter().map(|b| b.successors.clone()).collect();
     let predecessors = predecessors(&successors);
+    let counts = |b: usize| blocks[b].counts.unwrap_or_default();
+    let classes = |b: usize| counts(b).iter().filter(|&&n| n > 0).count();
     let mut counting = vec![Counting::Direct; blocks.len()];
     let mut folds = vec![Vec::new(); blocks.len()];
     let mut entries = vec![Vec::new(); blocks.len()];
@@ -65,37 +95,121 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
         for &b in &l.body {
             in_loop[b] = true;
         }
-        let innermost = l.body.iter().all(|&b| loops.innermost[b] == Some(i));
-        let calls = l.body.iter().any(|&b| blocks[b].flushes);
+        let own = |b: usize| loops.innermost[b] == Some(i);
+        let innermost = l.body.iter().all(|&b| own(b));
         let mut exits: Vec<usize> = l.body.iter().flat_map(|&b| blocks[b].successors.iter().copied()).filter(|&s| !in_loop[s]).collect();
         exits.sort_unstable();
         exits.dedup();
-        let outside: Vec<usize> = predecessors[l.header].iter().copied().filter(|&p| !in_loop[p]).collect();
-        if calls || exits.iter().any(|&e| blocks[e].classes == 0) {
+        // A flush on every iteration would fold on every iteration: more work than adding.
+        let hot_flush = l.body.iter().any(|&b| blocks[b].flushes && !blocks[b].cold);
+        if hot_flush || exits.iter().any(|&e| blocks[e].counts.is_none()) {
             continue;
         }
-        let enterable = outside.iter().all(|&p| blocks[p].classes > 0);
-        for &b in l.body.iter().filter(|&&b| loops.innermost[b] == Some(i)) {
-            counting[b] = if blocks[b].steps && enterable {
+        let outside: Vec<usize> = predecessors[l.header].iter().copied().filter(|&p| !in_loop[p]).collect();
+        let enterable = outside.iter().all(|&p| blocks[p].counts.is_some());
+        let flushing: Vec<usize> = l.body.iter().copied().filter(|&b| blocks[b].flushes).collect();
+        let latches: Vec<usize> = predecessors[l.header].iter().copied().filter(|&p| in_loop[p]).collect();
+        let exiting: Vec<usize> = l.body.iter().copied().filter(|&b| blocks[b].successors.iter().any(|&s| !in_loop[s])).collect();
+        let every_iteration = |b: usize| latches.iter().all(|&x| loops.dominates(b, x));
+        // Whether `b` ran in the iteration that leaves from `x`: 1 if it must have, 0 if it
+        // cannot have, `None` if that depends on the path taken.
+        let ran = |b: usize, x: usize| -> Option<u64> {
+            if loops.dominates(b, x) {
+                Some(1)
+            } else if reaches_within(&successors, &in_loop, l.header, b, x) {
+                None
+            } else {
+                Some(0)
+            }
+        };
+        let steps = |b: usize| own(b) && blocks[b].steps && !blocks[b].flushes && enterable;
+        // The block that runs once per iteration and counts by steps, which the others that do
+        // so follow; not where folds inside the loop would have to know how far an iteration got.
+        let leader = l.body.iter().copied().filter(|&b| steps(b) && every_iteration(b) && flushing.is_empty()).find(|&b| exiting.iter().all(|&x| ran(b, x).is_some()));
+        let followers: Vec<usize> = match leader {
+            Some(s) => l
+                .body
+                .iter()
+                .copied()
+                .filter(|&b| b != s && own(b) && classes(b) > 0 && every_iteration(b) && exiting.iter().all(|&x| ran(b, x).is_some()))
+                .collect(),
+            None => Vec::new(),
+        };
+        for &b in l.body.iter().filter(|&&b| own(b)) {
+            counting[b] = if followers.contains(&b) {
+                Counting::Follows
+            } else if steps(b) {
                 for &p in &outside {
                     entries[p].push(b);
                 }
                 Counting::Steps
-            } else if innermost && blocks[b].classes > 1 {
+            } else if innermost && classes(b) > 1 {
                 Counting::Executions
             } else {
                 continue;
             };
+            if counting[b] == Counting::Follows {
+                continue;
+            }
+            let mut per_execution = counts(b);
+            let mut corrections = Vec::new();
+            if Some(b) == leader {
+                for &f in &followers {
+                    add(&mut per_execution, counts(f), 1);
+                }
+                // Leaving from x: each follower ran ran(f, x) times in the last iteration, the
+                // leader ran(b, x) times.
+                for &x in &exiting {
+                    let mut correction = [0u64; 4];
+                    for &f in &followers {
+                        let (f_ran, b_ran) = (ran(f, x).expect("checked"), ran(b, x).expect("checked"));
+                        add(&mut correction, counts(f), f_ran.wrapping_sub(b_ran));
+                    }
+                    if correction != [0; 4] {
+                        corrections.push((x, correction));
+                    }
+                }
+            }
             for &e in &exits {
-                folds[e].push(b);
+                let at_e: Vec<(usize, [u64; 4])> = corrections.iter().filter(|(x, _)| blocks[*x].successors.contains(&e)).cloned().collect();
+                folds[e].push(Fold { block: b, within: false, per_execution, corrections: at_e });
+            }
+            for &f in &flushing {
+                folds[f].push(Fold { block: b, within: true, per_execution, corrections: Vec::new() });
             }
         }
     }
-    for list in folds.iter_mut().chain(entries.iter_mut()) {
+    for list in &mut folds {
         list.sort_unstable();
-        list.dedup();
+    }
+    for list in &mut entries {
+        list.sort_unstable();
     }
     Placement { counting, folds, entries }
+}
+
+/// `total += times · counts`, per class, wrapping.
+fn add(total: &mut [u64; 4], counts: [u64; 4], times: u64) {
+    for (t, c) in total.iter_mut().zip(counts) {
+        *t = t.wrapping_add(c.wrapping_mul(times));
+    }
+}
+
+/// Whether `to` can run after `from` in one iteration of the loop `in_loop` (no edge back to
+/// `header` taken).
+fn reaches_within(successors: &[Vec<usize>], in_loop: &[bool], header: usize, from: usize, to: usize) -> bool {
+    let mut seen = vec![false; successors.len()];
+    let mut work = vec![from];
+    while let Some(b) = work.pop() {
+        if b == to {
+            return true;
+        }
+        if std::mem::replace(&mut seen[b], true) {
+            continue;
+        }
+        work.extend(successors[b].iter().copied().filter(|&s| in_loop[s] && s != header));
+    }
+    false
 }
 
 fn predecessors(successors: &[Vec<usize>]) -> Vec<Vec<usize>> {
@@ -124,24 +238,23 @@ pub struct Loops {
     pub loops: Vec<Loop>,
     /// For each block, the index in `loops` of the smallest loop that contains it.
     pub innermost: Vec<Option<usize>>,
+    /// Each block's immediate dominator (the entry's is itself; an unreachable block has none).
+    idom: Vec<Option<usize>>,
 }
 
 impl Loops {
+    /// Whether every path from the entry to `b` passes `a`.
+    pub fn dominates(&self, a: usize, b: usize) -> bool {
+        dominates(&self.idom, a, b)
+    }
+
     /// Finds the natural loops of the graph whose block `b` branches to `successors[b]`.
     /// Blocks the entry cannot reach are in no loop.
     pub fn find(successors: &[Vec<usize>]) -> Loops {
         let n = successors.len();
         let predecessors = predecessors(successors);
         let idom = dominators(successors, &predecessors);
-        let dominates = |a: usize, mut b: usize| loop {
-            if a == b {
-                return true;
-            }
-            match idom[b] {
-                Some(up) if up != b => b = up,
-                _ => return false,
-            }
-        };
+        let dominates = |a: usize, b: usize| dominates(&idom, a, b);
         let mut loops: Vec<Loop> = Vec::new();
         for header in 0..n {
             if idom[header].is_none() {
@@ -171,7 +284,19 @@ impl Loops {
                 }
             }
         }
-        Loops { loops, innermost }
+        Loops { loops, innermost, idom }
+    }
+}
+
+fn dominates(idom: &[Option<usize>], a: usize, mut b: usize) -> bool {
+    loop {
+        if a == b {
+            return true;
+        }
+        match idom[b] {
+            Some(up) if up != b => b = up,
+            _ => return false,
+        }
     }
 }
 
@@ -256,13 +381,29 @@ mod tests {
 
     use Counting::*;
 
-    /// A graph of `edges`; `calls` flush, `steps` step an induction variable, every block
-    /// counts `classes[b]` classes.
+    /// A graph of `edges`; `calls` flush (on a cold path), `steps` step an induction variable,
+    /// every block counts `classes[b]` classes.
     fn place_in(edges: &[&[usize]], calls: &[usize], steps: &[usize], classes: &[usize]) -> Placement {
         let blocks: Vec<Block> = (0..edges.len())
-            .map(|b| Block { successors: edges[b].to_vec(), flushes: calls.contains(&b), classes: classes[b], steps: steps.contains(&b) })
+            .map(|b| Block {
+                successors: edges[b].to_vec(),
+                flushes: calls.contains(&b),
+                cold: calls.contains(&b),
+                counts: counts(classes[b]),
+                steps: steps.contains(&b),
+            })
             .collect();
         place(&blocks, &Loops::find(&edges.iter().map(|e| e.to_vec()).collect::<Vec<_>>()))
+    }
+
+    /// Counts of `classes` classes (1: total only), or none for 0.
+    fn counts(classes: usize) -> Option<[u64; 4]> {
+        (classes > 0).then(|| std::array::from_fn(|c| if c == 3 || c < classes - 1 { 1 + c as u64 } else { 0 }))
+    }
+
+    /// The blocks each block folds, and whether within their loop.
+    fn folded(p: &Placement) -> Vec<Vec<(usize, bool)>> {
+        p.folds.iter().map(|f| f.iter().map(|f| (f.block, f.within)).collect()).collect()
     }
 
     #[test]
@@ -270,7 +411,7 @@ mod tests {
         // 0 -> 1 -> 2 -> 1 | 3 (exit), 1 -> 4 (early exit)
         let p = place_in(&[&[1], &[2, 4], &[1, 3], &[], &[]], &[3, 4], &[], &[2, 3, 2, 2, 2]);
         assert_eq!(p.counting, [Direct, Executions, Executions, Direct, Direct]);
-        assert_eq!(p.folds, [vec![], vec![], vec![], vec![1, 2], vec![1, 2]]);
+        assert_eq!(folded(&p), [vec![], vec![], vec![], vec![(1, false), (2, false)], vec![(1, false), (2, false)]]);
         assert!(p.entries.iter().all(Vec::is_empty));
     }
 
@@ -279,25 +420,58 @@ mod tests {
         // 0 -> 1 (self loop, steps) -> 2; 3 also enters the loop: 0 -> 3 -> 1
         let p = place_in(&[&[1, 3], &[1, 2], &[], &[1]], &[2], &[1], &[2, 1, 2, 2]);
         assert_eq!(p.counting, [Direct, Steps, Direct, Direct]);
-        assert_eq!(p.folds[2], [1]);
+        assert_eq!(folded(&p)[2], [(1, false)]);
         assert_eq!(p.entries, [vec![1], vec![], vec![], vec![1]]);
     }
 
     #[test]
-    fn outer_loops_count_steps_but_not_executions() {
+    fn outer_loops_count_steps_and_followers_but_not_executions() {
         // 0 -> 1 (outer header, steps) -> 2 (inner self loop) -> 3 (outer latch) -> 1 | 4
         let p = place_in(&[&[1], &[2], &[2, 3], &[1, 4], &[]], &[4], &[1], &[2; 5]);
-        assert_eq!(p.counting, [Direct, Steps, Executions, Direct, Direct]);
-        assert_eq!(p.folds[3], [2]);
-        assert_eq!(p.folds[4], [1]);
+        assert_eq!(p.counting, [Direct, Steps, Executions, Follows, Direct]);
+        assert_eq!(folded(&p)[3], [(2, false)]);
+        assert_eq!(folded(&p)[4], [(1, false)]);
+        // The latch's counts ride on the header's steps.
+        let f = &p.folds[4][0];
+        assert_eq!(f.per_execution, [2, 0, 0, 8]);
+        assert!(f.corrections.is_empty());
         assert_eq!(p.entries[0], [1]);
     }
 
     #[test]
-    fn loops_that_call_add_their_counts_and_so_does_a_block_of_one_class() {
-        // 0 -> 1 -> 2 (calls) -> 1 | 3
-        let p = place_in(&[&[1], &[2], &[1, 3], &[]], &[2, 3], &[1], &[2, 2, 2, 2]);
+    fn leaving_mid_iteration_corrects_for_the_followers_that_did_or_did_not_run() {
+        // 0 -> 1 (header) -> 2 | 5 (early exit); 2 (steps) -> 3 | 5; 3 (latch) -> 1 | 4
+        let p = place_in(&[&[1], &[2, 5], &[3, 5], &[1, 4], &[], &[]], &[4, 5], &[2], &[2; 6]);
+        assert_eq!(p.counting, [Direct, Follows, Steps, Follows, Direct, Direct]);
+        // Each step is an iteration of all three blocks. Leaving from 1, the header ran once
+        // more than the steps; leaving from 2 (after the step), the latch ran once fewer.
+        let at5 = &p.folds[5][0];
+        assert_eq!(at5.per_execution, [3, 0, 0, 12]);
+        assert_eq!(at5.corrections, [(1, [1, 0, 0, 4]), (2, [1u64.wrapping_neg(), 0, 0, 4u64.wrapping_neg()])]);
+        assert!(p.folds[4][0].corrections.is_empty());
+    }
+
+    #[test]
+    fn a_call_in_a_loop_folds_its_counts_first_and_cannot_count_by_steps() {
+        // 0 -> 1 (steps) -> 2 (calls, steps) -> 1 | 3
+        let p = place_in(&[&[1], &[2], &[1, 3], &[]], &[2, 3], &[1, 2], &[2, 2, 2, 2]);
+        assert_eq!(p.counting, [Direct, Steps, Executions, Direct]);
+        assert_eq!(folded(&p), [vec![], vec![], vec![(1, true), (2, true)], vec![(1, false), (2, false)]]);
+    }
+
+    #[test]
+    fn a_loop_with_a_hot_call_adds_its_counts() {
+        // 0 -> 1 (steps) -> 2 (calls, not cold) -> 1 | 3
+        let successors: [&[usize]; 4] = [&[1], &[2], &[1, 3], &[]];
+        let blocks: Vec<Block> = (0..4)
+            .map(|b| Block { successors: successors[b].to_vec(), flushes: b >= 2, cold: false, counts: counts(2), steps: b == 1 })
+            .collect();
+        let p = place(&blocks, &Loops::find(&successors.iter().map(|e| e.to_vec()).collect::<Vec<_>>()));
         assert_eq!(p.counting, [Direct; 4]);
+    }
+
+    #[test]
+    fn a_block_of_one_class_adds_its_counts() {
         // 0 -> 1 (self loop, one class)
         let p = place_in(&[&[1], &[1, 2], &[]], &[2], &[], &[2, 1, 1]);
         assert_eq!(p.counting, [Direct; 3]);

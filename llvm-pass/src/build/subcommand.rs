@@ -160,7 +160,7 @@ fn pass_identity(exe: &std::path::Path) -> String {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    let pipelines = [ENV_BEFORE, ENV_AFTER, "ERGON_EXP_OPTS", "ERGON_EXP_SKIP"].map(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
+    let pipelines = [ENV_BEFORE, ENV_AFTER].map(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
     let digest = Sha256::digest(format!("{pipelines:?}"));
     let pipelines: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{built}-{pipelines}", env!("CARGO_PKG_VERSION"))
