@@ -586,7 +586,8 @@ impl Plan {
                 flushes: flushes[b].is_some(),
                 cold: flushes[b].is_some_and(|at| is_cold(at)),
                 counts: insertion_point(blocks[b]).is_some().then(|| class_values(&counts[b])),
-                steps: steppers[b].as_ref().is_some_and(|s| s.compared()),
+                steps: steppers[b].is_some(),
+                counted: steppers[b].as_ref().is_some_and(|s| s.compared()),
             })
             .collect();
         let placement = placement::place(&graph, &loops);

@@ -26,6 +26,10 @@ pub struct Block {
     /// Whether it steps an induction variable of the header of its innermost loop: the loop's
     /// own arithmetic then says how often it ran.
     pub steps: bool,
+    /// Whether the loop compares that variable to decide whether to go on (to a bound, mostly):
+    /// a counted loop. An outer loop that is not counted (a hash table's probe, say) often runs
+    /// once, and its exits' folds would cost more than the adds they save.
+    pub counted: bool,
 }
 
 /// How a block's counts reach the accumulators.
@@ -122,7 +126,7 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
                 Some(0)
             }
         };
-        let steps = |b: usize| own(b) && blocks[b].steps && !blocks[b].flushes && enterable;
+        let steps = |b: usize| own(b) && blocks[b].steps && (blocks[b].counted || innermost) && !blocks[b].flushes && enterable;
         // The block that runs once per iteration and counts by steps, which the others that do
         // so follow; not where folds inside the loop would have to know how far an iteration got.
         let leader = l.body.iter().copied().filter(|&b| steps(b) && every_iteration(b) && flushing.is_empty()).find(|&b| exiting.iter().all(|&x| ran(b, x).is_some()));
@@ -391,6 +395,7 @@ mod tests {
                 cold: calls.contains(&b),
                 counts: counts(classes[b]),
                 steps: steps.contains(&b),
+                counted: steps.contains(&b),
             })
             .collect();
         place(&blocks, &Loops::find(&edges.iter().map(|e| e.to_vec()).collect::<Vec<_>>()))
@@ -464,7 +469,7 @@ mod tests {
         // 0 -> 1 (steps) -> 2 (calls, not cold) -> 1 | 3
         let successors: [&[usize]; 4] = [&[1], &[2], &[1, 3], &[]];
         let blocks: Vec<Block> = (0..4)
-            .map(|b| Block { successors: successors[b].to_vec(), flushes: b >= 2, cold: false, counts: counts(2), steps: b == 1 })
+            .map(|b| Block { successors: successors[b].to_vec(), flushes: b >= 2, cold: false, counts: counts(2), steps: b == 1, counted: true })
             .collect();
         let p = place(&blocks, &Loops::find(&successors.iter().map(|e| e.to_vec()).collect::<Vec<_>>()));
         assert_eq!(p.counting, [Direct; 4]);
