@@ -238,11 +238,15 @@ impl Instrumenter {
         for (slot, n) in local.iter().zip(class_values(&counts[0])) {
             self.store(self.int(n), *slot);
         }
+        let totals: Vec<Option<LLVMValueRef>> = slots.iter().map(|s| s.map(|_| alloca(c"ergon.total_runs", self.i64))).collect();
         for &(count, start) in slots.iter().flatten() {
             self.clear(count);
             if !start.is_null() {
                 self.clear(start);
             }
+        }
+        for &total in totals.iter().flatten() {
+            self.clear(total);
         }
         for (i, &block) in blocks.iter().enumerate() {
             let Some(at) = insertion_point(block) else { continue };
@@ -276,11 +280,9 @@ impl Instrumenter {
                     Some(stepper) if !start.is_null() => self.steps_taken(count, start, stepper.step),
                     _ => self.opaque(self.load_as(count, self.i64)),
                 };
-                for (class, (acc, n)) in local.iter().zip(fold.per_execution).enumerate() {
-                    if n > 0 {
-                        self.add(*acc, LLVMBuildMul(self.builder, times, self.int(n), c"".as_ptr()));
-                    }
-                    if let Some(correction) = corrections[class] {
+                self.add(totals[b].expect("folded blocks keep a total"), times);
+                for (acc, correction) in local.iter().zip(corrections) {
+                    if let Some(correction) = correction {
                         self.add(*acc, correction);
                     }
                 }
@@ -310,8 +312,19 @@ impl Instrumenter {
                 self.store(value, start);
             }
         }
-        for &at in plan.flushes.iter().flatten() {
+        for (i, at) in plan.flushes.iter().enumerate() {
+            let Some(at) = *at else { continue };
             LLVMPositionBuilderBefore(self.builder, at);
+            for &b in &plan.placement.settles[i] {
+                let total = totals[b].expect("settled blocks keep a total");
+                let runs = self.load(total);
+                for (acc, n) in local.iter().zip(plan.placement.per_execution[b]) {
+                    if n > 0 {
+                        self.add(*acc, LLVMBuildMul(self.builder, runs, self.int(n), c"".as_ptr()));
+                    }
+                }
+                self.clear(total);
+            }
             for (&slot, &counter) in local.iter().zip(&counters) {
                 let old = self.load(counter);
                 self.scopes.mark_counter_access(old);

@@ -52,15 +52,13 @@ pub enum Counting {
     Steps,
 }
 
-/// One block's counts joining the accumulators.
+/// One block's execution count joining its total.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Fold {
     /// The block whose execution count is folded.
     pub block: usize,
     /// Whether the fold is inside the block's loop (which goes on from there), not at an exit.
     pub within: bool,
-    /// What each of its executions adds, per class: its own counts and its followers'.
-    pub per_execution: [u64; 4],
     /// Per predecessor of the folding block, what to add besides, per class (wrapping: it may
     /// take away): the followers that ran in the last iteration although the counted block did
     /// not, or the other way round. Predecessors not listed add nothing; mostly none is listed.
@@ -72,11 +70,17 @@ pub struct Fold {
 pub struct Placement {
     /// Per block: how its counts reach the accumulators.
     pub counting: Vec<Counting>,
-    /// Per block: the blocks whose counts it folds into the accumulators (they count
-    /// [`Counting::Executions`] or [`Counting::Steps`]), because it is an exit of their loop or
-    /// flushes inside it. A block that flushes folds right before its flush, any other at its
-    /// start.
+    /// Per block counting [`Counting::Executions`] or [`Counting::Steps`]: what each of its
+    /// executions adds, per class (its own counts and its followers').
+    pub per_execution: Vec<[u64; 4]>,
+    /// Per block: the blocks whose execution counts it adds to their totals, because it is an
+    /// exit of their loop or flushes inside it. A block that flushes folds right before its
+    /// flush, any other at its start.
     pub folds: Vec<Vec<Fold>>,
+    /// Per flushing block: the blocks whose totals it multiplies out into the accumulators (and
+    /// clears), right before it flushes them: those folded since the flush before. Totals
+    /// cross outer loops as one add per inner loop run, where the accumulators would take four.
+    pub settles: Vec<Vec<usize>>,
     /// Per block: the [`Counting::Steps`] blocks whose induction variable's start it records,
     /// because it branches into their loop from outside.
     pub entries: Vec<Vec<usize>>,
@@ -93,6 +97,7 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
     let classes = |b: usize| counts(b).iter().filter(|&&n| n > 0).count();
     let mut counting = vec![Counting::Direct; blocks.len()];
     let mut folds = vec![Vec::new(); blocks.len()];
+    let mut per_executions = vec![[0u64; 4]; blocks.len()];
     let mut entries = vec![Vec::new(); blocks.len()];
     for (i, l) in loops.loops.iter().enumerate() {
         let mut in_loop = vec![false; blocks.len()];
@@ -174,22 +179,55 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
                     }
                 }
             }
+            per_executions[b] = per_execution;
             for &e in &exits {
                 let at_e: Vec<(usize, [u64; 4])> = corrections.iter().filter(|(x, _)| blocks[*x].successors.contains(&e)).cloned().collect();
-                folds[e].push(Fold { block: b, within: false, per_execution, corrections: at_e });
+                folds[e].push(Fold { block: b, within: false, corrections: at_e });
             }
             for &f in &flushing {
-                folds[f].push(Fold { block: b, within: true, per_execution, corrections: Vec::new() });
+                folds[f].push(Fold { block: b, within: true, corrections: Vec::new() });
             }
         }
     }
     for list in &mut folds {
         list.sort_unstable();
     }
+    // Each fold adds to the block's total; the flushes that can come next multiply it out.
+    let mut settles = vec![Vec::new(); blocks.len()];
+    for (site, list) in folds.iter().enumerate() {
+        for fold in list {
+            for f in next_flushes(blocks, site) {
+                settles[f].push(fold.block);
+            }
+        }
+    }
+    for list in &mut settles {
+        list.sort_unstable();
+        list.dedup();
+    }
     for list in &mut entries {
         list.sort_unstable();
     }
-    Placement { counting, folds, entries }
+    Placement { counting, per_execution: per_executions, folds, settles, entries }
+}
+
+/// The flushing blocks that can come first after `site` (itself, if it flushes: its folds come
+/// before its flush).
+fn next_flushes(blocks: &[Block], site: usize) -> Vec<usize> {
+    let mut seen = vec![false; blocks.len()];
+    let mut found = Vec::new();
+    let mut work = vec![site];
+    while let Some(b) = work.pop() {
+        if std::mem::replace(&mut seen[b], true) {
+            continue;
+        }
+        if blocks[b].flushes {
+            found.push(b);
+        } else {
+            work.extend(&blocks[b].successors);
+        }
+    }
+    found
 }
 
 /// `total += times · counts`, per class, wrapping.
@@ -437,9 +475,9 @@ mod tests {
         assert_eq!(folded(&p)[3], [(2, false)]);
         assert_eq!(folded(&p)[4], [(1, false)]);
         // The latch's counts ride on the header's steps.
-        let f = &p.folds[4][0];
-        assert_eq!(f.per_execution, [2, 0, 0, 8]);
-        assert!(f.corrections.is_empty());
+        assert_eq!(p.per_execution[1], [2, 0, 0, 8]);
+        assert!(p.folds[4][0].corrections.is_empty());
+        assert_eq!(p.settles[4], [1, 2]);
         assert_eq!(p.entries[0], [1]);
     }
 
@@ -451,7 +489,7 @@ mod tests {
         // Each step is an iteration of all three blocks. Leaving from 1, the header ran once
         // more than the steps; leaving from 2 (after the step), the latch ran once fewer.
         let at5 = &p.folds[5][0];
-        assert_eq!(at5.per_execution, [3, 0, 0, 12]);
+        assert_eq!(p.per_execution[2], [3, 0, 0, 12]);
         assert_eq!(at5.corrections, [(1, [1, 0, 0, 4]), (2, [1u64.wrapping_neg(), 0, 0, 4u64.wrapping_neg()])]);
         assert!(p.folds[4][0].corrections.is_empty());
     }
