@@ -58,6 +58,8 @@ fn known_programs_count_exactly() {
     for scenario in ["fp_adds", "nested", "early_return", "panic", "recursion"] {
         exactly(scenario, &runs[scenario], "fp", fp, 1, 0);
     }
+    // Three per whole iteration, two in the one that leaves in the middle: nothing else.
+    assert_eq!(exactly("mid_iteration_exit", &runs["mid_iteration_exit"], "fp", fp, 3, 2), 2);
     // One volatile load and one volatile store per iteration, plus at most 16 memory
     // operations per call (the measurement closure and black_box spill a few).
     exactly("loads_and_stores", &runs["loads_and_stores"], "mem", |r| r.mem, 2, 16);
