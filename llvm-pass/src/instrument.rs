@@ -8,20 +8,22 @@
 //! - `ergon_instrumented_modules`, an `i64` that a constructor in each instrumented module
 //!   increments at start-up (from `.init_array`), which is how the run time knows the counts are real.
 //!
-//! At the first insertion point of each block (after its PHI nodes and its EH pad, if any) the
-//! pass adds the block's static counts to four local accumulators of the function. A block that
-//! begins with a `catchswitch` cannot hold other instructions; it is left uncounted (it holds
-//! nothing but the `catchswitch`).
-//!
-//! The accumulators are added to the thread's counters, and cleared, wherever the counts could
-//! be read: before a block's first call of anything but an intrinsic, and before the function
-//! returns or resumes unwinding. The counters are read only by a call (the run time's
+//! A function's counts gather in four local accumulators (allocas that SROA turns into
+//! registers) and reach the thread's counters only where they could be read: before a block's
+//! first call of anything but an intrinsic, and before the function returns or resumes
+//! unwinding (a *flush*). The counters are read only by a call (the run time's
 //! `ergon_read_op_counters`, or whatever calls it), so at every call and after every return they
-//! hold exactly what per-block increments of the counters themselves would. The accumulators
-//! are allocas that SROA turns into registers, so a loop without calls keeps its counts in
-//! registers, and indvars can move them out of the loop altogether (see `AFTER_PIPELINE`). The
-//! counter address is computed once per function, in the entry block, which dominates every
-//! other block.
+//! hold exactly what an increment of the counters at the top of every block would.
+//!
+//! How each block's counts reach the accumulators is the placement module's decision, over the
+//! control-flow graph: an add per class at the block's first insertion point (after its PHI
+//! nodes and EH pad), or, inside a loop without hot calls, nothing per iteration. There a block
+//! counts its executions (one add), or is counted by how far an induction variable it steps
+//! has moved, or runs once per iteration as such a block does and follows its count; the loop's
+//! exits add the run's count to the block's total, and the next flush multiplies totals by the
+//! blocks' counts. A block that begins with a `catchswitch` cannot hold other instructions; it
+//! is left uncounted (it holds nothing but the `catchswitch`). The counter address is computed
+//! once per function, in the entry block, which dominates every other block.
 
 use std::ffi::CString;
 
@@ -204,7 +206,8 @@ impl Instrumenter {
         FunctionReport::new(value_name(function), blocks.len(), total)
     }
 
-    /// Inserts the accumulators, the executions counters, their increments and the flushes.
+    /// Inserts the accumulators, each counted block's count and total, their updates, the loops'
+    /// folds and entries, and the flushes.
     unsafe fn apply(&self, blocks: &[LLVMBasicBlockRef], counts: &[ClassCounts], plan: &Plan) {
         let entry = blocks[0];
         LLVMPositionBuilderBefore(self.builder, LLVMGetFirstInstruction(entry));
@@ -229,6 +232,8 @@ impl Instrumenter {
                 _ => None,
             })
             .collect();
+        // Per such block: the executions of its loop's runs since the last flush.
+        let totals: Vec<Option<LLVMValueRef>> = slots.iter().map(|s| s.map(|_| alloca(c"ergon.total_runs", self.i64))).collect();
         LLVMPositionBuilderBefore(self.builder, after_allocas(entry));
         let (ty, f) = self.tls_address;
         let mut args = [self.counters];
@@ -238,7 +243,6 @@ impl Instrumenter {
         for (slot, n) in local.iter().zip(class_values(&counts[0])) {
             self.store(self.int(n), *slot);
         }
-        let totals: Vec<Option<LLVMValueRef>> = slots.iter().map(|s| s.map(|_| alloca(c"ergon.total_runs", self.i64))).collect();
         for &(count, start) in slots.iter().flatten() {
             self.clear(count);
             if !start.is_null() {
@@ -268,8 +272,8 @@ impl Instrumenter {
                     }
                 }
             }
-            // Leaving a loop, or flushing inside it: what the loop's blocks ran joins the
-            // accumulators (before the flush, after this block's own count).
+            // Leaving a loop, or flushing inside it: what the loop's blocks ran joins their totals
+            // (before the flush, after this block's own count).
             let corrections: Vec<[Option<LLVMValueRef>; 4]> =
                 plan.placement.folds[i].iter().map(|f| self.corrections(blocks, &plan.successors, i, &f.corrections)).collect();
             LLVMPositionBuilderBefore(self.builder, plan.flushes[i].unwrap_or(at));

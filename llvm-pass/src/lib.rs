@@ -96,10 +96,9 @@ impl Default for Options {
     }
 }
 
-/// Promotes counters to registers in loops (LICM), moves the increments out of loops whose trip
-/// count scalar evolution can compute (indvars rewrites each counter's value at the loop's exit
-/// as its start plus trip count times the body's count, and the in-loop adds die), and folds the
-/// increments of merged blocks. Exact by construction: every rewrite is one LLVM proves.
+/// Turns the pass's accumulators and counts into registers (SROA), folds what is constant, and
+/// lets indvars replace a count read after a loop by its closed form where that is cheap (the
+/// compared bound, mostly). Exact by construction: every rewrite is one LLVM proves.
 pub const AFTER_PIPELINE: &str = "function(sroa,instcombine<no-verify-fixpoint>,simplifycfg,loop(indvars),instcombine<no-verify-fixpoint>,simplifycfg)";
 
 /// Optimises (per `options.before`), instruments, verifies and re-optimises `module` in place.
