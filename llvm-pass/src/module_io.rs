@@ -47,8 +47,15 @@ pub fn load<'ctx>(ctx: &'ctx Context, path: &Path) -> Result<Module<'ctx>, PassE
     parse(ctx, &bytes, path)
 }
 
-/// Parses bitcode or textual IR; `path` names the input in errors.
+/// Parses bitcode or textual IR and checks it (the pass walks its control flow, which must be
+/// well formed); `path` names the input in errors.
 pub fn parse<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &Path) -> Result<Module<'ctx>, PassError> {
+    let module = parse_unchecked(ctx, bytes, path)?;
+    module.verify().map_err(|e| PassError::Malformed { path: path.into(), detail: format!("it does not verify: {e}") })?;
+    Ok(module)
+}
+
+fn parse_unchecked<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &Path) -> Result<Module<'ctx>, PassError> {
     if bytes.is_empty() {
         return Err(PassError::Empty { path: path.into() });
     }

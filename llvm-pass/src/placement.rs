@@ -52,6 +52,9 @@ pub enum Counting {
     Steps,
 }
 
+/// Functions with more blocks than this are counted the plain way (see [`place`]).
+const MAX_BLOCKS: usize = 20_000;
+
 /// One block's execution count joining its total.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Fold {
@@ -91,6 +94,9 @@ pub struct Placement {
 /// counts go to innermost loops only, so that each holds a register in one loop; a block of one
 /// class of operation is cheapest counted directly.
 pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
+    // The analysis is quadratic in a loop's size at worst; a function this large is counted the
+    // plain way rather than slow to compile.
+    let loops = if blocks.len() > MAX_BLOCKS { &Loops { loops: Vec::new(), innermost: vec![None; blocks.len()], idom: Vec::new() } } else { loops };
     let successors: Vec<Vec<usize>> = blocks.iter().map(|b| b.successors.clone()).collect();
     let predecessors = predecessors(&successors);
     let counts = |b: usize| blocks[b].counts.unwrap_or_default();
@@ -120,12 +126,15 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
         let latches: Vec<usize> = predecessors[l.header].iter().copied().filter(|&p| in_loop[p]).collect();
         let exiting: Vec<usize> = l.body.iter().copied().filter(|&b| blocks[b].successors.iter().any(|&s| !in_loop[s])).collect();
         let every_iteration = |b: usize| latches.iter().all(|&x| loops.dominates(b, x));
+        // Per block running every iteration: what it can reach before the iteration ends.
+        let reach: Vec<Option<Vec<bool>>> =
+            (0..blocks.len()).map(|b| (in_loop[b] && every_iteration(b)).then(|| reachable_within(&successors, &in_loop, l.header, b))).collect();
         // Whether `b` ran in the iteration that leaves from `x`: 1 if it must have, 0 if it
         // cannot have, `None` if that depends on the path taken.
         let ran = |b: usize, x: usize| -> Option<u64> {
             if loops.dominates(b, x) {
                 Some(1)
-            } else if reaches_within(&successors, &in_loop, l.header, b, x) {
+            } else if reach[b].as_ref()?[x] {
                 None
             } else {
                 Some(0)
@@ -194,11 +203,9 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
     }
     // Each fold adds to the block's total; the flushes that can come next multiply it out.
     let mut settles = vec![Vec::new(); blocks.len()];
-    for (site, list) in folds.iter().enumerate() {
-        for fold in list {
-            for f in next_flushes(blocks, site) {
-                settles[f].push(fold.block);
-            }
+    for (site, list) in folds.iter().enumerate().filter(|(_, list)| !list.is_empty()) {
+        for f in next_flushes(blocks, site) {
+            settles[f].extend(list.iter().map(|fold| fold.block));
         }
     }
     for list in &mut settles {
@@ -237,21 +244,17 @@ fn add(total: &mut [u64; 4], counts: [u64; 4], times: u64) {
     }
 }
 
-/// Whether `to` can run after `from` in one iteration of the loop `in_loop` (no edge back to
-/// `header` taken).
-fn reaches_within(successors: &[Vec<usize>], in_loop: &[bool], header: usize, from: usize, to: usize) -> bool {
+/// The blocks that can run after `from` in one iteration of the loop `in_loop` (no edge back to
+/// `header` taken), `from` included.
+fn reachable_within(successors: &[Vec<usize>], in_loop: &[bool], header: usize, from: usize) -> Vec<bool> {
     let mut seen = vec![false; successors.len()];
     let mut work = vec![from];
     while let Some(b) = work.pop() {
-        if b == to {
-            return true;
+        if !std::mem::replace(&mut seen[b], true) {
+            work.extend(successors[b].iter().copied().filter(|&s| in_loop[s] && s != header));
         }
-        if std::mem::replace(&mut seen[b], true) {
-            continue;
-        }
-        work.extend(successors[b].iter().copied().filter(|&s| in_loop[s] && s != header));
     }
-    false
+    seen
 }
 
 fn predecessors(successors: &[Vec<usize>]) -> Vec<Vec<usize>> {

@@ -184,6 +184,11 @@ fn bad_inputs_are_named() {
     let e = refused(&write("broken.ll", b"define i32 @f( {\n"), &out);
     assert!(e.contains("broken.ll is not a valid LLVM module"), "{e}");
 
+    // Parses, but a value is used before it is defined: the verifier says so before the pass
+    // walks its control flow.
+    let e = refused(&write("undominated.ll", b"define i32 @f() {\n  %a = add i32 %b, 1\n  %b = add i32 1, 1\n  ret i32 %a\n}\n"), &out);
+    assert!(e.contains("undominated.ll is not a valid LLVM module") && e.contains("does not verify"), "{e}");
+
     let e = refused(&write("truncated.bc", b"BC\xC0\xDE\x35\x14\x00\x00"), &out);
     assert!(e.contains("truncated.bc is not a valid LLVM module"), "{e}");
 
