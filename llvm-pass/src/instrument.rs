@@ -201,14 +201,14 @@ impl Instrumenter {
                     self.scopes.mark_program_access(self.ctx, inst);
                 }
             }
-            self.apply(&blocks, &counts, &plan);
+            self.apply(&blocks, &plan);
         }
         FunctionReport::new(value_name(function), blocks.len(), total)
     }
 
     /// Inserts the accumulators, each counted block's count and total, their updates, the loops'
     /// folds and entries, and the flushes.
-    unsafe fn apply(&self, blocks: &[LLVMBasicBlockRef], counts: &[ClassCounts], plan: &Plan) {
+    unsafe fn apply(&self, blocks: &[LLVMBasicBlockRef], plan: &Plan) {
         let entry = blocks[0];
         LLVMPositionBuilderBefore(self.builder, LLVMGetFirstInstruction(entry));
         let alloca = |name: &std::ffi::CStr, ty: LLVMTypeRef| {
@@ -240,7 +240,7 @@ impl Instrumenter {
         let base = LLVMBuildCall2(self.builder, ty, f, args.as_mut_ptr(), 1, c"ergon.ops".as_ptr());
         let counters = [ALU, MEM, FP, TOTAL].map(|index| self.counter(base, index));
         // The entry block (never in a loop: nothing branches to it) starts the accumulators.
-        for (slot, n) in local.iter().zip(class_values(&counts[0])) {
+        for (slot, n) in local.iter().zip(plan.placement.direct[0]) {
             self.store(self.int(n), *slot);
         }
         for &(count, start) in slots.iter().flatten() {
@@ -265,7 +265,7 @@ impl Instrumenter {
                     self.store(next, stepped);
                 }
                 _ => {
-                    for (slot, n) in local.iter().zip(class_values(&counts[i])) {
+                    for (slot, n) in local.iter().zip(plan.placement.direct[i]) {
                         if n > 0 {
                             self.add(*slot, self.int(n));
                         }

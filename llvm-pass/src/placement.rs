@@ -73,6 +73,9 @@ pub struct Fold {
 pub struct Placement {
     /// Per block: how its counts reach the accumulators.
     pub counting: Vec<Counting>,
+    /// Per block counting [`Counting::Direct`]: what it adds at its top (its own counts, and
+    /// those of blocks that always follow it without a flush between; those add nothing).
+    pub direct: Vec<[u64; 4]>,
     /// Per block counting [`Counting::Executions`] or [`Counting::Steps`]: what each of its
     /// executions adds, per class (its own counts and its followers').
     pub per_execution: Vec<[u64; 4]>,
@@ -215,7 +218,55 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
     for list in &mut entries {
         list.sort_unstable();
     }
-    Placement { counting, per_execution: per_executions, folds, settles, entries }
+    let direct = merge_direct(blocks, loops, &successors, &predecessors, &counting);
+    Placement { counting, direct, per_execution: per_executions, folds, settles, entries }
+}
+
+/// What each block counting [`Counting::Direct`] adds at its top: its own counts and those of
+/// the blocks that always run after it, once each time it runs, with no flush in between
+/// (`b` whose immediate dominator `a` it post-dominates, in the same loop, no flush in `a` or
+/// between them, and no way back around the loop from `a` to `b`). Adding them early changes
+/// nothing a flush can see.
+fn merge_direct(blocks: &[Block], loops: &Loops, successors: &[Vec<usize>], predecessors: &[Vec<usize>], counting: &[Counting]) -> Vec<[u64; 4]> {
+    let ipdom = post_dominators(successors, predecessors);
+    let direct = |b: usize| counting[b] == Counting::Direct && blocks[b].counts.is_some();
+    let mut into: Vec<Option<usize>> = vec![None; blocks.len()];
+    for b in 1..blocks.len() {
+        let Some(a) = loops.idom[b].filter(|&a| a != b) else { continue };
+        if !direct(a) || !direct(b) || blocks[a].flushes || loops.innermost[a] != loops.innermost[b] || !dominates(&ipdom, b, a) {
+            continue;
+        }
+        let header = loops.innermost[a].map(|l| loops.loops[l].header);
+        // The blocks between: from a's successors up to b.
+        let mut seen = vec![false; blocks.len()];
+        let mut work: Vec<usize> = successors[a].clone();
+        let mut clean = true;
+        while let Some(x) = work.pop() {
+            if x == b || std::mem::replace(&mut seen[x], true) {
+                continue;
+            }
+            if blocks[x].flushes || Some(x) == header || x == a {
+                clean = false;
+                break;
+            }
+            work.extend(&successors[x]);
+        }
+        if clean {
+            into[b] = Some(a);
+        }
+    }
+    let mut direct_counts: Vec<[u64; 4]> = vec![[0; 4]; blocks.len()];
+    for b in 0..blocks.len() {
+        if !direct(b) {
+            continue;
+        }
+        let mut top = b;
+        while let Some(a) = into[top] {
+            top = a;
+        }
+        add(&mut direct_counts[top], blocks[b].counts.unwrap_or_default(), 1);
+    }
+    direct_counts
 }
 
 /// The flushing blocks that can come first after `site` (itself, if it flushes: its folds come
@@ -348,17 +399,22 @@ fn dominates(idom: &[Option<usize>], a: usize, mut b: usize) -> bool {
 /// Immediate dominators (Cooper, Harvey and Kennedy, "A Simple, Fast Dominance Algorithm"): the
 /// entry is its own, an unreachable block has none.
 fn dominators(successors: &[Vec<usize>], predecessors: &[Vec<usize>]) -> Vec<Option<usize>> {
+    dominators_from(0, successors, predecessors)
+}
+
+/// Immediate dominators in the graph rooted at `root`.
+fn dominators_from(root: usize, successors: &[Vec<usize>], predecessors: &[Vec<usize>]) -> Vec<Option<usize>> {
     let n = successors.len();
     if n == 0 {
         return Vec::new();
     }
-    let order = reverse_postorder(successors);
+    let order = reverse_postorder(root, successors);
     let mut rank = vec![usize::MAX; n];
     for (i, &b) in order.iter().enumerate() {
         rank[b] = i;
     }
     let mut idom: Vec<Option<usize>> = vec![None; n];
-    idom[0] = Some(0);
+    idom[root] = Some(root);
     let intersect = |idom: &[Option<usize>], mut a: usize, mut b: usize| {
         while a != b {
             while rank[a] > rank[b] {
@@ -392,14 +448,31 @@ fn dominators(successors: &[Vec<usize>], predecessors: &[Vec<usize>]) -> Vec<Opt
     idom
 }
 
-/// The blocks reachable from the entry, each before its successors except along back edges.
-fn reverse_postorder(successors: &[Vec<usize>]) -> Vec<usize> {
+/// Immediate post-dominators: dominators of the reversed graph, rooted at a virtual exit
+/// (index `successors.len()`) that every block without successors leads to. A block from which
+/// no exit can be reached has none.
+fn post_dominators(successors: &[Vec<usize>], predecessors: &[Vec<usize>]) -> Vec<Option<usize>> {
+    let exit = successors.len();
+    let mut reversed: Vec<Vec<usize>> = predecessors.to_vec();
+    reversed.push((0..exit).filter(|&b| successors[b].is_empty()).collect());
+    let mut into: Vec<Vec<usize>> = successors.to_vec();
+    for (b, succs) in into.iter_mut().enumerate() {
+        if successors[b].is_empty() {
+            succs.push(exit);
+        }
+    }
+    into.push(Vec::new());
+    dominators_from(exit, &reversed, &into)
+}
+
+/// The blocks reachable from `root`, each before its successors except along back edges.
+fn reverse_postorder(root: usize, successors: &[Vec<usize>]) -> Vec<usize> {
     let n = successors.len();
     let mut seen = vec![false; n];
     let mut post = Vec::with_capacity(n);
     // An explicit stack: functions with many thousands of blocks would overflow recursion.
-    let mut stack = vec![(0usize, 0usize)];
-    seen[0] = true;
+    let mut stack = vec![(root, 0usize)];
+    seen[root] = true;
     while let Some(&mut (b, ref mut next)) = stack.last_mut() {
         if let Some(&s) = successors[b].get(*next) {
             *next += 1;
@@ -514,6 +587,28 @@ mod tests {
             .collect();
         let p = place(&blocks, &Loops::find(&successors.iter().map(|e| e.to_vec()).collect::<Vec<_>>()));
         assert_eq!(p.counting, [Direct; 4]);
+    }
+
+    #[test]
+    fn a_block_that_always_follows_without_a_flush_between_adds_its_counts_early() {
+        // 0 -> 1 | 2 -> 3 (returns): 3 always runs after 0, with no flush between.
+        let p = place_in(&[&[1, 2], &[3], &[3], &[]], &[3], &[], &[2, 2, 2, 2]);
+        assert_eq!(p.counting, [Direct; 4]);
+        assert_eq!(p.direct, [[2, 0, 0, 8], [1, 0, 0, 4], [1, 0, 0, 4], [0; 4]]);
+        // A call in one arm would see 3's counts before 3 ran: 3 adds its own.
+        let p = place_in(&[&[1, 2], &[3], &[3], &[]], &[1, 3], &[], &[2, 2, 2, 2]);
+        assert_eq!(p.direct[3], [1, 0, 0, 4]);
+        // Inside a loop with a hot call, the latch follows the header in every iteration.
+        // 0 -> 1 (header) -> 2 | 3 -> 4 (calls, latch) -> 1 | 5
+        let successors: [&[usize]; 6] = [&[1], &[2, 3], &[4], &[4], &[1, 5], &[]];
+        let blocks: Vec<Block> = (0..6)
+            .map(|b| Block { successors: successors[b].to_vec(), flushes: b >= 4, cold: false, counts: counts(2), steps: false, counted: false })
+            .collect();
+        let p = place(&blocks, &Loops::find(&successors.iter().map(|e| e.to_vec()).collect::<Vec<_>>()));
+        assert_eq!(p.direct[1], [2, 0, 0, 8]);
+        assert_eq!(p.direct[4], [0; 4]);
+        // It does not reach into the loop from before it: 1 runs once per iteration, 0 once.
+        assert_eq!(p.direct[0], [1, 0, 0, 4]);
     }
 
     #[test]
