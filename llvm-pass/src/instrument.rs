@@ -274,8 +274,15 @@ impl Instrumenter {
             }
             // Leaving a loop, or flushing inside it: what the loop's blocks ran joins their totals
             // (before the flush, after this block's own count).
-            let corrections: Vec<[Option<LLVMValueRef>; 4]> =
-                plan.placement.folds[i].iter().map(|f| self.corrections(blocks, &plan.successors, i, &f.corrections)).collect();
+            let corrections: Vec<[Option<LLVMValueRef>; 4]> = plan.placement.folds[i]
+                .iter()
+                .map(|f| match (f.within, f.corrections.first()) {
+                    // Inside the loop the correction is this block's own.
+                    (true, Some((_, c))) => c.map(|n| (n != 0).then(|| self.int(n))),
+                    (true, None) => [None; 4],
+                    (false, _) => self.corrections(blocks, &plan.successors, i, &f.corrections),
+                })
+                .collect();
             LLVMPositionBuilderBefore(self.builder, plan.flushes[i].unwrap_or(at));
             for (fold, corrections) in plan.placement.folds[i].iter().zip(corrections) {
                 let b = fold.block;
@@ -329,12 +336,12 @@ impl Instrumenter {
                 }
                 self.clear(total);
             }
-            for (&slot, &counter) in local.iter().zip(&counters) {
+            for ((&slot, &counter), restart) in local.iter().zip(&counters).zip(plan.placement.restarts[i]) {
                 let old = self.load(counter);
                 self.scopes.mark_counter_access(old);
                 let new = LLVMBuildAdd(self.builder, old, self.load(slot), c"".as_ptr());
                 self.scopes.mark_counter_access(self.store(new, counter));
-                self.store(self.int(0), slot);
+                self.store(self.int(restart), slot);
             }
         }
     }

@@ -87,6 +87,9 @@ pub struct Placement {
     /// clears), right before it flushes them: those folded since the flush before. Totals
     /// cross outer loops as one add per inner loop run, where the accumulators would take four.
     pub settles: Vec<Vec<usize>>,
+    /// Per flushing block: what the accumulators start from after its flush (wrapping): the
+    /// corrections its folds inside loops added for the iteration under way, taken back.
+    pub restarts: Vec<[u64; 4]>,
     /// Per block: the [`Counting::Steps`] blocks whose induction variable's start it records,
     /// because it branches into their loop from outside.
     pub entries: Vec<Vec<usize>>,
@@ -107,6 +110,7 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
     let mut counting = vec![Counting::Direct; blocks.len()];
     let mut folds = vec![Vec::new(); blocks.len()];
     let mut per_executions = vec![[0u64; 4]; blocks.len()];
+    let mut restarts = vec![[0u64; 4]; blocks.len()];
     let mut entries = vec![Vec::new(); blocks.len()];
     for (i, l) in loops.loops.iter().enumerate() {
         let mut in_loop = vec![false; blocks.len()];
@@ -144,15 +148,17 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
             }
         };
         let steps = |b: usize| own(b) && blocks[b].steps && (blocks[b].counted || innermost) && !blocks[b].flushes && enterable;
+        // Where the loop's counts must be whole: where it leaves, and where it flushes inside.
+        let sites: Vec<usize> = exiting.iter().chain(&flushing).copied().collect();
         // The block that runs once per iteration and counts by steps, which the others that do
-        // so follow; not where folds inside the loop would have to know how far an iteration got.
-        let leader = l.body.iter().copied().filter(|&b| steps(b) && every_iteration(b) && flushing.is_empty()).find(|&b| exiting.iter().all(|&x| ran(b, x).is_some()));
+        // so follow.
+        let leader = l.body.iter().copied().filter(|&b| steps(b) && every_iteration(b)).find(|&b| sites.iter().all(|&x| ran(b, x).is_some()));
         let followers: Vec<usize> = match leader {
             Some(s) => l
                 .body
                 .iter()
                 .copied()
-                .filter(|&b| b != s && own(b) && classes(b) > 0 && every_iteration(b) && exiting.iter().all(|&x| ran(b, x).is_some()))
+                .filter(|&b| b != s && own(b) && classes(b) > 0 && every_iteration(b) && sites.iter().all(|&x| ran(b, x).is_some()))
                 .collect(),
             None => Vec::new(),
         };
@@ -178,9 +184,9 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
                 for &f in &followers {
                     add(&mut per_execution, counts(f), 1);
                 }
-                // Leaving from x: each follower ran ran(f, x) times in the last iteration, the
-                // leader ran(b, x) times.
-                for &x in &exiting {
+                // At x (leaving, or flushing inside): each follower ran ran(f, x) times in the
+                // current iteration, the leader ran(b, x) times.
+                for &x in &sites {
                     let mut correction = [0u64; 4];
                     for &f in &followers {
                         let (f_ran, b_ran) = (ran(f, x).expect("checked"), ran(b, x).expect("checked"));
@@ -193,11 +199,19 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
             }
             per_executions[b] = per_execution;
             for &e in &exits {
-                let at_e: Vec<(usize, [u64; 4])> = corrections.iter().filter(|(x, _)| blocks[*x].successors.contains(&e)).cloned().collect();
+                let at_e: Vec<(usize, [u64; 4])> =
+                    corrections.iter().filter(|(x, _)| exiting.contains(x) && blocks[*x].successors.contains(&e)).cloned().collect();
                 folds[e].push(Fold { block: b, within: false, corrections: at_e });
             }
+            // Flushing inside: the correction for the iteration so far is added before the flush
+            // and taken back after it, since that iteration's blocks are counted again (as part
+            // of the next step or exit) from there on.
             for &f in &flushing {
-                folds[f].push(Fold { block: b, within: true, corrections: Vec::new() });
+                let at_f: Vec<(usize, [u64; 4])> = corrections.iter().filter(|(x, _)| *x == f).cloned().collect();
+                for (_, c) in &at_f {
+                    add(&mut restarts[f], *c, 1u64.wrapping_neg());
+                }
+                folds[f].push(Fold { block: b, within: true, corrections: at_f });
             }
         }
     }
@@ -219,7 +233,7 @@ pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
         list.sort_unstable();
     }
     let direct = merge_direct(blocks, loops, &successors, &predecessors, &counting);
-    Placement { counting, direct, per_execution: per_executions, folds, settles, entries }
+    Placement { counting, direct, per_execution: per_executions, folds, settles, entries, restarts }
 }
 
 /// What each block counting [`Counting::Direct`] adds at its top: its own counts and those of
@@ -571,11 +585,19 @@ mod tests {
     }
 
     #[test]
-    fn a_call_in_a_loop_folds_its_counts_first_and_cannot_count_by_steps() {
-        // 0 -> 1 (steps) -> 2 (calls, steps) -> 1 | 3
-        let p = place_in(&[&[1], &[2], &[1, 3], &[]], &[2, 3], &[1, 2], &[2, 2, 2, 2]);
-        assert_eq!(p.counting, [Direct, Steps, Executions, Direct]);
-        assert_eq!(folded(&p), [vec![], vec![], vec![(1, true), (2, true)], vec![(1, false), (2, false)]]);
+    fn a_cold_call_in_a_loop_folds_its_counts_first_and_cannot_count_by_steps() {
+        // 0 -> 1 (calls, cold, steps) -> 2 (steps) -> 1 | 3: 1 cannot count by steps (its
+        // flush may come before its step), so it follows 2, and its flush folds the loop's
+        // counts so far.
+        let p = place_in(&[&[1], &[2], &[1, 3], &[]], &[1, 3], &[1, 2], &[2, 2, 2, 2]);
+        assert_eq!(p.counting, [Direct, Follows, Steps, Direct]);
+        assert_eq!(folded(&p), [vec![], vec![(2, true)], vec![], vec![(2, false)]]);
+        assert_eq!(p.per_execution[2], [2, 0, 0, 8]);
+        // At 1's flush, 1 has run in the iteration under way and 2 has not stepped yet: 1's
+        // counts are added before the flush and taken back after it (2's next step counts them).
+        assert_eq!(p.folds[1][0].corrections, [(1, [1, 0, 0, 4])]);
+        assert_eq!(p.restarts[1], [1u64.wrapping_neg(), 0, 0, 4u64.wrapping_neg()]);
+        assert_eq!(p.restarts[3], [0; 4]);
     }
 
     #[test]

@@ -60,6 +60,8 @@ fn known_programs_count_exactly() {
     }
     // Three per whole iteration, two in the one that leaves in the middle: nothing else.
     assert_eq!(exactly("mid_iteration_exit", &runs["mid_iteration_exit"], "fp", fp, 3, 2), 2);
+    // Three per value, one more in each of the five cold calls the loop makes: nothing else.
+    assert_eq!(exactly("cold_calls_in_a_loop", &runs["cold_calls_in_a_loop"], "fp", fp, 3, 5), 5);
     // One volatile load and one volatile store per iteration, plus at most 16 memory
     // operations per call (the measurement closure and black_box spill a few).
     exactly("loads_and_stores", &runs["loads_and_stores"], "mem", |r| r.mem, 2, 16);
