@@ -178,3 +178,42 @@ async fn changes_that_would_lose_the_quorum_or_overlap_are_refused() {
     cluster.write(leader, "after-replace", "yes").await;
     assert_eq!(cluster.value(5, "after-replace").await.as_deref(), Some(&b"yes"[..]));
 }
+
+/// raft-rs 0.7 keeps a removed leader leading, and panics where it looks up its own progress
+/// (committing, persisting); with writes arriving all along, that happened in most runs.
+#[actix::test]
+async fn a_leader_that_removes_itself_while_writes_arrive_hands_over() {
+    for _ in 0..4 {
+        let mut cluster = Cluster::start(3, quick_changes()).await;
+        let leader = cluster.leader(Duration::from_secs(2)).await.expect("a leader");
+        cluster.inner.add(4).await.unwrap();
+        cluster.join(leader, 4, None).await.unwrap();
+        let writers: Vec<_> = (1..=4u64)
+            .map(|via| {
+                let replicator = cluster.node(via).unwrap().replicator.clone();
+                let puts: Vec<Put> = (0..40)
+                    .map(|i| Put { ctx: cluster.world.ctx("operator", "replication_management"), key: format!("w{via}-{i}").into(), value: "x".into() })
+                    .collect();
+                actix::spawn(async move {
+                    for put in puts {
+                        // Some fail while leadership moves; the cluster must keep going.
+                        let _ = replicator.send(put).await;
+                    }
+                })
+            })
+            .collect();
+        let removed = cluster.remove(leader, leader).await;
+        assert!(removed.is_ok(), "the leader removed itself: {removed:?}");
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let next = eventually(Duration::from_secs(5), || async {
+            let l = cluster.leader(Duration::from_millis(50)).await?;
+            (l != leader).then_some(l)
+        })
+        .await
+        .expect("the remaining voters elect a leader");
+        cluster.write(next, "after", "yes").await;
+        assert!(!cluster.voters(next).await.contains(&leader));
+    }
+}

@@ -177,6 +177,9 @@ pub struct Replica {
     /// node must start from a snapshot that names it rather than from entry 1 of a log whose first
     /// configuration was never an entry.
     compact_now: bool,
+    /// The voter a leader that removed itself asks to campaign, once the Ready it stepped
+    /// down in is done (raft-rs allows a follower no new messages within one).
+    hand_over: Option<NodeId>,
     /// Ticks since this run began, and the tick at which each peer was last heard from: whether
     /// a removal leaves a reachable quorum is judged on these, not on raft-rs's `recent_active`,
     /// which it clears at every quorum check.
@@ -234,6 +237,7 @@ impl Replica {
             members,
             changing: BTreeMap::new(),
             compact_now: false,
+            hand_over: None,
             ticks: 0,
             heard: BTreeMap::new(),
             election_ticks: election as u64,
@@ -378,23 +382,11 @@ impl Replica {
         self.node.raft.prs().get(id).map_or(Follower::default(), |p| Follower { matched: p.matched, active })
     }
 
-    /// The leader's housekeeping: hand over if it is no longer a voter, promote a learner that
+    /// The leader's housekeeping: promote a learner that
     /// has caught up, and leave a joint configuration that the leader which entered it did not
     /// live to leave.
     fn tend_membership(&mut self) -> Result<(), ReplicaError> {
         if !self.is_leader() {
-            return Ok(());
-        }
-        if !self.node.raft.promotable() {
-            // A leader that removed itself hands over to its most caught-up voter rather than
-            // leaving the cluster to wait out an election timeout. It asks again whenever a
-            // transfer lapses: a voter refuses to campaign until it has applied the removal too.
-            if self.node.raft.lead_transferee.is_none() {
-                let voters = self.voters();
-                if let Some(successor) = voters.into_iter().filter(|&v| v != self.id()).max_by_key(|&v| self.follower(v).matched) {
-                    self.node.transfer_leader(successor);
-                }
-            }
             return Ok(());
         }
         if self.node.raft.has_pending_conf() {
@@ -417,6 +409,22 @@ impl Replica {
             self.node.propose_conf_change(Vec::new(), cc)?;
         }
         Ok(())
+    }
+
+    /// A leader that removed itself stops leading at once: raft-rs 0.7 would go on leading, and
+    /// panics where a leader looks up its own progress (committing, persisting) once it is not
+    /// a member. It becomes a follower in the same term (a new term would change the hard state
+    /// in the middle of a Ready, which raft-rs forbids), and once that Ready is done it tells
+    /// its most caught-up voter, if that one has every entry, to campaign now; the remaining
+    /// voters elect one anyway after an election timeout. What it was still proposing is
+    /// answered when its wait runs out (it may still commit).
+    fn step_down(&mut self) {
+        let last = self.node.raft.raft_log.last_index();
+        let successor = self.voters().into_iter().filter(|&v| v != self.id()).max_by_key(|&v| self.follower(v).matched);
+        self.hand_over = successor.filter(|&v| self.follower(v).matched == last);
+        tracing::info!(node = self.id(), term = self.node.raft.term, successor = ?self.hand_over, "removed while leading: stepping down");
+        let term = self.node.raft.term;
+        self.node.raft.become_follower(term, raft::INVALID_ID);
     }
 
     /// Stops waiting for a membership change (the caller gave up on it); it may still complete.
@@ -457,6 +465,9 @@ impl Replica {
         out.messages.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut out)?;
         self.node.advance_apply();
+        if let Some(successor) = self.hand_over.take() {
+            self.node.raft.send_timeout_now(successor);
+        }
         let applied = self.applied_index;
         self.confirmed_reads.retain(|&(seq, index)| {
             let servable = index <= applied;
@@ -522,6 +533,9 @@ impl Replica {
             }
         };
         membership::record(&mut self.members, &cc, &conf)?;
+        if self.is_leader() && !self.node.raft.promotable() {
+            self.step_down();
+        }
         let membership = Membership::of(&conf, &self.members);
         tracing::info!(node = self.id(), index = entry.index, voters = ?membership.voters, outgoing = ?membership.outgoing, learners = ?membership.learners, "membership changed");
         if cc.changes.iter().any(|c| c.get_change_type() == raft::prelude::ConfChangeType::AddLearnerNode) {

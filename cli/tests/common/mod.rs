@@ -230,7 +230,12 @@ impl Drop for NodeProcess {
         self.kill();
         if std::thread::panicking() {
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            // A panic's message is above its backtrace, which would fill the tail.
+            let lines: Vec<&str> = log.lines().collect();
+            for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.contains("panicked at")) {
+                eprintln!("--- node {} panicked ---\n{}", self.id, lines[i..(i + 3).min(lines.len())].join("\n"));
+            }
+            let tail: Vec<&str> = lines.iter().rev().take(30).copied().collect();
             eprintln!("--- node {} log (last lines) ---\n{}", self.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
     }
