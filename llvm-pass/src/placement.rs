@@ -1,11 +1,11 @@
 //! Where a function's counts are kept: the decision, over the control-flow graph alone.
 //!
 //! Blocks are indices and block 0 is the entry. A block's counts reach the function's four
-//! accumulators in one of three ways ([`Counting`]); inside a loop without calls the two
-//! cheaper ones defer the work to the loop's exits, where each exit block multiplies what the
-//! loop's blocks ran by their counts and adds it to the accumulators. The choice changes what a
-//! block costs, never what is counted: a block the loop analysis misses (one in an irreducible
-//! cycle, say) is simply counted the plain way.
+//! accumulators in one of four ways ([`Counting`]); inside a loop without hot calls the cheaper
+//! ones defer the work: the loop's exits (and the flushes inside it) add the run's execution
+//! count to the counted block's total, and the next flush multiplies totals by the blocks'
+//! counts. The choice changes what a block costs, never what is counted: a block the loop
+//! analysis misses (one in an irreducible cycle, say) is simply counted the plain way.
 
 /// What the placement needs to know of one block.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,7 +52,8 @@ pub enum Counting {
     Steps,
 }
 
-/// Functions with more blocks than this are counted the plain way (see [`place`]).
+/// Functions with more blocks than this are counted the plain way (see [`place`]), and their
+/// loops are not looked for.
 const MAX_BLOCKS: usize = 20_000;
 
 /// One block's execution count joining its total.
@@ -102,7 +103,18 @@ pub struct Placement {
 pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
     // The analysis is quadratic in a loop's size at worst; a function this large is counted the
     // plain way rather than slow to compile.
-    let loops = if blocks.len() > MAX_BLOCKS { &Loops { loops: Vec::new(), innermost: vec![None; blocks.len()], idom: Vec::new() } } else { loops };
+    if blocks.len() > MAX_BLOCKS {
+        let n = blocks.len();
+        return Placement {
+            counting: vec![Counting::Direct; n],
+            direct: blocks.iter().map(|b| b.counts.unwrap_or_default()).collect(),
+            per_execution: vec![[0; 4]; n],
+            folds: vec![Vec::new(); n],
+            settles: vec![Vec::new(); n],
+            restarts: vec![[0; 4]; n],
+            entries: vec![Vec::new(); n],
+        };
+    }
     let successors: Vec<Vec<usize>> = blocks.iter().map(|b| b.successors.clone()).collect();
     let predecessors = predecessors(&successors);
     let counts = |b: usize| blocks[b].counts.unwrap_or_default();
@@ -245,6 +257,8 @@ fn merge_direct(blocks: &[Block], loops: &Loops, successors: &[Vec<usize>], pred
     let ipdom = post_dominators(successors, predecessors);
     let direct = |b: usize| counting[b] == Counting::Direct && blocks[b].counts.is_some();
     let mut into: Vec<Option<usize>> = vec![None; blocks.len()];
+    // Which search last saw each block (one array for all of them).
+    let mut seen_by: Vec<usize> = vec![0; blocks.len()];
     for b in 1..blocks.len() {
         let Some(a) = loops.idom[b].filter(|&a| a != b) else { continue };
         if !direct(a) || !direct(b) || blocks[a].flushes || loops.innermost[a] != loops.innermost[b] || !dominates(&ipdom, b, a) {
@@ -252,11 +266,10 @@ fn merge_direct(blocks: &[Block], loops: &Loops, successors: &[Vec<usize>], pred
         }
         let header = loops.innermost[a].map(|l| loops.loops[l].header);
         // The blocks between: from a's successors up to b.
-        let mut seen = vec![false; blocks.len()];
         let mut work: Vec<usize> = successors[a].clone();
         let mut clean = true;
         while let Some(x) = work.pop() {
-            if x == b || std::mem::replace(&mut seen[x], true) {
+            if x == b || std::mem::replace(&mut seen_by[x], b) == b {
                 continue;
             }
             if blocks[x].flushes || Some(x) == header || x == a {
@@ -359,8 +372,12 @@ impl Loops {
     }
 
     /// Finds the natural loops of the graph whose block `b` branches to `successors[b]`.
-    /// Blocks the entry cannot reach are in no loop.
+    /// Blocks the entry cannot reach are in no loop, and so is every block of a graph too large
+    /// to analyse.
     pub fn find(successors: &[Vec<usize>]) -> Loops {
+        if successors.len() > MAX_BLOCKS {
+            return Loops { loops: Vec::new(), innermost: vec![None; successors.len()], idom: vec![None; successors.len()] };
+        }
         let n = successors.len();
         let predecessors = predecessors(successors);
         let idom = dominators(successors, &predecessors);
@@ -631,6 +648,17 @@ mod tests {
         assert_eq!(p.direct[4], [0; 4]);
         // It does not reach into the loop from before it: 1 runs once per iteration, 0 once.
         assert_eq!(p.direct[0], [1, 0, 0, 4]);
+    }
+
+    #[test]
+    fn a_function_too_large_to_analyse_adds_every_block_directly() {
+        let n = MAX_BLOCKS + 1;
+        let blocks: Vec<Block> = (0..n)
+            .map(|b| Block { successors: if b + 1 < n { vec![b + 1, b] } else { vec![] }, counts: counts(2), steps: true, ..Block::default() })
+            .collect();
+        let p = place(&blocks, &Loops::find(&blocks.iter().map(|b| b.successors.clone()).collect::<Vec<_>>()));
+        assert!(p.counting.iter().all(|&c| c == Direct));
+        assert!(p.direct.iter().all(|&d| d == [1, 0, 0, 4]));
     }
 
     #[test]
