@@ -755,3 +755,17 @@ unsafe fn value_name(value: LLVMValueRef) -> String {
     let ptr = LLVMGetValueName2(value, &mut len);
     String::from_utf8_lossy(std::slice::from_raw_parts(ptr as *const u8, len)).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inverse_undoes_a_multiplication_by_an_odd_step() {
+        for odd in [1u64, 3, 5, 7, 24_u64 >> 3, 0xFFFF, u64::MAX, 12345 * 2 + 1] {
+            assert_eq!(odd.wrapping_mul(super::inverse(odd)), 1, "{odd}");
+        }
+        // A count recovered from how far a variable stepped by 12 = 4 * 3 moved.
+        let (start, times) = (1000u64, 987_654u64);
+        let moved = start.wrapping_add(times.wrapping_mul(12)).wrapping_sub(start);
+        assert_eq!(moved.wrapping_mul(super::inverse(3)) >> 2, times);
+    }
+}
