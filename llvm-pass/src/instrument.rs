@@ -289,7 +289,7 @@ impl Instrumenter {
                 let (count, start) = slots[b].expect("folded blocks keep a count");
                 let times = match &plan.steppers[b] {
                     Some(stepper) if !start.is_null() => self.steps_taken(count, start, stepper.step),
-                    _ => self.opaque(self.load_as(count, self.i64)),
+                    _ => self.opaque(self.load_as(count)),
                 };
                 self.add(totals[b].expect("folded blocks keep a total"), times);
                 for (acc, correction) in local.iter().zip(corrections) {
@@ -371,7 +371,7 @@ impl Instrumenter {
     /// `step`, exact modulo 2^64 / step (multiplying by the inverse of the step's odd part, then
     /// shifting out its powers of two).
     unsafe fn steps_taken(&self, stepped: LLVMValueRef, start: LLVMValueRef, step: i64) -> LLVMValueRef {
-        let distance = LLVMBuildSub(self.builder, self.opaque(self.load_as(stepped, self.i64)), self.load_as(start, self.i64), c"".as_ptr());
+        let distance = LLVMBuildSub(self.builder, self.opaque(self.load_as(stepped)), self.load_as(start), c"".as_ptr());
         let step = step as u64;
         let shift = step.trailing_zeros();
         let mut times = distance;
@@ -399,13 +399,13 @@ impl Instrumenter {
     }
 
     /// The value in `slot` (an `i64` or a pointer) as an `i64`.
-    unsafe fn load_as(&self, slot: LLVMValueRef, ty: LLVMTypeRef) -> LLVMValueRef {
+    unsafe fn load_as(&self, slot: LLVMValueRef) -> LLVMValueRef {
         let value = LLVMBuildLoad2(self.builder, LLVMGetAllocatedType(slot), slot, c"".as_ptr());
         LLVMSetAlignment(value, 8);
-        if LLVMTypeOf(value) == ty {
+        if LLVMTypeOf(value) == self.i64 {
             value
         } else {
-            LLVMBuildPtrToInt(self.builder, value, ty, c"".as_ptr())
+            LLVMBuildPtrToInt(self.builder, value, self.i64, c"".as_ptr())
         }
     }
 
@@ -711,14 +711,13 @@ unsafe fn is_cold(at: LLVMValueRef) -> bool {
 /// expands in place or turns into a call of the C library) and an empty inline-assembly
 /// statement (what `std::hint::black_box` becomes).
 unsafe fn may_call_code(call: LLVMValueRef) -> bool {
+    if let Some(name) = intrinsic_name(call) {
+        // A statepoint or patchpoint calls its target.
+        return name.starts_with("llvm.experimental.gc.statepoint") || name.starts_with("llvm.experimental.patchpoint");
+    }
     let callee = LLVMGetCalledValue(call);
     if callee.is_null() {
         return true;
-    }
-    if !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) != 0 {
-        // A statepoint or patchpoint calls its target.
-        let name = value_name(callee);
-        return name.starts_with("llvm.experimental.gc.statepoint") || name.starts_with("llvm.experimental.patchpoint");
     }
     if !LLVMIsAInlineAsm(callee).is_null() {
         let mut len = 0;

@@ -52,8 +52,8 @@ pub enum Counting {
     Steps,
 }
 
-/// Functions with more blocks than this are counted the plain way (see [`place`]), and their
-/// loops are not looked for.
+/// Functions with more blocks than this have no loops looked for ([`Loops::find`] is quadratic
+/// in a loop's size at worst), so they are counted the plain way.
 const MAX_BLOCKS: usize = 20_000;
 
 /// One block's execution count joining its total.
@@ -101,20 +101,6 @@ pub struct Placement {
 /// counts go to innermost loops only, so that each holds a register in one loop; a block of one
 /// class of operation is cheapest counted directly.
 pub fn place(blocks: &[Block], loops: &Loops) -> Placement {
-    // The analysis is quadratic in a loop's size at worst; a function this large is counted the
-    // plain way rather than slow to compile.
-    if blocks.len() > MAX_BLOCKS {
-        let n = blocks.len();
-        return Placement {
-            counting: vec![Counting::Direct; n],
-            direct: blocks.iter().map(|b| b.counts.unwrap_or_default()).collect(),
-            per_execution: vec![[0; 4]; n],
-            folds: vec![Vec::new(); n],
-            settles: vec![Vec::new(); n],
-            restarts: vec![[0; 4]; n],
-            entries: vec![Vec::new(); n],
-        };
-    }
     let successors: Vec<Vec<usize>> = blocks.iter().map(|b| b.successors.clone()).collect();
     let predecessors = predecessors(&successors);
     let counts = |b: usize| blocks[b].counts.unwrap_or_default();
